@@ -1,0 +1,95 @@
+"""Builds the app: `uvicorn main:app` serves GraphQL at /graphql, the REST aliases and the page."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.requests import HTTPConnection
+from strawberry.fastapi import GraphQLRouter
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+
+from resolvers import rest
+from resolvers.config import Settings, get_settings
+from resolvers.context import Context
+from resolvers.errors import ChatError
+from resolvers.services import bearer_token, open_services
+from schema import schema
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+logger = logging.getLogger("chat_server")
+
+
+async def get_context(connection: HTTPConnection) -> Context:
+    return Context(
+        services=rest.get_services(connection),
+        admin_token=bearer_token(connection.headers.get("authorization")),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app for `settings` (the environment's when None)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(
+        title="Chat session server",
+        description="LLM chat sessions kept in Redis, replies streamed. GraphQL at /graphql.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    graphql = GraphQLRouter(
+        schema,
+        context_getter=get_context,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+        graphql_ide="graphiql",
+    )
+    app.include_router(graphql, prefix="/graphql", include_in_schema=False)
+    app.include_router(rest.router)
+    for error in (ChatError, RedisConnectionError, RedisTimeoutError):
+        app.add_exception_handler(error, rest.chat_error_handler)
+    app.add_exception_handler(RequestValidationError, rest.validation_error_handler)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _app_from_environment() -> FastAPI:
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        sys.exit(f"invalid configuration: {problems}")
+    _configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+app = _app_from_environment()

@@ -1,0 +1,1 @@
+"""Resolvers of both APIs and the services they call (history, sessions, model, turn)."""

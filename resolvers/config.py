@@ -1,0 +1,82 @@
+"""Settings read from the environment (and an optional `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
+DEFAULT_GROQ_MODEL = "groq:llama-3.1-8b-instant"
+OFFLINE_MODEL = "offline"
+
+
+class Settings(BaseSettings):
+    """Every knob of the server; names match the environment variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    redis_url: str | None = None
+    data_dir: Path = Path("./data")
+    llm_model: str | None = None
+    groq_api_key: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    history_window: int = Field(default=40, ge=0)
+    max_message_chars: int = Field(default=32000, ge=1)
+    session_ttl_seconds: int = Field(default=0, ge=0)
+    # How long a turn's lock lives without renewal: bounds how long a session stays
+    # busy after a process dies mid-turn. Renewed while the turn runs.
+    turn_lock_seconds: float = Field(default=20.0, ge=1)
+    # Pause between the offline model's tokens, so its reply visibly streams.
+    offline_token_delay_seconds: float = Field(default=0.02, ge=0)
+    redis_max_connections: int = Field(default=100, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("redis_url", "llm_model", "admin_token", "groq_api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("llm_model")
+    @classmethod
+    def _model_form(cls, value: str | None) -> str | None:
+        if value is None or value == OFFLINE_MODEL:
+            return value
+        provider, sep, name = value.partition(":")
+        if not sep or not provider or not name:
+            raise ValueError(
+                "LLM_MODEL must be 'provider:model' (e.g. groq:llama-3.1-8b-instant) or 'offline'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_not_empty(self) -> Settings:
+        if not self.system_prompt.strip():
+            self.system_prompt = DEFAULT_SYSTEM_PROMPT
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The model in use: LLM_MODEL, else Groq when its key is set, else offline."""
+        if self.llm_model:
+            return self.llm_model
+        return DEFAULT_GROQ_MODEL if self.groq_api_key else OFFLINE_MODEL
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, built once; tests call `get_settings.cache_clear()`."""
+    return Settings()

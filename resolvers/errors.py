@@ -1,0 +1,57 @@
+"""The project's own errors; each edge maps them to its own form.
+
+Services raise these and know nothing of HTTP or GraphQL. `code` is the GraphQL
+`extensions.code` of API.md; the REST edge turns the same code into a status.
+"""
+
+from __future__ import annotations
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+class ChatError(Exception):
+    """Base of the errors a client is told about."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadInput(ChatError):
+    code = "BAD_USER_INPUT"
+
+
+class NotFound(ChatError):
+    code = "NOT_FOUND"
+
+
+class Unauthenticated(ChatError):
+    code = "UNAUTHENTICATED"
+
+
+class SessionBusy(ChatError):
+    code = "SESSION_BUSY"
+
+
+class ModelFailed(ChatError):
+    code = "LLM_ERROR"
+
+
+class StoreUnavailable(ChatError):
+    code = "UNAVAILABLE"
+
+
+def as_chat_error(exc: BaseException) -> ChatError | None:
+    """The client-facing error for `exc`, or None when it is a bug to report as such.
+
+    Redis connection failures surface from many calls; they all mean one thing to a
+    client, so they are translated here rather than at every call site.
+    """
+    if isinstance(exc, ChatError):
+        return exc
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return StoreUnavailable("the session store (Redis) cannot be reached")
+    return None

@@ -1,0 +1,124 @@
+"""The GraphQL edge: thin resolvers over the services, and the error codes of API.md.
+
+They return plain service data; `schema/` wraps it in its types. Every project error
+becomes a GraphQL error with `extensions.code`; anything else is logged and reported
+as an internal error, without details.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+
+from resolvers.context import Context
+from resolvers.errors import ChatError, as_chat_error
+from resolvers.history import StoredMessage, TurnPair
+from resolvers.services import bearer_token
+from resolvers.sessions import SessionInfo, SessionPage
+from resolvers.turn import TurnEvent
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Info = strawberry.Info[Context]
+
+
+def to_graphql_error(exc: BaseException) -> GraphQLError:
+    error = as_chat_error(exc)
+    if error is None:
+        logger.error("unexpected error in a GraphQL resolver", exc_info=exc)
+        error = ChatError("internal error")
+    return GraphQLError(error.message, extensions={"code": error.code})
+
+
+def graphql_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Report the project's errors with their `extensions.code`."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except GraphQLError:
+            raise
+        except Exception as exc:
+            raise to_graphql_error(exc) from None
+
+    return wrapper
+
+
+def _admin_token(info: Info) -> str | None:
+    context = info.context
+    if context.admin_token is not None:
+        return context.admin_token
+    # Over WebSocket the token may come in the connection_init payload instead.
+    params: Any = context.connection_params
+    if isinstance(params, dict):
+        for key in ("Authorization", "authorization"):
+            value = params.get(key)
+            if isinstance(value, str):
+                return bearer_token(value) or value
+        token = params.get("adminToken")
+        return token if isinstance(token, str) else None
+    return None
+
+
+@graphql_errors
+async def sessions_page(info: Info, first: int, after: str | None) -> SessionPage:
+    services = info.context.services
+    services.check_admin(_admin_token(info))
+    return await services.sessions.page(first=first, after=after)
+
+
+@graphql_errors
+async def session(info: Info, session_id: str) -> SessionInfo | None:
+    return await info.context.services.sessions.get(session_id)
+
+
+@graphql_errors
+async def history(info: Info, session_id: str) -> list[TurnPair]:
+    return await info.context.services.sessions.turns(session_id)
+
+
+@graphql_errors
+async def session_messages(info: Info, session_id: str, last: int | None) -> list[StoredMessage]:
+    return await info.context.services.sessions.messages(session_id, last=last)
+
+
+@graphql_errors
+async def session_turns(info: Info, session_id: str) -> list[TurnPair]:
+    return await info.context.services.sessions.turns(session_id)
+
+
+@graphql_errors
+async def create_session(info: Info, title: str | None, system_prompt: str | None) -> SessionInfo:
+    return await info.context.services.sessions.create(title=title, system_prompt=system_prompt)
+
+
+@graphql_errors
+async def send_message(info: Info, session_id: str, message: str) -> StoredMessage:
+    turn = await info.context.services.turns.start(session_id=session_id, message=message)
+    return await turn.reply()
+
+
+@graphql_errors
+async def delete_session(info: Info, session_id: str) -> bool:
+    return await info.context.services.sessions.delete(session_id)
+
+
+async def chat(info: Info, session_id: str, message: str) -> AsyncIterator[TurnEvent]:
+    """The turn's events; errors before or during the stream carry their code."""
+    try:
+        turn = await info.context.services.turns.start(session_id=session_id, message=message)
+        async for event in turn.events():
+            yield event
+    except GraphQLError:
+        raise
+    except Exception as exc:
+        raise to_graphql_error(exc) from None

@@ -1,0 +1,184 @@
+"""A session's messages in Redis, in the layout of LangChain's own Redis chat history.
+
+`message_store:<session_id>` is a list of `json.dumps(message_to_dict(m))`, newest
+first, exactly as `langchain_community`'s `RedisChatMessageHistory` writes it, so
+either program reads what the other wrote. The session's other keys carry the hash
+tag `{message_store:<session_id>}`: Redis Cluster hashes only the text inside the
+braces, which is the whole name of the list, so every key of a session lands in the
+list's slot while the list keeps LangChain's exact name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    message_to_dict,
+    messages_from_dict,
+)
+from redis.asyncio import Redis
+
+logger = logging.getLogger(__name__)
+
+MESSAGES_PREFIX = "message_store:"
+CREATED_AT = "created_at"
+
+
+def messages_key(session_id: str) -> str:
+    return f"{MESSAGES_PREFIX}{session_id}"
+
+
+def meta_key(session_id: str) -> str:
+    return f"{{{MESSAGES_PREFIX}{session_id}}}:meta"
+
+
+def lock_key(session_id: str) -> str:
+    return f"{{{MESSAGES_PREFIX}{session_id}}}:lock"
+
+
+class Role(Enum):
+    USER = "USER"
+    ASSISTANT = "ASSISTANT"
+    SYSTEM = "SYSTEM"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    role: Role
+    content: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPair:
+    input: str
+    output: str
+
+
+_ROLE_OF_TYPE = {
+    "human": Role.USER,
+    "ai": Role.ASSISTANT,
+    # Replies streamed through the documented REST app are stored as chunks.
+    "AIMessageChunk": Role.ASSISTANT,
+    "system": Role.SYSTEM,
+}
+
+
+def encode(message: BaseMessage) -> str:
+    """One list element, as LangChain's Redis history writes it."""
+    return json.dumps(message_to_dict(message))
+
+
+def stamped(message: BaseMessage, at: datetime) -> BaseMessage:
+    """`message` with its creation time kept where LangChain passes it along untouched."""
+    message.response_metadata[CREATED_AT] = at.isoformat()
+    return message
+
+
+def decode(raw: str | bytes) -> StoredMessage | None:
+    """The stored message, or None for an element that is not a chat message."""
+    try:
+        data = json.loads(raw)
+        role = _ROLE_OF_TYPE.get(data["type"])
+        if role is None:
+            return None
+        [message] = messages_from_dict([data])
+    except (ValueError, KeyError, TypeError):
+        logger.warning("skipping an unreadable message_store element")
+        return None
+    created = message.response_metadata.get(CREATED_AT)
+    created_at: datetime | None = None
+    if isinstance(created, str):
+        try:
+            created_at = datetime.fromisoformat(created)
+        except ValueError:
+            created_at = None
+        if created_at is not None and created_at.tzinfo is None:
+            created_at = created_at.replace(tzinfo=UTC)
+    return StoredMessage(role=role, content=message.text, created_at=created_at)
+
+
+def decode_newest_first(raw: Iterable[str | bytes]) -> list[StoredMessage]:
+    """Decode an `LRANGE` result (newest first) into oldest-first messages."""
+    decoded = (decode(item) for item in reversed(list(raw)))
+    return [m for m in decoded if m is not None]
+
+
+def as_langchain(messages: Iterable[StoredMessage]) -> list[BaseMessage]:
+    """Plain LangChain messages for a model call (no stored metadata sent along)."""
+    kinds: dict[Role, type[BaseMessage]] = {
+        Role.USER: HumanMessage,
+        Role.ASSISTANT: AIMessage,
+        Role.SYSTEM: SystemMessage,
+    }
+    return [kinds[m.role](content=m.content) for m in messages]
+
+
+def pair_turns(messages: Sequence[StoredMessage]) -> list[TurnPair]:
+    """Each user message with the assistant reply that follows it (summaries skipped)."""
+    turns: list[TurnPair] = []
+    pending: str | None = None
+    for message in messages:
+        if message.role is Role.USER:
+            if pending is not None:
+                turns.append(TurnPair(input=pending, output=""))
+            pending = message.content
+        elif message.role is Role.ASSISTANT:
+            turns.append(TurnPair(input=pending or "", output=message.content))
+            pending = None
+    if pending is not None:
+        turns.append(TurnPair(input=pending, output=""))
+    return turns
+
+
+class RedisChatHistory(BaseChatMessageHistory):
+    """LangChain chat history of one session, on `redis.asyncio`, with real async I/O.
+
+    The rest of the app uses only the async methods defined here, so the (deprecated)
+    LangChain base class can be dropped without touching callers. The sync interface
+    would block the event loop on an async client, so it refuses.
+    """
+
+    def __init__(self, redis: Redis, session_id: str) -> None:
+        self._redis = redis
+        self.session_id = session_id
+        self.key = messages_key(session_id)
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        raw = await self._redis.lrange(self.key, 0, -1)
+        return as_langchain(decode_newest_first(raw))
+
+    async def aget_stored(self, last: int | None = None) -> list[StoredMessage]:
+        """The last `last` messages (all when None), oldest first, in one round trip."""
+        if last is not None and last <= 0:
+            return []
+        raw = await self._redis.lrange(self.key, 0, -1 if last is None else last - 1)
+        return decode_newest_first(raw)
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        if messages:
+            # One LPUSH of several values pushes them in order: the last ends up first.
+            await self._redis.lpush(self.key, *(encode(m) for m in messages))
+
+    async def aclear(self) -> None:
+        await self._redis.delete(self.key)
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        raise NotImplementedError("RedisChatHistory is async only: use aget_messages()")
+
+    def add_message(self, message: BaseMessage) -> None:
+        raise NotImplementedError("RedisChatHistory is async only: use aadd_messages()")
+
+    def clear(self) -> None:
+        raise NotImplementedError("RedisChatHistory is async only: use aclear()")

@@ -1,0 +1,103 @@
+"""The chat model: any provider `init_chat_model` knows, or the built-in offline one."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from resolvers.config import OFFLINE_MODEL
+
+OFFLINE_REPLY = (
+    "No LLM provider is configured, so this reply comes from the built-in offline model. "
+    "To talk to a real model, set GROQ_API_KEY (Groq's llama-3.1-8b-instant is then used), "
+    "or set LLM_MODEL to provider:model, for example openai:gpt-4o-mini with OPENAI_API_KEY "
+    "(OPENAI_BASE_URL for any OpenAI-compatible server) or ollama:llama3.2, "
+    "and restart the server."
+)
+
+
+def _pieces(text: str) -> list[str]:
+    """Word-sized pieces that join back to `text` exactly."""
+    return re.findall(r"\s*\S+", text)
+
+
+class OfflineChatModel(BaseChatModel):
+    """Streams a fixed reply saying that no provider is configured and how to set one."""
+
+    token_delay: float = 0.02
+
+    @property
+    def _llm_type(self) -> str:
+        return OFFLINE_MODEL
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=OFFLINE_REPLY))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for piece in _pieces(OFFLINE_REPLY):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for piece in _pieces(OFFLINE_REPLY):
+            if self.token_delay:
+                await asyncio.sleep(self.token_delay)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+
+
+class ChatModel:
+    """The configured model, reduced to what a turn needs: a stream of text pieces."""
+
+    def __init__(self, model: BaseChatModel, name: str) -> None:
+        self._model = model
+        self.name = name
+
+    async def stream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[str]:
+        async for chunk in self._model.astream(list(messages)):
+            text = chunk.text
+            if text:
+                yield text
+
+
+def build_model(name: str, *, offline_token_delay: float = 0.02) -> ChatModel:
+    """The model named `provider:model` (or `offline`); provider errors surface at start."""
+    if name == OFFLINE_MODEL:
+        return ChatModel(OfflineChatModel(token_delay=offline_token_delay), name)
+    from langchain.chat_models import init_chat_model
+
+    try:
+        model = init_chat_model(name)
+    except ImportError as exc:
+        provider = name.partition(":")[0]
+        raise RuntimeError(
+            f"LLM_MODEL={name} needs the LangChain integration for '{provider}' "
+            f"(pip install langchain-{provider}): {exc}"
+        ) from exc
+    return ChatModel(model, name)

@@ -1,0 +1,280 @@
+"""The documented REST routes: thin aliases over the same services as GraphQL."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Depends, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.requests import HTTPConnection
+from starlette.types import Receive, Scope, Send
+
+from resolvers.errors import BadInput, ChatError, NotFound, as_chat_error
+from resolvers.services import Services, bearer_token
+from resolvers.turn import TurnEvent
+
+logger = logging.getLogger(__name__)
+
+STATUS_OF_CODE = {
+    "BAD_USER_INPUT": 400,
+    "UNAUTHENTICATED": 401,
+    "NOT_FOUND": 404,
+    "SESSION_BUSY": 409,
+    "LLM_ERROR": 502,
+    "UNAVAILABLE": 503,
+}
+
+
+def get_services(connection: HTTPConnection) -> Services:
+    services: Services = connection.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+class NewSessionBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    title: str | None = None
+    system_prompt: str | None = None
+
+
+class NewSessionResponse(BaseModel):
+    session_id: str
+
+
+class ChatBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    session_id: str
+    message: str
+
+
+class ChatResponse(BaseModel):
+    session_id: str
+    response: str
+
+
+class SessionsResponse(BaseModel):
+    sessions: list[str]
+    next_cursor: str | None = None
+
+
+class HistoryTurn(BaseModel):
+    input: str
+    output: str
+
+
+class HistoryResponse(BaseModel):
+    history: list[HistoryTurn]
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse} for status in (400, 404, 422, 503)
+}
+
+
+def error_response(error: ChatError) -> JSONResponse:
+    status = STATUS_OF_CODE.get(error.code, 500)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": error.message}, status_code=status, headers=headers)
+
+
+async def chat_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    error = as_chat_error(exc)
+    if error is None:
+        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+    return error_response(error)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    problems = []
+    for err in exc.errors() if isinstance(exc, RequestValidationError) else []:
+        where = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    detail = "request is not the documented JSON: " + ("; ".join(problems) or "invalid")
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+@router.post("/new_session", responses=_ERRORS, tags=["sessions"])
+async def new_session(
+    services: ServicesDep, body: Annotated[NewSessionBody | None, Body()] = None
+) -> NewSessionResponse:
+    """Create a session; optional title and system prompt."""
+    found = await services.sessions.create(
+        title=body.title if body else None,
+        system_prompt=body.system_prompt if body else None,
+    )
+    return NewSessionResponse(session_id=found.id)
+
+
+StreamMode = Literal["text", "sse", "json"]
+
+
+def _stream_mode(accept: str | None) -> StreamMode:
+    types = {part.split(";")[0].strip().lower() for part in (accept or "").split(",")}
+    if "text/event-stream" in types:
+        return "sse"
+    if "application/json" in types and "text/plain" not in types:
+        return "json"
+    return "text"
+
+
+@router.post(
+    "/chat",
+    tags=["chat"],
+    responses={
+        **_ERRORS,
+        200: {
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "text/event-stream": {"schema": {"type": "string"}},
+                "application/json": {"schema": ChatResponse.model_json_schema()},
+            },
+            "description": "The reply, streamed as text or server-sent events, or whole as JSON.",
+        },
+        409: {"model": ErrorResponse},
+        502: {"model": ErrorResponse},
+    },
+)
+async def chat(
+    body: ChatBody,
+    services: ServicesDep,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Run one turn. The status is sent once the first token is in hand."""
+    mode = _stream_mode(accept)
+    turn = await services.turns.start(session_id=body.session_id, message=body.message)
+    if mode == "json":
+        reply = await turn.reply()
+        return JSONResponse({"session_id": body.session_id, "response": reply.content})
+    events = turn.events()
+    first = await anext(events)
+    return TurnStreamResponse(first, events, sse=mode == "sse")
+
+
+class TurnStreamResponse(Response):
+    """A turn's reply as it is produced: plain text, or server-sent events.
+
+    A failure after the status was sent cannot change it: SSE gets an `error` event;
+    plain text ends the connection without the chunked body's terminator, so clients
+    see an incomplete response instead of a short reply that looks whole.
+    """
+
+    def __init__(self, first: TurnEvent, rest: AsyncIterator[TurnEvent], *, sse: bool) -> None:
+        self.status_code = 200
+        self.background = None
+        media_type = "text/event-stream; charset=utf-8" if sse else "text/plain; charset=utf-8"
+        # No content-length: the body is chunked, and its end is the sign of a whole reply.
+        self.raw_headers = [
+            (b"content-type", media_type.encode()),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self._first = first
+        self._rest = rest
+        self._sse = sse
+
+    async def _events(self) -> AsyncIterator[TurnEvent]:
+        yield self._first
+        async for event in self._rest:
+            yield event
+
+    def _frame(self, event: TurnEvent) -> bytes:
+        if not self._sse:
+            return event.token.encode()
+        if event.done:
+            reply = event.message.content if event.message else ""
+            return _sse("done", {"response": reply})
+        return _sse("token", {"token": event.token})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        try:
+            async for event in self._events():
+                frame = self._frame(event)
+                if frame:
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except ChatError as error:
+            if not self._sse:
+                return  # no terminator: the client sees the reply is incomplete
+            frame = _sse("error", {"code": error.code, "message": error.message})
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except OSError:
+            return  # the client went away; the turn goes on without it
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _sse(event: str, data: dict[str, str]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def _parse_limit(limit: str | None) -> int | None:
+    if limit is None:
+        return None
+    try:
+        return int(limit)
+    except ValueError:
+        raise BadInput("limit must be a whole number") from None
+
+
+@router.get(
+    "/sessions",
+    response_model=SessionsResponse,
+    responses={**_ERRORS, 401: {"model": ErrorResponse}},
+    tags=["sessions"],
+)
+async def sessions(
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
+    limit: str | None = None,
+    cursor: str | None = None,
+) -> JSONResponse:
+    """Admin: session ids, most recently active first (all, or a page with `limit`)."""
+    services.check_admin(bearer_token(authorization))
+    page = await services.sessions.ids(limit=_parse_limit(limit), cursor=cursor)
+    if limit is None:
+        return JSONResponse({"sessions": page.ids})
+    return JSONResponse({"sessions": page.ids, "next_cursor": page.next_cursor})
+
+
+@router.get("/session/{session_id}/history", responses=_ERRORS, tags=["sessions"])
+async def history(session_id: str, services: ServicesDep) -> HistoryResponse:
+    """The session's turns, oldest first."""
+    turns = await services.sessions.turns(session_id)
+    return HistoryResponse(history=[HistoryTurn(input=t.input, output=t.output) for t in turns])
+
+
+@router.delete(
+    "/session/{session_id}", status_code=204, responses=_ERRORS, tags=["sessions"]
+)
+async def delete_session(session_id: str, services: ServicesDep) -> Response:
+    """Delete a session and all of its messages."""
+    if not await services.sessions.delete(session_id):
+        raise NotFound("no session with that id")
+    return Response(status_code=204)
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    """200 while the process runs."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"], responses={503: {"model": ErrorResponse}})
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """200 when Redis answers, else 503."""
+    if await services.ready():
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"detail": "Redis cannot be reached"}, status_code=503)

@@ -1,0 +1,121 @@
+"""The services of one process, opened and closed with the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from resolvers.config import Settings
+from resolvers.errors import Unauthenticated
+from resolvers.model import build_model
+from resolvers.sessions import SessionStore
+from resolvers.storage import describe_url, embedded_redis, ensure_dir_writable, make_client
+from resolvers.turn import TurnRunner
+
+logger = logging.getLogger(__name__)
+
+# How long a stopping server waits for running turns to finish and be stored.
+DRAIN_SECONDS = 30.0
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    redis: Redis
+    sessions: SessionStore
+    turns: TurnRunner
+    model_name: str
+
+    def check_admin(self, token: str | None) -> None:
+        """Raise Unauthenticated unless admin is open or `token` is the admin token."""
+        expected = self.settings.admin_token
+        if expected is None:
+            return
+        given = (token or "").encode()
+        if not hmac.compare_digest(given, expected.get_secret_value().encode()):
+            raise Unauthenticated("this operation needs Authorization: Bearer <ADMIN_TOKEN>")
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:
+            return False
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Start Redis (embedded unless REDIS_URL is set), the model and the services."""
+    model = build_model(settings.model_name, offline_token_delay=settings.offline_token_delay_seconds)
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.redis_url:
+            url = settings.redis_url
+            where = describe_url(url)
+        else:
+            ensure_dir_writable(settings.data_dir)
+            url = await stack.enter_async_context(embedded_redis(settings.data_dir))
+            where = f"embedded redis-server, data in {settings.data_dir.resolve()}"
+        redis = make_client(url, max_connections=settings.redis_max_connections)
+        stack.push_async_callback(redis.aclose)
+        sessions = SessionStore(
+            redis,
+            default_system_prompt=settings.system_prompt,
+            history_window=settings.history_window,
+            ttl_seconds=settings.session_ttl_seconds,
+            lock_seconds=settings.turn_lock_seconds,
+        )
+        turns = TurnRunner(
+            sessions,
+            model,
+            max_message_chars=settings.max_message_chars,
+            llm_timeout=settings.llm_timeout_seconds,
+            lock_seconds=settings.turn_lock_seconds,
+        )
+        logger.info("redis: %s", where)
+        logger.info("model: %s", settings.model_name)
+        if settings.admin_token is None:
+            logger.warning(
+                "ADMIN_TOKEN is not set: the admin operations (listing every session) are open"
+            )
+        else:
+            logger.info("admin: operations need the ADMIN_TOKEN bearer token")
+        services = Services(
+            settings=settings,
+            redis=redis,
+            sessions=sessions,
+            turns=turns,
+            model_name=settings.model_name,
+        )
+        adopter = asyncio.create_task(_adopt_in_background(sessions))
+        try:
+            yield services
+        finally:
+            adopter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await adopter
+            await turns.drain(DRAIN_SECONDS)
+
+
+async def _adopt_in_background(sessions: SessionStore) -> None:
+    try:
+        adopted = await sessions.adopt_orphans()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.warning("adopting existing message_store lists failed: %s", type(exc).__name__)
+        return
+    if adopted:
+        logger.info("adopted %d existing LangChain chat histories as sessions", adopted)

@@ -1,0 +1,422 @@
+"""Sessions: metadata, the activity index, the per-session turn lock, and turn commits.
+
+Keys of one session (see `history` for why they share a hash slot):
+
+- `message_store:<id>`: the messages (LangChain layout, newest first)
+- `{message_store:<id>}:meta`: hash of title, system_prompt, created_at, updated_at
+  (microseconds since the epoch), count, last_turn
+- `{message_store:<id>}:lock`: the running turn's token, with an expiry
+
+and one index for all of them: `sessions:index`, a sorted set of ids scored by the
+time of last activity, so a page of the most recently active sessions is one
+`ZREVRANGEBYSCORE` away, without `KEYS` or `SCAN`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from resolvers.errors import BadInput, NotFound, SessionBusy
+from resolvers.history import (
+    MESSAGES_PREFIX,
+    RedisChatHistory,
+    StoredMessage,
+    TurnPair,
+    decode_newest_first,
+    lock_key,
+    messages_key,
+    meta_key,
+    pair_turns,
+)
+
+logger = logging.getLogger(__name__)
+
+INDEX_KEY = "sessions:index"
+MAX_TITLE_CHARS = 200
+MAX_PAGE = 1000
+AUTO_TITLE_CHARS = 60
+
+_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+# Writes a finished turn, only while the caller still holds the session's lock.
+# KEYS: messages, meta, lock, index. ARGV: token, user json, reply json, now (us),
+# ttl (s), session id, title guess. Returns 1 stored (also when this very turn was
+# stored by an earlier try of the same call), 0 session deleted meanwhile, -1 lock lost.
+_COMMIT_TURN = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then
+  if redis.call('HGET', KEYS[2], 'last_turn') == ARGV[1] then return 1 end
+  return -1
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[3])
+  return 0
+end
+redis.call('LPUSH', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[2], 'updated_at', ARGV[4], 'last_turn', ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'count', 2)
+if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[7]) end
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6])
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# Gives a message list written by another LangChain program metadata and an index
+# entry. KEYS: messages, meta, index. ARGV: now (us), session id, default prompt.
+_ADOPT = """
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local n = redis.call('LLEN', KEYS[1])
+redis.call('HSET', KEYS[2], 'created_at', ARGV[1], 'updated_at', ARGV[1], 'count', n,
+  'system_prompt', ARGV[3])
+redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[2])
+return 1
+"""
+
+
+def check_session_id(session_id: str) -> str:
+    """`session_id` if it is a canonical UUID4; never build a key from anything else."""
+    if not isinstance(session_id, str) or not _UUID4.fullmatch(session_id):
+        raise BadInput("session id must be a UUID4 in canonical form")
+    return session_id
+
+
+def _micros(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000)
+
+
+def _from_micros(value: bytes | str | int | None) -> datetime:
+    return datetime.fromtimestamp(int(value or 0) / 1_000_000, tz=UTC)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def encode_cursor(score: float, session_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{int(score)}:{session_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        score, _, session_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        return int(score), check_session_id(session_id)
+    except (ValueError, binascii.Error, UnicodeError, BadInput):
+        raise BadInput("cursor is not one this server returned") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: str
+    title: str | None
+    system_prompt: str | None
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    sessions: list[SessionInfo]
+    cursors: list[str]
+    has_next: bool
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdPage:
+    ids: list[str]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """What a turn needs, read in the same round trip that takes the lock."""
+
+    token: str
+    system_prompt: str
+    window: list[StoredMessage]
+
+
+class SessionStore:
+    """Sessions in Redis. Every method checks ids before any key is built."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        default_system_prompt: str,
+        history_window: int,
+        ttl_seconds: int,
+        lock_seconds: float,
+    ) -> None:
+        self._redis = redis
+        self._default_prompt = default_system_prompt
+        self._window = history_window
+        self._ttl = ttl_seconds
+        self._lock_ms = int(lock_seconds * 1000)
+        self._last_stamp = 0
+        self._commit = redis.register_script(_COMMIT_TURN)
+        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(_RENEW)
+        self._adopt = redis.register_script(_ADOPT)
+
+    def _now(self) -> int:
+        # Strictly increasing within the process, so "most recent first" is exact
+        # even for two sessions created in the same microsecond.
+        stamp = max(time.time_ns() // 1000, self._last_stamp + 1)
+        self._last_stamp = stamp
+        return stamp
+
+    def history(self, session_id: str) -> RedisChatHistory:
+        return RedisChatHistory(self._redis, check_session_id(session_id))
+
+    async def create(self, *, title: str | None = None, system_prompt: str | None = None) -> SessionInfo:
+        if title is not None and len(title) > MAX_TITLE_CHARS:
+            raise BadInput(f"title is longer than {MAX_TITLE_CHARS} characters")
+        if system_prompt is not None and not system_prompt.strip():
+            system_prompt = None
+        prompt = system_prompt if system_prompt is not None else self._default_prompt
+        session_id = str(uuid.uuid4())
+        now = self._now()
+        fields: dict[str, str | int] = {
+            "system_prompt": prompt,
+            "created_at": now,
+            "updated_at": now,
+            "count": 0,
+        }
+        if title:
+            fields["title"] = title
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(meta_key(session_id), mapping=fields)
+            if self._ttl:
+                pipe.expire(meta_key(session_id), self._ttl)
+            pipe.zadd(INDEX_KEY, {session_id: now})
+            await pipe.execute()
+        created = _from_micros(now)
+        return SessionInfo(
+            id=session_id,
+            title=title or None,
+            system_prompt=prompt,
+            created_at=created,
+            updated_at=created,
+            message_count=0,
+        )
+
+    async def get(self, session_id: str) -> SessionInfo | None:
+        check_session_id(session_id)
+        meta = await self._redis.hgetall(meta_key(session_id))
+        if not meta and await self._adopt_one(session_id):
+            meta = await self._redis.hgetall(meta_key(session_id))
+        return self._info(session_id, meta) if meta else None
+
+    async def require(self, session_id: str) -> SessionInfo:
+        info = await self.get(session_id)
+        if info is None:
+            raise NotFound("no session with that id")
+        return info
+
+    async def delete(self, session_id: str) -> bool:
+        check_session_id(session_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(meta_key(session_id), messages_key(session_id))
+            pipe.zrem(INDEX_KEY, session_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def messages(self, session_id: str, *, last: int | None = None) -> list[StoredMessage]:
+        if last is not None and last < 0:
+            raise BadInput("last must not be negative")
+        return await self.history(session_id).aget_stored(last)
+
+    async def turns(self, session_id: str) -> list[TurnPair]:
+        """The session's turns, oldest first; NotFound when there is no session."""
+        check_session_id(session_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(meta_key(session_id), messages_key(session_id))
+            pipe.lrange(messages_key(session_id), 0, -1)
+            exists, raw = await pipe.execute()
+        if not exists:
+            raise NotFound("no session with that id")
+        return pair_turns(decode_newest_first(raw))
+
+    async def _prune_expired(self) -> None:
+        if self._ttl:
+            oldest = self._now() - self._ttl * 1_000_000
+            await self._redis.zremrangebyscore(INDEX_KEY, "-inf", f"({oldest}")
+
+    async def page(self, *, first: int, after: str | None) -> SessionPage:
+        """A page of sessions, most recently active first, with their metadata."""
+        if first < 0 or first > MAX_PAGE:
+            raise BadInput(f"first must be between 0 and {MAX_PAGE}")
+        await self._prune_expired()
+        entries, has_next, total = await self._index_slice(first, after)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id, _ in entries:
+                pipe.hgetall(meta_key(session_id))
+            metas = await pipe.execute() if entries else []
+        sessions, cursors = [], []
+        for (session_id, score), meta in zip(entries, metas, strict=True):
+            if meta:
+                sessions.append(self._info(session_id, meta))
+                cursors.append(encode_cursor(score, session_id))
+        return SessionPage(sessions=sessions, cursors=cursors, has_next=has_next, total=total)
+
+    async def ids(self, *, limit: int | None, cursor: str | None) -> IdPage:
+        """Session ids, most recently active first: all of them, or one page."""
+        await self._prune_expired()
+        if limit is None:
+            if cursor is not None:
+                raise BadInput("cursor needs limit")
+            raw = await self._redis.zrevrange(INDEX_KEY, 0, -1)
+            return IdPage(ids=[_text(r) or "" for r in raw], next_cursor=None)
+        if limit < 1 or limit > MAX_PAGE:
+            raise BadInput(f"limit must be between 1 and {MAX_PAGE}")
+        entries, has_next, _ = await self._index_slice(limit, cursor)
+        next_cursor = encode_cursor(entries[-1][1], entries[-1][0]) if has_next and entries else None
+        return IdPage(ids=[session_id for session_id, _ in entries], next_cursor=next_cursor)
+
+    async def _index_slice(
+        self, count: int, after: str | None
+    ) -> tuple[list[tuple[str, float]], bool, int]:
+        """`count` index entries after the cursor (keyset paging, stable under inserts)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(INDEX_KEY)
+            if after is None:
+                pipe.zrevrange(INDEX_KEY, 0, count, withscores=True)
+            else:
+                score, after_id = decode_cursor(after)
+                # Entries sharing the cursor's score, then strictly older ones.
+                pipe.zrevrangebyscore(INDEX_KEY, score, score, withscores=True)
+                pipe.zrevrangebyscore(
+                    INDEX_KEY, f"({score}", "-inf", start=0, num=count + 1, withscores=True
+                )
+            results = await pipe.execute()
+        total = int(results[0])
+        rows: list[tuple[str, float]] = []
+        if after is None:
+            rows = [(_text(m) or "", s) for m, s in results[1]]
+        else:
+            ties = [(_text(m) or "", s) for m, s in results[1]]
+            rows = [(m, s) for m, s in ties if m < after_id]
+            rows += [(_text(m) or "", s) for m, s in results[2]]
+        return rows[:count], len(rows) > count, total
+
+    async def begin_turn(self, session_id: str) -> TurnStart:
+        """Take the session's lock and read what the model needs, in one round trip."""
+        check_session_id(session_id)
+        token = secrets.token_hex(16)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(lock_key(session_id), token, nx=True, px=self._lock_ms)
+            pipe.hget(meta_key(session_id), "system_prompt")
+            pipe.exists(meta_key(session_id), messages_key(session_id))
+            if self._window:
+                pipe.lrange(messages_key(session_id), 0, self._window - 1)
+            results = await pipe.execute()
+        locked, prompt, exists = results[0], results[1], results[2]
+        raw_window = results[3] if self._window else []
+        if not exists:
+            if locked:
+                await self._release(keys=[lock_key(session_id)], args=[token])
+            raise NotFound("no session with that id")
+        if not locked:
+            raise SessionBusy("a turn is already running on this session")
+        if prompt is None:
+            # A list written by another LangChain program and not adopted yet.
+            await self._adopt_one(session_id)
+        return TurnStart(
+            token=token,
+            system_prompt=_text(prompt) or self._default_prompt,
+            window=decode_newest_first(raw_window),
+        )
+
+    async def renew_lock(self, session_id: str, token: str) -> bool:
+        return bool(await self._renew(keys=[lock_key(session_id)], args=[token, self._lock_ms]))
+
+    async def release_lock(self, session_id: str, token: str) -> None:
+        await self._release(keys=[lock_key(session_id)], args=[token])
+
+    async def commit_turn(
+        self, session_id: str, token: str, *, user_json: str, reply_json: str, first_message: str
+    ) -> int:
+        """Store a finished turn atomically; see `_COMMIT_TURN` for the result."""
+        title = " ".join(first_message.split())[:AUTO_TITLE_CHARS]
+        result = await self._commit(
+            keys=[messages_key(session_id), meta_key(session_id), lock_key(session_id), INDEX_KEY],
+            args=[token, user_json, reply_json, self._now(), self._ttl, session_id, title],
+        )
+        return int(result)
+
+    async def _adopt_one(self, session_id: str) -> bool:
+        adopted = await self._adopt(
+            keys=[messages_key(session_id), meta_key(session_id), INDEX_KEY],
+            args=[self._now(), session_id, self._default_prompt],
+        )
+        return bool(adopted)
+
+    async def adopt_orphans(self, *, batch: int = 500, pause: float = 0.01) -> int:
+        """Give every `message_store:<uuid>` without metadata its metadata and index entry.
+
+        Runs in the background at start: SCAN in bounded batches, one pipelined round
+        of scripts per batch, a short pause between batches to leave room for traffic.
+        """
+        adopted = 0
+        cursor: int = 0
+        while True:
+            cursor, keys = await self._redis.scan(cursor, match=f"{MESSAGES_PREFIX}*", count=batch)
+            ids = [
+                sid
+                for sid in ((_text(k) or "")[len(MESSAGES_PREFIX) :] for k in keys)
+                if _UUID4.fullmatch(sid)
+            ]
+            if ids:
+                now = self._now()
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for sid in ids:
+                        await self._adopt(
+                            keys=[messages_key(sid), meta_key(sid), INDEX_KEY],
+                            args=[now, sid, self._default_prompt],
+                            client=pipe,
+                        )
+                    adopted += sum(int(r) for r in await pipe.execute())
+            if cursor == 0:
+                return adopted
+            await asyncio.sleep(pause)
+
+    @staticmethod
+    def _info(session_id: str, meta: dict[bytes, bytes] | dict[str, str]) -> SessionInfo:
+        fields = {_text(k): _text(v) for k, v in meta.items()}
+        return SessionInfo(
+            id=session_id,
+            title=fields.get("title") or None,
+            system_prompt=fields.get("system_prompt"),
+            created_at=_from_micros(fields.get("created_at")),
+            updated_at=_from_micros(fields.get("updated_at")),
+            message_count=int(fields.get("count") or 0),
+        )

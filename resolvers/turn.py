@@ -1,0 +1,212 @@
+"""One turn: lock the session, stream the model's reply, store the turn when complete.
+
+The model is driven by a task of its own, not by the client's request: a client that
+goes away stops reading, and the turn still completes and is stored. Whatever ends a
+turn early (model failure, timeout, Redis failure, shutdown) leaves the history as it
+was and the lock released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from resolvers.errors import (
+    BadInput,
+    ChatError,
+    ModelFailed,
+    NotFound,
+    SessionBusy,
+    as_chat_error,
+)
+from resolvers.history import Role, StoredMessage, as_langchain, encode, stamped
+from resolvers.model import ChatModel
+from resolvers.sessions import SessionStore, TurnStart, check_session_id
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEvent:
+    """A piece of the reply; the last event has `done` and the stored reply."""
+
+    token: str
+    done: bool = False
+    message: StoredMessage | None = None
+
+
+class Turn:
+    """A running turn as its client sees it: a stream of events, or one error."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[TurnEvent | ChatError] = asyncio.Queue()
+
+    def _put(self, item: TurnEvent | ChatError) -> None:
+        self._queue.put_nowait(item)
+
+    async def events(self) -> AsyncIterator[TurnEvent]:
+        """Token events, then one done event; raises the turn's error instead."""
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, ChatError):
+                raise item
+            yield item
+            if item.done:
+                return
+
+    async def reply(self) -> StoredMessage:
+        """Wait for the whole turn; the stored reply."""
+        async for event in self.events():
+            if event.done and event.message is not None:
+                return event.message
+        raise ModelFailed("the turn ended without a reply")
+
+
+class TurnRunner:
+    """Starts turns and keeps them running until stored, whoever is listening."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        model: ChatModel,
+        *,
+        max_message_chars: int,
+        llm_timeout: float,
+        lock_seconds: float,
+    ) -> None:
+        self._store = store
+        self._model = model
+        self._max_chars = max_message_chars
+        self._timeout = llm_timeout
+        self._renew_every = lock_seconds / 3
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def check_message(self, message: str) -> str:
+        if not isinstance(message, str) or not message.strip():
+            raise BadInput("message must not be empty")
+        if len(message) > self._max_chars:
+            raise BadInput(f"message is longer than {self._max_chars} characters")
+        return message
+
+    async def start(self, *, session_id: str, message: str) -> Turn:
+        """Validate, take the session's lock, and start the model; errors raise here."""
+        check_session_id(session_id)
+        self.check_message(message)
+        try:
+            start = await self._store.begin_turn(session_id)
+        except Exception as exc:
+            raise _client_error(exc) from exc
+        turn = Turn()
+        task = asyncio.create_task(self._run(turn, session_id, message, start))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return turn
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, timeout: float) -> None:
+        """Let running turns finish (and be stored) for up to `timeout` seconds."""
+        if not self._tasks:
+            return
+        logger.info("waiting for %d running turn(s) to finish", len(self._tasks))
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _run(self, turn: Turn, session_id: str, message: str, start: TurnStart) -> None:
+        committed = False
+        renewer = asyncio.create_task(self._keep_lock(session_id, start.token))
+        try:
+            user_at = datetime.now(UTC)
+            prompt: list[BaseMessage] = [SystemMessage(content=start.system_prompt)]
+            prompt += as_langchain(start.window)
+            prompt.append(HumanMessage(content=message))
+            reply = await self._stream_reply(turn, prompt)
+            reply_at = datetime.now(UTC)
+            outcome = await self._store.commit_turn(
+                session_id,
+                start.token,
+                user_json=encode(stamped(HumanMessage(content=message), user_at)),
+                reply_json=encode(stamped(AIMessage(content=reply), reply_at)),
+                first_message=message,
+            )
+            committed = True
+            if outcome == 0:
+                raise NotFound("the session was deleted while the reply streamed")
+            if outcome < 0:
+                raise SessionBusy("the session's lock expired before the reply was stored")
+            stored = StoredMessage(role=Role.ASSISTANT, content=reply, created_at=reply_at)
+            turn._put(TurnEvent(token="", done=True, message=stored))
+        except asyncio.CancelledError:
+            turn._put(ModelFailed("the server is shutting down; the turn was not stored"))
+            raise
+        except Exception as exc:
+            error = _client_error(exc)
+            if error.code == "INTERNAL":
+                logger.exception("turn failed on session %s", session_id)
+            else:
+                logger.warning("turn failed on session %s: %s", session_id, error.code)
+            turn._put(error)
+        finally:
+            renewer.cancel()
+            if not committed:
+                with contextlib.suppress(Exception):
+                    await self._store.release_lock(session_id, start.token)
+
+    async def _stream_reply(self, turn: Turn, prompt: list[BaseMessage]) -> str:
+        parts: list[str] = []
+        stream = self._model.stream(prompt)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        piece = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise ModelFailed(
+                        f"the model sent nothing for {self._timeout:g} seconds"
+                    ) from None
+                except ChatError:
+                    raise
+                except Exception as exc:
+                    raise ModelFailed(f"the model provider failed: {_describe(exc)}") from exc
+                parts.append(piece)
+                turn._put(TurnEvent(token=piece))
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+        return "".join(parts)
+
+    async def _keep_lock(self, session_id: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(self._renew_every)
+            try:
+                if not await self._store.renew_lock(session_id, token):
+                    return
+            except Exception:
+                logger.warning("could not renew the lock of session %s", session_id)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description of a provider error."""
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    return f"{name} (HTTP {status})" if status else name
+
+
+def _client_error(exc: BaseException) -> ChatError:
+    error = as_chat_error(exc)
+    if error is None:
+        error = ChatError("internal error")
+    return error

@@ -1,0 +1,86 @@
+"""The GraphQL schema of API.md, built from the types here and the resolvers in `resolvers/`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+import strawberry
+
+from resolvers import graphql as resolve
+from schema.types import (
+    ChatEvent,
+    CreateSessionInput,
+    Message,
+    PageInfo,
+    Session,
+    SessionConnection,
+    SessionEdge,
+    Turn,
+)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Admin: every session, most recently active first.")
+    async def sessions(
+        self, info: resolve.Info, first: int = 50, after: str | None = None
+    ) -> SessionConnection:
+        page = await resolve.sessions_page(info, first, after)
+        edges = [
+            SessionEdge(cursor=cursor, node=Session.of(found))
+            for found, cursor in zip(page.sessions, page.cursors, strict=True)
+        ]
+        end = page.cursors[-1] if page.cursors else None
+        return SessionConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=page.has_next, end_cursor=end),
+            total_count=page.total,
+        )
+
+    @strawberry.field(description="null when there is no such session.")
+    async def session(self, info: resolve.Info, id: strawberry.ID) -> Session | None:
+        found = await resolve.session(info, str(id))
+        return Session.of(found) if found else None
+
+    @strawberry.field(description="The session's turns, oldest first (as GET /session/{id}/history).")
+    async def history(self, info: resolve.Info, session_id: strawberry.ID) -> list[Turn]:
+        return [Turn.of(t) for t in await resolve.history(info, str(session_id))]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_session(
+        self, info: resolve.Info, input: CreateSessionInput | None = None
+    ) -> Session:
+        title = input.title if input else None
+        prompt = input.system_prompt if input else None
+        return Session.of(await resolve.create_session(info, title, prompt))
+
+    @strawberry.mutation(description="One whole turn without streaming; returns the stored reply.")
+    async def send_message(
+        self, info: resolve.Info, session_id: strawberry.ID, message: str
+    ) -> Message:
+        return Message.of(await resolve.send_message(info, str(session_id), message))
+
+    @strawberry.mutation(description="false when there was no such session.")
+    async def delete_session(self, info: resolve.Info, id: strawberry.ID) -> bool:
+        return await resolve.delete_session(info, str(id))
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Runs one turn and streams the reply: token events, then one done event."
+    )
+    async def chat(
+        self, info: resolve.Info, session_id: strawberry.ID, message: str
+    ) -> AsyncGenerator[ChatEvent, None]:
+        async with aclosing(resolve.chat(info, str(session_id), message)) as events:
+            async for event in events:
+                stored = Message.of(event.message) if event.message else None
+                yield ChatEvent(token=event.token, done=event.done, message=stored)
+
+
+schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)

@@ -1,0 +1,102 @@
+"""The GraphQL types of API.md. They hold data; resolvers fill them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from resolvers import graphql as resolve
+from resolvers.context import Context
+from resolvers.history import Role as StoredRole
+from resolvers.history import StoredMessage, TurnPair
+from resolvers.sessions import SessionInfo
+
+Role = strawberry.enum(StoredRole, name="Role")
+
+
+@strawberry.type
+class Message:
+    role: Role
+    content: str
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, message: StoredMessage) -> Message:
+        return cls(role=message.role, content=message.content, created_at=message.created_at)
+
+
+@strawberry.type(description="One exchange, in the shape of the REST history.")
+class Turn:
+    input: str
+    output: str
+
+    @classmethod
+    def of(cls, turn: TurnPair) -> Turn:
+        return cls(input=turn.input, output=turn.output)
+
+
+@strawberry.type
+class Session:
+    id: strawberry.ID
+    title: str | None
+    system_prompt: str | None
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+    @classmethod
+    def of(cls, info: SessionInfo) -> Session:
+        return cls(
+            id=strawberry.ID(info.id),
+            title=info.title,
+            system_prompt=info.system_prompt,
+            created_at=info.created_at,
+            updated_at=info.updated_at,
+            message_count=info.message_count,
+        )
+
+    @strawberry.field(description="The last `last` messages, oldest first; all when `last` is null.")
+    async def messages(self, info: strawberry.Info[Context], last: int | None = None) -> list[Message]:
+        return [Message.of(m) for m in await resolve.session_messages(info, str(self.id), last)]
+
+    @strawberry.field
+    async def turns(self, info: strawberry.Info[Context]) -> list[Turn]:
+        return [Turn.of(t) for t in await resolve.session_turns(info, str(self.id))]
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class SessionEdge:
+    cursor: str
+    node: Session
+
+
+@strawberry.type
+class SessionConnection:
+    edges: list[SessionEdge]
+    page_info: PageInfo
+    total_count: int
+
+
+@strawberry.type(
+    description=(
+        "One piece of a streamed reply. The last event has done = true and carries the "
+        "stored reply."
+    )
+)
+class ChatEvent:
+    token: str
+    done: bool
+    message: Message | None
+
+
+@strawberry.input
+class CreateSessionInput:
+    title: str | None = None
+    system_prompt: str | None = None

@@ -1,0 +1,241 @@
+"""The session store: metadata, the activity index, paging, locks, commits, adoption."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from langchain_core.messages import AIMessageChunk, HumanMessage, message_to_dict
+from redis.asyncio import Redis
+
+from resolvers.errors import BadInput, NotFound, SessionBusy
+from resolvers.history import lock_key, messages_key, meta_key
+from resolvers.sessions import INDEX_KEY, SessionStore, check_session_id
+from tests.conftest import RedisServer
+
+PROMPT = "be brief"
+
+
+@pytest.fixture
+async def db(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A Redis database of its own, emptied, so the index holds only this test's sessions."""
+    client = Redis.from_url(redis_server.url(1), decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+def make_store(redis: Redis, *, window: int = 40, ttl: int = 0, lock: float = 20) -> SessionStore:
+    return SessionStore(
+        redis, default_system_prompt=PROMPT, history_window=window, ttl_seconds=ttl, lock_seconds=lock
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "nope",
+        "../../etc",
+        "*",
+        str(uuid.uuid4()).upper(),
+        str(uuid.uuid1()),
+        "{" + str(uuid.uuid4()) + "}",
+        str(uuid.uuid4()).replace("-", ""),
+        str(uuid.uuid4()) + "\n",
+    ],
+)
+def test_only_canonical_uuid4_is_a_session_id(bad: str) -> None:
+    with pytest.raises(BadInput):
+        check_session_id(bad)
+
+
+async def test_create_stores_metadata_and_lists_the_new_session_first(db: Redis) -> None:
+    store = make_store(db)
+    first = await store.create(title="one")
+    second = await store.create()
+    assert second.system_prompt == PROMPT and second.title is None
+    page = await store.ids(limit=None, cursor=None)
+    assert page.ids == [second.id, first.id]
+    assert (await store.require(first.id)).title == "one"
+
+
+async def test_get_of_unknown_session_is_none(db: Redis) -> None:
+    assert await make_store(db).get(str(uuid.uuid4())) is None
+
+
+async def test_keyset_paging_visits_every_session_once(db: Redis) -> None:
+    store = make_store(db)
+    created = [(await store.create()).id for _ in range(7)]
+    seen, cursor = [], None
+    for _ in range(10):
+        page = await store.ids(limit=3, cursor=cursor)
+        seen += page.ids
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == list(reversed(created))
+
+
+async def test_paging_with_equal_scores_keeps_every_session(db: Redis) -> None:
+    store = make_store(db)
+    ids = sorted(str(uuid.uuid4()) for _ in range(5))
+    await db.zadd(INDEX_KEY, dict.fromkeys(ids, 1000))
+    for session_id in ids:
+        await db.hset(meta_key(session_id), mapping={"created_at": 1, "updated_at": 1})
+    seen, after = [], None
+    for _ in range(10):
+        page = await store.page(first=2, after=after)
+        seen += [s.id for s in page.sessions]
+        if not page.has_next:
+            break
+        after = page.cursors[-1]
+    assert seen == list(reversed(ids))
+    assert page.total == 5
+
+
+async def test_bad_cursor_and_bad_sizes_are_bad_input(db: Redis) -> None:
+    store = make_store(db)
+    with pytest.raises(BadInput):
+        await store.ids(limit=2, cursor="garbage")
+    with pytest.raises(BadInput):
+        await store.ids(limit=0, cursor=None)
+    with pytest.raises(BadInput):
+        await store.page(first=-1, after=None)
+
+
+async def test_a_second_turn_is_busy_until_the_first_ends(db: Redis) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    with pytest.raises(SessionBusy):
+        await store.begin_turn(session.id)
+    await store.release_lock(session.id, start.token)
+    again = await store.begin_turn(session.id)
+    await store.release_lock(session.id, again.token)
+
+
+async def test_turn_on_unknown_session_is_not_found_and_leaves_no_lock(db: Redis) -> None:
+    session_id = str(uuid.uuid4())
+    with pytest.raises(NotFound):
+        await make_store(db).begin_turn(session_id)
+    assert await db.exists(lock_key(session_id)) == 0
+
+
+async def test_the_lock_expires_when_its_holder_dies(db: Redis) -> None:
+    store = make_store(db, lock=1)
+    session = await store.create()
+    await store.begin_turn(session.id)  # never released, as after a crash
+    await asyncio.sleep(1.2)
+    start = await store.begin_turn(session.id)
+    await store.release_lock(session.id, start.token)
+
+
+async def test_begin_turn_reads_exactly_the_last_window_messages(db: Redis) -> None:
+    store = make_store(db, window=3)
+    session = await store.create(system_prompt="custom")
+    for i in range(4):
+        start = await store.begin_turn(session.id)
+        await commit(store, session.id, start.token, f"q{i}", f"a{i}")
+    start = await store.begin_turn(session.id)
+    assert start.system_prompt == "custom"
+    assert [m.content for m in start.window] == ["a2", "q3", "a3"]
+    await store.release_lock(session.id, start.token)
+
+
+async def commit(store: SessionStore, session_id: str, token: str, q: str, a: str) -> int:
+    return await store.commit_turn(
+        session_id,
+        token,
+        user_json=json.dumps(message_to_dict(HumanMessage(content=q))),
+        reply_json=json.dumps(message_to_dict(AIMessageChunk(content=a))),
+        first_message=q,
+    )
+
+
+async def test_commit_is_atomic_idempotent_and_moves_the_session_first(db: Redis) -> None:
+    store = make_store(db)
+    older = await store.create()
+    newer = await store.create()
+    start = await store.begin_turn(older.id)
+    assert await commit(store, older.id, start.token, "hello  world", "hi") == 1
+    # A retried commit of the same turn (say after a dropped connection) stores nothing twice.
+    assert await commit(store, older.id, start.token, "hello  world", "hi") == 1
+    assert await db.llen(messages_key(older.id)) == 2
+    info = await store.require(older.id)
+    assert info.message_count == 2 and info.title == "hello world"
+    assert info.updated_at > info.created_at
+    assert (await store.ids(limit=None, cursor=None)).ids == [older.id, newer.id]
+    assert await db.exists(lock_key(older.id)) == 0
+
+
+async def test_commit_after_the_lock_was_lost_stores_nothing(db: Redis) -> None:
+    store = make_store(db)
+    session = await store.create()
+    await store.begin_turn(session.id)
+    assert await commit(store, session.id, "someone-else", "q", "a") == -1
+    assert await db.llen(messages_key(session.id)) == 0
+
+
+async def test_commit_to_a_deleted_session_stores_nothing(db: Redis) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    assert await store.delete(session.id)
+    assert await commit(store, session.id, start.token, "q", "a") == 0
+    assert await db.exists(messages_key(session.id), meta_key(session.id)) == 0
+
+
+async def test_delete_removes_every_key_and_the_index_entry(db: Redis) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    await commit(store, session.id, start.token, "q", "a")
+    assert await store.delete(session.id) is True
+    assert await store.delete(session.id) is False
+    assert await db.exists(messages_key(session.id), meta_key(session.id)) == 0
+    assert await db.zscore(INDEX_KEY, session.id) is None
+
+
+async def test_idle_sessions_expire_whole(db: Redis) -> None:
+    store = make_store(db, ttl=1)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    await commit(store, session.id, start.token, "q", "a")
+    assert 0 < await db.ttl(messages_key(session.id)) <= 1
+    await asyncio.sleep(2.1)
+    assert await store.get(session.id) is None
+    assert (await store.ids(limit=None, cursor=None)).ids == []
+    assert await db.zscore(INDEX_KEY, session.id) is None
+
+
+async def test_orphan_message_lists_are_adopted_in_batches(db: Redis) -> None:
+    store = make_store(db)
+    orphans = [str(uuid.uuid4()) for _ in range(25)]
+    for session_id in orphans:
+        await db.lpush(
+            messages_key(session_id),
+            json.dumps(message_to_dict(HumanMessage(content="q"))),
+            json.dumps(message_to_dict(AIMessageChunk(content="a"))),
+        )
+    await db.lpush("message_store:not-a-uuid", "x")
+    assert await store.adopt_orphans(batch=10, pause=0) == 25
+    assert await store.adopt_orphans(batch=10, pause=0) == 0
+    listed = (await store.ids(limit=None, cursor=None)).ids
+    assert sorted(listed) == sorted(orphans)
+    info = await store.require(orphans[0])
+    assert info.message_count == 2 and info.system_prompt == PROMPT
+    assert [t.output for t in await store.turns(orphans[0])] == ["a"]
+
+
+async def test_an_orphan_is_adopted_on_first_use(db: Redis) -> None:
+    store = make_store(db)
+    session_id = str(uuid.uuid4())
+    await db.lpush(messages_key(session_id), json.dumps(message_to_dict(HumanMessage(content="q"))))
+    start = await store.begin_turn(session_id)
+    await store.release_lock(session_id, start.token)
+    assert (await store.require(session_id)).message_count == 1
