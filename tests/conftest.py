@@ -129,6 +129,7 @@ def fake_groq() -> Iterator[FakeGroq]:
     assert line[:1] == ["READY"], f"fake Groq server did not start: {line}"
     yield FakeGroq(url=f"http://{LOOPBACK}:{line[1]}", process=process)
     stop(process)
+    process.stdout.close()
 
 
 @dataclass

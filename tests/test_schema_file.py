@@ -1,0 +1,32 @@
+"""The committed SDL is the schema the code builds, and it holds API.md's names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schema import schema
+
+SDL_FILE = Path(__file__).resolve().parent.parent / "schema" / "schema.graphql"
+
+
+def test_committed_schema_matches_the_code() -> None:
+    printed = schema.as_str() + "\n"
+    assert SDL_FILE.read_text() == printed, (
+        "schema/schema.graphql is stale: regenerate it with "
+        "`python -c 'from schema import schema; print(schema.as_str())' > schema/schema.graphql`"
+    )
+
+
+def test_schema_has_the_contracts_operations() -> None:
+    sdl = schema.as_str()
+    for line in (
+        "sessions(first: Int! = 50, after: String = null): SessionConnection!",
+        "session(id: ID!): Session",
+        "history(sessionId: ID!): [Turn!]!",
+        "createSession(input: CreateSessionInput = null): Session!",
+        "sendMessage(sessionId: ID!, message: String!): Message!",
+        "deleteSession(id: ID!): Boolean!",
+        "chat(sessionId: ID!, message: String!): ChatEvent!",
+        "messages(last: Int = null): [Message!]!",
+    ):
+        assert line in sdl

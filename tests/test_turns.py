@@ -1,0 +1,190 @@
+"""Turns end to end: streaming, model failures, concurrency, disconnects, the window."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, gql, new_session
+
+
+async def history_of(client: httpx.AsyncClient, session_id: str) -> list[dict[str, str]]:
+    response = await client.get(f"/session/{session_id}/history")
+    assert response.status_code == 200
+    turns: list[dict[str, str]] = response.json()["history"]
+    return turns
+
+
+async def test_plain_text_chunks_arrive_as_they_are_produced(client: httpx.AsyncClient) -> None:
+    session_id = await new_session(client)
+    arrivals = []
+    body = {"session_id": session_id, "message": "!delay=0.15 x y z"}
+    async with client.stream("POST", "/chat", json=body) as response:
+        assert response.status_code == 200
+        async for chunk in response.aiter_raw():
+            arrivals.append((time.monotonic(), chunk))
+    assert b"".join(c for _, c in arrivals) == b"[n=2] !delay=0.15 x y z"
+    assert len(arrivals) == 5
+    assert arrivals[-1][0] - arrivals[0][0] > 0.45
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "text/event-stream", "application/json"])
+@pytest.mark.parametrize("directive", ["!status=500", "!status=429", "!status=400"])
+async def test_a_model_failure_before_the_first_token_is_502_and_stores_nothing(
+    client: httpx.AsyncClient, accept: str, directive: str
+) -> None:
+    session_id = await new_session(client)
+    response = await client.post(
+        "/chat", json={"session_id": session_id, "message": directive}, headers={"accept": accept}
+    )
+    assert response.status_code == 502
+    assert response.json()["detail"]
+    assert await history_of(client, session_id) == []
+    # The lock was released: the next turn runs.
+    ok = await client.post("/chat", json={"session_id": session_id, "message": "again"})
+    assert ok.text == "[n=2] again"
+
+
+async def test_a_stream_cut_after_it_began_leaves_plain_text_incomplete(
+    client: httpx.AsyncClient,
+) -> None:
+    session_id = await new_session(client)
+    body = {"session_id": session_id, "message": "!cut=2 a b c d"}
+    received = b""
+    with pytest.raises(httpx.RemoteProtocolError):
+        async with client.stream("POST", "/chat", json=body) as response:
+            assert response.status_code == 200
+            async for chunk in response.aiter_raw():
+                received += chunk
+    assert received.startswith(b"[n=2]")
+    assert await history_of(client, session_id) == []
+
+
+async def test_a_stream_cut_after_it_began_ends_sse_with_an_error_event(
+    client: httpx.AsyncClient,
+) -> None:
+    session_id = await new_session(client)
+    response = await client.post(
+        "/chat",
+        json={"session_id": session_id, "message": "!cut=2 a b c d"},
+        headers={"accept": "text/event-stream"},
+    )
+    assert response.status_code == 200
+    blocks = response.text.strip().split("\n\n")
+    assert blocks[0].startswith("event: token")
+    last = dict(line.split(": ", 1) for line in blocks[-1].splitlines())
+    assert last["event"] == "error"
+    assert json.loads(last["data"])["code"] == "LLM_ERROR"
+    assert await history_of(client, session_id) == []
+
+
+@pytest.mark.parametrize("directive", ["!first_delay=30", "!hang", "!delay=30"])
+async def test_a_model_that_stalls_fails_after_the_timeout(
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
+    directive: str,
+) -> None:
+    server = start_app(env=app_env(redis_server.url(0), fake_groq, LLM_TIMEOUT_SECONDS="1")).start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        session_id = await new_session(http)
+        began = time.monotonic()
+        response = await http.post(
+            "/chat",
+            json={"session_id": session_id, "message": f"{directive} a b"},
+            headers={"accept": "text/event-stream"},
+        )
+        elapsed = time.monotonic() - began
+        assert response.status_code == 502
+        assert elapsed < 8
+        assert await history_of(http, session_id) == []
+    server.stop()
+
+
+async def test_two_concurrent_turns_on_one_session_one_is_busy(client: httpx.AsyncClient) -> None:
+    session_id = await new_session(client)
+    slow = {"session_id": session_id, "message": "!delay=0.2 a b c"}
+    async with client.stream("POST", "/chat", json=slow) as first:
+        assert first.status_code == 200
+        second = await client.post("/chat", json={"session_id": session_id, "message": "hi"})
+        assert second.status_code == 409
+        assert second.json()["detail"]
+        body = b"".join([chunk async for chunk in first.aiter_raw()])
+    assert body.decode() == "[n=2] !delay=0.2 a b c"
+    assert [t["input"] for t in await history_of(client, session_id)] == ["!delay=0.2 a b c"]
+
+
+async def test_busy_holds_across_two_app_processes(
+    start_app: type[AppServer], app: AppServer, redis_server: RedisServer, fake_groq: FakeGroq
+) -> None:
+    other = start_app(env=app_env(redis_server.url(0), fake_groq)).start()
+    async with (
+        httpx.AsyncClient(base_url=app.url, timeout=30) as one,
+        httpx.AsyncClient(base_url=other.url, timeout=30) as two,
+    ):
+        session_id = await new_session(one)
+        slow = {"session_id": session_id, "message": "!delay=0.2 a b c"}
+        async with one.stream("POST", "/chat", json=slow) as first:
+            assert first.status_code == 200
+            busy = await gql(
+                two,
+                'mutation($s: ID!) { sendMessage(sessionId: $s, message: "hi") { content } }',
+                s=session_id,
+            )
+            assert busy["errors"][0]["extensions"]["code"] == "SESSION_BUSY"  # type: ignore[index]
+            await first.aread()
+        assert len(await history_of(two, session_id)) == 1
+    other.stop()
+
+
+async def test_a_client_that_disconnects_mid_stream_does_not_lose_the_turn(
+    client: httpx.AsyncClient,
+) -> None:
+    session_id = await new_session(client)
+    body = {"session_id": session_id, "message": "!delay=0.1 a b c d"}
+    async with client.stream("POST", "/chat", json=body) as response:
+        async for _ in response.aiter_raw():
+            break  # read one piece, then hang up
+    for _ in range(50):
+        turns = await history_of(client, session_id)
+        if turns:
+            break
+        await asyncio.sleep(0.1)
+    assert turns == [{"input": "!delay=0.1 a b c d", "output": "[n=2] !delay=0.1 a b c d"}]
+
+
+async def test_the_model_gets_the_system_prompt_then_exactly_the_window(
+    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+) -> None:
+    server = start_app(env=app_env(redis_server.url(0), fake_groq, HISTORY_WINDOW="3")).start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        session_id = await new_session(http, system_prompt="You are terse.")
+        for i in range(3):
+            await http.post("/chat", json={"session_id": session_id, "message": f"m{i}"})
+        sent = fake_groq.requests()["last"]
+    assert isinstance(sent, dict)
+    messages = [(m["role"], m["content"]) for m in sent["messages"]]
+    assert messages == [
+        ("system", "You are terse."),
+        ("assistant", "[n=2] m0"),
+        ("user", "m1"),
+        ("assistant", "[n=4] m1"),
+        ("user", "m2"),
+    ]
+    server.stop()
+
+
+async def test_send_message_runs_a_whole_turn(client: httpx.AsyncClient) -> None:
+    session_id = await new_session(client)
+    body = await gql(
+        client,
+        "mutation($s: ID!) { sendMessage(sessionId: $s, message: \"yo\") { role content createdAt } }",
+        s=session_id,
+    )
+    message = body["data"]["sendMessage"]  # type: ignore[index]
+    assert message["role"] == "ASSISTANT" and message["content"] == "[n=2] yo"
+    assert await history_of(client, session_id) == [{"input": "yo", "output": "[n=2] yo"}]
