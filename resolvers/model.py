@@ -94,10 +94,13 @@ def build_model(name: str, *, offline_token_delay: float = 0.02) -> ChatModel:
 
     try:
         model = init_chat_model(name)
-    except ImportError as exc:
-        provider = name.partition(":")[0]
+    except (ImportError, AttributeError) as exc:
+        # AttributeError: a fallback that langchain-community no longer provides.
+        package = "langchain-" + name.partition(":")[0].replace("_", "-")
         raise RuntimeError(
-            f"LLM_MODEL={name} needs the LangChain integration for '{provider}' "
-            f"(pip install langchain-{provider}): {exc}"
+            f"LLM_MODEL={name} needs the LangChain integration package: pip install {package}"
         ) from exc
+    except ValueError as exc:
+        reason = str(exc).splitlines()[0]
+        raise RuntimeError(f"LLM_MODEL={name} cannot be used: {reason}") from exc
     return ChatModel(model, name)
