@@ -18,6 +18,8 @@ run: $(STAMP)
 	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import strawberry
@@ -112,7 +112,7 @@ async def delete_session(info: Info, session_id: str) -> bool:
     return await info.context.services.sessions.delete(session_id)
 
 
-async def chat(info: Info, session_id: str, message: str) -> AsyncIterator[TurnEvent]:
+async def chat(info: Info, session_id: str, message: str) -> AsyncGenerator[TurnEvent, None]:
     """The turn's events; errors before or during the stream carry their code."""
     try:
         turn = await info.context.services.turns.start(session_id=session_id, message=message)

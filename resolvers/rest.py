@@ -256,9 +256,7 @@ async def history(session_id: str, services: ServicesDep) -> HistoryResponse:
     return HistoryResponse(history=[HistoryTurn(input=t.input, output=t.output) for t in turns])
 
 
-@router.delete(
-    "/session/{session_id}", status_code=204, responses=_ERRORS, tags=["sessions"]
-)
+@router.delete("/session/{session_id}", status_code=204, responses=_ERRORS, tags=["sessions"])
 async def delete_session(session_id: str, services: ServicesDep) -> Response:
     """Delete a session and all of its messages."""
     if not await services.sessions.delete(session_id):

@@ -59,7 +59,9 @@ def bearer_token(authorization: str | None) -> str | None:
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Start Redis (embedded unless REDIS_URL is set), the model and the services."""
-    model = build_model(settings.model_name, offline_token_delay=settings.offline_token_delay_seconds)
+    model = build_model(
+        settings.model_name, offline_token_delay=settings.offline_token_delay_seconds
+    )
     async with contextlib.AsyncExitStack() as stack:
         if settings.redis_url:
             url = settings.redis_url

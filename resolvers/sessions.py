@@ -22,10 +22,13 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from resolvers.errors import BadInput, NotFound, SessionBusy
 from resolvers.history import (
@@ -197,7 +200,9 @@ class SessionStore:
     def history(self, session_id: str) -> RedisChatHistory:
         return RedisChatHistory(self._redis, check_session_id(session_id))
 
-    async def create(self, *, title: str | None = None, system_prompt: str | None = None) -> SessionInfo:
+    async def create(
+        self, *, title: str | None = None, system_prompt: str | None = None
+    ) -> SessionInfo:
         if title is not None and len(title) > MAX_TITLE_CHARS:
             raise BadInput(f"title is longer than {MAX_TITLE_CHARS} characters")
         if system_prompt is not None and not system_prompt.strip():
@@ -205,7 +210,7 @@ class SessionStore:
         prompt = system_prompt if system_prompt is not None else self._default_prompt
         session_id = str(uuid.uuid4())
         now = self._now()
-        fields: dict[str, str | int] = {
+        fields: dict[FieldT, EncodableT] = {
             "system_prompt": prompt,
             "created_at": now,
             "updated_at": now,
@@ -295,11 +300,13 @@ class SessionStore:
             if cursor is not None:
                 raise BadInput("cursor needs limit")
             raw = await self._redis.zrevrange(INDEX_KEY, 0, -1)
-            return IdPage(ids=[_text(r) or "" for r in raw], next_cursor=None)
+            return IdPage(ids=[str(r) for r in raw], next_cursor=None)
         if limit < 1 or limit > MAX_PAGE:
             raise BadInput(f"limit must be between 1 and {MAX_PAGE}")
         entries, has_next, _ = await self._index_slice(limit, cursor)
-        next_cursor = encode_cursor(entries[-1][1], entries[-1][0]) if has_next and entries else None
+        next_cursor = (
+            encode_cursor(entries[-1][1], entries[-1][0]) if has_next and entries else None
+        )
         return IdPage(ids=[session_id for session_id, _ in entries], next_cursor=next_cursor)
 
     async def _index_slice(
@@ -392,7 +399,7 @@ class SessionStore:
             cursor, keys = await self._redis.scan(cursor, match=f"{MESSAGES_PREFIX}*", count=batch)
             ids = [
                 sid
-                for sid in ((_text(k) or "")[len(MESSAGES_PREFIX) :] for k in keys)
+                for sid in (str(k)[len(MESSAGES_PREFIX) :] for k in keys)
                 if _UUID4.fullmatch(sid)
             ]
             if ids:
@@ -410,7 +417,7 @@ class SessionStore:
             await asyncio.sleep(pause)
 
     @staticmethod
-    def _info(session_id: str, meta: dict[bytes, bytes] | dict[str, str]) -> SessionInfo:
+    def _info(session_id: str, meta: Mapping[Any, Any]) -> SessionInfo:
         fields = {_text(k): _text(v) for k, v in meta.items()}
         return SessionInfo(
             id=session_id,

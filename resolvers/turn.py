@@ -112,12 +112,12 @@ class TurnRunner:
     def running(self) -> int:
         return len(self._tasks)
 
-    async def drain(self, timeout: float) -> None:
-        """Let running turns finish (and be stored) for up to `timeout` seconds."""
+    async def drain(self, seconds: float) -> None:
+        """Let running turns finish (and be stored) for up to `seconds`."""
         if not self._tasks:
             return
         logger.info("waiting for %d running turn(s) to finish", len(self._tasks))
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=seconds)
         for task in pending:
             task.cancel()
         if pending:
@@ -141,10 +141,7 @@ class TurnRunner:
                 first_message=message,
             )
             committed = True
-            if outcome == 0:
-                raise NotFound("the session was deleted while the reply streamed")
-            if outcome < 0:
-                raise SessionBusy("the session's lock expired before the reply was stored")
+            _check_commit(outcome)
             stored = StoredMessage(role=Role.ASSISTANT, content=reply, created_at=reply_at)
             turn._put(TurnEvent(token="", done=True, message=stored))
         except asyncio.CancelledError:
@@ -196,6 +193,13 @@ class TurnRunner:
                     return
             except Exception:
                 logger.warning("could not renew the lock of session %s", session_id)
+
+
+def _check_commit(outcome: int) -> None:
+    if outcome == 0:
+        raise NotFound("the session was deleted while the reply streamed")
+    if outcome < 0:
+        raise SessionBusy("the session's lock expired before the reply was stored")
 
 
 def _describe(exc: BaseException) -> str:

@@ -43,7 +43,9 @@ class Query:
         found = await resolve.session(info, str(id))
         return Session.of(found) if found else None
 
-    @strawberry.field(description="The session's turns, oldest first (as GET /session/{id}/history).")
+    @strawberry.field(
+        description="The session's turns, oldest first (as GET /session/{id}/history)."
+    )
     async def history(self, info: resolve.Info, session_id: strawberry.ID) -> list[Turn]:
         return [Turn.of(t) for t in await resolve.history(info, str(session_id))]
 

@@ -12,12 +12,13 @@ from resolvers.history import Role as StoredRole
 from resolvers.history import StoredMessage, TurnPair
 from resolvers.sessions import SessionInfo
 
-Role = strawberry.enum(StoredRole, name="Role")
+# Registers the stored role as the GraphQL enum `Role` (same members, same names).
+strawberry.enum(StoredRole, name="Role")
 
 
 @strawberry.type
 class Message:
-    role: Role
+    role: StoredRole
     content: str
     created_at: datetime | None
 
@@ -56,8 +57,12 @@ class Session:
             message_count=info.message_count,
         )
 
-    @strawberry.field(description="The last `last` messages, oldest first; all when `last` is null.")
-    async def messages(self, info: strawberry.Info[Context], last: int | None = None) -> list[Message]:
+    @strawberry.field(
+        description="The last `last` messages, oldest first; all when `last` is null."
+    )
+    async def messages(
+        self, info: strawberry.Info[Context], last: int | None = None
+    ) -> list[Message]:
         return [Message.of(m) for m in await resolve.session_messages(info, str(self.id), last)]
 
     @strawberry.field

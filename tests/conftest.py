@@ -217,9 +217,7 @@ def start_app(
 
 
 @pytest.fixture(scope="session")
-def app(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
-) -> AppServer:
+def app(start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq) -> AppServer:
     """The app on the test Redis (db 0) and the fake Groq model."""
     return start_app(env=app_env(redis_server.url(0), fake_groq)).start()
 

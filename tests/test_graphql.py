@@ -88,10 +88,14 @@ async def test_unknown_session_is_null_and_malformed_id_is_bad_input(
 async def test_history_query_matches_the_rest_history(client: httpx.AsyncClient) -> None:
     session_id = await new_session(client)
     await client.post("/chat", json={"session_id": session_id, "message": "q"})
-    body = await gql(client, "query($s: ID!) { history(sessionId: $s) { input output } }", s=session_id)
+    body = await gql(
+        client, "query($s: ID!) { history(sessionId: $s) { input output } }", s=session_id
+    )
     rest = (await client.get(f"/session/{session_id}/history")).json()["history"]
     assert body["data"] == {"history": rest}
-    missing = await gql(client, "query($s: ID!) { history(sessionId: $s) { input } }", s=str(uuid.uuid4()))
+    missing = await gql(
+        client, "query($s: ID!) { history(sessionId: $s) { input } }", s=str(uuid.uuid4())
+    )
     assert error_codes(missing) == ["NOT_FOUND"]
 
 
@@ -170,7 +174,9 @@ async def test_sessions_default_page_is_50(admin: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(("first", "after"), [(-1, None), (5, "not-a-cursor")])
-async def test_sessions_bad_arguments(admin: httpx.AsyncClient, first: int, after: str | None) -> None:
+async def test_sessions_bad_arguments(
+    admin: httpx.AsyncClient, first: int, after: str | None
+) -> None:
     assert error_codes(await gql(admin, SESSIONS, first=first, after=after)) == ["BAD_USER_INPUT"]
 
 
@@ -184,7 +190,9 @@ async def test_sessions_needs_the_admin_token(listing_app: AppServer) -> None:
 
 async def test_admin_token_in_the_websocket_connection_init(listing_app: AppServer) -> None:
     query = "{ sessions(first: 1) { totalCount } }"
-    async with graphql_socket(listing_app.ws_url, payload={"Authorization": "Bearer admin-token"}) as ws:
+    async with graphql_socket(
+        listing_app.ws_url, payload={"Authorization": "Bearer admin-token"}
+    ) as ws:
         got = await ws.collect(await ws.start(query))
     assert not got.errors and got.events[0]["totalCount"] >= 0
     async with graphql_socket(listing_app.ws_url) as ws:
@@ -198,5 +206,7 @@ async def test_graphiql_is_served_to_browsers(client: httpx.AsyncClient) -> None
 
 
 async def test_queries_also_work_over_get(client: httpx.AsyncClient) -> None:
-    response = await client.get("/graphql", params={"query": "{ session(id: \"%s\") { id } }" % uuid.uuid4()})
+    response = await client.get(
+        "/graphql", params={"query": f'{{ session(id: "{uuid.uuid4()}") {{ id }} }}'}
+    )
     assert response.status_code == 200 and response.json() == {"data": {"session": None}}

@@ -26,7 +26,10 @@ def test_groq_is_the_default_when_its_key_is_set() -> None:
 
 
 def test_llm_model_wins() -> None:
-    assert settings(groq_api_key="k", llm_model="openai:gpt-4o-mini").model_name == "openai:gpt-4o-mini"
+    assert (
+        settings(groq_api_key="k", llm_model="openai:gpt-4o-mini").model_name
+        == "openai:gpt-4o-mini"
+    )
 
 
 @pytest.mark.parametrize("name", ["gpt-4o", ":x", "groq:"])

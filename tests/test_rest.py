@@ -22,7 +22,9 @@ async def test_new_session_without_body_returns_a_uuid4(client: httpx.AsyncClien
 
 async def test_new_session_keeps_title_and_system_prompt(client: httpx.AsyncClient) -> None:
     session_id = await new_session(client, title="Trip", system_prompt="Talk like a pirate")
-    body = await gql(client, "query($id: ID!) { session(id: $id) { title systemPrompt } }", id=session_id)
+    body = await gql(
+        client, "query($id: ID!) { session(id: $id) { title systemPrompt } }", id=session_id
+    )
     assert body["data"] == {"session": {"title": "Trip", "systemPrompt": "Talk like a pirate"}}
 
 

@@ -31,7 +31,11 @@ async def db(redis_server: RedisServer) -> AsyncIterator[Redis]:
 
 def make_store(redis: Redis, *, window: int = 40, ttl: int = 0, lock: float = 20) -> SessionStore:
     return SessionStore(
-        redis, default_system_prompt=PROMPT, history_window=window, ttl_seconds=ttl, lock_seconds=lock
+        redis,
+        default_system_prompt=PROMPT,
+        history_window=window,
+        ttl_seconds=ttl,
+        lock_seconds=lock,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ async def test_redis_outage_is_503_and_unavailable_then_recovers(
         for _ in range(50):
             if (await http.get("/readyz")).status_code == 200:
                 break
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         assert (await http.post("/new_session")).status_code == 200
     server.stop()
     redis.process.terminate()

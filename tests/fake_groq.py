@@ -1,0 +1,386 @@
+"""A fake of Groq's OpenAI-compatible chat API, for tests (starlette + uvicorn + stdlib only).
+
+Point the real ``langchain_groq.ChatGroq`` at it with ``GROQ_API_BASE=http://127.0.0.1:<port>``
+(or ``base_url=``); the groq SDK then calls ``POST {base}/openai/v1/chat/completions``.
+
+Reply: ``[n=N] w1 w2 ...`` -- N is the number of messages in the request (system included), the
+words are those of the last ``"user"`` message (string content, or the ``"text"`` parts of a list).
+Whitespace runs collapse to single spaces and the text is stripped (``"[n=N]"`` alone if empty).
+Pieces: ``"[n=N]"``, then ``" w"`` for each word; they join to the reply text.
+
+Streaming (``"stream": true``) is shaped like Groq's: one role chunk (``delta`` =
+``{"role": "assistant", "content": ""}``, with ``x_groq.id``), one content chunk per piece, a last
+chunk (empty ``delta``, ``finish_reason: "stop"``, ``x_groq.usage``), then ``data: [DONE]``.
+Otherwise a ``chat.completion`` JSON with ``usage``.
+
+Directives, read from the last user message (they stay in the echoed text; values are plain
+numbers, the last occurrence wins, anything not matching is ordinary text):
+
+- ``!status=CODE``: answer at once with that status (400-599, else a 400) and an OpenAI-style
+  error body ``{"error": {"message", "type", "code"}}``.
+- ``!retry_after=S``: with ``!status=429``, header ``retry-after: S`` (default ``0``).
+- ``!cut=K``: stream the role chunk and K content chunks (all, if fewer), then drop the
+  connection (no last chunk, no ``[DONE]``).
+  Non-streaming: headers with the full Content-Length, half the body, then drop.
+- ``!delay=S``: sleep S seconds (float) before each content chunk.
+- ``!first_delay=S``: sleep S seconds after the 200 headers, before the first (role) chunk.
+  Non-streaming: first_delay + delay * pieces is slept before the response is sent.
+- ``!hang``: never send response headers; wait until the client goes away.
+- ``!tokens=K``: the words are replaced by K pieces ``" t0"``, ``" t1"``, ... ``" t{K-1}"``.
+
+Dropping the connection: the body iterator raises, uvicorn closes the transport mid-body (that
+log record is filtered out), so httpx raises ``httpx.RemoteProtocolError``.
+
+Control: ``GET /requests`` -> ``{"count": <chat requests>, "last": <last JSON body>}``;
+``POST /reset`` zeroes both. Run: ``python tests/fake_groq.py`` prints ``READY <port>``; on
+SIGTERM/SIGINT it exits 0 at once (a hanging request gets a 503, a sleeping stream is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+_INT = r"\d+"
+_NUM = r"\d+(?:\.\d+)?"
+_DIRECTIVE_RE = re.compile(
+    rf"!(?:(status|cut|tokens)=({_INT})|(retry_after|first_delay|delay)=({_NUM}))"
+)
+_HANG_RE = re.compile(r"!hang(?![\w=])")
+
+_ERROR_TYPES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "bad_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "model_not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("tokens", "rate_limit_exceeded"),
+    503: ("internal_server_error", "service_unavailable"),
+}
+
+
+class _Cut(Exception):
+    """Raised inside a response body to make uvicorn drop the connection."""
+
+
+def _is_cut(exc: BaseException | None) -> bool:
+    if isinstance(exc, _Cut):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_cut(e) for e in exc.exceptions)
+    return False
+
+
+class _HideCuts(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application" record for deliberate cuts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_cut(record.exc_info[1]))
+
+
+@dataclass
+class Directives:
+    status: int | None = None
+    retry_after: str = "0"
+    cut: int | None = None
+    delay: float = 0.0
+    first_delay: float = 0.0
+    hang: bool = False
+    tokens: int | None = None
+
+
+def parse_directives(text: str) -> Directives:
+    d = Directives(hang=bool(_HANG_RE.search(text)))
+    for int_name, int_value, num_name, num_value in _DIRECTIVE_RE.findall(text):
+        if int_name:
+            setattr(d, int_name, int(int_value))
+        elif num_name == "retry_after":
+            d.retry_after = num_value
+        else:
+            setattr(d, num_name, float(num_value))
+    return d
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def _messages(body: Any) -> list[Any]:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    return messages if isinstance(messages, list) else []
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _content_text(message.get("content"))
+    return ""
+
+
+def reply_pieces(n_messages: int, text: str, d: Directives) -> list[str]:
+    words = [f"t{i}" for i in range(d.tokens)] if d.tokens is not None else text.split()
+    return [f"[n={n_messages}]"] + [f" {w}" for w in words]
+
+
+def _error_response(status: int, message: str, retry_after: str | None = None) -> JSONResponse:
+    kind, code = _ERROR_TYPES.get(status, ("internal_server_error", "internal_server_error"))
+    headers = {"retry-after": retry_after} if retry_after is not None else None
+    body = {"error": {"message": message, "type": kind, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+@dataclass
+class FakeGroqState:
+    count: int = 0
+    last: Any = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Completion:
+    """One chat request: builds the chunks / body, with its directives applied."""
+
+    def __init__(self, state: FakeGroqState, body: dict[str, Any]) -> None:
+        self.state = state
+        messages = _messages(body)
+        text = _last_user_text(messages)
+        self.directives = parse_directives(text)
+        self.pieces = reply_pieces(len(messages), text, self.directives)
+        self.model = str(body.get("model", "fake"))
+        self.id = f"chatcmpl-fake{state.count}"
+        self.request_id = f"req_fake{state.count}"
+        self.created = int(time.time())
+        prompt_words = sum(
+            len(_content_text(m.get("content")).split()) for m in messages if isinstance(m, dict)
+        )
+        prompt_tokens = prompt_words + len(messages)
+        self.usage = {
+            "queue_time": 0.001,
+            "prompt_tokens": prompt_tokens,
+            "prompt_time": 0.001,
+            "completion_tokens": len(self.pieces),
+            "completion_time": 0.001,
+            "total_tokens": prompt_tokens + len(self.pieces),
+            "total_time": 0.002,
+        }
+
+    def _chunk(
+        self,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        x_groq: dict[str, Any] | None = None,
+    ) -> bytes:
+        payload: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if x_groq is not None:
+            payload["x_groq"] = x_groq
+        return _sse(payload)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleeps; aborts the response if the server is shutting down meanwhile."""
+        if seconds <= 0:
+            return
+        try:
+            await asyncio.wait_for(self.state.stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        raise _Cut
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        d = self.directives
+        await self._pause(d.first_delay)
+        yield self._chunk({"role": "assistant", "content": ""}, x_groq={"id": self.request_id})
+        for i, piece in enumerate(self.pieces):
+            if d.cut is not None and i >= d.cut:
+                raise _Cut
+            await self._pause(d.delay)
+            yield self._chunk({"content": piece})
+        if d.cut is not None:
+            raise _Cut
+        yield self._chunk({}, "stop", x_groq={"id": self.request_id, "usage": self.usage})
+        yield b"data: [DONE]\n\n"
+
+    def body(self) -> bytes:
+        completion = {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(self.pieces)},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": self.usage,
+            "system_fingerprint": "fp_fake",
+            "x_groq": {"id": self.request_id},
+        }
+        return json.dumps(completion).encode()
+
+
+async def _partial(body: bytes) -> AsyncIterator[bytes]:
+    yield body[: len(body) // 2]
+    raise _Cut
+
+
+async def _idle(request: Request, state: FakeGroqState, seconds: float | None) -> bool:
+    """Waits `seconds` (None: forever); False if the client left or the server stops first."""
+
+    async def client_gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    waiters = {asyncio.ensure_future(client_gone()), asyncio.ensure_future(state.stopping.wait())}
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return not done
+
+
+def create_app(state: FakeGroqState | None = None) -> Starlette:
+    st = state if state is not None else FakeGroqState()
+
+    async def chat_completions(request: Request) -> Response:
+        st.count += 1
+        st.last = None
+        try:
+            st.last = body = await request.json()
+        except ValueError:
+            return _error_response(400, "fake_groq: request body is not JSON")
+        if not isinstance(body, dict):
+            return _error_response(400, "fake_groq: request body is not a JSON object")
+        completion = _Completion(st, body)
+        d = completion.directives
+        if d.status is not None:
+            if not 400 <= d.status <= 599:
+                return _error_response(400, f"fake_groq: !status={d.status} is not in 400-599")
+            retry_after = d.retry_after if d.status == 429 else None
+            return _error_response(d.status, f"fake_groq: simulated HTTP {d.status}", retry_after)
+        if d.hang:
+            await _idle(request, st, None)
+            return _error_response(503, "fake_groq: shutting down")
+        if body.get("stream"):
+            return StreamingResponse(
+                completion.stream(),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache", "x-request-id": completion.request_id},
+            )
+        wait = d.first_delay + d.delay * len(completion.pieces)
+        if wait > 0 and not await _idle(request, st, wait):
+            return _error_response(503, "fake_groq: client gone or shutting down")
+        payload = completion.body()
+        if d.cut is not None:
+            return StreamingResponse(
+                _partial(payload),
+                media_type="application/json",
+                headers={"content-length": str(len(payload))},
+            )
+        return Response(payload, media_type="application/json")
+
+    async def requests(request: Request) -> Response:
+        return JSONResponse({"count": st.count, "last": st.last})
+
+    async def reset(request: Request) -> Response:
+        st.count = 0
+        st.last = None
+        return JSONResponse({"count": 0, "last": None})
+
+    app = Starlette(
+        routes=[
+            Route("/openai/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/requests", requests, methods=["GET"]),
+            Route("/reset", reset, methods=["POST"]),
+        ]
+    )
+    app.state.fake_groq = st
+    return app
+
+
+class _Server(uvicorn.Server):
+    """Prints READY once listening; tells in-flight fake responses to stop on SIGINT/SIGTERM."""
+
+    def __init__(self, config: uvicorn.Config, state: FakeGroqState, port: int) -> None:
+        super().__init__(config)
+        self._state = state
+        self._port = port
+        self._loop = asyncio.get_running_loop()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            print(f"READY {self._port}", flush=True)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._state.stopping.set)
+
+
+async def serve() -> None:
+    state = FakeGroqState()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(state),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
+    logging.getLogger("uvicorn.error").addFilter(_HideCuts())
+    server = _Server(config, state, port)
+
+    # uvicorn swaps in its own handlers while serving, then restores these and re-raises the
+    # signal it caught: these make that a no-op (and cover a signal arriving before it starts).
+    def stop(sig: int, frame: FrameType | None) -> None:
+        server.handle_exit(sig, frame)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    await server.serve(sockets=[sock])
+
+
+if __name__ == "__main__":
+    asyncio.run(serve())
