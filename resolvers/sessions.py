@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_KEY = "sessions:index"
 MAX_TITLE_CHARS = 200
-MAX_PAGE = 1000
+MAX_PAGE = 1000  # larger pages are cut to this; the cursor gives the rest
 AUTO_TITLE_CHARS = 60
 
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -278,8 +278,9 @@ class SessionStore:
 
     async def page(self, *, first: int, after: str | None) -> SessionPage:
         """A page of sessions, most recently active first, with their metadata."""
-        if first < 0 or first > MAX_PAGE:
-            raise BadInput(f"first must be between 0 and {MAX_PAGE}")
+        if first < 0:
+            raise BadInput("first must not be negative")
+        first = min(first, MAX_PAGE)
         await self._prune_expired()
         entries, has_next, total = await self._index_slice(first, after)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -301,8 +302,9 @@ class SessionStore:
                 raise BadInput("cursor needs limit")
             raw = await self._redis.zrevrange(INDEX_KEY, 0, -1)
             return IdPage(ids=[str(r) for r in raw], next_cursor=None)
-        if limit < 1 or limit > MAX_PAGE:
-            raise BadInput(f"limit must be between 1 and {MAX_PAGE}")
+        if limit < 1:
+            raise BadInput("limit must be at least 1")
+        limit = min(limit, MAX_PAGE)
         entries, has_next, _ = await self._index_slice(limit, cursor)
         next_cursor = (
             encode_cursor(entries[-1][1], entries[-1][0]) if has_next and entries else None

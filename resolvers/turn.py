@@ -47,7 +47,7 @@ class Turn:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[TurnEvent | ChatError] = asyncio.Queue()
 
-    def _put(self, item: TurnEvent | ChatError) -> None:
+    def push(self, item: TurnEvent | ChatError) -> None:
         self._queue.put_nowait(item)
 
     async def events(self) -> AsyncIterator[TurnEvent]:
@@ -143,9 +143,9 @@ class TurnRunner:
             committed = True
             _check_commit(outcome)
             stored = StoredMessage(role=Role.ASSISTANT, content=reply, created_at=reply_at)
-            turn._put(TurnEvent(token="", done=True, message=stored))
+            turn.push(TurnEvent(token="", done=True, message=stored))
         except asyncio.CancelledError:
-            turn._put(ModelFailed("the server is shutting down; the turn was not stored"))
+            turn.push(ModelFailed("the server is shutting down; the turn was not stored"))
             raise
         except Exception as exc:
             error = _client_error(exc)
@@ -153,7 +153,7 @@ class TurnRunner:
                 logger.exception("turn failed on session %s", session_id)
             else:
                 logger.warning("turn failed on session %s: %s", session_id, error.code)
-            turn._put(error)
+            turn.push(error)
         finally:
             renewer.cancel()
             if not committed:
@@ -179,7 +179,7 @@ class TurnRunner:
                 except Exception as exc:
                     raise ModelFailed(f"the model provider failed: {_describe(exc)}") from exc
                 parts.append(piece)
-                turn._put(TurnEvent(token=piece))
+                turn.push(TurnEvent(token=piece))
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
