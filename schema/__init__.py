@@ -13,6 +13,7 @@ from schema.types import (
     CreateSessionInput,
     Message,
     PageInfo,
+    ServerInfo,
     Session,
     SessionConnection,
     SessionEdge,
@@ -48,6 +49,15 @@ class Query:
     )
     async def history(self, info: resolve.Info, session_id: strawberry.ID) -> list[Turn]:
         return [Turn.of(t) for t in await resolve.history(info, str(session_id))]
+
+    @strawberry.field(description="The model in use and the server's limits.")
+    def server_info(self, info: resolve.Info) -> ServerInfo:
+        settings = info.context.services.settings
+        return ServerInfo(
+            model=info.context.services.model_name,
+            admin_required=settings.admin_token is not None,
+            max_message_chars=settings.max_message_chars,
+        )
 
 
 @strawberry.type

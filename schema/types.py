@@ -101,6 +101,15 @@ class ChatEvent:
     message: Message | None
 
 
+@strawberry.type(description="What a client may want to know about this server.")
+class ServerInfo:
+    model: str = strawberry.field(description="The chat model in use, as LLM_MODEL names it.")
+    admin_required: bool = strawberry.field(
+        description="Whether listing sessions needs the admin token."
+    )
+    max_message_chars: int
+
+
 @strawberry.input
 class CreateSessionInput:
     title: str | None = None

@@ -210,3 +210,14 @@ async def test_queries_also_work_over_get(client: httpx.AsyncClient) -> None:
         "/graphql", params={"query": f'{{ session(id: "{uuid.uuid4()}") {{ id }} }}'}
     )
     assert response.status_code == 200 and response.json() == {"data": {"session": None}}
+
+
+async def test_server_info_names_the_model_and_limits(client: httpx.AsyncClient) -> None:
+    body = await gql(client, "{ serverInfo { model adminRequired maxMessageChars } }")
+    assert body["data"] == {
+        "serverInfo": {
+            "model": "groq:llama-3.1-8b-instant",
+            "adminRequired": False,
+            "maxMessageChars": 32000,
+        }
+    }
