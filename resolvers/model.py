@@ -19,10 +19,10 @@ from resolvers.config import OFFLINE_MODEL
 
 OFFLINE_REPLY = (
     "No LLM provider is configured, so this reply comes from the built-in offline model. "
-    "To talk to a real model, set GROQ_API_KEY (Groq's llama-3.1-8b-instant is then used), "
-    "or set LLM_MODEL to provider:model, for example openai:gpt-4o-mini with OPENAI_API_KEY "
-    "(OPENAI_BASE_URL for any OpenAI-compatible server) or ollama:llama3.2, "
-    "and restart the server."
+    "To talk to a real model, set `GROQ_API_KEY` (Groq's `llama-3.1-8b-instant` is then "
+    "used), or set `LLM_MODEL` to `provider:model`, for example `openai:gpt-4o-mini` with "
+    "`OPENAI_API_KEY` (and `OPENAI_BASE_URL` for any OpenAI-compatible server) or "
+    "`ollama:llama3.2`, then restart the server."
 )
 
 

@@ -1,0 +1,417 @@
+// The chat page: sessions in the sidebar, a conversation, replies streamed through the
+// `chat` subscription. It uses the public GraphQL API only.
+
+import { GraphQLClient } from "./graphql.js";
+import { renderMarkdown } from "./markdown.js";
+
+const TOKEN_KEY = "chat.adminToken";
+const PAGE = 30;
+
+const Q = {
+  info: "query { serverInfo { model adminRequired maxMessageChars } }",
+  sessions: `query Sessions($first: Int!, $after: String) {
+    sessions(first: $first, after: $after) {
+      edges { node { id title updatedAt messageCount } }
+      pageInfo { hasNextPage endCursor }
+    }
+  }`,
+  session: `query Session($id: ID!) {
+    session(id: $id) { id title messages { role content createdAt } }
+  }`,
+  create: `mutation Create($input: CreateSessionInput) {
+    createSession(input: $input) { id title updatedAt messageCount }
+  }`,
+  remove: "mutation Delete($id: ID!) { deleteSession(id: $id) }",
+  chat: `subscription Chat($sessionId: ID!, $message: String!) {
+    chat(sessionId: $sessionId, message: $message) { token done message { role content createdAt } }
+  }`,
+};
+
+const MESSAGES_OF_CODE = {
+  SESSION_BUSY: "This chat is already answering a message. Wait for it to finish, then send again.",
+  LLM_ERROR: "The model failed to answer. Your message was not saved; try sending it again.",
+  UNAVAILABLE: "The server cannot reach its storage right now. Try again in a moment.",
+  NOT_FOUND: "This chat no longer exists.",
+  BAD_USER_INPUT: null, // the server's own message says what was wrong
+  CONNECTION_LOST: "The connection was lost. Reconnecting…",
+  NETWORK: "The server cannot be reached.",
+};
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  app: $("app"), sidebar: $("sidebar"), scrim: $("scrim"), menu: $("menu"),
+  sessions: $("sessions"), empty: $("sessions-empty"), more: $("sessions-more"),
+  newForm: $("new-chat-form"), newTitle: $("new-title"),
+  adminForm: $("admin-form"), adminToken: $("admin-token"), adminError: $("admin-error"),
+  title: $("chat-title"), model: $("model"), conn: $("conn"), del: $("delete"),
+  messages: $("messages"), welcome: $("welcome"), notice: $("notice"),
+  composer: $("composer"), input: $("input"), send: $("send"),
+};
+
+const state = {
+  current: null, // session id
+  streaming: false,
+  sessionsAfter: null,
+  maxChars: 32000,
+};
+
+const client = new GraphQLClient({
+  httpUrl: "/graphql",
+  wsUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/graphql`,
+  token: () => localStorage.getItem(TOKEN_KEY),
+  onStatus: (status) => {
+    ui.conn.dataset.state = status;
+    ui.conn.textContent = { open: "connected", connecting: "connecting", closed: "reconnecting" }[status];
+    if (status === "open" && ui.notice.dataset.code === "CONNECTION_LOST") hideNotice();
+    if (status === "closed" && !ui.notice.hidden) return;
+    if (status === "closed") showNotice("CONNECTION_LOST");
+  },
+});
+
+// ---------- helpers ----------
+
+function showNotice(code, fallback) {
+  ui.notice.textContent = MESSAGES_OF_CODE[code] ?? fallback ?? "Something went wrong.";
+  ui.notice.dataset.code = code;
+  ui.notice.hidden = false;
+}
+
+function hideNotice() {
+  ui.notice.hidden = true;
+  ui.notice.textContent = "";
+  delete ui.notice.dataset.code;
+}
+
+function formatTime(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  const today = new Date();
+  const sameDay = date.toDateString() === today.toDateString();
+  return sameDay
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+function scrollToEnd() {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+function setStreaming(on) {
+  state.streaming = on;
+  ui.input.disabled = on;
+  ui.send.disabled = on;
+  ui.composer.setAttribute("aria-busy", String(on));
+  if (!on) ui.input.focus();
+}
+
+function sessionFromHash() {
+  const match = location.hash.match(/^#\/s\/([0-9a-f-]{36})$/);
+  return match ? match[1] : null;
+}
+
+function openDrawer(open) {
+  ui.app.classList.toggle("drawer-open", open);
+  ui.scrim.hidden = !open;
+}
+
+// ---------- messages ----------
+
+function messageNode(role, content, createdAt) {
+  const item = document.createElement("article");
+  item.className = `msg ${role.toLowerCase()}`;
+  item.dataset.role = role;
+  const bubble = document.createElement("div");
+  bubble.className = "bubble";
+  const meta = document.createElement("time");
+  meta.className = "meta";
+  item.append(bubble, meta);
+  fillMessage(item, content, createdAt);
+  return item;
+}
+
+function fillMessage(item, content, createdAt) {
+  const bubble = item.querySelector(".bubble");
+  if (item.dataset.role === "USER") bubble.textContent = content;
+  else renderMarkdown(content, bubble);
+  const meta = item.querySelector(".meta");
+  if (createdAt) {
+    meta.dateTime = createdAt;
+    meta.textContent = formatTime(createdAt);
+    meta.title = new Date(createdAt).toLocaleString();
+  }
+}
+
+function showMessages(messages) {
+  ui.messages.replaceChildren();
+  if (!messages.length) {
+    ui.messages.append(ui.welcome);
+    return;
+  }
+  for (const m of messages) ui.messages.append(messageNode(m.role, m.content, m.createdAt));
+  scrollToEnd();
+}
+
+// ---------- sessions ----------
+
+function sessionItem(session) {
+  const li = document.createElement("li");
+  const link = document.createElement("a");
+  link.href = `#/s/${session.id}`;
+  link.dataset.id = session.id;
+  if (session.id === state.current) link.setAttribute("aria-current", "true");
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = session.title || "New chat";
+  const when = document.createElement("span");
+  when.className = "when";
+  when.textContent = `${formatTime(session.updatedAt)} · ${session.messageCount} messages`;
+  link.append(name, when);
+  li.append(link);
+  return li;
+}
+
+async function loadSessions({ append = false } = {}) {
+  let data;
+  try {
+    data = await client.request(Q.sessions, { first: PAGE, after: append ? state.sessionsAfter : null });
+  } catch (error) {
+    if (error.code === "UNAUTHENTICATED") {
+      ui.adminForm.hidden = false;
+      ui.adminError.textContent = localStorage.getItem(TOKEN_KEY) ? "That token was not accepted." : "";
+      ui.sessions.replaceChildren();
+      ui.empty.hidden = true;
+      ui.more.hidden = true;
+      return;
+    }
+    showNotice(error.code, error.message);
+    return;
+  }
+  ui.adminForm.hidden = true;
+  const { edges, pageInfo } = data.sessions;
+  if (!append) ui.sessions.replaceChildren();
+  for (const { node } of edges) ui.sessions.append(sessionItem(node));
+  state.sessionsAfter = pageInfo.endCursor;
+  ui.more.hidden = !pageInfo.hasNextPage;
+  ui.empty.hidden = ui.sessions.children.length > 0;
+}
+
+function markCurrentInList() {
+  for (const link of ui.sessions.querySelectorAll("a")) {
+    if (link.dataset.id === state.current) link.setAttribute("aria-current", "true");
+    else link.removeAttribute("aria-current");
+  }
+}
+
+async function openSession(id) {
+  state.current = id;
+  markCurrentInList();
+  hideNotice();
+  if (!id) {
+    ui.title.textContent = "New chat";
+    ui.del.hidden = true;
+    showMessages([]);
+    return;
+  }
+  let data;
+  try {
+    data = await client.request(Q.session, { id });
+  } catch (error) {
+    showNotice(error.code, error.message);
+    return;
+  }
+  if (state.current !== id) return; // another session was opened meanwhile
+  if (!data.session) {
+    showNotice("NOT_FOUND");
+    history.replaceState(null, "", location.pathname);
+    state.current = null;
+    ui.del.hidden = true;
+    showMessages([]);
+    return;
+  }
+  ui.title.textContent = data.session.title || "New chat";
+  ui.del.hidden = false;
+  showMessages(data.session.messages);
+}
+
+async function createSession(title) {
+  const input = title ? { title } : null;
+  const data = await client.request(Q.create, { input });
+  const session = data.createSession;
+  state.current = session.id;
+  history.pushState(null, "", `#/s/${session.id}`);
+  ui.title.textContent = session.title || "New chat";
+  ui.del.hidden = false;
+  showMessages([]);
+  await loadSessions();
+  return session.id;
+}
+
+// ---------- a turn ----------
+
+async function send(text) {
+  if (state.streaming) return;
+  if (!text.trim()) return;
+  if (text.length > state.maxChars) {
+    showNotice("BAD_USER_INPUT", `A message can be at most ${state.maxChars} characters.`);
+    return;
+  }
+  hideNotice();
+  setStreaming(true);
+  let sessionId = state.current;
+  try {
+    if (!sessionId) sessionId = await createSession(ui.newTitle.value.trim() || null);
+    await client.ready();
+  } catch (error) {
+    showNotice(error.code, error.message);
+    setStreaming(false);
+    return;
+  }
+  ui.input.value = "";
+  autosize();
+  if (ui.welcome.isConnected) ui.welcome.remove();
+  const mine = messageNode("USER", text, new Date().toISOString());
+  const reply = messageNode("ASSISTANT", "", null);
+  reply.classList.add("streaming");
+  ui.messages.append(mine, reply);
+  scrollToEnd();
+
+  let content = "";
+  let frame = 0;
+  const paint = () => {
+    frame = 0;
+    fillMessage(reply, content, null);
+    scrollToEnd();
+  };
+  client.subscribe(Q.chat, { sessionId, message: text }, {
+    next: (data) => {
+      const event = data.chat;
+      if (event.done) {
+        cancelAnimationFrame(frame);
+        content = event.message?.content ?? content;
+        reply.classList.remove("streaming");
+        fillMessage(reply, content, event.message?.createdAt ?? new Date().toISOString());
+        scrollToEnd();
+        return;
+      }
+      content += event.token;
+      if (!frame) frame = requestAnimationFrame(paint);
+    },
+    error: (error) => {
+      cancelAnimationFrame(frame);
+      reply.remove();
+      if (error.code === "CONNECTION_LOST") {
+        // The turn goes on without us; the history shows it once we are back.
+        reply.remove();
+        mine.remove();
+        showNotice("CONNECTION_LOST");
+        setStreaming(false);
+        client.ready(60000).then(() => sessionId === state.current && openSession(sessionId)).catch(() => {});
+        return;
+      }
+      mine.classList.add("failed");
+      ui.input.value = text; // nothing was stored: let the person send it again
+      autosize();
+      showNotice(error.code, error.message);
+      setStreaming(false);
+    },
+    complete: () => {
+      setStreaming(false);
+      if (sessionId === state.current) loadSessions().then(markCurrentInList);
+      refreshTitle(sessionId);
+    },
+  });
+}
+
+async function refreshTitle(sessionId) {
+  try {
+    const data = await client.request(Q.session, { id: sessionId });
+    if (data.session && sessionId === state.current) ui.title.textContent = data.session.title || "New chat";
+  } catch { /* the title can wait for the next load */ }
+}
+
+// ---------- events ----------
+
+function autosize() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 200)}px`;
+}
+
+ui.input.addEventListener("input", autosize);
+ui.input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    send(ui.input.value);
+  }
+});
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  send(ui.input.value);
+});
+
+ui.newForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (state.streaming) return;
+  try {
+    await createSession(ui.newTitle.value.trim() || null);
+    ui.newTitle.value = "";
+    openDrawer(false);
+    ui.input.focus();
+  } catch (error) {
+    showNotice(error.code, error.message);
+  }
+});
+
+ui.del.addEventListener("click", async () => {
+  const id = state.current;
+  if (!id || state.streaming) return;
+  if (!window.confirm("Delete this chat and all of its messages?")) return;
+  try {
+    await client.request(Q.remove, { id });
+  } catch (error) {
+    showNotice(error.code, error.message);
+    return;
+  }
+  history.pushState(null, "", location.pathname);
+  await openSession(null);
+  await loadSessions();
+});
+
+ui.adminForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = ui.adminToken.value.trim();
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  else localStorage.removeItem(TOKEN_KEY);
+  ui.adminToken.value = "";
+  client.reconnect();
+  loadSessions();
+});
+
+ui.more.addEventListener("click", () => loadSessions({ append: true }));
+ui.menu.addEventListener("click", () => openDrawer(!ui.app.classList.contains("drawer-open")));
+ui.scrim.addEventListener("click", () => openDrawer(false));
+ui.sessions.addEventListener("click", (event) => {
+  if (event.target.closest("a")) openDrawer(false);
+});
+// Switching chats while a reply streams is fine: the turn goes on on the server.
+window.addEventListener("popstate", () => openSession(sessionFromHash()));
+window.addEventListener("hashchange", () => {
+  const id = sessionFromHash();
+  if (id !== state.current) openSession(id);
+});
+
+// ---------- start ----------
+
+async function start() {
+  client.connect();
+  try {
+    const { serverInfo } = await client.request(Q.info);
+    ui.model.textContent = serverInfo.model;
+    state.maxChars = serverInfo.maxMessageChars;
+  } catch (error) {
+    showNotice(error.code, error.message);
+  }
+  await Promise.all([loadSessions(), openSession(sessionFromHash())]);
+  ui.input.focus();
+}
+
+start();

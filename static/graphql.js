@@ -1,0 +1,157 @@
+// GraphQL for the page: queries and mutations over HTTP POST, subscriptions over one
+// WebSocket speaking graphql-transport-ws, reconnecting by itself with backoff.
+
+export class GraphQLError extends Error {
+  constructor(errors) {
+    super(errors.map((e) => e.message).join("; ") || "request failed");
+    this.errors = errors;
+    this.code = errors[0]?.extensions?.code ?? "ERROR";
+  }
+}
+
+export class GraphQLClient {
+  constructor({ httpUrl, wsUrl, token, onStatus }) {
+    this.httpUrl = httpUrl;
+    this.wsUrl = wsUrl;
+    this.token = token; // () => string | null
+    this.onStatus = onStatus ?? (() => {});
+    this.ws = null;
+    this.acked = false;
+    this.nextId = 1;
+    this.active = new Map(); // id -> {payload, sink}
+    this.retries = 0;
+    this.reconnectTimer = null;
+    this.waiters = [];
+  }
+
+  async request(query, variables = {}) {
+    const headers = { "content-type": "application/json", accept: "application/json" };
+    const token = this.token();
+    if (token) headers.authorization = `Bearer ${token}`;
+    let response;
+    try {
+      response = await fetch(this.httpUrl, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ query, variables }),
+      });
+    } catch {
+      throw new GraphQLError([{ message: "The server cannot be reached.", extensions: { code: "NETWORK" } }]);
+    }
+    let body;
+    try {
+      body = await response.json();
+    } catch {
+      throw new GraphQLError([{ message: `The server answered ${response.status}.`, extensions: { code: "NETWORK" } }]);
+    }
+    if (body.errors?.length) throw new GraphQLError(body.errors);
+    return body.data;
+  }
+
+  connect() {
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) return;
+    clearTimeout(this.reconnectTimer);
+    this.acked = false;
+    this.onStatus("connecting");
+    const ws = new WebSocket(this.wsUrl, "graphql-transport-ws");
+    this.ws = ws;
+    ws.addEventListener("open", () => {
+      const token = this.token();
+      const payload = token ? { Authorization: `Bearer ${token}` } : {};
+      ws.send(JSON.stringify({ type: "connection_init", payload }));
+    });
+    ws.addEventListener("message", (event) => this.#onMessage(ws, event));
+    ws.addEventListener("close", () => this.#onClose(ws));
+  }
+
+  reconnect() {
+    if (this.ws) this.ws.close();
+    this.connect();
+  }
+
+  #onMessage(ws, event) {
+    let message;
+    try { message = JSON.parse(event.data); } catch { return; }
+    switch (message.type) {
+      case "connection_ack":
+        this.acked = true;
+        this.retries = 0;
+        this.onStatus("open");
+        for (const [id, sub] of this.active) {
+          if (!sub.sent) { sub.sent = true; ws.send(JSON.stringify({ id, type: "subscribe", payload: sub.payload })); }
+        }
+        this.waiters.splice(0).forEach((resolve) => resolve());
+        break;
+      case "ping":
+        ws.send(JSON.stringify({ type: "pong" }));
+        break;
+      case "next": {
+        const sub = this.active.get(message.id);
+        if (!sub) break;
+        if (message.payload?.errors?.length) {
+          this.active.delete(message.id);
+          sub.sink.error(new GraphQLError(message.payload.errors));
+        } else {
+          sub.sink.next(message.payload.data);
+        }
+        break;
+      }
+      case "error": {
+        const sub = this.active.get(message.id);
+        if (!sub) break;
+        this.active.delete(message.id);
+        sub.sink.error(new GraphQLError(Array.isArray(message.payload) ? message.payload : [message.payload]));
+        break;
+      }
+      case "complete": {
+        const sub = this.active.get(message.id);
+        if (!sub) break;
+        this.active.delete(message.id);
+        sub.sink.complete();
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  #onClose(ws) {
+    if (ws !== this.ws) return;
+    this.acked = false;
+    this.onStatus("closed");
+    // A subscription cannot resume on a new socket: its turn goes on on the server.
+    for (const [id, sub] of this.active) {
+      this.active.delete(id);
+      sub.sink.error(new GraphQLError([{ message: "The connection was lost.", extensions: { code: "CONNECTION_LOST" } }]));
+    }
+    const delay = Math.min(8000, 500 * 2 ** this.retries) * (0.75 + Math.random() / 2);
+    this.retries += 1;
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  ready(timeoutMs = 10000) {
+    if (this.acked) return Promise.resolve();
+    this.connect();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new GraphQLError([{ message: "The server cannot be reached.", extensions: { code: "CONNECTION_LOST" } }]));
+      }, timeoutMs);
+      this.waiters.push(() => { clearTimeout(timer); resolve(); });
+    });
+  }
+
+  subscribe(query, variables, sink) {
+    const id = String(this.nextId++);
+    const sub = { payload: { query, variables }, sink, sent: false };
+    this.active.set(id, sub);
+    if (this.acked) {
+      sub.sent = true;
+      this.ws.send(JSON.stringify({ id, type: "subscribe", payload: sub.payload }));
+    } else {
+      this.connect();
+    }
+    return () => {
+      if (this.active.delete(id) && this.acked) this.ws.send(JSON.stringify({ id, type: "complete" }));
+    };
+  }
+}
