@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import HTTPConnection
-from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from resolvers import rest
 from resolvers.config import Settings, get_settings
 from resolvers.context import Context
 from resolvers.errors import ChatError
+from resolvers.graphql import ChatGraphQLRouter
 from resolvers.services import bearer_token, open_services
 from schema import schema
 
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    graphql = GraphQLRouter(
+    graphql = ChatGraphQLRouter(
         schema,
         context_getter=get_context,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),

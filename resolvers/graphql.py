@@ -13,7 +13,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
+from graphql.error import GraphQLSyntaxError
+from strawberry.fastapi import GraphQLRouter
+from strawberry.http import GraphQLRequestData
+from strawberry.types import ExecutionResult
 
 from resolvers.context import Context
 from resolvers.errors import ChatError, as_chat_error
@@ -122,3 +126,35 @@ async def chat(info: Info, session_id: str, message: str) -> AsyncGenerator[Turn
         raise
     except Exception as exc:
         raise to_graphql_error(exc) from None
+
+
+def _is_subscription(query: str | None, operation_name: str | None) -> bool:
+    if not query or "subscription" not in query:
+        return False
+    try:
+        operation = get_operation_ast(parse(query), operation_name)
+    except GraphQLSyntaxError:
+        return False  # the normal path reports the syntax error
+    return operation is not None and operation.operation is OperationType.SUBSCRIPTION
+
+
+class ChatGraphQLRouter(GraphQLRouter[Context, None]):
+    """Strawberry's router, refusing subscriptions sent as plain HTTP requests.
+
+    Strawberry would run them as queries and answer a confusing "Cannot return null";
+    they belong on the WebSocket (or a multipart/SSE streaming request).
+    """
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        request_data = kwargs.get("request_data")
+        if isinstance(request_data, GraphQLRequestData) and _is_subscription(
+            request_data.query, request_data.operation_name
+        ):
+            error = GraphQLError(
+                "subscriptions run over WebSocket (graphql-transport-ws or graphql-ws) at "
+                "/graphql, or over HTTP as a multipart or SSE stream",
+                extensions={"code": "BAD_USER_INPUT"},
+            )
+            return ExecutionResult(data=None, errors=[error])
+        result: ExecutionResult = await super().execute_single(*args, **kwargs)
+        return result

@@ -221,3 +221,17 @@ async def test_server_info_names_the_model_and_limits(client: httpx.AsyncClient)
             "maxMessageChars": 32000,
         }
     }
+
+
+async def test_a_subscription_sent_as_plain_http_is_refused_clearly(
+    client: httpx.AsyncClient,
+) -> None:
+    session_id = await new_session(client)
+    body = await gql(
+        client,
+        'subscription($s: ID!) { chat(sessionId: $s, message: "hi") { token } }',
+        s=session_id,
+    )
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+    assert "WebSocket" in body["errors"][0]["message"]  # type: ignore[index]
+    assert (await client.get(f"/session/{session_id}/history")).json() == {"history": []}
