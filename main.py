@@ -6,16 +6,19 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import HTTPConnection
+from strawberry.http.websocket_origin import normalize_allowed_origins
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from resolvers import rest
@@ -23,8 +26,9 @@ from resolvers.config import Settings, get_settings
 from resolvers.context import Context
 from resolvers.errors import ChatError
 from resolvers.graphql import ChatGraphQLRouter
+from resolvers.guards import ErrorShield, RequestLimits
 from resolvers.services import bearer_token, open_services
-from schema import schema
+from schema import build_schema
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -35,6 +39,7 @@ async def get_context(connection: HTTPConnection) -> Context:
     return Context(
         services=rest.get_services(connection),
         admin_token=bearer_token(connection.headers.get("authorization")),
+        client=connection.client.host if connection.client else None,
     )
 
 
@@ -55,13 +60,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     graphql = ChatGraphQLRouter(
-        schema,
+        build_schema(
+            max_depth=settings.graphql_max_depth,
+            max_aliases=settings.graphql_max_aliases,
+            max_tokens=settings.graphql_max_tokens,
+            introspection=settings.graphql_introspection,
+        ),
         context_getter=get_context,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         graphql_ide="graphiql",
+        connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
+        max_subscriptions_per_connection=settings.ws_max_subscriptions,
     )
+    # Pages on these origins may open the WebSocket too (same origin always may).
+    graphql.allowed_origins = normalize_allowed_origins(settings.cors_origin_list)
     app.include_router(graphql, prefix="/graphql", include_in_schema=False)
     app.include_router(rest.router)
+    app.add_middleware(ErrorShield)
+    app.add_middleware(RequestLimits, ws_max_bytes=settings.ws_max_message_bytes)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type"],
+            expose_headers=["retry-after"],
+        )
     for error in (ChatError, RedisConnectionError, RedisTimeoutError):
         app.add_exception_handler(error, rest.chat_error_handler)
     app.add_exception_handler(RequestValidationError, rest.validation_error_handler)

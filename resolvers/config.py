@@ -36,7 +36,27 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(default=100, ge=1)
     log_level: str = "INFO"
 
-    @field_validator("redis_url", "llm_model", "admin_token", "groq_api_key", mode="before")
+    # The model's failure modes.
+    llm_fallback_model: str | None = None
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_turn_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    # Abuse limits.
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
+    rate_limit_turns_per_minute: int = Field(default=60, ge=0)
+    rate_limit_exempt: str = "127.0.0.1,::1"
+    graphql_introspection: bool = True
+    graphql_max_depth: int = Field(default=12, ge=1)
+    graphql_max_aliases: int = Field(default=30, ge=1)
+    graphql_max_tokens: int = Field(default=2000, ge=10)
+    ws_max_subscriptions: int = Field(default=20, ge=1)
+    ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
+    ws_max_message_bytes: int = Field(default=262_144, ge=1024)
+    cors_origins: str = ""
+
+    @field_validator(
+        "redis_url", "llm_model", "llm_fallback_model", "admin_token", "groq_api_key", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -50,7 +70,7 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
 
-    @field_validator("llm_model")
+    @field_validator("llm_model", "llm_fallback_model")
     @classmethod
     def _model_form(cls, value: str | None) -> str | None:
         if value is None or value == OFFLINE_MODEL:
@@ -58,7 +78,7 @@ class Settings(BaseSettings):
         provider, sep, name = value.partition(":")
         if not sep or not provider or not name:
             raise ValueError(
-                "LLM_MODEL must be 'provider:model' (e.g. groq:llama-3.1-8b-instant) or 'offline'"
+                "must be 'provider:model' (e.g. groq:llama-3.1-8b-instant) or 'offline'"
             )
         return value
 
@@ -68,12 +88,32 @@ class Settings(BaseSettings):
             self.system_prompt = DEFAULT_SYSTEM_PROMPT
         return self
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in _split(value):
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _split(self.cors_origins)
+
+    @property
+    def rate_limit_exempt_set(self) -> frozenset[str]:
+        return frozenset(_split(self.rate_limit_exempt))
+
     @property
     def model_name(self) -> str:
         """The model in use: LLM_MODEL, else Groq when its key is set, else offline."""
         if self.llm_model:
             return self.llm_model
         return DEFAULT_GROQ_MODEL if self.groq_api_key else OFFLINE_MODEL
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 @lru_cache

@@ -44,6 +44,14 @@ class StoreUnavailable(ChatError):
     code = "UNAVAILABLE"
 
 
+class RateLimited(ChatError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def as_chat_error(exc: BaseException) -> ChatError | None:
     """The client-facing error for `exc`, or None when it is a bug to report as such.
 

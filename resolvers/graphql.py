@@ -20,7 +20,7 @@ from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 
 from resolvers.context import Context
-from resolvers.errors import ChatError, as_chat_error
+from resolvers.errors import ChatError, RateLimited, as_chat_error
 from resolvers.history import StoredMessage, TurnPair
 from resolvers.services import bearer_token
 from resolvers.sessions import SessionInfo, SessionPage
@@ -37,9 +37,14 @@ Info = strawberry.Info[Context]
 def to_graphql_error(exc: BaseException) -> GraphQLError:
     error = as_chat_error(exc)
     if error is None:
-        logger.error("unexpected error in a GraphQL resolver", exc_info=exc)
+        # One line, no traceback (it can name internal paths); details at DEBUG.
+        logger.error("unexpected %s in a GraphQL resolver", type(exc).__name__)
+        logger.debug("details", exc_info=exc)
         error = ChatError("internal error")
-    return GraphQLError(error.message, extensions={"code": error.code})
+    extensions: dict[str, object] = {"code": error.code}
+    if isinstance(error, RateLimited):
+        extensions["retryAfter"] = error.retry_after
+    return GraphQLError(error.message, extensions=extensions)
 
 
 def graphql_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -107,7 +112,10 @@ async def create_session(info: Info, title: str | None, system_prompt: str | Non
 
 @graphql_errors
 async def send_message(info: Info, session_id: str, message: str) -> StoredMessage:
-    turn = await info.context.services.turns.start(session_id=session_id, message=message)
+    context = info.context
+    turn = await context.services.turns.start(
+        session_id=session_id, message=message, client=context.client
+    )
     return await turn.reply()
 
 
@@ -119,7 +127,10 @@ async def delete_session(info: Info, session_id: str) -> bool:
 async def chat(info: Info, session_id: str, message: str) -> AsyncGenerator[TurnEvent, None]:
     """The turn's events; errors before or during the stream carry their code."""
     try:
-        turn = await info.context.services.turns.start(session_id=session_id, message=message)
+        context = info.context
+        turn = await context.services.turns.start(
+            session_id=session_id, message=message, client=context.client
+        )
         async for event in turn.events():
             yield event
     except GraphQLError:

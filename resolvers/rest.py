@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
-from resolvers.errors import BadInput, ChatError, NotFound, as_chat_error
+from resolvers.errors import BadInput, ChatError, NotFound, RateLimited, as_chat_error
 from resolvers.services import Services, bearer_token
 from resolvers.turn import TurnEvent
 
@@ -25,6 +25,7 @@ STATUS_OF_CODE = {
     "UNAUTHENTICATED": 401,
     "NOT_FOUND": 404,
     "SESSION_BUSY": 409,
+    "RATE_LIMITED": 429,
     "LLM_ERROR": 502,
     "UNAVAILABLE": 503,
 }
@@ -86,14 +87,20 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 def error_response(error: ChatError) -> JSONResponse:
     status = STATUS_OF_CODE.get(error.code, 500)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers: dict[str, str] | None = None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    if isinstance(error, RateLimited):
+        headers = {"Retry-After": str(error.retry_after)}
     return JSONResponse({"detail": error.message}, status_code=status, headers=headers)
 
 
 async def chat_error_handler(request: Request, exc: Exception) -> JSONResponse:
     error = as_chat_error(exc)
     if error is None:
-        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        # One line, no traceback (it can name internal paths); details at DEBUG.
+        logger.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        logger.debug("details", exc_info=exc)
         return JSONResponse({"detail": "internal error"}, status_code=500)
     return error_response(error)
 
@@ -150,12 +157,16 @@ def _stream_mode(accept: str | None) -> StreamMode:
 )
 async def chat(
     body: ChatBody,
+    request: Request,
     services: ServicesDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Run one turn. The status is sent once the first token is in hand."""
     mode = _stream_mode(accept)
-    turn = await services.turns.start(session_id=body.session_id, message=body.message)
+    client = request.client.host if request.client else None
+    turn = await services.turns.start(
+        session_id=body.session_id, message=body.message, client=client
+    )
     if mode == "json":
         reply = await turn.reply()
         return JSONResponse({"session_id": body.session_id, "response": reply.content})

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from resolvers.config import Settings
 from resolvers.errors import Unauthenticated
+from resolvers.limits import RateLimiter
 from resolvers.model import build_model
 from resolvers.sessions import SessionStore
 from resolvers.storage import describe_url, embedded_redis, ensure_dir_writable, make_client
@@ -30,6 +31,7 @@ class Services:
     redis: Redis
     sessions: SessionStore
     turns: TurnRunner
+    limiter: RateLimiter
     model_name: str
 
     def check_admin(self, token: str | None) -> None:
@@ -79,15 +81,25 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ttl_seconds=settings.session_ttl_seconds,
             lock_seconds=settings.turn_lock_seconds,
         )
+        limiter = RateLimiter(
+            redis,
+            per_address=settings.rate_limit_per_minute,
+            turns_per_session=settings.rate_limit_turns_per_minute,
+            exempt=settings.rate_limit_exempt_set,
+        )
         turns = TurnRunner(
             sessions,
             model,
+            limiter=limiter,
             max_message_chars=settings.max_message_chars,
             llm_timeout=settings.llm_timeout_seconds,
+            turn_timeout=settings.llm_turn_timeout_seconds,
             lock_seconds=settings.turn_lock_seconds,
         )
         logger.info("redis: %s", where)
         logger.info("model: %s", settings.model_name)
+        if settings.llm_fallback_model:
+            logger.info("fallback model: %s", settings.llm_fallback_model)
         if settings.admin_token is None:
             logger.warning(
                 "ADMIN_TOKEN is not set: the admin operations (listing every session) are open"
@@ -99,6 +111,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             redis=redis,
             sessions=sessions,
             turns=turns,
+            limiter=limiter,
             model_name=settings.model_name,
         )
         adopter = asyncio.create_task(_adopt_in_background(sessions))

@@ -26,6 +26,7 @@ from resolvers.errors import (
     as_chat_error,
 )
 from resolvers.history import Role, StoredMessage, as_langchain, encode, stamped
+from resolvers.limits import RateLimiter
 from resolvers.model import ChatModel
 from resolvers.sessions import SessionStore, TurnStart, check_session_id
 
@@ -76,14 +77,20 @@ class TurnRunner:
         store: SessionStore,
         model: ChatModel,
         *,
+        limiter: RateLimiter | None = None,
         max_message_chars: int,
         llm_timeout: float,
+        turn_timeout: float,
         lock_seconds: float,
     ) -> None:
         self._store = store
         self._model = model
+        self._limiter = limiter
         self._max_chars = max_message_chars
         self._timeout = llm_timeout
+        # Each model tried before the first token (primary, fallback) gets the full wait.
+        self._first_timeout = llm_timeout * model.attempts
+        self._turn_timeout = turn_timeout
         self._renew_every = lock_seconds / 3
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -94,11 +101,16 @@ class TurnRunner:
             raise BadInput(f"message is longer than {self._max_chars} characters")
         return message
 
-    async def start(self, *, session_id: str, message: str) -> Turn:
-        """Validate, take the session's lock, and start the model; errors raise here."""
+    async def start(self, *, session_id: str, message: str, client: str | None = None) -> Turn:
+        """Validate, take the session's lock, and start the model; errors raise here.
+
+        `client` is the caller's address, for the per-session rate limit.
+        """
         check_session_id(session_id)
         self.check_message(message)
         try:
+            if self._limiter is not None:
+                await self._limiter.check_turn(session_id, client)
             start = await self._store.begin_turn(session_id)
         except Exception as exc:
             raise _client_error(exc) from exc
@@ -161,25 +173,34 @@ class TurnRunner:
                     await self._store.release_lock(session_id, start.token)
 
     async def _stream_reply(self, turn: Turn, prompt: list[BaseMessage]) -> str:
+        try:
+            async with asyncio.timeout(self._turn_timeout):
+                return await self._relay(turn, prompt)
+        except TimeoutError:
+            raise ModelFailed(
+                f"the reply took longer than {self._turn_timeout:g} seconds"
+            ) from None
+
+    async def _relay(self, turn: Turn, prompt: list[BaseMessage]) -> str:
         parts: list[str] = []
         stream = self._model.stream(prompt)
+        wait = self._first_timeout
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self._timeout):
+                    async with asyncio.timeout(wait):
                         piece = await anext(stream)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    raise ModelFailed(
-                        f"the model sent nothing for {self._timeout:g} seconds"
-                    ) from None
+                    raise ModelFailed(f"the model sent nothing for {wait:g} seconds") from None
                 except ChatError:
                     raise
                 except Exception as exc:
                     raise ModelFailed(f"the model provider failed: {_describe(exc)}") from exc
                 parts.append(piece)
                 turn.push(TurnEvent(token=piece))
+                wait = self._timeout
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]

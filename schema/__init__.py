@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import logging
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.types import ExecutionContext
 
 from resolvers import graphql as resolve
 from schema.types import (
@@ -19,6 +29,8 @@ from schema.types import (
     SessionEdge,
     Turn,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @strawberry.type
@@ -95,4 +107,36 @@ class Subscription:
                 yield ChatEvent(token=event.token, done=event.done, message=stored)
 
 
-schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)
+class ChatSchema(strawberry.Schema):
+    """Logs each error as one line: client errors are routine, and tracebacks can name
+    internal paths (resolvers log unexpected errors themselves)."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            code = (error.extensions or {}).get("code")
+            logger.info("GraphQL error%s: %s", f" {code}" if code else "", error.message)
+
+
+def build_schema(
+    *,
+    max_depth: int = 12,
+    max_aliases: int = 30,
+    max_tokens: int = 2000,
+    introspection: bool = True,
+) -> strawberry.Schema:
+    """The schema with the abuse limits in force (depth, aliases, tokens, introspection)."""
+    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
+        lambda: QueryDepthLimiter(max_depth=max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    return ChatSchema(
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+    )
+
+
+schema = build_schema()

@@ -1,0 +1,63 @@
+"""Rate limits kept in Redis, so they hold across every process sharing it.
+
+Fixed one-minute windows: one pipelined `INCR` + `EXPIRE` per check. A window's key
+carries its number, so a burst at a window's edge can reach twice the limit for a
+moment; for abuse control that is the accepted price of one round trip per request.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from resolvers.errors import RateLimited
+from resolvers.history import MESSAGES_PREFIX
+
+WINDOW_SECONDS = 60
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        per_address: int,
+        turns_per_session: int,
+        exempt: frozenset[str],
+    ) -> None:
+        self._redis = redis
+        self._per_address = per_address
+        self._per_session = turns_per_session
+        self._exempt = exempt
+
+    def exempt(self, address: str | None) -> bool:
+        return address is None or address in self._exempt
+
+    async def check_address(self, address: str | None) -> None:
+        """Count one request from `address`; RateLimited past the limit."""
+        if self._per_address and not self.exempt(address):
+            await self._hit(
+                f"ratelimit:addr:{address}", self._per_address, "requests from your address"
+            )
+
+    async def check_turn(self, session_id: str, address: str | None) -> None:
+        """Count one turn on the session (a valid id: the key shares the session's slot)."""
+        if self._per_session and not self.exempt(address):
+            key = f"{{{MESSAGES_PREFIX}{session_id}}}:turns"
+            await self._hit(key, self._per_session, "turns on this session")
+
+    async def _hit(self, prefix: str, limit: int, what: str) -> None:
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        key = f"{prefix}:{window}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, WINDOW_SECONDS * 2)
+            count, _ = await pipe.execute()
+        if int(count) > limit:
+            retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
+            raise RateLimited(
+                f"too many {what}: at most {limit} a minute; retry in {retry_after} s",
+                retry_after=retry_after,
+            )
