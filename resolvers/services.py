@@ -62,7 +62,11 @@ def bearer_token(authorization: str | None) -> str | None:
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Start Redis (embedded unless REDIS_URL is set), the model and the services."""
     model = build_model(
-        settings.model_name, offline_token_delay=settings.offline_token_delay_seconds
+        settings.model_name,
+        fallback=settings.llm_fallback_model,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        offline_token_delay=settings.offline_token_delay_seconds,
     )
     async with contextlib.AsyncExitStack() as stack:
         if settings.redis_url:

@@ -27,6 +27,9 @@ numbers, the last occurrence wins, anything not matching is ordinary text):
   Non-streaming: first_delay + delay * pieces is slept before the response is sent.
 - ``!hang``: never send response headers; wait until the client goes away.
 - ``!tokens=K``: the words are replaced by K pieces ``" t0"``, ``" t1"``, ... ``" t{K-1}"``.
+- ``!fail_times=K``: with ``!status=CODE``, only the first K requests carrying this exact
+  last user message fail; later ones succeed (for retries).
+- ``!fail_model=NAME``: answer 500 when the request's ``model`` is NAME (for fallbacks).
 
 Dropping the connection: the body iterator raises, uvicorn closes the transport mid-body (that
 log record is filtered out), so httpx raises ``httpx.RemoteProtocolError``.
@@ -59,8 +62,9 @@ from starlette.routing import Route
 _INT = r"\d+"
 _NUM = r"\d+(?:\.\d+)?"
 _DIRECTIVE_RE = re.compile(
-    rf"!(?:(status|cut|tokens)=({_INT})|(retry_after|first_delay|delay)=({_NUM}))"
+    rf"!(?:(status|cut|tokens|fail_times)=({_INT})|(retry_after|first_delay|delay)=({_NUM}))"
 )
+_FAIL_MODEL_RE = re.compile(r"!fail_model=([\w.:-]+)")
 _HANG_RE = re.compile(r"!hang(?![\w=])")
 
 _ERROR_TYPES: dict[int, tuple[str, str]] = {
@@ -102,10 +106,14 @@ class Directives:
     first_delay: float = 0.0
     hang: bool = False
     tokens: int | None = None
+    fail_times: int | None = None
+    fail_model: str | None = None
 
 
 def parse_directives(text: str) -> Directives:
     d = Directives(hang=bool(_HANG_RE.search(text)))
+    fail_model = _FAIL_MODEL_RE.findall(text)
+    d.fail_model = fail_model[-1] if fail_model else None
     for int_name, int_value, num_name, num_value in _DIRECTIVE_RE.findall(text):
         if int_name:
             setattr(d, int_name, int(int_value))
@@ -160,6 +168,7 @@ def _sse(payload: dict[str, Any]) -> bytes:
 class FakeGroqState:
     count: int = 0
     last: Any = None
+    failures: dict[str, int] = field(default_factory=dict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -290,6 +299,13 @@ def create_app(state: FakeGroqState | None = None) -> Starlette:
             return _error_response(400, "fake_groq: request body is not a JSON object")
         completion = _Completion(st, body)
         d = completion.directives
+        if d.fail_model is not None and body.get("model") == d.fail_model:
+            return _error_response(500, f"fake_groq: model {d.fail_model} fails on purpose")
+        if d.status is not None and d.fail_times is not None:
+            key = _last_user_text(_messages(body))
+            st.failures[key] = st.failures.get(key, 0) + 1
+            if st.failures[key] > d.fail_times:
+                d.status = None
         if d.status is not None:
             if not 400 <= d.status <= 599:
                 return _error_response(400, f"fake_groq: !status={d.status} is not in 400-599")
