@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     llm_fallback_model: str | None = None
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_turn_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Read Groq's stream directly (its request still built by ChatGroq); false uses
+    # LangChain's astream for every provider.
+    llm_fast_stream: bool = True
 
     # Abuse limits.
     rate_limit_per_minute: int = Field(default=1200, ge=0)

@@ -66,6 +66,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         fallback=settings.llm_fallback_model,
         timeout=settings.llm_timeout_seconds,
         max_retries=settings.llm_max_retries,
+        fast=settings.llm_fast_stream,
         offline_token_delay=settings.offline_token_delay_seconds,
     )
     async with contextlib.AsyncExitStack() as stack:

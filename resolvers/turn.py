@@ -52,11 +52,29 @@ class Turn:
         self._queue.put_nowait(item)
 
     async def events(self) -> AsyncIterator[TurnEvent]:
-        """Token events, then one done event; raises the turn's error instead."""
+        """Token events, then one done event; raises the turn's error instead.
+
+        Tokens that queued up while the reader was busy are merged into one event, so a
+        slow reader (a loaded socket, a slow client) gets fewer, larger events instead of
+        falling behind; a reader that keeps up sees every token as it came, with no delay.
+        """
+        queue = self._queue
+        pending: TurnEvent | ChatError | None = None
         while True:
-            item = await self._queue.get()
+            item = pending if pending is not None else await queue.get()
+            pending = None
             if isinstance(item, ChatError):
                 raise item
+            if not item.done and not queue.empty():
+                pieces = [item.token]
+                while not queue.empty():
+                    following = queue.get_nowait()
+                    if isinstance(following, TurnEvent) and not following.done:
+                        pieces.append(following.token)
+                    else:
+                        pending = following
+                        break
+                item = TurnEvent(token="".join(pieces))
             yield item
             if item.done:
                 return
@@ -173,34 +191,33 @@ class TurnRunner:
                     await self._store.release_lock(session_id, start.token)
 
     async def _stream_reply(self, turn: Turn, prompt: list[BaseMessage]) -> str:
-        try:
-            async with asyncio.timeout(self._turn_timeout):
-                return await self._relay(turn, prompt)
-        except TimeoutError:
-            raise ModelFailed(
-                f"the reply took longer than {self._turn_timeout:g} seconds"
-            ) from None
+        """Relay the model's pieces into the turn; the whole reply.
 
-    async def _relay(self, turn: Turn, prompt: list[BaseMessage]) -> str:
+        One deadline, moved after every piece: the first piece may take the first-token
+        wait, each later one `LLM_TIMEOUT_SECONDS`, and none may pass the turn's end.
+        """
+        loop = asyncio.get_running_loop()
+        turn_end = loop.time() + self._turn_timeout
         parts: list[str] = []
-        stream = self._model.stream(prompt)
         wait = self._first_timeout
+        stream = self._model.stream(prompt)
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(wait):
-                        piece = await anext(stream)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise ModelFailed(f"the model sent nothing for {wait:g} seconds") from None
-                except ChatError:
-                    raise
-                except Exception as exc:
-                    raise ModelFailed(f"the model provider failed: {_describe(exc)}") from exc
-                parts.append(piece)
-                turn.push(TurnEvent(token=piece))
-                wait = self._timeout
+            async with asyncio.timeout(min(loop.time() + wait, turn_end)) as deadline:
+                async for piece in stream:
+                    parts.append(piece)
+                    turn.push(TurnEvent(token=piece))
+                    wait = self._timeout
+                    deadline.reschedule(min(loop.time() + wait, turn_end))
+        except TimeoutError:
+            if loop.time() >= turn_end:
+                raise ModelFailed(
+                    f"the reply took longer than {self._turn_timeout:g} seconds"
+                ) from None
+            raise ModelFailed(f"the model sent nothing for {wait:g} seconds") from None
+        except ChatError:
+            raise
+        except Exception as exc:
+            raise ModelFailed(f"the model provider failed: {_describe(exc)}") from exc
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]

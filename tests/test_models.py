@@ -84,3 +84,23 @@ async def test_the_start_log_names_redis_model_and_open_admin(
     assert f"redis: redis://127.0.0.1:{redis_server.port}/0" in log
     assert "model: groq:llama-3.1-8b-instant" in log
     assert "ADMIN_TOKEN is not set" in log
+
+
+async def test_langchains_own_stream_path_gives_the_same_turns(
+    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+) -> None:
+    env = app_env(redis_server.url(0), fake_groq, LLM_FAST_STREAM="false")
+    server = start_app(env=env).start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        session_id = await new_session(http)
+        reply = await http.post("/chat", json={"session_id": session_id, "message": "same here"})
+        assert reply.text == "[n=2] same here"
+        cut = await http.post(
+            "/chat",
+            json={"session_id": session_id, "message": "!cut=1 a b"},
+            headers={"accept": "text/event-stream"},
+        )
+        assert '"code": "LLM_ERROR"' in cut.text
+        history = (await http.get(f"/session/{session_id}/history")).json()["history"]
+        assert history == [{"input": "same here", "output": "[n=2] same here"}]
+    server.stop()

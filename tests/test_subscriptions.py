@@ -24,7 +24,7 @@ async def test_chat_streams_tokens_then_one_done_event(
         got = await ws.chat(session_id, "tell me more")
     assert got.completed and not got.errors
     *tokens, done = got.events
-    assert len(tokens) == 4 and all(not e["done"] and e["message"] is None for e in tokens)
+    assert tokens and all(not e["done"] and e["message"] is None for e in tokens)
     assert got.text == "[n=2] tell me more"
     assert done["done"] is True
     assert done["message"]["role"] == "ASSISTANT"

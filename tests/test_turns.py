@@ -193,3 +193,20 @@ async def test_send_message_runs_a_whole_turn(client: httpx.AsyncClient) -> None
     message = body["data"]["sendMessage"]  # type: ignore[index]
     assert message["role"] == "ASSISTANT" and message["content"] == "[n=2] yo"
     assert await history_of(client, session_id) == [{"input": "yo", "output": "[n=2] yo"}]
+
+
+async def test_a_slow_reader_gets_the_queued_tokens_merged(app: AppServer) -> None:
+    from tests.ws_client import graphql_socket
+
+    async with httpx.AsyncClient(base_url=app.url) as http:
+        session_id = await new_session(http)
+    async with graphql_socket(app.ws_url) as ws:
+        op = await ws.start(
+            'subscription($s: ID!) { chat(sessionId: $s, message: "!tokens=30 go") { token } }',
+            s=session_id,
+        )
+        await asyncio.sleep(1.0)  # the whole reply is produced while nobody reads
+        got = await ws.collect(op)
+    text = "".join(e["token"] for e in got.events)
+    assert text == "[n=2] " + " ".join(f"t{i}" for i in range(30))
+    assert len(got.events) < 31, "queued tokens were not merged"
