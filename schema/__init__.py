@@ -9,11 +9,14 @@ from contextlib import aclosing
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
+    ValidationCache,
 )
 from strawberry.types import ExecutionContext
 
@@ -127,9 +130,18 @@ def build_schema(
     introspection: bool = True,
 ) -> strawberry.Schema:
     """The schema with the abuse limits in force (depth, aliases, tokens, introspection)."""
+    # The limiters' rules are built once: each limiter makes a new rule class when it is
+    # created, and a new class per request would defeat the validation cache.
+    rules = [
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
+    ]
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
-        lambda: QueryDepthLimiter(max_depth=max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        # Clients send the same few documents again and again (a chat subscription per
+        # turn): parse and validate each distinct one once.
+        lambda: ParserCache(maxsize=512),
+        lambda: ValidationCache(maxsize=512),
+        lambda: AddValidationRules(rules),
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
     ]
     if not introspection:

