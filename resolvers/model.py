@@ -10,6 +10,7 @@ import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+import httpx
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
@@ -131,6 +132,9 @@ def _is_groq(model: BaseChatModel) -> bool:
     return type(model).__name__ == "ChatGroq" and hasattr(model, "async_client")
 
 
+_GROQ_CHAT_PATH = "/openai/v1/chat/completions"
+
+
 class ProviderStreamError(Exception):
     """The provider reported an error inside its stream."""
 
@@ -144,11 +148,20 @@ async def _groq_stream(model: Any, messages: Sequence[BaseMessage]) -> AsyncIter
     the CPU a streamed token costs (FACTS: about 0.3 ms a token, against 0.05 ms here).
     """
     message_dicts, params = model._create_message_dicts(list(messages), None)
-    params = {**params, "stream": True}
-    create = model.async_client.with_streaming_response.create
-    async with create(messages=message_dicts, **params) as response:
+    # The SDK's client.post: its auth, base URL, timeout and retries of failed requests,
+    # but not `create`'s recursive transform of the parameters (about 0.1 ms a message,
+    # 4 ms for a 40-message window), which plain dicts from ChatGroq do not need.
+    client = model.async_client._client
+    response: httpx.Response = await client.post(
+        _GROQ_CHAT_PATH,
+        cast_to=httpx.Response,
+        body={"messages": message_dicts, **params, "stream": True},
+        stream=True,
+        stream_cls=None,
+    )
+    try:
         finished = False
-        async for line in response.iter_lines():
+        async for line in response.aiter_lines():
             if finished or not line.startswith("data:"):
                 continue  # read to the end, so the connection goes back to the pool
             data = line[5:].strip()
@@ -163,8 +176,10 @@ async def _groq_stream(model: Any, messages: Sequence[BaseMessage]) -> AsyncIter
                 text = (choices[0].get("delta") or {}).get("content")
                 if text:
                     yield text
-        if not finished:
-            raise ProviderStreamError("the stream ended without its [DONE] event")
+    finally:
+        await response.aclose()
+    if not finished:
+        raise ProviderStreamError("the stream ended without its [DONE] event")
 
 
 # Providers whose LangChain class takes `timeout` and `max_retries` (the SDK's own

@@ -49,7 +49,8 @@ def make_client(url: str, *, max_connections: int) -> Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         decode_responses=True,
     )
-    return Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so aclose() closes its connections too.
+    return Redis.from_pool(pool)
 
 
 def describe_url(url: str) -> str:
