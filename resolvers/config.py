@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     redis_url: str | None = None
+    redis_cluster: bool = False
     data_dir: Path = Path("./data")
     llm_model: str | None = None
     groq_api_key: SecretStr | None = None
@@ -84,6 +85,12 @@ class Settings(BaseSettings):
                 "must be 'provider:model' (e.g. groq:llama-3.1-8b-instant) or 'offline'"
             )
         return value
+
+    @model_validator(mode="after")
+    def _cluster_needs_url(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("REDIS_CLUSTER=true needs REDIS_URL naming a node of the cluster")
+        return self
 
     @model_validator(mode="after")
     def _prompt_not_empty(self) -> Settings:

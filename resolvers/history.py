@@ -26,7 +26,7 @@ from langchain_core.messages import (
     message_to_dict,
     messages_from_dict,
 )
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class RedisChatHistory(BaseChatMessageHistory):
     would block the event loop on an async client, so it refuses.
     """
 
-    def __init__(self, redis: Redis, session_id: str) -> None:
+    def __init__(self, redis: Redis | RedisCluster, session_id: str) -> None:
         self._redis = redis
         self.session_id = session_id
         self.key = messages_key(session_id)

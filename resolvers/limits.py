@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from resolvers.errors import RateLimited
 from resolvers.history import MESSAGES_PREFIX
@@ -20,7 +20,7 @@ WINDOW_SECONDS = 60
 class RateLimiter:
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         per_address: int,
         turns_per_session: int,

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from resolvers.config import Settings
 from resolvers.errors import Unauthenticated
@@ -28,7 +28,7 @@ DRAIN_SECONDS = 30.0
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    redis: Redis
+    redis: Redis | RedisCluster
     sessions: SessionStore
     turns: TurnRunner
     limiter: RateLimiter
@@ -72,12 +72,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with contextlib.AsyncExitStack() as stack:
         if settings.redis_url:
             url = settings.redis_url
-            where = describe_url(url)
+            where = describe_url(url) + (" (Redis Cluster)" if settings.redis_cluster else "")
         else:
             ensure_dir_writable(settings.data_dir)
             url = await stack.enter_async_context(embedded_redis(settings.data_dir))
             where = f"embedded redis-server, data in {settings.data_dir.resolve()}"
-        redis = make_client(url, max_connections=settings.redis_max_connections)
+        redis = make_client(
+            url, max_connections=settings.redis_max_connections, cluster=settings.redis_cluster
+        )
         stack.push_async_callback(redis.aclose)
         sessions = SessionStore(
             redis,

