@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # Read Groq's stream directly (its request still built by ChatGroq); false uses
     # LangChain's astream for every provider.
     llm_fast_stream: bool = True
+    # Tokens that come sooner than this after the last streamed event wait (at most this
+    # long) to go out in one event; 0 sends every token as its own event.
+    stream_min_interval_ms: int = Field(default=40, ge=0, le=50)
 
     # Abuse limits.
     rate_limit_per_minute: int = Field(default=1200, ge=0)

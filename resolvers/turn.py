@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,43 +46,70 @@ class TurnEvent:
 class Turn:
     """A running turn as its client sees it: a stream of events, or one error."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_gap: float = 0.0) -> None:
         self._queue: asyncio.Queue[TurnEvent | ChatError] = asyncio.Queue()
+        self._min_gap = min_gap
 
     def push(self, item: TurnEvent | ChatError) -> None:
         self._queue.put_nowait(item)
 
-    async def events(self) -> AsyncIterator[TurnEvent]:
+    async def events(self, min_gap: float | None = None) -> AsyncIterator[TurnEvent]:
         """Token events, then one done event; raises the turn's error instead.
 
         Tokens that queued up while the reader was busy are merged into one event, so a
         slow reader (a loaded socket, a slow client) gets fewer, larger events instead of
-        falling behind; a reader that keeps up sees every token as it came, with no delay.
+        falling behind. With `min_gap`, tokens that come within `min_gap` seconds of the
+        last event wait (never longer than that) to go out together: a model streaming
+        hundreds of tokens a second then costs a client a few dozen events a second. The
+        first token and the end of the reply are never held back.
         """
         queue = self._queue
+        loop = asyncio.get_running_loop()
+        min_gap = self._min_gap if min_gap is None else min_gap
+        last_sent = -math.inf
         pending: TurnEvent | ChatError | None = None
         while True:
             item = pending if pending is not None else await queue.get()
             pending = None
             if isinstance(item, ChatError):
                 raise item
-            if not item.done and not queue.empty():
+            if not item.done:
                 pieces = [item.token]
-                while not queue.empty():
-                    following = queue.get_nowait()
+                pending = self._take_queued(pieces)
+                hold = last_sent + min_gap - loop.time()
+                while pending is None and hold > 0:
+                    try:
+                        async with asyncio.timeout(hold):
+                            following = await queue.get()
+                    except TimeoutError:
+                        break
                     if isinstance(following, TurnEvent) and not following.done:
                         pieces.append(following.token)
+                        pending = self._take_queued(pieces)
                     else:
                         pending = following
-                        break
-                item = TurnEvent(token="".join(pieces))
+                    hold = last_sent + min_gap - loop.time()
+                if len(pieces) > 1:
+                    item = TurnEvent(token="".join(pieces))
             yield item
             if item.done:
                 return
+            last_sent = loop.time()
+
+    def _take_queued(self, pieces: list[str]) -> TurnEvent | ChatError | None:
+        """Append the tokens already queued; the first other item, if one came."""
+        queue = self._queue
+        while not queue.empty():
+            following = queue.get_nowait()
+            if isinstance(following, TurnEvent) and not following.done:
+                pieces.append(following.token)
+            else:
+                return following
+        return None
 
     async def reply(self) -> StoredMessage:
         """Wait for the whole turn; the stored reply."""
-        async for event in self.events():
+        async for event in self.events(min_gap=0.0):
             if event.done and event.message is not None:
                 return event.message
         raise ModelFailed("the turn ended without a reply")
@@ -100,6 +128,7 @@ class TurnRunner:
         llm_timeout: float,
         turn_timeout: float,
         lock_seconds: float,
+        stream_min_gap: float = 0.0,
     ) -> None:
         self._store = store
         self._model = model
@@ -109,6 +138,7 @@ class TurnRunner:
         # Each model tried before the first token (primary, fallback) gets the full wait.
         self._first_timeout = llm_timeout * model.attempts
         self._turn_timeout = turn_timeout
+        self._min_gap = stream_min_gap
         self._renew_every = lock_seconds / 3
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -132,7 +162,7 @@ class TurnRunner:
             start = await self._store.begin_turn(session_id)
         except Exception as exc:
             raise _client_error(exc) from exc
-        turn = Turn()
+        turn = Turn(self._min_gap)
         task = asyncio.create_task(self._run(turn, session_id, message, start))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
