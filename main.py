@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from strawberry.http.websocket_origin import normalize_allowed_origins
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(
+        # No redirect from /path/ to /path: a decoded %2F must not turn into another URL.
+        redirect_slashes=False,
         title="Chat session server",
         description="LLM chat sessions kept in Redis, replies streamed. GraphQL at /graphql.",
         version="0.1.0",
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for error in (ChatError, RedisConnectionError, RedisTimeoutError):
         app.add_exception_handler(error, rest.chat_error_handler)
     app.add_exception_handler(RequestValidationError, rest.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, rest.http_error_handler)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -52,6 +52,15 @@ class RateLimited(ChatError):
         self.retry_after = retry_after
 
 
+def check_text(value: str, what: str) -> str:
+    """`value` if it can be stored and sent as UTF-8 (JSON allows lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{what} is not valid text (it holds a lone surrogate)") from None
+    return value
+
+
 def as_chat_error(exc: BaseException) -> ChatError | None:
     """The client-facing error for `exc`, or None when it is a bug to report as such.
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import strawberry
+from cross_web import HTTPException
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from graphql.error import GraphQLSyntaxError
 from strawberry.fastapi import GraphQLRouter
@@ -156,14 +157,24 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
     they belong on the WebSocket (or a multipart/SSE streaming request).
     """
 
+    def parse_json(self, data: str | bytes) -> Any:
+        # Strawberry assumes an object (or a batch list); a bare `true` or `1` in the
+        # body, or bytes that are not UTF-8, would otherwise end in a 500.
+        try:
+            parsed = super().parse_json(data)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object")
+        return parsed
+
     async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
         request_data = kwargs.get("request_data")
         if isinstance(request_data, GraphQLRequestData) and _is_subscription(
             request_data.query, request_data.operation_name
         ):
             error = GraphQLError(
-                "subscriptions run over WebSocket (graphql-transport-ws or graphql-ws) at "
-                "/graphql, or over HTTP as a multipart or SSE stream",
+                "subscriptions run over WebSocket (graphql-transport-ws or graphql-ws) at /graphql",
                 extensions={"code": "BAD_USER_INPUT"},
             )
             return ExecutionResult(data=None, errors=[error])

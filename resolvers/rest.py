@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
@@ -103,6 +105,15 @@ async def chat_error_handler(request: Request, exc: Exception) -> JSONResponse:
         logger.debug("details", exc_info=exc)
         return JSONResponse({"detail": "internal error"}, status_code=500)
     return error_response(error)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """FastAPI's own errors, with one change: a body it could not decode at all (not
+    UTF-8) is a body that is not the documented JSON, so 422 as the contract says."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        return JSONResponse({"detail": "request body is not the documented JSON"}, status_code=422)
+    return await http_exception_handler(request, exc)
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:

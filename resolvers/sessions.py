@@ -30,7 +30,7 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.typing import EncodableT, FieldT
 
-from resolvers.errors import BadInput, NotFound, SessionBusy
+from resolvers.errors import BadInput, NotFound, SessionBusy, check_text
 from resolvers.history import (
     MESSAGES_PREFIX,
     RedisChatHistory,
@@ -208,8 +208,12 @@ class SessionStore:
     async def create(
         self, *, title: str | None = None, system_prompt: str | None = None
     ) -> SessionInfo:
-        if title is not None and len(title) > MAX_TITLE_CHARS:
-            raise BadInput(f"title is longer than {MAX_TITLE_CHARS} characters")
+        if title is not None:
+            if len(title) > MAX_TITLE_CHARS:
+                raise BadInput(f"title is longer than {MAX_TITLE_CHARS} characters")
+            check_text(title, "title")
+        if system_prompt is not None:
+            check_text(system_prompt, "system prompt")
         if system_prompt is not None and not system_prompt.strip():
             system_prompt = None
         prompt = system_prompt if system_prompt is not None else self._default_prompt

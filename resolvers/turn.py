@@ -25,6 +25,7 @@ from resolvers.errors import (
     NotFound,
     SessionBusy,
     as_chat_error,
+    check_text,
 )
 from resolvers.history import Role, StoredMessage, as_langchain, encode, stamped
 from resolvers.limits import RateLimiter
@@ -147,7 +148,7 @@ class TurnRunner:
             raise BadInput("message must not be empty")
         if len(message) > self._max_chars:
             raise BadInput(f"message is longer than {self._max_chars} characters")
-        return message
+        return check_text(message, "message")
 
     async def start(self, *, session_id: str, message: str, client: str | None = None) -> Turn:
         """Validate, take the session's lock, and start the model; errors raise here.
