@@ -204,8 +204,12 @@ async def rest_turns(svc: Services, concurrency: int, total: int) -> dict[str, f
             return time.perf_counter() - began
 
         await turn(0)  # warm up
+        cpu_before = cpu_seconds(svc.app_pid)
         latencies, wall = await run_workers(concurrency, max(1, total // concurrency), turn)
-    return summary(latencies, wall)
+        cpu = cpu_seconds(svc.app_pid) - cpu_before
+    result = summary(latencies, wall)
+    result["server_cpu_ms_per_turn"] = round(cpu / len(latencies) * 1000, 2)
+    return result
 
 
 async def graphql_ws(url: str) -> Any:
@@ -247,11 +251,15 @@ async def subscription_turns(svc: Services, concurrency: int, total: int) -> dic
             return time.perf_counter() - began
 
         await turn(0)
+        cpu_before = cpu_seconds(svc.app_pid)
         latencies, wall = await run_workers(concurrency, max(1, total // concurrency), turn)
+        cpu = cpu_seconds(svc.app_pid) - cpu_before
     finally:
         for ws in sockets:
             await ws.close()
-    return summary(latencies, wall)
+    result = summary(latencies, wall)
+    result["server_cpu_ms_per_turn"] = round(cpu / len(latencies) * 1000, 2)
+    return result
 
 
 FLOOR = """
@@ -396,7 +404,7 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
                 {"id": "1", "type": "subscribe", "payload": {"query": CHAT, "variables": variables}}
             )
         )
-        last = time.perf_counter()
+        last: float | None = None  # gaps between events: the wait for the first is not one
         for _ in range(1000):
             message = json.loads(await asyncio.wait_for(ws.recv(), 30))
             now = time.perf_counter()
@@ -405,7 +413,8 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
                 return
             if message["type"] != "next" or message["payload"].get("errors"):
                 return
-            gaps.append(now - last)
+            if last is not None:
+                gaps.append(now - last)
             last = now
             tokens_relayed += 1
 
@@ -432,11 +441,11 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
         "gap_p50_ms": round(percentile(gaps, 50) * 1000, 1),
         "wall_s": round(wall, 2),
         "server_cpu_s": round(cpu, 2),
-        "events": len(gaps),
+        "events": tokens_relayed,
         "rss_base_mib": round(base_rss / 1024, 1),
         "rss_peak_mib": round(peak / 1024, 1),
         "rss_per_stream_kib": round((peak - base_rss) / n, 1),
-        "cpu_us_per_event": round(cpu / max(1, len(gaps)) * 1e6, 1),
+        "cpu_us_per_event": round(cpu / max(1, tokens_relayed) * 1e6, 1),
     }
 
 
@@ -459,16 +468,25 @@ async def fan_out(svc: Services, sizes: list[int]) -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| measure | p50 ms | p99 ms | turns/s |", "| --- | --- | --- | --- |"]
+    lines = [
+        "| measure | p50 ms | p99 ms | turns/s | server CPU ms/turn |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for key in ("rest", "subscription"):
         for c, r in results[key].items():
-            lines.append(f"| {key} c={c} | {r['p50_ms']} | {r['p99_ms']} | {r['turns_per_s']} |")
+            lines.append(
+                f"| {key} c={c} | {r['p50_ms']} | {r['p99_ms']} | {r['turns_per_s']} "
+                f"| {r['server_cpu_ms_per_turn']} |"
+            )
     f = results["floor"]
-    lines.append(f"| floor: ChatGroq.astream, no server | {f['p50_ms']} | {f['p99_ms']} | |")
+    lines.append(
+        f"| floor: ChatGroq.astream, no server | {f['p50_ms']} | {f['p99_ms']} | "
+        f"| {f['cpu_ms_p50']} (client) |"
+    )
     for size, r in results["history"].items():
-        lines.append(f"| turn with {size} earlier messages | {r['p50_ms']} | {r['p99_ms']} | |")
+        lines.append(f"| turn with {size} earlier messages | {r['p50_ms']} | {r['p99_ms']} | | |")
     for name, r in results["sessions"].items():
-        lines.append(f"| {name}, 10,000 stored | {r['p50_ms']} | {r['p99_ms']} | |")
+        lines.append(f"| {name}, 10,000 stored | {r['p50_ms']} | {r['p99_ms']} | | |")
     return "\n".join(lines)
 
 
@@ -507,6 +525,7 @@ async def main(args: argparse.Namespace) -> None:
     rest1 = results["rest"][1]["p50_ms"]
     results["derived"] = {
         "server_cost_per_turn_p50_ms": round(rest1 - results["floor"]["p50_ms"], 2),
+        "server_cpu_ms_per_turn_c1": results["rest"][1]["server_cpu_ms_per_turn"],
         "subscription_over_rest_c1": round(results["subscription"][1]["p50_ms"] / rest1, 2),
         "history_10000_over_10": round(
             results["history"]["10000"]["p50_ms"] / results["history"]["10"]["p50_ms"], 2
