@@ -33,8 +33,6 @@ from schema import build_schema
 
 STATIC_DIR = Path(__file__).parent / "static"
 
-logger = logging.getLogger("chat_server")
-
 
 async def get_context(connection: HTTPConnection) -> Context:
     return Context(
@@ -103,9 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _app_from_environment() -> FastAPI:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
+from dotenv import load_dotenv
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,12 +37,12 @@ class Settings(BaseSettings):
     # Pause between the offline model's tokens, so its reply visibly streams.
     offline_token_delay_seconds: float = Field(default=0.02, ge=0)
     redis_max_connections: int = Field(default=100, ge=1)
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # The model's failure modes.
     llm_fallback_model: str | None = None
     llm_max_retries: int = Field(default=2, ge=0, le=10)
-    llm_turn_timeout_seconds: float = Field(default=300.0, gt=0)
+    llm_turn_timeout_seconds: float = Field(default=0.0, ge=0)  # 0: no bound on a whole reply
     # Read Groq's stream directly (its request still built by ChatGroq); false uses
     # LangChain's astream for every provider.
     llm_fast_stream: bool = True
@@ -60,6 +62,11 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
     ws_max_message_bytes: int = Field(default=262_144, ge=1024)
     cors_origins: str = ""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator(
         "redis_url", "llm_model", "llm_fallback_model", "admin_token", "groq_api_key", mode="before"
@@ -131,5 +138,10 @@ def _split(value: str) -> list[str]:
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process's settings, built once; tests call `get_settings.cache_clear()`."""
+    """The process's settings, built once; tests call `get_settings.cache_clear()`.
+
+    A `.env` file also reaches the provider libraries (`langchain-groq` reads
+    `GROQ_API_KEY` from the environment itself); variables already set win.
+    """
+    load_dotenv(".env", override=False)
     return Settings()

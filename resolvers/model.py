@@ -217,8 +217,9 @@ def _chat_model(
         raise RuntimeError(
             f"LLM_MODEL={name} needs the LangChain integration package: pip install {package}"
         ) from exc
-    except ValueError as exc:
-        reason = str(exc).splitlines()[0]
+    except Exception as exc:
+        # ValueError for an unknown provider; the provider's own error for a missing key.
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise RuntimeError(f"LLM_MODEL={name} cannot be used: {reason}") from exc
     if not isinstance(model, BaseChatModel):
         raise RuntimeError(f"LLM_MODEL={name} did not give a chat model")  # noqa: TRY004

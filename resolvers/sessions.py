@@ -92,13 +92,17 @@ return 0
 """
 
 # Gives a message list written by another LangChain program metadata and an index
-# entry. KEYS: messages, meta[, index]. ARGV: now (us), session id, default prompt.
+# entry. KEYS: messages, meta[, index]. ARGV: now (us), session id, default prompt, ttl.
 _ADOPT = """
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local n = redis.call('LLEN', KEYS[1])
 redis.call('HSET', KEYS[2], 'created_at', ARGV[1], 'updated_at', ARGV[1], 'count', n,
   'system_prompt', ARGV[3])
 if #KEYS >= 3 then redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[2]) end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
 return 1
 """
 
@@ -356,6 +360,10 @@ class SessionStore:
             pipe.exists(meta_key(session_id), messages_key(session_id))
             if self._window:
                 pipe.lrange(messages_key(session_id), 0, self._window - 1)
+            if self._ttl:
+                # A turn is activity: the session must not expire while its reply streams.
+                pipe.expire(meta_key(session_id), self._ttl)
+                pipe.expire(messages_key(session_id), self._ttl)
             results = await pipe.execute()
         locked, prompt, exists = results[0], results[1], results[2]
         raw_window = results[3] if self._window else []
@@ -367,7 +375,11 @@ class SessionStore:
             raise SessionBusy("a turn is already running on this session")
         if prompt is None:
             # A list written by another LangChain program and not adopted yet.
-            await self._adopt_one(session_id)
+            try:
+                await self._adopt_one(session_id)
+            except BaseException:
+                await self._release(keys=[lock_key(session_id)], args=[token])
+                raise
         return TurnStart(
             token=token,
             system_prompt=_text(prompt) or self._default_prompt,
@@ -405,7 +417,8 @@ class SessionStore:
         now = self._now()
         adopted = bool(
             await self._adopt(
-                keys=self._adopt_keys(session_id), args=[now, session_id, self._default_prompt]
+                keys=self._adopt_keys(session_id),
+                args=[now, session_id, self._default_prompt, self._ttl],
             )
         )
         if adopted and not self._single:
@@ -440,7 +453,7 @@ class SessionStore:
                 for session_id in ids:
                     await self._adopt(
                         keys=self._adopt_keys(session_id),
-                        args=[now, session_id, self._default_prompt],
+                        args=[now, session_id, self._default_prompt, self._ttl],
                         client=pipe,  # type: ignore[arg-type]  # redis-py accepts pipelines here
                     )
                 return sum(int(r) for r in await pipe.execute())
@@ -450,7 +463,9 @@ class SessionStore:
             group = ids[start : start + 50]
             done = await asyncio.gather(
                 *(
-                    self._adopt(keys=self._adopt_keys(sid), args=[now, sid, self._default_prompt])
+                    self._adopt(
+                        keys=self._adopt_keys(sid), args=[now, sid, self._default_prompt, self._ttl]
+                    )
                     for sid in group
                 )
             )

@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
@@ -98,31 +99,43 @@ async def _answers(url: str) -> bool:
 async def embedded_redis(data_dir: Path) -> AsyncIterator[str]:
     """Run `redis-server` with append-only data under `data_dir`; yield its URL.
 
-    Another process of this app started on the same directory shares the running
-    server instead of starting a second one on the same files; the process that
-    started it stops it (a graceful SHUTDOWN, which flushes the append-only file).
+    Every process of this app on the same directory (uvicorn workers) shares one server.
+    Each holds a shared lock on `redis.lock` while it runs; the last one to stop (the
+    one that can then take the lock alone) shuts the server down gracefully, which
+    flushes the append-only file.
     """
-    # Runs once, at start, before any request: blocking file calls are harmless here.
+    # Runs once, at start and stop, outside any request: blocking file calls are fine.
     data_dir = data_dir.resolve()  # noqa: ASYNC240
     data_dir.mkdir(parents=True, exist_ok=True)
     sock = _socket_path(data_dir)
     url = f"unix://{sock}"
-    lock_file = open(data_dir / "redis.lock", "w")  # noqa: SIM115, ASYNC230  held for the block
+    lock_file = open(data_dir / "redis.lock", "w")  # noqa: SIM115, ASYNC230  held while running
+    process: asyncio.subprocess.Process | None = None
     try:
         await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
-        process: asyncio.subprocess.Process | None = None
         if not await _answers(url):
             process = await _start_server(data_dir, sock)
             if not await _wait_until_answers(url, process):
                 raise RuntimeError(
                     f"the embedded redis-server did not start; see {data_dir / 'redis.log'}"
                 )
-        await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_UN)
+        await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_SH)
         yield url
     finally:
-        lock_file.close()
-    if process is not None:
-        await _stop_server(url, process)
+        try:
+            if _last_user(lock_file):
+                await _stop_server(url, process)
+        finally:
+            lock_file.close()
+
+
+def _last_user(lock_file: IO[str]) -> bool:
+    """Whether no other process of this app still uses the server (then we hold it alone)."""
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 async def _start_server(data_dir: Path, sock: Path) -> asyncio.subprocess.Process:
@@ -154,21 +167,24 @@ async def _wait_until_answers(url: str, process: asyncio.subprocess.Process) -> 
         if await _answers(url):
             return True
         await asyncio.sleep(0.05)
+    process.kill()  # it never answered: do not leave it running on the data files
+    await process.wait()
     return False
 
 
-async def _stop_server(url: str, process: asyncio.subprocess.Process) -> None:
+async def _stop_server(url: str, process: asyncio.subprocess.Process | None) -> None:
     client = Redis.from_url(url, socket_timeout=5)
     try:
         with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
             await client.shutdown(nosave=False)
     finally:
         await client.aclose()
-    try:
-        await asyncio.wait_for(process.wait(), timeout=10)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+    if process is not None:
+        try:
+            await asyncio.wait_for(process.wait(), timeout=10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
     logger.info("stopped the embedded redis-server")
 
 

@@ -160,7 +160,14 @@ class TurnRunner:
         try:
             if self._limiter is not None:
                 await self._limiter.check_turn(session_id, client)
-            start = await self._store.begin_turn(session_id)
+            begin = asyncio.ensure_future(self._store.begin_turn(session_id))
+            try:
+                start = await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                # The caller went away (a closed socket) mid-start: once the lock is
+                # taken, nobody would run the turn or release it, so give it back.
+                begin.add_done_callback(lambda done: self._give_back(session_id, done))
+                raise
         except Exception as exc:
             raise _client_error(exc) from exc
         turn = Turn(self._min_gap)
@@ -168,6 +175,13 @@ class TurnRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return turn
+
+    def _give_back(self, session_id: str, begin: asyncio.Future[TurnStart]) -> None:
+        if begin.cancelled() or begin.exception() is not None:
+            return
+        release = asyncio.ensure_future(self._store.release_lock(session_id, begin.result().token))
+        self._tasks.add(release)
+        release.add_done_callback(self._tasks.discard)
 
     @property
     def running(self) -> int:
@@ -228,7 +242,7 @@ class TurnRunner:
         wait, each later one `LLM_TIMEOUT_SECONDS`, and none may pass the turn's end.
         """
         loop = asyncio.get_running_loop()
-        turn_end = loop.time() + self._turn_timeout
+        turn_end = loop.time() + self._turn_timeout if self._turn_timeout else math.inf
         parts: list[str] = []
         wait = self._first_timeout
         stream = self._model.stream(prompt)
@@ -281,5 +295,7 @@ def _describe(exc: BaseException) -> str:
 def _client_error(exc: BaseException) -> ChatError:
     error = as_chat_error(exc)
     if error is None:
+        logger.error("unexpected %s in a turn", type(exc).__name__)
+        logger.debug("details", exc_info=exc)
         error = ChatError("internal error")
     return error

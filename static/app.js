@@ -300,9 +300,14 @@ async function send(text) {
       cancelAnimationFrame(frame);
       reply.remove();
       if (error.code === "CONNECTION_LOST") {
-        // The turn goes on without us; the history shows it once we are back.
+        // The turn goes on without us; the history shows it once we are back. If the
+        // message never left, give it back to the person instead.
         reply.remove();
         mine.remove();
+        if (error.sent === false) {
+          ui.input.value = text;
+          autosize();
+        }
         showNotice("CONNECTION_LOST");
         setStreaming(false);
         client.ready(60000).then(() => sessionId === state.current && openSession(sessionId)).catch(() => {});

@@ -65,8 +65,21 @@ export class GraphQLClient {
   }
 
   reconnect() {
-    if (this.ws) this.ws.close();
+    const old = this.ws;
+    this.ws = null;
+    if (old) old.close();
+    this.#failActive();
     this.connect();
+  }
+
+  #failActive() {
+    // A subscription cannot resume on a new socket: its turn goes on on the server.
+    for (const [id, sub] of this.active) {
+      this.active.delete(id);
+      const error = new GraphQLError([{ message: "The connection was lost.", extensions: { code: "CONNECTION_LOST" } }]);
+      error.sent = sub.sent;
+      sub.sink.error(error);
+    }
   }
 
   #onMessage(ws, event) {
@@ -119,11 +132,7 @@ export class GraphQLClient {
     if (ws !== this.ws) return;
     this.acked = false;
     this.onStatus("closed");
-    // A subscription cannot resume on a new socket: its turn goes on on the server.
-    for (const [id, sub] of this.active) {
-      this.active.delete(id);
-      sub.sink.error(new GraphQLError([{ message: "The connection was lost.", extensions: { code: "CONNECTION_LOST" } }]));
-    }
+    this.#failActive();
     const delay = Math.min(8000, 500 * 2 ** this.retries) * (0.75 + Math.random() / 2);
     this.retries += 1;
     this.reconnectTimer = setTimeout(() => this.connect(), delay);

@@ -26,7 +26,9 @@ export function safeHref(raw) {
 // identifiers stays as written.
 const INLINE = new RegExp(
   [
-    /(`+)([\s\S]*?[^`])\1(?!`)/.source,
+    // The run of backticks starts where no backtick precedes it: without that, a reply
+    // full of backticks makes the search cubic and freezes the tab while it streams.
+    /(?<!`)(`+)(?!`)([\s\S]*?[^`])\1(?!`)/.source,
     /\*\*(?=\S)([^*]+?)(?<=\S)\*\*/.source,
     /(?<!\w)__(?=\S)([^_]+?)(?<=\S)__(?!\w)/.source,
     /\*(?=\S)([^*]+?)(?<=\S)\*/.source,

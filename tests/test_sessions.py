@@ -243,3 +243,21 @@ async def test_an_orphan_is_adopted_on_first_use(db: Redis) -> None:
     start = await store.begin_turn(session_id)
     await store.release_lock(session_id, start.token)
     assert (await store.require(session_id)).message_count == 1
+
+
+async def test_starting_a_turn_renews_the_sessions_ttl(db: Redis) -> None:
+    store = make_store(db, ttl=2)
+    session = await store.create()
+    await asyncio.sleep(1.2)
+    start = await store.begin_turn(session.id)
+    assert await db.pttl(meta_key(session.id)) > 1500
+    await store.release_lock(session.id, start.token)
+
+
+async def test_adopted_sessions_get_the_ttl_too(db: Redis) -> None:
+    store = make_store(db, ttl=30)
+    session_id = str(uuid.uuid4())
+    await db.lpush(messages_key(session_id), json.dumps(message_to_dict(HumanMessage(content="q"))))
+    assert await store.adopt_orphans(batch=10, pause=0) == 1
+    assert 0 < await db.ttl(meta_key(session_id)) <= 30
+    assert 0 < await db.ttl(messages_key(session_id)) <= 30

@@ -1,0 +1,47 @@
+"""A turn whose caller goes away while it is being started gives its lock back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from resolvers.history import lock_key
+from resolvers.model import build_model
+from resolvers.sessions import SessionStore
+from resolvers.turn import TurnRunner
+from tests.conftest import RedisServer
+from tests.redis_proxy import RedisProxy
+
+
+async def test_a_start_cancelled_after_the_lock_was_taken_releases_it(
+    redis_server: RedisServer,
+) -> None:
+    direct = Redis.from_url(redis_server.url(2), decode_responses=True)
+    async with RedisProxy(redis_server.port) as proxy:
+        slow = Redis.from_url(f"redis://127.0.0.1:{proxy.port}/2", decode_responses=True)
+        store = SessionStore(
+            slow, default_system_prompt="p", history_window=40, ttl_seconds=0, lock_seconds=20
+        )
+        runner = TurnRunner(
+            store,
+            build_model("offline", offline_token_delay=0),
+            max_message_chars=100,
+            llm_timeout=5,
+            turn_timeout=0,
+            lock_seconds=20,
+        )
+        session = await store.create()
+        with proxy.delayed(0.4):
+            starting = asyncio.create_task(runner.start(session_id=session.id, message="hi"))
+            await asyncio.sleep(0.15)  # the lock's SET has reached Redis; its reply is held
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            assert await direct.exists(lock_key(session.id)) == 1
+        for _ in range(50):
+            if not await direct.exists(lock_key(session.id)):
+                break
+            await asyncio.sleep(0.05)
+        assert await direct.exists(lock_key(session.id)) == 0
+        await slow.aclose()
+    await direct.aclose()
