@@ -100,39 +100,52 @@ async def embedded_redis(data_dir: Path) -> AsyncIterator[str]:
     """Run `redis-server` with append-only data under `data_dir`; yield its URL.
 
     Every process of this app on the same directory (uvicorn workers) shares one server.
-    Each holds a shared lock on `redis.lock` while it runs; the last one to stop (the
-    one that can then take the lock alone) shuts the server down gracefully, which
-    flushes the append-only file.
+    Each holds a shared lock on `redis.users` while it runs; starting and stopping are
+    serialized by `redis.lock`, and the last process to stop (the one that can take the
+    users lock alone) shuts the server down gracefully, flushing the append-only file.
     """
     # Runs once, at start and stop, outside any request: blocking file calls are fine.
     data_dir = data_dir.resolve()  # noqa: ASYNC240
     data_dir.mkdir(parents=True, exist_ok=True)
     sock = _socket_path(data_dir)
     url = f"unix://{sock}"
-    lock_file = open(data_dir / "redis.lock", "w")  # noqa: SIM115, ASYNC230  held while running
+    # Both files stay open while the app runs: their locks are the sharing protocol.
+    starting = open(data_dir / "redis.lock", "w")  # noqa: SIM115, ASYNC230
+    users = open(data_dir / "redis.users", "w")  # noqa: SIM115, ASYNC230
     process: asyncio.subprocess.Process | None = None
     try:
-        await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
-        if not await _answers(url):
-            process = await _start_server(data_dir, sock)
-            if not await _wait_until_answers(url, process):
-                raise RuntimeError(
-                    f"the embedded redis-server did not start; see {data_dir / 'redis.log'}"
-                )
-        await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_SH)
+        async with _locked(starting):
+            if not await _answers(url):
+                process = await _start_server(data_dir, sock)
+                if not await _wait_until_answers(url, process):
+                    raise RuntimeError(
+                        f"the embedded redis-server did not start; see {data_dir / 'redis.log'}"
+                    )
+            fcntl.flock(users, fcntl.LOCK_SH)
         yield url
     finally:
         try:
-            if _last_user(lock_file):
-                await _stop_server(url, process)
+            async with _locked(starting):
+                if _alone(users):
+                    await _stop_server(url, process)
         finally:
-            lock_file.close()
+            users.close()
+            starting.close()
 
 
-def _last_user(lock_file: IO[str]) -> bool:
-    """Whether no other process of this app still uses the server (then we hold it alone)."""
+@contextlib.asynccontextmanager
+async def _locked(lock_file: IO[str]) -> AsyncIterator[None]:
+    await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
     try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _alone(users: IO[str]) -> bool:
+    """Whether no other process of this app still uses the server."""
+    try:
+        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     return True
