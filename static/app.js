@@ -52,6 +52,7 @@ const state = {
   current: null, // session id
   streaming: false,
   sessionsAfter: null,
+  listSeq: 0,
   maxChars: 32000,
 };
 
@@ -171,10 +172,13 @@ function sessionItem(session) {
 }
 
 async function loadSessions({ append = false } = {}) {
+  const seq = ++state.listSeq; // only the newest answer is shown
   let data;
   try {
     data = await client.request(Q.sessions, { first: PAGE, after: append ? state.sessionsAfter : null });
+    if (seq !== state.listSeq) return;
   } catch (error) {
+    if (seq !== state.listSeq) return;
     if (error.code === "UNAUTHENTICATED") {
       ui.adminForm.hidden = false;
       ui.adminError.textContent = localStorage.getItem(TOKEN_KEY) ? "That token was not accepted." : "";
@@ -408,6 +412,10 @@ window.addEventListener("hashchange", () => {
 
 async function start() {
   client.connect();
+  // Open the chat in the address first, so nothing the person does meanwhile (a new
+  // chat, a click in the list) is undone when a slower request comes back.
+  const opening = openSession(sessionFromHash());
+  const listing = loadSessions();
   try {
     const { serverInfo } = await client.request(Q.info);
     ui.model.textContent = serverInfo.model;
@@ -415,7 +423,7 @@ async function start() {
   } catch (error) {
     showNotice(error.code, error.message);
   }
-  await Promise.all([loadSessions(), openSession(sessionFromHash())]);
+  await Promise.all([opening, listing]);
   ui.input.focus();
 }
 
