@@ -504,6 +504,10 @@ async def main(args: argparse.Namespace) -> None:
                 if (await http.get("/readyz")).status_code == 200:
                     break
                 await asyncio.sleep(0.1)
+        if args.fan_out_only:
+            results["fan_out"] = await fan_out(svc, args.fan_out)
+            print(json.dumps(results["fan_out"], indent=1))
+            return
         print("floor ...", flush=True)
         results["floor"] = floor_turns(svc, args.turns)
         results["rest"] = {}
@@ -548,5 +552,6 @@ if __name__ == "__main__":
         default=[100, 200, 300, 400, 500, 600, 800, 1000],
         help="subscription counts to try, in order",
     )  # fmt: skip
+    parser.add_argument("--fan-out-only", action="store_true", help="measure only (f)")
     sys.path.insert(0, str(REPO))
     asyncio.run(main(parser.parse_args()))

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # The model's failure modes.
     llm_fallback_model: str | None = None
     llm_max_retries: int = Field(default=2, ge=0, le=10)
+    # Concurrent connections to the model provider (replies streaming at once).
+    llm_max_connections: int = Field(default=1000, ge=1)
     llm_turn_timeout_seconds: float = Field(default=0.0, ge=0)  # 0: no bound on a whole reply
     # Read Groq's stream directly (its request still built by ChatGroq); false uses
     # LangChain's astream for every provider.

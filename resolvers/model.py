@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -81,20 +83,36 @@ class OfflineChatModel(BaseChatModel):
 class ChatModel:
     """The configured model, reduced to what a turn needs: a stream of text pieces.
 
-    `models` is the primary and then its fallbacks: a later one is tried only when the
+    Each shard is the primary and then its fallbacks: a later one is tried only when the
     one before it failed before its first token (as LangChain's `with_fallbacks` does
-    for streams); once a reply has begun, a failure ends it.
+    for streams); once a reply has begun, a failure ends it. Replies take the shards in
+    turn; each shard has an HTTP pool of its own (see `build_model`).
     """
 
-    def __init__(self, models: Sequence[BaseChatModel], name: str, *, fast: bool = True) -> None:
-        self._models = list(models)
+    def __init__(
+        self,
+        shards: Sequence[Sequence[BaseChatModel]],
+        name: str,
+        *,
+        fast: bool = True,
+        pools: Sequence[httpx.AsyncClient] = (),
+    ) -> None:
+        self._shards = [list(models) for models in shards]
         self.name = name
-        self.attempts = len(self._models)
+        self.attempts = len(self._shards[0])
         self._fast = fast
+        self._pools = list(pools)
+        self._next = itertools.cycle(range(len(self._shards)))
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections to the provider."""
+        for pool in self._pools:
+            await pool.aclose()
 
     async def stream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[str]:
-        last = len(self._models) - 1
-        for index, model in enumerate(self._models):
+        models = self._shards[next(self._next)]
+        last = len(models) - 1
+        for index, model in enumerate(models):
             started = False
             try:
                 async for text in self._stream_one(model, messages):
@@ -198,8 +216,20 @@ _TAKES_TIMEOUT_AND_RETRIES = {
 }
 
 
+# Connections per HTTP pool: httpcore's pool bookkeeping grows with its size squared.
+_SHARD_CONNECTIONS = 64
+
+# Providers whose LangChain class takes `http_async_client`.
+_TAKES_HTTP_CLIENT = {"groq", "openai", "azure_openai"}
+
+
 def _chat_model(
-    name: str, *, timeout: float, max_retries: int, offline_token_delay: float
+    name: str,
+    *,
+    timeout: float,
+    max_retries: int,
+    offline_token_delay: float,
+    http: httpx.AsyncClient,
 ) -> BaseChatModel:
     if name == OFFLINE_MODEL:
         return OfflineChatModel(token_delay=offline_token_delay)
@@ -209,6 +239,8 @@ def _chat_model(
     options: dict[str, Any] = {}
     if provider in _TAKES_TIMEOUT_AND_RETRIES:
         options = {"timeout": timeout, "max_retries": max_retries}
+    if provider in _TAKES_HTTP_CLIENT:
+        options["http_async_client"] = http
     try:
         model = init_chat_model(name, **options)
     except (ImportError, AttributeError) as exc:
@@ -232,21 +264,51 @@ def build_model(
     fallback: str | None = None,
     timeout: float = 60.0,
     max_retries: int = 2,
+    max_connections: int = 1000,
     offline_token_delay: float = 0.02,
     fast: bool = True,
 ) -> ChatModel:
     """The model named `provider:model` (or `offline`), with an optional fallback that
-    takes over when the primary fails before its first token; errors surface at start."""
-    make = functools.partial(
-        _chat_model,
-        timeout=timeout,
-        max_retries=max_retries,
-        offline_token_delay=offline_token_delay,
-    )
-    models = [make(name)]
-    if fallback:
-        try:
-            models.append(make(fallback))
-        except RuntimeError as exc:
-            raise RuntimeError(str(exc).replace("LLM_MODEL=", "LLM_FALLBACK_MODEL=")) from exc
-    return ChatModel(models, name, fast=fast)
+    takes over when the primary fails before its first token; errors surface at start.
+
+    Provider connections come from pools sized for a server: the SDKs' default pool
+    allows 100 connections (the 101st concurrent reply would wait for one to end), and
+    httpcore scans its whole pool on every request and release, which grows with the
+    square of the replies in flight. So the connections are split over shards of at
+    most `_SHARD_CONNECTIONS`, each its own pool and its own client of the same model.
+    """
+    shard_count = max(1, math.ceil(max_connections / _SHARD_CONNECTIONS))
+    per_shard = math.ceil(max_connections / shard_count)
+    pools = [
+        httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        )
+        for _ in range(shard_count)
+    ]
+    shards = []
+    # (Pools that never opened a connection need no closing if the start fails here.)
+    for pool in pools:
+        make = functools.partial(
+            _chat_model,
+            timeout=timeout,
+            max_retries=max_retries,
+            offline_token_delay=offline_token_delay,
+            http=pool,
+        )
+        models = [make(name)]
+        if fallback:
+            try:
+                models.append(make(fallback))
+            except RuntimeError as exc:
+                message = str(exc).replace("LLM_MODEL=", "LLM_FALLBACK_MODEL=")
+                raise RuntimeError(message) from exc
+        shards.append(models)
+        if not any(_uses_http(model) for model in models):
+            pools = pools[:1]
+            break  # the model makes no requests through these pools: one shard is enough
+    return ChatModel(shards, name, fast=fast, pools=pools)
+
+
+def _uses_http(model: BaseChatModel) -> bool:
+    return not isinstance(model, OfflineChatModel)

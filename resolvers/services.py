@@ -66,6 +66,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         fallback=settings.llm_fallback_model,
         timeout=settings.llm_timeout_seconds,
         max_retries=settings.llm_max_retries,
+        max_connections=settings.llm_max_connections,
         fast=settings.llm_fast_stream,
         offline_token_delay=settings.offline_token_delay_seconds,
     )
@@ -81,6 +82,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             url, max_connections=settings.redis_max_connections, cluster=settings.redis_cluster
         )
         stack.push_async_callback(redis.aclose)
+        stack.push_async_callback(model.aclose)
         sessions = SessionStore(
             redis,
             default_system_prompt=settings.system_prompt,

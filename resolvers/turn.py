@@ -179,9 +179,14 @@ class TurnRunner:
     def _give_back(self, session_id: str, begin: asyncio.Future[TurnStart]) -> None:
         if begin.cancelled() or begin.exception() is not None:
             return
-        release = asyncio.ensure_future(self._store.release_lock(session_id, begin.result().token))
+        release = asyncio.ensure_future(self._release_quietly(session_id, begin.result().token))
         self._tasks.add(release)
         release.add_done_callback(self._tasks.discard)
+
+    async def _release_quietly(self, session_id: str, token: str) -> None:
+        # If Redis is down the lock simply expires; nobody waits on this to report it.
+        with contextlib.suppress(Exception):
+            await self._store.release_lock(session_id, token)
 
     @property
     def running(self) -> int:
