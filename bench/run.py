@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -32,6 +33,7 @@ LOOPBACK = "127.0.0.1"
 SERVER_CPU = "0"
 LOAD_CPU = 1
 TOKENS = 20
+RAMP_SECONDS = 1.0  # fan-out: subscriptions start spread over this long
 CHAT = (
     "subscription($s: ID!, $m: String!) { chat(sessionId: $s, message: $m) "
     "{ token done message { content } } }"
@@ -392,12 +394,14 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
     base_rss = rss_kib(svc.app_pid)
     cpu_before = cpu_seconds(svc.app_pid)
     gaps: list[float] = []
+    positions: list[int] = []
     completed = 0
     peak = base_rss
     tokens_relayed = 0
 
-    async def one(ws: Any, session_id: str) -> None:
+    async def one(ws: Any, session_id: str, start_after: float) -> None:
         nonlocal completed, tokens_relayed
+        await asyncio.sleep(start_after)
         variables = {"s": session_id, "m": "!tokens=40 !delay=0.05 go"}
         await ws.send(
             json.dumps(
@@ -405,6 +409,7 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
             )
         )
         last: float | None = None  # gaps between events: the wait for the first is not one
+        seen = 0
         for _ in range(1000):
             message = json.loads(await asyncio.wait_for(ws.recv(), 30))
             now = time.perf_counter()
@@ -415,8 +420,10 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
                 return
             if last is not None:
                 gaps.append(now - last)
+                positions.append(seen)
             last = now
             tokens_relayed += 1
+            seen += 1  # noqa: SIM113  counted only for token events, not every message
 
     async def sample_rss() -> None:
         nonlocal peak
@@ -427,7 +434,13 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
     sampler = asyncio.create_task(sample_rss())
     began = time.perf_counter()
     try:
-        await asyncio.gather(*(one(ws, sid) for ws, sid in zip(sockets, sessions, strict=False)))
+        # Clients arrive over RAMP_SECONDS, as users do, not in one microsecond.
+        await asyncio.gather(
+            *(
+                one(ws, sid, RAMP_SECONDS * i / n)
+                for i, (ws, sid) in enumerate(zip(sockets, sessions, strict=False))
+            )
+        )
     finally:
         sampler.cancel()
         wall = time.perf_counter() - began
@@ -439,6 +452,7 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
         "completed": completed,
         "gap_p99_ms": round(percentile(gaps, 99) * 1000, 1),
         "gap_p50_ms": round(percentile(gaps, 50) * 1000, 1),
+        "slow_gaps_by_position": _slow_positions(gaps, positions),
         "wall_s": round(wall, 2),
         "server_cpu_s": round(cpu, 2),
         "events": tokens_relayed,
@@ -447,6 +461,13 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
         "rss_per_stream_kib": round((peak - base_rss) / n, 1),
         "cpu_us_per_event": round(cpu / max(1, tokens_relayed) * 1e6, 1),
     }
+
+
+def _slow_positions(gaps: list[float], positions: list[int]) -> dict[str, int]:
+    """Where in the streams the gaps over 150 ms fell (first five events, or later)."""
+    slow = [p for g, p in zip(gaps, positions, strict=True) if g > 0.15]
+    by_position = collections.Counter(slow).most_common(3)
+    return {"total": len(slow), "in_first_5": sum(1 for p in slow if p <= 5), "top": by_position}
 
 
 async def fan_out(svc: Services, sizes: list[int]) -> dict[str, Any]:
