@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -187,14 +188,18 @@ async def run_workers(
 
 
 async def rest_turns(svc: Services, concurrency: int, total: int) -> dict[str, float]:
-    limits = httpx.Limits(
-        max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
-    )
-    async with httpx.AsyncClient(base_url=svc.app_url, timeout=60, limits=limits) as http:
-        sessions = await new_sessions(http, concurrency)
+    # A client per 8 workers: one httpx pool of 64 connections costs the load generator
+    # more than the server (httpcore scans its pool on every request).
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=svc.app_url, timeout=60))
+            for _ in range(max(1, math.ceil(concurrency / 8)))
+        ]
+        sessions = await new_sessions(clients[0], concurrency)
         body = {"message": f"!tokens={TOKENS} go"}
 
         async def turn(index: int) -> float:
+            http = clients[index % len(clients)]
             began = time.perf_counter()
             async with http.stream(
                 "POST", "/chat", json={**body, "session_id": sessions[index]}
