@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     llm_fast_stream: bool = True
     # Tokens that come sooner than this after the last streamed event wait (at most this
     # long) to go out in one event; 0 sends every token as its own event.
-    stream_min_interval_ms: int = Field(default=40, ge=0, le=50)
+    stream_min_interval_ms: int = Field(default=0, ge=0, le=50)
 
     # Abuse limits.
     rate_limit_per_minute: int = Field(default=1200, ge=0)

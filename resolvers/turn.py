@@ -44,6 +44,10 @@ class TurnEvent:
     message: StoredMessage | None = None
 
 
+# Events waiting for a reader before the tokens among them are merged into one.
+BACKLOG_TO_MERGE = 16
+
+
 class Turn:
     """A running turn as its client sees it: a stream of events, or one error."""
 
@@ -57,12 +61,13 @@ class Turn:
     async def events(self, min_gap: float | None = None) -> AsyncIterator[TurnEvent]:
         """Token events, then one done event; raises the turn's error instead.
 
-        Tokens that queued up while the reader was busy are merged into one event, so a
-        slow reader (a loaded socket, a slow client) gets fewer, larger events instead of
-        falling behind. With `min_gap`, tokens that come within `min_gap` seconds of the
-        last event wait (never longer than that) to go out together: a model streaming
-        hundreds of tokens a second then costs a client a few dozen events a second. The
-        first token and the end of the reply are never held back.
+        A reader that keeps up gets every token as its own event. Once it falls behind
+        (`BACKLOG_TO_MERGE` events waiting: a loaded socket, a slow client), the waiting
+        tokens go out merged in one event instead. With `min_gap`, tokens that come
+        within `min_gap` seconds of the last event wait (never longer than that) to go
+        out together: a model streaming hundreds of tokens a second then costs a client
+        a few dozen events a second. The first token and the end of the reply are never
+        held back.
         """
         queue = self._queue
         loop = asyncio.get_running_loop()
@@ -76,7 +81,8 @@ class Turn:
                 raise item
             if not item.done:
                 pieces = [item.token]
-                pending = self._take_queued(pieces)
+                if queue.qsize() >= BACKLOG_TO_MERGE:
+                    pending = self._take_queued(pieces)
                 hold = last_sent + min_gap - loop.time()
                 while pending is None and hold > 0:
                     try:

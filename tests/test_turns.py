@@ -213,16 +213,31 @@ async def test_a_slow_reader_gets_the_queued_tokens_merged(app: AppServer) -> No
     assert len(got.events) < 31, "queued tokens were not merged"
 
 
-async def test_fast_tokens_go_out_together_at_most_every_min_interval(app: AppServer) -> None:
+async def test_fast_tokens_go_out_together_at_most_every_min_interval(
+    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+) -> None:
     from tests.ws_client import graphql_socket
 
-    async with httpx.AsyncClient(base_url=app.url) as http:
+    env = app_env(redis_server.url(0), fake_groq, STREAM_MIN_INTERVAL_MS="40")
+    server = start_app(env=env).start()
+    async with httpx.AsyncClient(base_url=server.url) as http:
         session_id = await new_session(http)
-    async with graphql_socket(app.ws_url) as ws:
+    async with graphql_socket(server.ws_url) as ws:
         got = await ws.chat(session_id, "!tokens=40 !delay=0.005 go")
+    server.stop()
     tokens = got.events[:-1]
     assert "".join(e["token"] for e in tokens) == "[n=2] " + " ".join(f"t{i}" for i in range(40))
     # 41 pieces over about 0.2 s, at most one event every 40 ms (plus the first).
     assert 2 <= len(tokens) <= 10, len(tokens)
     gaps = [b - a for a, b in itertools.pairwise(got.times[:-1])]
     assert all(gap < 0.1 for gap in gaps), gaps
+
+
+async def test_a_reader_that_keeps_up_gets_every_token_as_its_own_event(app: AppServer) -> None:
+    from tests.ws_client import graphql_socket
+
+    async with httpx.AsyncClient(base_url=app.url) as http:
+        session_id = await new_session(http)
+    async with graphql_socket(app.ws_url) as ws:
+        got = await ws.chat(session_id, "one two three")
+    assert [e["token"] for e in got.events[:-1]] == ["[n=2]", " one", " two", " three"]
