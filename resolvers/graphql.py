@@ -102,11 +102,6 @@ async def session_messages(info: Info, session_id: str, last: int | None) -> lis
 
 
 @graphql_errors
-async def session_turns(info: Info, session_id: str) -> list[TurnPair]:
-    return await info.context.services.sessions.turns(session_id)
-
-
-@graphql_errors
 async def create_session(info: Info, title: str | None, system_prompt: str | None) -> SessionInfo:
     return await info.context.services.sessions.create(title=title, system_prompt=system_prompt)
 

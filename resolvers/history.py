@@ -92,11 +92,18 @@ def decode(raw: str | bytes) -> StoredMessage | None:
         role = _ROLE_OF_TYPE.get(data["type"])
         if role is None:
             return None
-        [message] = messages_from_dict([data])
-    except (ValueError, KeyError, TypeError):
+        fields = data["data"]
+        content = fields.get("content")
+        metadata = fields.get("response_metadata") or {}
+        if not isinstance(content, str) or not isinstance(metadata, dict):
+            # Content blocks: let LangChain extract the text. Plain text (every message
+            # this server writes) skips building a message object, on every turn's window.
+            [message] = messages_from_dict([data])
+            content, metadata = message.text, message.response_metadata
+    except (ValueError, KeyError, TypeError, AttributeError):
         logger.warning("skipping an unreadable message_store element")
         return None
-    created = message.response_metadata.get(CREATED_AT)
+    created = metadata.get(CREATED_AT)
     created_at: datetime | None = None
     if isinstance(created, str):
         try:
@@ -105,7 +112,7 @@ def decode(raw: str | bytes) -> StoredMessage | None:
             created_at = None
         if created_at is not None and created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=UTC)
-    return StoredMessage(role=role, content=message.text, created_at=created_at)
+    return StoredMessage(role=role, content=content, created_at=created_at)
 
 
 def decode_newest_first(raw: Iterable[str | bytes]) -> list[StoredMessage]:

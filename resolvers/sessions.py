@@ -122,12 +122,6 @@ def _from_micros(value: bytes | str | int | None) -> datetime:
     return datetime.fromtimestamp(int(value or 0) / 1_000_000, tz=UTC)
 
 
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def encode_cursor(score: float, session_id: str) -> str:
     return base64.urlsafe_b64encode(f"{int(score)}:{session_id}".encode()).decode()
 
@@ -343,11 +337,11 @@ class SessionStore:
         total = int(results[0])
         rows: list[tuple[str, float]] = []
         if after is None:
-            rows = [(_text(m) or "", s) for m, s in results[1]]
+            rows = [(str(m), s) for m, s in results[1]]
         else:
-            ties = [(_text(m) or "", s) for m, s in results[1]]
+            ties = [(str(m), s) for m, s in results[1]]
             rows = [(m, s) for m, s in ties if m < after_id]
-            rows += [(_text(m) or "", s) for m, s in results[2]]
+            rows += [(str(m), s) for m, s in results[2]]
         return rows[:count], len(rows) > count, total
 
     async def begin_turn(self, session_id: str) -> TurnStart:
@@ -382,7 +376,7 @@ class SessionStore:
                 raise
         return TurnStart(
             token=token,
-            system_prompt=_text(prompt) or self._default_prompt,
+            system_prompt=str(prompt) if prompt else self._default_prompt,
             window=decode_newest_first(raw_window),
         )
 
@@ -477,7 +471,7 @@ class SessionStore:
 
     @staticmethod
     def _info(session_id: str, meta: Mapping[Any, Any]) -> SessionInfo:
-        fields = {_text(k): _text(v) for k, v in meta.items()}
+        fields = {str(k): str(v) for k, v in meta.items()}
         return SessionInfo(
             id=session_id,
             title=fields.get("title") or None,

@@ -194,10 +194,6 @@ class TurnRunner:
         with contextlib.suppress(Exception):
             await self._store.release_lock(session_id, token)
 
-    @property
-    def running(self) -> int:
-        return len(self._tasks)
-
     async def drain(self, seconds: float) -> None:
         """Let running turns finish (and be stored) for up to `seconds`."""
         if not self._tasks:

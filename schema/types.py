@@ -67,7 +67,7 @@ class Session:
 
     @strawberry.field
     async def turns(self, info: strawberry.Info[Context]) -> list[Turn]:
-        return [Turn.of(t) for t in await resolve.session_turns(info, str(self.id))]
+        return [Turn.of(t) for t in await resolve.history(info, str(self.id))]
 
 
 @strawberry.type

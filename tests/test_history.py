@@ -118,3 +118,12 @@ def test_pair_turns_pairs_each_user_message_with_its_reply() -> None:
         msg(Role.ASSISTANT, "d"),
     ]
     assert pair_turns(messages) == [TurnPair("a", "b"), TurnPair("c", "d")]
+
+
+async def test_content_blocks_are_read_as_their_text(redis: Redis) -> None:
+    history = RedisChatHistory(redis, sid())
+    blocks = [{"type": "text", "text": "part one"}, {"type": "text", "text": " and two"}]
+    await history.aadd_messages([AIMessage(content=blocks)])  # type: ignore[arg-type]
+    [stored] = await history.aget_stored()
+    assert (stored.role, stored.content) == (Role.ASSISTANT, "part one and two")
+    await history.aclear()
