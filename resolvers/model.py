@@ -22,6 +22,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from resolvers.config import OFFLINE_MODEL
+from resolvers.errors import ModelFailed
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ class ChatModel:
         *,
         fast: bool = True,
         pools: Sequence[httpx.AsyncClient] = (),
+        first_token_wait: float = 60.0,
     ) -> None:
         self._shards = [list(models) for models in shards]
+        self.first_token_wait = first_token_wait
         self.name = name
         self.attempts = len(self._shards[0])
         self._fast = fast
@@ -110,23 +113,41 @@ class ChatModel:
             await pool.aclose()
 
     async def stream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[str]:
+        """The reply's pieces, as valid text (a lone surrogate becomes U+FFFD).
+
+        Each model gets `first_token_wait` seconds for its first piece, its SDK's own
+        retries included; past it, or on a failure, the next model is tried.
+        """
         models = self._shards[next(self._next)]
         last = len(models) - 1
         for index, model in enumerate(models):
-            started = False
+            pieces = _valid_text(self._stream_one(model, messages))
             try:
-                async for text in self._stream_one(model, messages):
-                    started = True
-                    yield text
+                async with asyncio.timeout(self.first_token_wait):
+                    first = await anext(pieces)
+            except StopAsyncIteration:
+                return
             except Exception as exc:
-                if started or index == last:
-                    raise
+                await pieces.aclose()
+                failure: Exception = exc
+                if isinstance(exc, TimeoutError):
+                    failure = ModelFailed(
+                        f"the model sent nothing for {self.first_token_wait:g} seconds"
+                    )
+                if index == last:
+                    raise failure from None
                 logger.warning(
                     "model %d failed before its first token (%s); trying the next",
                     index,
                     type(exc).__name__,
                 )
                 continue
+            try:
+                yield first
+                async for text in pieces:
+                    yield text
+            finally:
+                await pieces.aclose()
             return
 
     def _stream_one(
@@ -135,6 +156,28 @@ class ChatModel:
         if self._fast and _is_groq(model):
             return _groq_stream(model, messages)
         return _langchain_stream(model, messages)
+
+
+async def _valid_text(pieces: AsyncIterator[str]) -> AsyncIterator[str]:
+    """`pieces` as text that encodes to UTF-8: a surrogate pair split between two pieces
+    is joined, a lone surrogate becomes U+FFFD (as the provider's JSON may carry)."""
+    held = ""
+    try:
+        async for piece in pieces:
+            text = held + piece
+            held = ""
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                if "\ud800" <= text[-1] <= "\udbff":
+                    held, text = text[-1], text[:-1]  # its pair may start the next piece
+                text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            if text:
+                yield text
+    finally:
+        await pieces.aclose()  # type: ignore[attr-defined]
+    if held:
+        yield "\ufffd"
 
 
 async def _langchain_stream(
@@ -307,7 +350,7 @@ def build_model(
         if not any(_uses_http(model) for model in models):
             pools = pools[:1]
             break  # the model makes no requests through these pools: one shard is enough
-    return ChatModel(shards, name, fast=fast, pools=pools)
+    return ChatModel(shards, name, fast=fast, pools=pools, first_token_wait=timeout)
 
 
 def _uses_http(model: BaseChatModel) -> bool:

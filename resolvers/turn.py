@@ -207,6 +207,7 @@ class TurnRunner:
 
     async def _run(self, turn: Turn, session_id: str, message: str, start: TurnStart) -> None:
         committed = False
+        error: ChatError | None = None
         renewer = asyncio.create_task(self._keep_lock(session_id, start.token))
         try:
             user_at = datetime.now(UTC)
@@ -227,7 +228,7 @@ class TurnRunner:
             stored = StoredMessage(role=Role.ASSISTANT, content=reply, created_at=reply_at)
             turn.push(TurnEvent(token="", done=True, message=stored))
         except asyncio.CancelledError:
-            turn.push(ModelFailed("the server is shutting down; the turn was not stored"))
+            error = ModelFailed("the server is shutting down; the turn was not stored")
             raise
         except Exception as exc:
             error = _client_error(exc)
@@ -235,18 +236,23 @@ class TurnRunner:
                 logger.exception("turn failed on session %s", session_id)
             else:
                 logger.warning("turn failed on session %s: %s", session_id, error.code)
-            turn.push(error)
         finally:
             renewer.cancel()
             if not committed:
                 with contextlib.suppress(Exception):
                     await self._store.release_lock(session_id, start.token)
+            # Told only once the lock is free: a client that retries at once finds the
+            # session free, not busy with the turn that just failed.
+            if error is not None:
+                turn.push(error)
 
     async def _stream_reply(self, turn: Turn, prompt: list[BaseMessage]) -> str:
         """Relay the model's pieces into the turn; the whole reply.
 
         One deadline, moved after every piece: the first piece may take the first-token
-        wait, each later one `LLM_TIMEOUT_SECONDS`, and none may pass the turn's end.
+        wait, each later one `LLM_TIMEOUT_SECONDS`, and none may pass the turn's end. It
+        bounds the wait as the client sees it: the provider SDK's own retries and a stream
+        held open by keep-alive comments that carry no token all count against it.
         """
         loop = asyncio.get_running_loop()
         turn_end = loop.time() + self._turn_timeout if self._turn_timeout else math.inf
@@ -254,7 +260,7 @@ class TurnRunner:
         wait = self._first_timeout
         stream = self._model.stream(prompt)
         try:
-            async with asyncio.timeout(min(loop.time() + wait, turn_end)) as deadline:
+            async with asyncio.timeout_at(min(loop.time() + wait, turn_end)) as deadline:
                 async for piece in stream:
                     parts.append(piece)
                     turn.push(TurnEvent(token=piece))

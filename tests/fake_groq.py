@@ -30,13 +30,20 @@ numbers, the last occurrence wins, anything not matching is ordinary text):
 - ``!fail_times=K``: with ``!status=CODE``, only the first K requests carrying this exact
   last user message fail; later ones succeed (for retries).
 - ``!fail_model=NAME``: answer 500 when the request's ``model`` is NAME (for fallbacks).
+- ``!keepalive_after=K``: stream the role chunk and K content chunks, then only SSE comment
+  lines (``: keep-alive``) every 0.1 s until the client goes away (a provider that holds a
+  stream open without tokens; K=0 sends none before the first token).
+- ``!lone_surrogate``: the first content piece carries a lone UTF-16 surrogate (``\\ud800``,
+  escaped in the JSON as providers do).
 
 Dropping the connection: the body iterator raises, uvicorn closes the transport mid-body (that
 log record is filtered out), so httpx raises ``httpx.RemoteProtocolError``.
 
-Control: ``GET /requests`` -> ``{"count": <chat requests>, "last": <last JSON body>}``;
-``POST /reset`` zeroes both. Run: ``python tests/fake_groq.py`` prints ``READY <port>``; on
-SIGTERM/SIGINT it exits 0 at once (a hanging request gets a 503, a sleeping stream is dropped).
+Control: ``GET /requests`` -> ``{"count": <chat requests>, "last": <last JSON body>,
+"open": <streams in flight>, "max_open": <most in flight at once>, "gone": <streams whose client
+went away before their end>}``; ``POST /reset`` zeroes them. Run: ``python tests/fake_groq.py``
+prints ``READY <port>``; on SIGTERM/SIGINT it exits 0 at once (a hanging request gets a 503, a
+sleeping stream is dropped).
 """
 
 from __future__ import annotations
@@ -62,10 +69,11 @@ from starlette.routing import Route
 _INT = r"\d+"
 _NUM = r"\d+(?:\.\d+)?"
 _DIRECTIVE_RE = re.compile(
-    rf"!(?:(status|cut|tokens|fail_times)=({_INT})|(retry_after|first_delay|delay)=({_NUM}))"
+    rf"!(?:(status|cut|tokens|fail_times|keepalive_after)=({_INT})|(retry_after|first_delay|delay)=({_NUM}))"
 )
 _FAIL_MODEL_RE = re.compile(r"!fail_model=([\w.:-]+)")
 _HANG_RE = re.compile(r"!hang(?![\w=])")
+_SURROGATE_RE = re.compile(r"!lone_surrogate(?![\w=])")
 
 _ERROR_TYPES: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "bad_request"),
@@ -108,10 +116,14 @@ class Directives:
     tokens: int | None = None
     fail_times: int | None = None
     fail_model: str | None = None
+    keepalive_after: int | None = None
+    lone_surrogate: bool = False
 
 
 def parse_directives(text: str) -> Directives:
-    d = Directives(hang=bool(_HANG_RE.search(text)))
+    d = Directives(
+        hang=bool(_HANG_RE.search(text)), lone_surrogate=bool(_SURROGATE_RE.search(text))
+    )
     fail_model = _FAIL_MODEL_RE.findall(text)
     d.fail_model = fail_model[-1] if fail_model else None
     for int_name, int_value, num_name, num_value in _DIRECTIVE_RE.findall(text):
@@ -150,7 +162,8 @@ def _last_user_text(messages: list[Any]) -> str:
 
 def reply_pieces(n_messages: int, text: str, d: Directives) -> list[str]:
     words = [f"t{i}" for i in range(d.tokens)] if d.tokens is not None else text.split()
-    return [f"[n={n_messages}]"] + [f" {w}" for w in words]
+    first = f"[n={n_messages}]" + ("\ud800" if d.lone_surrogate else "")
+    return [first] + [f" {w}" for w in words]
 
 
 def _error_response(status: int, message: str, retry_after: str | None = None) -> JSONResponse:
@@ -169,6 +182,9 @@ class FakeGroqState:
     count: int = 0
     last: Any = None
     failures: dict[str, int] = field(default_factory=dict)
+    open: int = 0
+    max_open: int = 0
+    gone: int = 0
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -230,14 +246,36 @@ class _Completion:
             raise _Cut
 
     async def stream(self) -> AsyncIterator[bytes]:
+        state = self.state
+        state.open += 1
+        state.max_open = max(state.max_open, state.open)
+        finished = False
+        try:
+            async for chunk in self._chunks():
+                yield chunk
+            finished = True
+        finally:
+            state.open -= 1
+            if not finished:
+                state.gone += 1
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
         d = self.directives
         await self._pause(d.first_delay)
         yield self._chunk({"role": "assistant", "content": ""}, x_groq={"id": self.request_id})
         for i, piece in enumerate(self.pieces):
             if d.cut is not None and i >= d.cut:
                 raise _Cut
+            if d.keepalive_after is not None and i >= d.keepalive_after:
+                break
             await self._pause(d.delay)
             yield self._chunk({"content": piece})
+        if d.keepalive_after is not None:
+            # Bounded: 10 minutes of comments at most, or until the client goes away.
+            for _ in range(6000):
+                await self._pause(0.1)
+                yield b": keep-alive\n\n"
+            raise _Cut
         if d.cut is not None:
             raise _Cut
         yield self._chunk({}, "stop", x_groq={"id": self.request_id, "usage": self.usage})
@@ -333,11 +371,21 @@ def create_app(state: FakeGroqState | None = None) -> Starlette:
         return Response(payload, media_type="application/json")
 
     async def requests(request: Request) -> Response:
-        return JSONResponse({"count": st.count, "last": st.last})
+        return JSONResponse(
+            {
+                "count": st.count,
+                "last": st.last,
+                "open": st.open,
+                "max_open": st.max_open,
+                "gone": st.gone,
+            }
+        )
 
     async def reset(request: Request) -> Response:
         st.count = 0
         st.last = None
+        st.max_open = st.open
+        st.gone = 0
         return JSONResponse({"count": 0, "last": None})
 
     app = Starlette(

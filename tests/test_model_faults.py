@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -131,3 +133,111 @@ async def test_when_every_model_fails_the_turn_is_llm_error(bounded: httpx.Async
     )
     assert response.status_code == 502
     assert await history_of(bounded, session_id) == []
+
+
+@pytest.fixture(scope="module")
+def silent_app(
+    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+) -> AppServer:
+    # Retries on: a provider SDK retrying a timed-out request must not stretch the wait.
+    env = app_env(redis_server.url(0), fake_groq, LLM_TIMEOUT_SECONDS="1", LLM_MAX_RETRIES="3")
+    return start_app(env=env).start()
+
+
+# LLM_TIMEOUT_SECONDS is 1; the slack covers a busy machine. Before the fix, keep-alive
+# comments held the turn for ever and a silent provider took (1 + 3 retries) x 1 s.
+WAIT_BOUND = 2.5
+
+
+async def _fails_in_time_and_frees_the_session(
+    http: httpx.AsyncClient, message: str, accept: str
+) -> httpx.Response:
+    session_id = await new_session(http)
+    began = time.monotonic()
+    response = await http.post(
+        "/chat", json={"session_id": session_id, "message": message}, headers={"accept": accept}
+    )
+    waited = time.monotonic() - began
+    assert waited < WAIT_BOUND, f"LLM_ERROR came after {waited:.1f} s"
+    again = await http.post(
+        "/chat", json={"session_id": session_id, "message": "next"}, headers={"accept": accept}
+    )
+    assert again.status_code == 200, "the session was not free right after the failure"
+    turns = await history_of(http, session_id)
+    assert [t["input"] for t in turns] == ["next"]
+    return response
+
+
+async def test_keep_alive_comments_before_the_first_token_end_in_llm_error(
+    silent_app: AppServer,
+) -> None:
+    async with httpx.AsyncClient(base_url=silent_app.url, timeout=30) as http:
+        response = await _fails_in_time_and_frees_the_session(
+            http, "!keepalive_after=0 anyone?", "application/json"
+        )
+    assert response.status_code == 502
+
+
+async def test_keep_alive_comments_after_some_tokens_end_in_llm_error(
+    silent_app: AppServer,
+) -> None:
+    async with httpx.AsyncClient(base_url=silent_app.url, timeout=30) as http:
+        response = await _fails_in_time_and_frees_the_session(
+            http, "!keepalive_after=3 a b c d e f", "text/event-stream"
+        )
+    assert response.status_code == 200
+    assert response.text.count("event: token") == 3
+    assert '"code": "LLM_ERROR"' in response.text
+
+
+async def test_a_provider_that_never_answers_fails_within_the_timeout_whatever_the_retries(
+    silent_app: AppServer,
+) -> None:
+    async with httpx.AsyncClient(base_url=silent_app.url, timeout=30) as http:
+        response = await _fails_in_time_and_frees_the_session(
+            http, "!hang hello?", "application/json"
+        )
+    assert response.status_code == 502
+    assert "sent nothing for 1 seconds" in response.json()["detail"]
+
+
+async def test_sigterm_during_a_stalled_turn_exits_within_the_drain_bound(
+    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+) -> None:
+    server = start_app(env=app_env(redis_server.url(0), fake_groq, LLM_TIMEOUT_SECONDS="3"))
+    server.start()
+    assert server.process is not None
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        session_id = await new_session(http)
+        fake_groq.reset()
+        body = {"session_id": session_id, "message": "!keepalive_after=0 stalled"}
+        reply = asyncio.ensure_future(http.post("/chat", json=body))
+        for _ in range(100):
+            if fake_groq.requests()["open"]:
+                break
+            await asyncio.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        response = await reply
+    # The drain bound is 30 s; the stalled turn ends at its 3 s first-token deadline, and
+    # then the process exits (before the fix it never did).
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises it
+    assert response.status_code == 502
+
+
+async def test_a_lone_surrogate_from_the_provider_is_replaced_not_fatal(
+    client: httpx.AsyncClient,
+) -> None:
+    session_id = await new_session(client)
+    message = "!lone_surrogate odd text"
+    sse = await client.post(
+        "/chat",
+        json={"session_id": session_id, "message": message},
+        headers={"accept": "text/event-stream"},
+    )
+    assert sse.status_code == 200
+    assert sse.text.endswith(f'event: done\ndata: {{"response": "[n=2]\ufffd {message}"}}\n\n')
+    text = await client.post("/chat", json={"session_id": session_id, "message": message})
+    assert text.status_code == 200
+    assert text.text == f"[n=4]\ufffd {message}"
+    turns = await history_of(client, session_id)
+    assert [t["output"] for t in turns] == [f"[n=2]\ufffd {message}", f"[n=4]\ufffd {message}"]
