@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -158,7 +158,7 @@ class ChatModel:
         return _langchain_stream(model, messages)
 
 
-async def _valid_text(pieces: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _valid_text(pieces: AsyncIterator[str]) -> AsyncGenerator[str, None]:
     """`pieces` as text that encodes to UTF-8: a surrogate pair split between two pieces
     is joined, a lone surrogate becomes U+FFFD (as the provider's JSON may carry)."""
     held = ""
