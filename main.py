@@ -28,7 +28,14 @@ from resolvers.config import Settings, get_settings
 from resolvers.context import Context
 from resolvers.errors import ChatError
 from resolvers.graphql import ChatGraphQLRouter
-from resolvers.guards import ErrorShield, RequestLimits
+from resolvers.guards import (
+    AllowedHosts,
+    BodyLimit,
+    ClientAddress,
+    ErrorShield,
+    RequestLimits,
+    TrustedProxies,
+)
 from resolvers.services import bearer_token, open_services
 from schema import build_schema
 
@@ -72,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_aliases=settings.graphql_max_aliases,
             max_tokens=settings.graphql_max_tokens,
             introspection=settings.graphql_introspection,
+            max_document_bytes=settings.max_request_bytes,
         ),
         context_getter=get_context,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
@@ -79,12 +87,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
         max_subscriptions_per_connection=settings.ws_max_subscriptions,
     )
+    graphql.max_tokens = settings.graphql_max_tokens
     # Pages on these origins may open the WebSocket too (same origin always may).
     graphql.allowed_origins = normalize_allowed_origins(settings.cors_origin_list)
     app.include_router(graphql, prefix="/graphql", include_in_schema=False)
     app.include_router(rest.router)
+    # Added innermost first: the last one added sees a request first.
     app.add_middleware(ErrorShield)
-    app.add_middleware(RequestLimits, ws_max_bytes=settings.ws_max_message_bytes)
+    # A WebSocket message can carry a document too: never more than a request body.
+    ws_max_bytes = min(settings.ws_max_message_bytes, settings.max_request_bytes)
+    app.add_middleware(RequestLimits, ws_max_bytes=ws_max_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -93,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type"],
             expose_headers=["retry-after"],
         )
+    app.add_middleware(AllowedHosts, allowed=settings.allowed_host_list)
+    app.add_middleware(ClientAddress, trusted=TrustedProxies(settings.forwarded_allow_list))
     for error in (ChatError, RedisConnectionError, RedisTimeoutError):
         app.add_exception_handler(error, rest.chat_error_handler)
     app.add_exception_handler(RequestValidationError, rest.validation_error_handler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -64,6 +65,14 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
     ws_max_message_bytes: int = Field(default=262_144, ge=1024)
     cors_origins: str = ""
+    # A request body (REST or GraphQL) larger than this is refused with 413 as it
+    # arrives; a GraphQL document larger than it is never parsed.
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # Proxies whose X-Forwarded-For names the client (uvicorn reads the same variable);
+    # none by default, so no header can choose a client's address.
+    forwarded_allow_ips: str = ""
+    # Host names served; unset: loopback names on loopback connections, any elsewhere.
+    allowed_hosts: str = ""
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -117,6 +126,33 @@ class Settings(BaseSettings):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for entry in _split(value):
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        for host in _split(value):
+            if "*" in host[1:] or (host.startswith("*") and host != "*" and host[1] != "."):
+                raise ValueError(f"{host!r}: a wildcard must be like *.example.com")
+        return value
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return _split(self.allowed_hosts)
+
+    @property
+    def forwarded_allow_list(self) -> list[str]:
+        return _split(self.forwarded_allow_ips)
 
     @property
     def cors_origin_list(self) -> list[str]:

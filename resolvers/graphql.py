@@ -92,6 +92,11 @@ async def session(info: Info, session_id: str) -> SessionInfo | None:
 
 
 @graphql_errors
+async def session_prompt(info: Info, session_id: str) -> str | None:
+    return await info.context.services.sessions.system_prompt(session_id)
+
+
+@graphql_errors
 async def history(info: Info, session_id: str) -> list[TurnPair]:
     return await info.context.services.sessions.turns(session_id)
 
@@ -135,11 +140,11 @@ async def chat(info: Info, session_id: str, message: str) -> AsyncGenerator[Turn
         raise to_graphql_error(exc) from None
 
 
-def _is_subscription(query: str | None, operation_name: str | None) -> bool:
+def _is_subscription(query: str | None, operation_name: str | None, max_tokens: int) -> bool:
     if not query or "subscription" not in query:
         return False
     try:
-        operation = get_operation_ast(parse(query), operation_name)
+        operation = get_operation_ast(parse(query, max_tokens=max_tokens), operation_name)
     except GraphQLSyntaxError:
         return False  # the normal path reports the syntax error
     return operation is not None and operation.operation is OperationType.SUBSCRIPTION
@@ -151,6 +156,9 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
     Strawberry would run them as queries and answer a confusing "Cannot return null";
     they belong on the WebSocket (or a multipart/SSE streaming request).
     """
+
+    # The schema's token limit, for the look at an HTTP request's operation type.
+    max_tokens = 2000
 
     def parse_json(self, data: str | bytes) -> Any:
         # Strawberry assumes an object (or a batch list); a bare `true` or `1` in the
@@ -166,7 +174,7 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
     async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
         request_data = kwargs.get("request_data")
         if isinstance(request_data, GraphQLRequestData) and _is_subscription(
-            request_data.query, request_data.operation_name
+            request_data.query, request_data.operation_name, self.max_tokens
         ):
             error = GraphQLError(
                 "subscriptions run over WebSocket (graphql-transport-ws or graphql-ws) at /graphql",

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 # How long a stopping server waits for running turns to finish and be stored.
 DRAIN_SECONDS = 30.0
+# How often a cluster's index entries that could not be written are tried again.
+INDEX_REPAIR_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -89,6 +91,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             history_window=settings.history_window,
             ttl_seconds=settings.session_ttl_seconds,
             lock_seconds=settings.turn_lock_seconds,
+            max_prompt_chars=settings.max_message_chars,
         )
         limiter = RateLimiter(
             redis,
@@ -124,13 +127,15 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             limiter=limiter,
             model_name=settings.model_name,
         )
-        adopter = asyncio.create_task(_adopt_in_background(sessions))
+        background = [asyncio.create_task(_adopt_in_background(sessions))]
+        if settings.redis_cluster:
+            background.append(asyncio.create_task(_repair_index_in_background(sessions)))
         try:
             yield services
         finally:
-            adopter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await adopter
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await turns.drain(DRAIN_SECONDS)
 
 
@@ -144,3 +149,13 @@ async def _adopt_in_background(sessions: SessionStore) -> None:
         return
     if adopted:
         logger.info("adopted %d existing LangChain chat histories as sessions", adopted)
+
+
+async def _repair_index_in_background(sessions: SessionStore) -> None:
+    """On a cluster, write the index entries whose write failed after a stored turn."""
+    while True:
+        await asyncio.sleep(INDEX_REPAIR_SECONDS)
+        try:
+            await sessions.repair_index()
+        except Exception as exc:
+            logger.warning("index repair failed, retrying: %s", type(exc).__name__)

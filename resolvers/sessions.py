@@ -4,7 +4,8 @@ Keys of one session (see `history` for why they share a hash slot):
 
 - `message_store:<id>`: the messages (LangChain layout, newest first)
 - `{message_store:<id>}:meta`: hash of title, system_prompt, created_at, updated_at
-  (microseconds since the epoch), count, last_turn
+  (microseconds since the epoch), last_turn (the message count is the list's length,
+  so lists that other LangChain programs append to or clear are counted right)
 - `{message_store:<id>}:lock`: the running turn's token, with an expiry
 
 and one index for all of them: `sessions:index`, a sorted set of ids scored by the
@@ -49,6 +50,8 @@ INDEX_KEY = "sessions:index"
 MAX_TITLE_CHARS = 200
 MAX_PAGE = 1000  # larger pages are cut to this; the cursor gives the rest
 AUTO_TITLE_CHARS = 60
+# What a listing shows of each session (not the system prompt: see SessionInfo).
+_LISTED_FIELDS = ("title", "created_at", "updated_at")
 
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -69,7 +72,6 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
 end
 redis.call('LPUSH', KEYS[1], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[4], 'last_turn', ARGV[1])
-redis.call('HINCRBY', KEYS[2], 'count', 2)
 if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[7]) end
 if #KEYS >= 4 then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6]) end
 local ttl = tonumber(ARGV[5])
@@ -79,6 +81,34 @@ if ttl > 0 then
 end
 redis.call('DEL', KEYS[3])
 return 1
+"""
+
+# Takes the session's lock and reads what the model needs, in one step. KEYS: lock,
+# meta, messages[, index]. ARGV: token, lock ms, window, ttl (s), now (us), session id.
+# Returns {0} no such session, {-1} busy, or {1, system prompt or false, window}. A
+# retry of the same call (a reply lost on the wire) finds its own token and succeeds.
+# A started turn is activity: with a TTL, the keys' expiry and the index score move
+# together, so the listing never drops a live session (on a cluster the caller moves
+# the score, the index being in another slot).
+_BEGIN_TURN = """
+local held = redis.call('GET', KEYS[1])
+if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
+  if held == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return {0}
+end
+if held and held ~= ARGV[1] then return {-1} end
+if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  if #KEYS >= 4 then redis.call('ZADD', KEYS[4], 'GT', ARGV[5], ARGV[6]) end
+end
+local prompt = redis.call('HGET', KEYS[2], 'system_prompt')
+local window = {}
+local n = tonumber(ARGV[3])
+if n > 0 then window = redis.call('LRANGE', KEYS[3], 0, n - 1) end
+return {1, prompt, window}
 """
 
 _RELEASE = """
@@ -95,8 +125,7 @@ return 0
 # entry. KEYS: messages, meta[, index]. ARGV: now (us), session id, default prompt, ttl.
 _ADOPT = """
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local n = redis.call('LLEN', KEYS[1])
-redis.call('HSET', KEYS[2], 'created_at', ARGV[1], 'updated_at', ARGV[1], 'count', n,
+redis.call('HSET', KEYS[2], 'created_at', ARGV[1], 'updated_at', ARGV[1],
   'system_prompt', ARGV[3])
 if #KEYS >= 3 then redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[2]) end
 if tonumber(ARGV[4]) > 0 then
@@ -138,6 +167,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 class SessionInfo:
     id: str
     title: str | None
+    # None when it was not read: a listing reads only the fields it shows (a prompt can
+    # be as long as a message); `SessionStore.system_prompt` reads it on demand.
     system_prompt: str | None
     created_at: datetime
     updated_at: datetime
@@ -178,6 +209,7 @@ class SessionStore:
         history_window: int,
         ttl_seconds: int,
         lock_seconds: float,
+        max_prompt_chars: int = 32000,
     ) -> None:
         self._redis = redis
         # On a cluster the index is in another slot than a session's keys: no MULTI
@@ -187,7 +219,11 @@ class SessionStore:
         self._window = history_window
         self._ttl = ttl_seconds
         self._lock_ms = int(lock_seconds * 1000)
+        self._max_prompt = max_prompt_chars
         self._last_stamp = 0
+        # Index entries a cluster could not write after their commit: id -> score.
+        self._index_backlog: dict[str, int] = {}
+        self._begin = redis.register_script(_BEGIN_TURN)
         self._commit = redis.register_script(_COMMIT_TURN)
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
@@ -211,6 +247,8 @@ class SessionStore:
                 raise BadInput(f"title is longer than {MAX_TITLE_CHARS} characters")
             check_text(title, "title")
         if system_prompt is not None:
+            if len(system_prompt) > self._max_prompt:
+                raise BadInput(f"system prompt is longer than {self._max_prompt} characters")
             check_text(system_prompt, "system prompt")
         if system_prompt is not None and not system_prompt.strip():
             system_prompt = None
@@ -221,7 +259,6 @@ class SessionStore:
             "system_prompt": prompt,
             "created_at": now,
             "updated_at": now,
-            "count": 0,
         }
         if title:
             fields["title"] = title
@@ -243,10 +280,22 @@ class SessionStore:
 
     async def get(self, session_id: str) -> SessionInfo | None:
         check_session_id(session_id)
-        meta = await self._redis.hgetall(meta_key(session_id))
+        meta, count = await self._read_meta(session_id)
         if not meta and await self._adopt_one(session_id):
-            meta = await self._redis.hgetall(meta_key(session_id))
-        return self._info(session_id, meta) if meta else None
+            meta, count = await self._read_meta(session_id)
+        return self._info(session_id, meta, count) if meta else None
+
+    async def _read_meta(self, session_id: str) -> tuple[dict[str, str], int]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(meta_key(session_id))
+            pipe.llen(messages_key(session_id))
+            meta, count = await pipe.execute()
+        return meta, int(count)
+
+    async def system_prompt(self, session_id: str) -> str | None:
+        check_session_id(session_id)
+        prompt = await self._redis.hget(meta_key(session_id), "system_prompt")
+        return str(prompt) if prompt is not None else None
 
     async def require(self, session_id: str) -> SessionInfo:
         info = await self.get(session_id)
@@ -292,12 +341,16 @@ class SessionStore:
         entries, has_next, total = await self._index_slice(first, after)
         async with self._redis.pipeline(transaction=False) as pipe:
             for session_id, _ in entries:
-                pipe.hgetall(meta_key(session_id))
-            metas = await pipe.execute() if entries else []
+                pipe.hmget(meta_key(session_id), _LISTED_FIELDS)
+                pipe.llen(messages_key(session_id))
+            replies = await pipe.execute() if entries else []
         sessions, cursors = [], []
-        for (session_id, score), meta in zip(entries, metas, strict=True):
+        for (session_id, score), values, count in zip(
+            entries, replies[::2], replies[1::2], strict=True
+        ):
+            meta = {k: v for k, v in zip(_LISTED_FIELDS, values, strict=True) if v is not None}
             if meta:
-                sessions.append(self._info(session_id, meta))
+                sessions.append(self._info(session_id, meta, int(count)))
                 cursors.append(encode_cursor(score, session_id))
         return SessionPage(sessions=sessions, cursors=cursors, has_next=has_next, total=total)
 
@@ -348,25 +401,20 @@ class SessionStore:
         """Take the session's lock and read what the model needs, in one round trip."""
         check_session_id(session_id)
         token = secrets.token_hex(16)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(lock_key(session_id), token, nx=True, px=self._lock_ms)
-            pipe.hget(meta_key(session_id), "system_prompt")
-            pipe.exists(meta_key(session_id), messages_key(session_id))
-            if self._window:
-                pipe.lrange(messages_key(session_id), 0, self._window - 1)
-            if self._ttl:
-                # A turn is activity: the session must not expire while its reply streams.
-                pipe.expire(meta_key(session_id), self._ttl)
-                pipe.expire(messages_key(session_id), self._ttl)
-            results = await pipe.execute()
-        locked, prompt, exists = results[0], results[1], results[2]
-        raw_window = results[3] if self._window else []
-        if not exists:
-            if locked:
-                await self._release(keys=[lock_key(session_id)], args=[token])
+        keys = [lock_key(session_id), meta_key(session_id), messages_key(session_id)]
+        now = self._now()
+        result = await self._begin(
+            keys=[*keys, INDEX_KEY] if self._single else keys,
+            args=[token, self._lock_ms, self._window, self._ttl, now, session_id],
+        )
+        outcome = int(result[0])
+        if outcome == 0:
             raise NotFound("no session with that id")
-        if not locked:
+        if outcome < 0:
             raise SessionBusy("a turn is already running on this session")
+        prompt, raw_window = result[1], result[2]
+        if self._ttl and not self._single:
+            await self._index(session_id, now, gt=True)
         if prompt is None:
             # A list written by another LangChain program and not adopted yet.
             try:
@@ -400,8 +448,32 @@ class SessionStore:
             )
         )
         if result == 1 and not self._single:
-            await self._redis.zadd(INDEX_KEY, {session_id: now}, gt=True)
+            await self._index(session_id, now, gt=True)
         return result
+
+    async def _index(self, session_id: str, score: int, *, gt: bool) -> None:
+        """Move a session's index entry on a cluster, after the step that stored it.
+
+        The turn is stored whatever happens here: a failure is kept in a backlog that
+        `repair_index` writes later, never reported as a failed turn (whose sender would
+        then store it twice).
+        """
+        try:
+            await self._redis.zadd(INDEX_KEY, {session_id: score}, gt=gt)
+        except Exception as exc:
+            logger.warning(
+                "index entry of session %s left for repair: %s", session_id, type(exc).__name__
+            )
+            self._index_backlog[session_id] = max(score, self._index_backlog.get(session_id, 0))
+
+    async def repair_index(self) -> int:
+        """Write the index entries that failed after their commit; how many remain."""
+        while self._index_backlog:
+            session_id, score = next(iter(self._index_backlog.items()))
+            await self._redis.zadd(INDEX_KEY, {session_id: score}, gt=True)
+            if self._index_backlog.get(session_id) == score:
+                del self._index_backlog[session_id]
+        return len(self._index_backlog)
 
     def _adopt_keys(self, session_id: str) -> list[str]:
         keys = [messages_key(session_id), meta_key(session_id)]
@@ -470,7 +542,7 @@ class SessionStore:
         return sum(results)
 
     @staticmethod
-    def _info(session_id: str, meta: Mapping[Any, Any]) -> SessionInfo:
+    def _info(session_id: str, meta: Mapping[Any, Any], count: int) -> SessionInfo:
         fields = {str(k): str(v) for k, v in meta.items()}
         return SessionInfo(
             id=session_id,
@@ -478,5 +550,5 @@ class SessionStore:
             system_prompt=fields.get("system_prompt"),
             created_at=_from_micros(fields.get("created_at")),
             updated_at=_from_micros(fields.get("updated_at")),
-            message_count=int(fields.get("count") or 0),
+            message_count=count,
         )

@@ -13,14 +13,13 @@ from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.types import ExecutionContext
 
 from resolvers import graphql as resolve
+from schema.documents import DocumentCache, document_extension
 from schema.types import (
     ChatEvent,
     CreateSessionInput,
@@ -128,6 +127,7 @@ def build_schema(
     max_aliases: int = 30,
     max_tokens: int = 2000,
     introspection: bool = True,
+    max_document_bytes: int = 1_048_576,
 ) -> strawberry.Schema:
     """The schema with the abuse limits in force (depth, aliases, tokens, introspection)."""
     # The limiters' rules are built once: each limiter makes a new rule class when it is
@@ -137,12 +137,10 @@ def build_schema(
         *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
     ]
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
-        # Clients send the same few documents again and again (a chat subscription per
-        # turn): parse and validate each distinct one once.
-        lambda: ParserCache(maxsize=512),
-        lambda: ValidationCache(maxsize=512),
         lambda: AddValidationRules(rules),
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
+        # Parse and validate each distinct small document once.
+        document_extension(DocumentCache(), max_document_bytes),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)

@@ -41,21 +41,28 @@ class Turn:
 class Session:
     id: strawberry.ID
     title: str | None
-    system_prompt: str | None
     created_at: datetime
     updated_at: datetime
     message_count: int
+    # Read with the session, or (in a listing) only when the field is asked for.
+    prompt: strawberry.Private[str | None]
 
     @classmethod
     def of(cls, info: SessionInfo) -> Session:
         return cls(
             id=strawberry.ID(info.id),
             title=info.title,
-            system_prompt=info.system_prompt,
+            prompt=info.system_prompt,
             created_at=info.created_at,
             updated_at=info.updated_at,
             message_count=info.message_count,
         )
+
+    @strawberry.field
+    async def system_prompt(self, info: strawberry.Info[Context]) -> str | None:
+        if self.prompt is not None:
+            return self.prompt
+        return await resolve.session_prompt(info, str(self.id))
 
     @strawberry.field(
         description="The last `last` messages, oldest first; all when `last` is null."

@@ -9,7 +9,10 @@ Faults, switched on and off while it runs:
   a chunk read at t is written at t + delay, chunks keep their order);
 - `drop_connections()`: resets every open connection (both sides, RST);
 - `refuse_new()` / `accept_new()`: stop listening (connects get ECONNREFUSED), listen
-  again on the same port.
+  again on the same port;
+- `lose_reply_to(pattern)`: the next command whose bytes hold `pattern` reaches Redis
+  and runs, but its connection is reset before the reply comes back (a reply lost on
+  the wire, which makes a client retry a command that already ran).
 
 Use as `async with RedisProxy(redis_port) as proxy:` (or `start()` / `stop()`).
 """
@@ -45,6 +48,7 @@ class _Link:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    lose_next_reply: bool = False
 
     def abort(self) -> None:
         for writer in (self.client, self.upstream):
@@ -63,6 +67,8 @@ class RedisProxy:
         self.chunks_to_server = 0  # client->server reads; grows when a command is sent
         self.client_eofs = 0  # connections the client closed itself (e.g. redis-py on cancel)
         self.peak_connections = 0  # most connections open at once
+        self.replies_lost = 0  # replies withheld by lose_reply_to()
+        self._lose_pattern: bytes | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -144,6 +150,10 @@ class RedisProxy:
     def accept_new(self) -> None:
         """Listen again on the same port."""
         self._call(self._listen())
+
+    def lose_reply_to(self, pattern: bytes) -> None:
+        """Reset the connection of the next command holding `pattern`, once it has run."""
+        self._lose_pattern = pattern
 
     @property
     def open_connections(self) -> int:
@@ -234,8 +244,8 @@ class RedisProxy:
         self._links.add(link)
         self.peak_connections = max(self.peak_connections, len(self._links))
         link.tasks = [
-            asyncio.create_task(self._to_server(reader, up_writer)),
-            asyncio.create_task(self._to_client(up_reader, writer)),
+            asyncio.create_task(self._to_server(reader, up_writer, link)),
+            asyncio.create_task(self._to_client(up_reader, writer, link)),
         ]
         try:
             # Either direction ending (EOF, reset, drop) ends the link.
@@ -249,15 +259,22 @@ class RedisProxy:
             up_writer.close()
             writer.close()
 
-    async def _to_server(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _to_server(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := await reader.read(_CHUNK):
                 self.chunks_to_server += 1
+                if self._lose_pattern is not None and self._lose_pattern in data:
+                    self._lose_pattern = None
+                    link.lose_next_reply = True
                 writer.write(data)
                 await writer.drain()
             self.client_eofs += 1
 
-    async def _to_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _to_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link
+    ) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def deliver() -> None:
@@ -275,6 +292,10 @@ class RedisProxy:
         try:
             with contextlib.suppress(OSError):
                 while data := await reader.read(_CHUNK):
+                    if link.lose_next_reply:
+                        self.replies_lost += 1
+                        link.abort()
+                        break
                     queue.put_nowait((time.monotonic() + self.delay, data))
             queue.put_nowait((0.0, b""))
             with contextlib.suppress(OSError):

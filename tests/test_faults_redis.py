@@ -25,6 +25,9 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
+from resolvers.errors import SessionBusy
+from resolvers.history import lock_key
+from resolvers.sessions import SessionStore
 from resolvers.storage import make_client
 from tests.conftest import (
     AppServer,
@@ -721,3 +724,33 @@ async def test_after_a_graceful_redis_restart_the_next_requests_succeed(
         {"input": "before restart", "output": "[n=2] before restart"}
     ]
     assert [t["input"] for t in history] == ["before restart", "after restart"]
+
+
+async def test_a_turn_start_whose_reply_is_lost_is_retried_as_the_same_start(
+    redis_server: RedisServer,
+) -> None:
+    """A reply lost on the wire makes redis-py send the start again: the retry must
+    recognise the lock it took, not report the session busy and leave the lock held."""
+    async with RedisProxy(redis_server.port) as proxy:
+        client = make_client(proxy.url, max_connections=4)
+        try:
+            store = SessionStore(
+                client,
+                default_system_prompt="p",
+                history_window=4,
+                ttl_seconds=0,
+                lock_seconds=20,
+            )
+            session = await store.create()
+            warm = await store.begin_turn((await store.create()).id)  # scripts loaded
+            assert warm.token
+            proxy.lose_reply_to(lock_key(session.id).encode())
+            start = await store.begin_turn(session.id)
+            assert proxy.replies_lost == 1
+            assert await client.get(lock_key(session.id)) == start.token
+            with pytest.raises(SessionBusy):
+                await store.begin_turn(session.id)
+            await store.release_lock(session.id, start.token)
+            assert await client.get(lock_key(session.id)) is None
+        finally:
+            await client.aclose()

@@ -261,3 +261,41 @@ async def test_adopted_sessions_get_the_ttl_too(db: Redis) -> None:
     assert await store.adopt_orphans(batch=10, pause=0) == 1
     assert 0 < await db.ttl(meta_key(session_id)) <= 30
     assert 0 < await db.ttl(messages_key(session_id)) <= 30
+
+
+async def test_a_turn_start_and_a_refusal_keep_ttl_and_index_in_step(db: Redis) -> None:
+    store = make_store(db, ttl=100)
+    session = await store.create()
+    created = await db.zscore(INDEX_KEY, session.id)
+    await db.expire(meta_key(session.id), 50)  # as if the session had idled 50 s
+    start = await store.begin_turn(session.id)
+    started = await db.zscore(INDEX_KEY, session.id)
+    assert created is not None and started is not None and started > created
+    assert await db.ttl(meta_key(session.id)) > 90
+    # A refused start (busy) is no activity: it moves neither the expiry nor the score.
+    await db.expire(meta_key(session.id), 50)
+    with pytest.raises(SessionBusy):
+        await store.begin_turn(session.id)
+    assert await db.ttl(meta_key(session.id)) <= 50
+    assert await db.zscore(INDEX_KEY, session.id) == started
+    await store.release_lock(session.id, start.token)
+
+
+async def test_message_count_is_what_the_list_holds_after_outside_writes(db: Redis) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    await store.commit_turn(
+        session.id, start.token, user_json=_human("q"), reply_json=_human("a"), first_message="q"
+    )
+    for text in ("one", "two", "three"):  # another LangChain program appends
+        await db.lpush(messages_key(session.id), _human(text))
+    assert (await store.require(session.id)).message_count == 5
+    page = await store.page(first=10, after=None)
+    assert [s.message_count for s in page.sessions] == [5]
+    await db.delete(messages_key(session.id))  # ... or clears the history
+    assert (await store.require(session.id)).message_count == 0
+
+
+def _human(text: str) -> str:
+    return json.dumps(message_to_dict(HumanMessage(content=text)))
