@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
 
 from resolvers.history import lock_key, messages_key, meta_key
+from resolvers.sessions import INDEX_KEY
 from tests.conftest import (
     LOOPBACK,
     AppServer,
@@ -232,3 +233,38 @@ async def test_langchain_histories_on_the_cluster_are_adopted(
         history = (await client.get(f"/session/{orphans[0]}/history")).json()["history"]
         assert history == [{"input": "old question", "output": "old answer"}]
     server.stop()
+
+
+async def test_a_stored_turn_is_reported_stored_when_the_index_write_fails(
+    http: httpx.AsyncClient, direct: RedisCluster, cluster: list[RedisServer]
+) -> None:
+    await direct.initialize()
+    index_node = direct.get_node_from_key(INDEX_KEY)
+    session_id = ""
+    for _ in range(50):  # a session whose keys live on another primary than the index
+        session_id = await new_session(http)
+        if direct.get_node_from_key(messages_key(session_id)).name != index_node.name:
+            break
+    assert direct.get_node_from_key(messages_key(session_id)).name != index_node.name
+    listed_at = await direct.zscore(INDEX_KEY, session_id)
+    node = next(n for n in cluster if n.port == index_node.port)
+    # The index's primary refuses writes (out of memory) while the turn is stored.
+    admin = Redis.from_url(node.url(), decode_responses=True)
+    try:
+        await admin.config_set("maxmemory-policy", "noeviction")
+        await admin.config_set("maxmemory", "1")
+        reply = await http.post("/chat", json={"session_id": session_id, "message": "kept"})
+        assert reply.status_code == 200
+        assert reply.text == "[n=2] kept"
+        assert await direct.zscore(INDEX_KEY, session_id) == listed_at  # not written yet
+    finally:
+        await admin.config_set("maxmemory", "0")
+        await admin.aclose()
+    history = (await http.get(f"/session/{session_id}/history")).json()["history"]
+    assert history == [{"input": "kept", "output": "[n=2] kept"}]
+    for _ in range(100):  # the repair runs every second
+        score = await direct.zscore(INDEX_KEY, session_id)
+        if score is not None and listed_at is not None and score > listed_at:
+            break
+        await asyncio.sleep(0.1)
+    assert (await http.get("/sessions")).json()["sessions"][0] == session_id
