@@ -165,5 +165,7 @@ def test_requests_are_recorded_and_reset(fake_server: str) -> None:
         {"role": "system", "content": "You are a test."},
         {"role": "user", "content": "remember me"},
     ]
+    assert recorded["open"] == 0 and recorded["max_open"] == 1 and recorded["gone"] == 0
     httpx.post(f"{fake_server}/reset")
-    assert httpx.get(f"{fake_server}/requests").json() == {"count": 0, "last": None}
+    after = httpx.get(f"{fake_server}/requests").json()
+    assert after == {"count": 0, "last": None, "open": 0, "max_open": 0, "gone": 0}

@@ -122,6 +122,7 @@ async def test_large_distinct_documents_are_not_kept(
         await send_distinct(20, 40)
         grown = _rss_kib(server) - settled
     server.stop()
+    print(f"\n40 distinct 900 KB documents: resident size grew by {grown} KiB")
     # Kept whole (as Strawberry's ParserCache did), 40 more documents take about 100 MB.
     assert grown < 20_000, f"the process grew by {grown} KiB over 40 documents"
 
@@ -148,6 +149,7 @@ async def test_operations_over_one_socket_count_toward_the_address_limit(
             else:
                 allowed += 1
     server.stop()
+    print(f"\nlimit 5 a minute: 1 upgrade + {allowed} of 20 operations over one socket allowed")
     assert allowed == 4
     assert {e["extensions"]["code"] for e in refused} == {"RATE_LIMITED"}
     assert all(1 <= e["extensions"]["retryAfter"] <= 60 for e in refused)

@@ -158,6 +158,7 @@ async def _fails_in_time_and_frees_the_session(
         "/chat", json={"session_id": session_id, "message": message}, headers={"accept": accept}
     )
     waited = time.monotonic() - began
+    print(f"\n{message!r}: LLM_ERROR after {waited:.2f} s (LLM_TIMEOUT_SECONDS=1)")
     assert waited < WAIT_BOUND, f"LLM_ERROR came after {waited:.1f} s"
     again = await http.post(
         "/chat", json={"session_id": session_id, "message": "next"}, headers={"accept": accept}
