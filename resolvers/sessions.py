@@ -305,6 +305,7 @@ class SessionStore:
 
     async def delete(self, session_id: str) -> bool:
         check_session_id(session_id)
+        self._index_backlog.pop(session_id, None)
         async with self._redis.pipeline(transaction=self._single) as pipe:
             pipe.delete(meta_key(session_id), messages_key(session_id))
             pipe.zrem(INDEX_KEY, session_id)
@@ -470,7 +471,9 @@ class SessionStore:
         """Write the index entries that failed after their commit; how many remain."""
         while self._index_backlog:
             session_id, score = next(iter(self._index_backlog.items()))
-            await self._redis.zadd(INDEX_KEY, {session_id: score}, gt=True)
+            # Deleted meanwhile (perhaps by another process): no entry to bring back.
+            if await self._redis.exists(meta_key(session_id)):
+                await self._redis.zadd(INDEX_KEY, {session_id: score}, gt=True)
             if self._index_backlog.get(session_id) == score:
                 del self._index_backlog[session_id]
         return len(self._index_backlog)

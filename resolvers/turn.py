@@ -238,13 +238,15 @@ class TurnRunner:
                 logger.warning("turn failed on session %s: %s", session_id, error.code)
         finally:
             renewer.cancel()
-            if not committed:
-                with contextlib.suppress(Exception):
-                    await self._store.release_lock(session_id, start.token)
-            # Told only once the lock is free: a client that retries at once finds the
-            # session free, not busy with the turn that just failed.
-            if error is not None:
-                turn.push(error)
+            try:
+                if not committed:
+                    with contextlib.suppress(Exception):
+                        await self._store.release_lock(session_id, start.token)
+            finally:
+                # Told once the lock is free (a client that retries at once finds the
+                # session free), and told even if the release itself is cancelled.
+                if error is not None:
+                    turn.push(error)
 
     async def _stream_reply(self, turn: Turn, prompt: list[BaseMessage]) -> str:
         """Relay the model's pieces into the turn; the whole reply.

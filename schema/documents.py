@@ -79,7 +79,14 @@ def document_extension(cache: DocumentCache, max_document_bytes: int) -> type[Sc
                 if len(query) <= cache.max_chars_each:
                     entry = cache.get(query)
                     if entry is None:
-                        entry = cache.put(query, parse(query, **context.parse_options))
+                        try:
+                            document = parse(query, **context.parse_options)
+                        except GraphQLError:
+                            # Left to Strawberry, which parses it again and reports
+                            # the error in every transport's own form.
+                            yield
+                            return
+                        entry = cache.put(query, document)
                     context.graphql_document = entry.document
                     self._entry = entry
             yield
