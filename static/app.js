@@ -34,6 +34,8 @@ const MESSAGES_OF_CODE = {
   NOT_FOUND: "This chat no longer exists.",
   BAD_USER_INPUT: null, // the server's own message says what was wrong
   CONNECTION_LOST: "The connection was lost. Reconnecting…",
+  NOT_STORED: "The connection was lost during the reply, and the reply was not stored. " +
+    "Your message is back in the input; send it again.",
   NETWORK: "The server cannot be reached.",
 };
 
@@ -54,7 +56,14 @@ const state = {
   sessionsAfter: null,
   listSeq: 0,
   maxChars: 32000,
+  drafts: new Map(), // session id ("" for no chat) -> text waiting in that chat's input
+  notes: new Map(), // session id -> [code, message] to show when that chat is opened
+  pending: new Map(), // session id -> {text, baseline, node}: a turn whose reply was cut off
 };
+
+// How long a turn cut off by a lost connection is looked for in the history: as long
+// as the server waits for the model by default (LLM_TIMEOUT_SECONDS).
+const RECOVERY_MS = 60000;
 
 const client = new GraphQLClient({
   httpUrl: "/graphql",
@@ -115,6 +124,39 @@ function openDrawer(open) {
   ui.scrim.hidden = !open;
 }
 
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+// ---------- per-chat input ----------
+// The input belongs to the open chat: what is typed in one waits there while another
+// is open, and a message that was not stored goes back into the chat it was sent in.
+
+const draftKey = (id) => id ?? "";
+
+function switchDraft(from, to) {
+  if (from === to) return;
+  if (ui.input.value) state.drafts.set(draftKey(from), ui.input.value);
+  else state.drafts.delete(draftKey(from));
+  ui.input.value = state.drafts.get(draftKey(to)) ?? "";
+  state.drafts.delete(draftKey(to));
+  autosize();
+}
+
+function giveBack(sessionId, text) {
+  const join = (draft) => (draft ? `${text}\n${draft}` : text);
+  if (sessionId === state.current) {
+    ui.input.value = join(ui.input.value);
+    autosize();
+  } else {
+    state.drafts.set(draftKey(sessionId), join(state.drafts.get(draftKey(sessionId))));
+  }
+}
+
+// A notice about one chat: shown now if it is open, else when it is opened next.
+function tell(sessionId, code, message) {
+  if (sessionId === state.current) showNotice(code, message);
+  else state.notes.set(sessionId, [code, message]);
+}
+
 // ---------- messages ----------
 
 function messageNode(role, content, createdAt) {
@@ -142,14 +184,23 @@ function fillMessage(item, content, createdAt) {
   }
 }
 
-function showMessages(messages) {
+// The messages stored in a chat; then the message of a cut-off turn still awaited.
+function showMessages(messages, sessionId = null) {
+  const pending = state.pending.get(sessionId);
+  const waiting = pending && !holdsTurn(messages, pending) ? pending.node : null;
   ui.messages.replaceChildren();
-  if (!messages.length) {
+  if (!messages.length && !waiting) {
     ui.messages.append(ui.welcome);
     return;
   }
   for (const m of messages) ui.messages.append(messageNode(m.role, m.content, m.createdAt));
+  if (waiting) ui.messages.append(waiting);
   scrollToEnd();
+}
+
+// How many stored messages the open chat shows: where the next turn will be stored.
+function storedCount() {
+  return ui.messages.querySelectorAll(".msg:not(.failed):not(.pending)").length;
 }
 
 // ---------- sessions ----------
@@ -207,6 +258,7 @@ function markCurrentInList() {
 }
 
 async function openSession(id) {
+  switchDraft(state.current, id);
   state.current = id;
   markCurrentInList();
   hideNotice();
@@ -234,13 +286,17 @@ async function openSession(id) {
   }
   ui.title.textContent = data.session.title || "New chat";
   ui.del.hidden = false;
-  showMessages(data.session.messages);
+  showMessages(data.session.messages, id);
+  const note = state.notes.get(id);
+  state.notes.delete(id);
+  if (note) showNotice(...note);
 }
 
 async function createSession(title) {
   const input = title ? { title } : null;
   const data = await client.request(Q.create, { input });
   const session = data.createSession;
+  if (state.current) switchDraft(state.current, session.id); // from no chat, the text comes along
   state.current = session.id;
   history.pushState(null, "", `#/s/${session.id}`);
   ui.title.textContent = session.title || "New chat";
@@ -270,9 +326,15 @@ async function send(text) {
     setStreaming(false);
     return;
   }
+  if (sessionId !== state.current) {
+    // Another chat was opened while this one connected: the text waits in its draft.
+    setStreaming(false);
+    return;
+  }
   ui.input.value = "";
   autosize();
   if (ui.welcome.isConnected) ui.welcome.remove();
+  const baseline = storedCount();
   const mine = messageNode("USER", text, new Date().toISOString());
   const reply = messageNode("ASSISTANT", "", null);
   reply.classList.add("streaming");
@@ -281,15 +343,22 @@ async function send(text) {
 
   let content = "";
   let frame = 0;
+  let finished = false;
   const paint = () => {
     frame = 0;
     fillMessage(reply, content, null);
     scrollToEnd();
   };
+  const settle = () => {
+    setStreaming(false);
+    if (sessionId === state.current) loadSessions().then(markCurrentInList);
+    refreshTitle(sessionId);
+  };
   client.subscribe(Q.chat, { sessionId, message: text }, {
     next: (data) => {
       const event = data.chat;
       if (event.done) {
+        finished = true;
         cancelAnimationFrame(frame);
         content = event.message?.content ?? content;
         reply.classList.remove("streaming");
@@ -302,33 +371,78 @@ async function send(text) {
     },
     error: (error) => {
       cancelAnimationFrame(frame);
+      if (finished) { settle(); return; } // the whole reply came; only its end was lost
       reply.remove();
-      if (error.code === "CONNECTION_LOST") {
-        // The turn goes on without us; the history shows it once we are back. If the
-        // message never left, give it back to the person instead.
-        reply.remove();
-        mine.remove();
-        if (error.sent === false) {
-          ui.input.value = text;
-          autosize();
-        }
-        showNotice("CONNECTION_LOST");
-        setStreaming(false);
-        client.ready(60000).then(() => sessionId === state.current && openSession(sessionId)).catch(() => {});
+      if (error.code === "CONNECTION_LOST" && error.sent !== false) {
+        // The turn goes on on the server and is stored when complete: keep the message,
+        // and show the stored reply once the history has it.
+        awaitStoredTurn({ sessionId, text, baseline, node: mine }).then(settle);
         return;
       }
-      mine.classList.add("failed");
-      ui.input.value = text; // nothing was stored: let the person send it again
-      autosize();
-      showNotice(error.code, error.message);
+      // Nothing was stored: the text goes back into the chat it was written in.
+      giveBack(sessionId, text);
+      if (error.code === "CONNECTION_LOST") { // it never left
+        mine.remove();
+        if (sessionId === state.current) showNotice("CONNECTION_LOST");
+      } else {
+        mine.classList.add("failed");
+        tell(sessionId, error.code, error.message);
+      }
       setStreaming(false);
     },
-    complete: () => {
-      setStreaming(false);
-      if (sessionId === state.current) loadSessions().then(markCurrentInList);
-      refreshTitle(sessionId);
-    },
+    complete: settle,
   });
+}
+
+// ---------- a turn cut off by a lost connection ----------
+
+// Whether `messages` holds the turn: its text as a user message at or after where it
+// was sent (`baseline`), answered.
+function holdsTurn(messages, { text, baseline }) {
+  for (let i = baseline; i < messages.length - 1; i += 1) {
+    const [asked, answer] = [messages[i], messages[i + 1]];
+    if (asked.role === "USER" && asked.content === text && answer.role === "ASSISTANT") return true;
+  }
+  return false;
+}
+
+// Polls the chat's history, at growing intervals for up to RECOVERY_MS, for the turn:
+// {session} once it holds it, else {reached} telling whether the server answered last.
+async function storedSession(sessionId, turn) {
+  const deadline = Date.now() + RECOVERY_MS;
+  let reached = false;
+  for (let wait = 1000; Date.now() < deadline; wait = Math.min(wait * 1.25, 4000)) {
+    await sleep(wait);
+    let data;
+    try {
+      data = await client.request(Q.session, { id: sessionId });
+    } catch {
+      reached = false; // the server cannot be reached (yet)
+      continue;
+    }
+    reached = true;
+    if (!data.session) break;
+    if (holdsTurn(data.session.messages, turn)) return { session: data.session };
+  }
+  return { reached };
+}
+
+async function awaitStoredTurn(turn) {
+  const { sessionId, text, node } = turn;
+  node.classList.add("pending");
+  state.pending.set(sessionId, turn);
+  const { session, reached } = await storedSession(sessionId, turn);
+  state.pending.delete(sessionId);
+  node.classList.remove("pending");
+  if (session) {
+    if (sessionId === state.current) showMessages(session.messages, sessionId);
+    return;
+  }
+  // Not stored in time (or not known, if the server stayed out of reach): the text goes
+  // back, so it can be sent again.
+  node.classList.add("failed");
+  giveBack(sessionId, text);
+  tell(sessionId, reached ? "NOT_STORED" : "NETWORK");
 }
 
 async function refreshTitle(sessionId) {
