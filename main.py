@@ -19,16 +19,12 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import HTTPConnection
 from strawberry.http.websocket_origin import normalize_allowed_origins
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from resolvers import rest
-from resolvers.config import Settings, get_settings
-from resolvers.context import Context
-from resolvers.errors import ChatError
-from resolvers.graphql import ChatGraphQLRouter
-from resolvers.guards import (
+from resolvers.dependencies import get_context
+from resolvers.middleware import (
     AllowedHosts,
     BodyLimit,
     ClientAddress,
@@ -36,18 +32,13 @@ from resolvers.guards import (
     RequestLimits,
     TrustedProxies,
 )
-from resolvers.services import bearer_token, open_services
+from resolvers.router import ChatGraphQLRouter
+from resolvers.services.container import open_services
+from resolvers.services.errors import ChatError
+from resolvers.services.settings import Settings, get_settings
 from schema import build_schema
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-async def get_context(connection: HTTPConnection) -> Context:
-    return Context(
-        services=rest.get_services(connection),
-        admin_token=bearer_token(connection.headers.get("authorization")),
-        client=connection.client.host if connection.client else None,
-    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

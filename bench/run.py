@@ -310,7 +310,7 @@ async def seed_history(svc: Services, session_id: str, messages: int) -> None:
     """Earlier messages written in LangChain's layout, as a long-lived session has them."""
     from redis.asyncio import Redis
 
-    from resolvers.history import messages_key, meta_key
+    from resolvers.services.keys import messages_key, meta_key
 
     redis = Redis(port=svc.redis_port, host=LOOPBACK)
     try:
@@ -348,8 +348,7 @@ async def long_history(svc: Services, sizes: list[int], turns: int) -> dict[str,
 async def many_sessions(svc: Services, count: int, samples: int) -> dict[str, dict[str, float]]:
     from redis.asyncio import Redis
 
-    from resolvers.history import meta_key
-    from resolvers.sessions import INDEX_KEY
+    from resolvers.services.keys import INDEX_KEY, meta_key
 
     redis = Redis(port=svc.redis_port, host=LOOPBACK)
     try:

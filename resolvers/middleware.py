@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from resolvers.errors import RateLimited, as_chat_error
-from resolvers.limits import RateLimiter
+from resolvers.services.errors import RateLimited, client_error
+from resolvers.services.limits import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -207,18 +207,11 @@ class ErrorShield:
         except RequestTooLarge:
             raise  # BodyLimit answers it
         except Exception as exc:
-            error = as_chat_error(exc)
-            # One line, no traceback (it can name internal paths); details at DEBUG.
-            logger.error(  # noqa: TRY400
-                "unexpected %s on %s %s",
-                type(exc).__name__,
-                scope.get("method"),
-                scope.get("path"),
-            )
-            logger.debug("details", exc_info=exc)
+            error = client_error(exc, f"on {scope.get('method')} {scope.get('path')}")
             if started:
                 return  # the connection ends without the body's end: visibly incomplete
-            status, detail = (503, error.message) if error else (500, "internal error")
+            status = 500 if error.code == "INTERNAL" else 503
+            detail = error.message
             await _send_json(send, status, {"detail": detail})
 
 

@@ -13,12 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
-from resolvers.errors import BadInput, ChatError, NotFound, RateLimited, as_chat_error
-from resolvers.services import Services, bearer_token
-from resolvers.turn import TurnEvent
+from resolvers.dependencies import ServicesDep, client_address, require_admin
+from resolvers.services.errors import BadInput, ChatError, NotFound, RateLimited, client_error
+from resolvers.services.turns import TurnEvent
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +30,6 @@ STATUS_OF_CODE = {
     "LLM_ERROR": 502,
     "UNAVAILABLE": 503,
 }
-
-
-def get_services(connection: HTTPConnection) -> Services:
-    services: Services = connection.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 class NewSessionBody(BaseModel):
@@ -98,13 +89,7 @@ def error_response(error: ChatError) -> JSONResponse:
 
 
 async def chat_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    error = as_chat_error(exc)
-    if error is None:
-        # One line, no traceback (it can name internal paths); details at DEBUG.
-        logger.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
-        logger.debug("details", exc_info=exc)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
-    return error_response(error)
+    return error_response(client_error(exc, f"on {request.method} {request.url.path}"))
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
@@ -174,9 +159,8 @@ async def chat(
 ) -> Response:
     """Run one turn. The status is sent once the first token is in hand."""
     mode = _stream_mode(accept)
-    client = request.client.host if request.client else None
     turn = await services.turns.start(
-        session_id=body.session_id, message=body.message, client=client
+        session_id=body.session_id, message=body.message, client=client_address(request)
     )
     if mode == "json":
         reply = await turn.reply()
@@ -256,15 +240,12 @@ def _parse_limit(limit: str | None) -> int | None:
     response_model=SessionsResponse,
     responses={**_ERRORS, 401: {"model": ErrorResponse}},
     tags=["sessions"],
+    dependencies=[Depends(require_admin)],
 )
 async def sessions(
-    services: ServicesDep,
-    authorization: Annotated[str | None, Header()] = None,
-    limit: str | None = None,
-    cursor: str | None = None,
+    services: ServicesDep, limit: str | None = None, cursor: str | None = None
 ) -> JSONResponse:
     """Admin: session ids, most recently active first (all, or a page with `limit`)."""
-    services.check_admin(bearer_token(authorization))
     page = await services.sessions.ids(limit=_parse_limit(limit), cursor=cursor)
     if limit is None:
         return JSONResponse({"sessions": page.ids})

@@ -1,4 +1,5 @@
-"""The GraphQL schema of API.md, built from the types here and the resolvers in `resolvers/`."""
+"""The GraphQL schema of the contract (docs/api.md), from the types here and the resolvers
+in `resolvers/`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext
 
 from resolvers import graphql as resolve
+from resolvers.permissions import IsAdmin
 from schema.documents import DocumentCache, document_extension
 from schema.types import (
     ChatEvent,
@@ -37,7 +39,10 @@ logger = logging.getLogger(__name__)
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="Admin: every session, most recently active first.")
+    @strawberry.field(
+        description="Admin: every session, most recently active first.",
+        permission_classes=[IsAdmin],
+    )
     async def sessions(
         self, info: resolve.Info, first: int = 50, after: str | None = None
     ) -> SessionConnection:

@@ -8,9 +8,9 @@ import strawberry
 
 from resolvers import graphql as resolve
 from resolvers.context import Context
-from resolvers.history import Role as StoredRole
-from resolvers.history import StoredMessage, TurnPair
-from resolvers.sessions import SessionInfo
+from resolvers.services.history import Role as StoredRole
+from resolvers.services.history import StoredMessage, TurnPair
+from resolvers.services.sessions import SessionInfo
 
 # Registers the stored role as the GraphQL enum `Role` (same members, same names).
 strawberry.enum(StoredRole, name="Role")

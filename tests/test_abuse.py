@@ -230,7 +230,7 @@ async def test_errors_leave_no_traceback_path_or_secret_in_the_log(
 def test_session_ids_are_random_uuid4() -> None:
     import uuid
 
-    from resolvers.sessions import check_session_id
+    from resolvers.services.validation import check_session_id
 
     ids = {str(uuid.uuid4()) for _ in range(1000)}
     assert len(ids) == 1000

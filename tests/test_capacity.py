@@ -6,8 +6,11 @@ import asyncio
 from contextlib import AsyncExitStack
 
 import httpx
+import pytest
 
 from tests.conftest import AppServer, FakeGroq, new_session
+
+pytestmark = pytest.mark.slow
 
 
 async def test_more_concurrent_replies_than_the_sdks_default_pool(

@@ -15,8 +15,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis, RedisCluster
 
-from resolvers.history import lock_key, messages_key, meta_key
-from resolvers.sessions import INDEX_KEY
+from resolvers.services.keys import INDEX_KEY, lock_key, messages_key, meta_key
 from tests.conftest import (
     LOOPBACK,
     AppServer,
@@ -29,6 +28,8 @@ from tests.conftest import (
     start_redis,
     stop,
 )
+
+pytestmark = pytest.mark.cluster
 
 
 def free_cluster_port() -> int:

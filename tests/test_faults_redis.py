@@ -25,10 +25,10 @@ import pytest
 import websockets
 from redis.asyncio import Redis
 
-from resolvers.errors import SessionBusy
-from resolvers.history import lock_key
-from resolvers.sessions import SessionStore
-from resolvers.storage import make_client
+from resolvers.services.errors import SessionBusy
+from resolvers.services.keys import lock_key
+from resolvers.services.sessions import SessionStore
+from resolvers.services.storage import make_client
 from tests.conftest import (
     AppServer,
     FakeGroq,
@@ -41,6 +41,8 @@ from tests.conftest import (
     start_redis,
 )
 from tests.redis_proxy import RedisProxy
+
+pytestmark = pytest.mark.slow
 
 RecordProperty = Callable[[str, object], None]
 

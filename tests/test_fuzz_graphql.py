@@ -39,6 +39,8 @@ from tests.fuzzing import (
     start_fuzz_app,
 )
 
+pytestmark = pytest.mark.fuzz
+
 MAX_MESSAGE_CHARS = 32000
 MAX_TITLE_CHARS = 200
 DEFAULT_PROMPT = "You are a helpful assistant. Answer clearly and concisely."

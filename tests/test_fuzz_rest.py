@@ -41,6 +41,8 @@ from tests.fuzzing import (
     start_fuzz_app,
 )
 
+pytestmark = pytest.mark.fuzz
+
 MAX_MESSAGE_CHARS = 32000  # the default of MAX_MESSAGE_CHARS; the app fixture keeps it
 MAX_TITLE_CHARS = 200
 

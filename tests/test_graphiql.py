@@ -25,6 +25,8 @@ from playwright.async_api import Browser, Page, Route, expect
 from tests.conftest import AppServer
 from tests.test_page import browser  # noqa: F401  the shared Chromium fixture
 
+pytestmark = pytest.mark.browser
+
 PACKAGES = {
     "react@18.2.0": "react",
     "react-dom@18.2.0": "react-dom",

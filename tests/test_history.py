@@ -9,16 +9,8 @@ from langchain_community.chat_message_histories import RedisChatMessageHistory
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from redis.asyncio import Redis
 
-from resolvers.history import (
-    RedisChatHistory,
-    Role,
-    StoredMessage,
-    TurnPair,
-    lock_key,
-    messages_key,
-    meta_key,
-    pair_turns,
-)
+from resolvers.services.history import RedisChatHistory, Role, StoredMessage, TurnPair, pair_turns
+from resolvers.services.keys import lock_key, messages_key, meta_key
 from tests.conftest import RedisServer
 
 

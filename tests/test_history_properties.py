@@ -39,12 +39,15 @@ from langchain_core.messages import (
 )
 from redis.asyncio import Redis
 
-from resolvers.errors import BadInput, NotFound, SessionBusy
-from resolvers.history import RedisChatHistory, Role, encode, messages_key, meta_key, stamped
-from resolvers.sessions import INDEX_KEY, MAX_PAGE, SessionStore
-from resolvers.storage import make_client
+from resolvers.services.errors import BadInput, NotFound, SessionBusy
+from resolvers.services.history import RedisChatHistory, Role, encode, stamped
+from resolvers.services.keys import INDEX_KEY, messages_key, meta_key
+from resolvers.services.sessions import MAX_PAGE, SessionStore
+from resolvers.services.storage import make_client
 from tests.conftest import RedisServer
 from tests.fuzzing import UNICODE, FuzzStats, reporting
+
+pytestmark = pytest.mark.fuzz
 
 REDIS_DB = 7
 T = TypeVar("T")

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, new_session
 
+pytestmark = pytest.mark.slow
+
 
 async def history_of(http: httpx.AsyncClient, session_id: str) -> list[dict[str, str]]:
     turns: list[dict[str, str]] = (await http.get(f"/session/{session_id}/history")).json()[

@@ -6,8 +6,8 @@ import httpx
 import pytest
 from langchain_core.messages import HumanMessage
 
-from resolvers.config import Settings
-from resolvers.model import OFFLINE_REPLY, OfflineChatModel, build_model
+from resolvers.services.model import OFFLINE_REPLY, OfflineChatModel, build_model
+from resolvers.services.settings import Settings
 from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, new_session
 
 

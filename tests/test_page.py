@@ -16,8 +16,10 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from resolvers.model import OFFLINE_REPLY
+from resolvers.services.model import OFFLINE_REPLY
 from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, new_session
+
+pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

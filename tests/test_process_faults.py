@@ -7,8 +7,11 @@ import signal
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, new_session
+
+pytestmark = pytest.mark.slow
 
 
 async def test_sigkill_mid_turn_stores_nothing_and_the_lock_expires(

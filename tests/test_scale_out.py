@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import (
     LOOPBACK,
@@ -22,6 +23,8 @@ from tests.conftest import (
     stop,
     wait_for_port,
 )
+
+pytestmark = pytest.mark.slow
 
 
 async def test_two_app_processes_share_sessions_order_and_history(

@@ -11,9 +11,10 @@ import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, message_to_dict
 from redis.asyncio import Redis
 
-from resolvers.errors import BadInput, NotFound, SessionBusy
-from resolvers.history import lock_key, messages_key, meta_key
-from resolvers.sessions import INDEX_KEY, SessionStore, check_session_id
+from resolvers.services.errors import BadInput, NotFound, SessionBusy
+from resolvers.services.keys import INDEX_KEY, lock_key, messages_key, meta_key
+from resolvers.services.sessions import SessionStore
+from resolvers.services.validation import check_session_id
 from tests.conftest import RedisServer
 
 PROMPT = "be brief"

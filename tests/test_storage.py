@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from resolvers.model import OFFLINE_REPLY
+from resolvers.services.model import OFFLINE_REPLY
 from tests.conftest import AppServer, FakeGroq, app_env, error_codes, gql, new_session, start_redis
 
 

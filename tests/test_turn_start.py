@@ -6,10 +6,10 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from resolvers.history import lock_key
-from resolvers.model import build_model
-from resolvers.sessions import SessionStore
-from resolvers.turn import TurnRunner
+from resolvers.services.keys import lock_key
+from resolvers.services.model import build_model
+from resolvers.services.sessions import SessionStore
+from resolvers.services.turns import TurnRunner
 from tests.conftest import RedisServer
 from tests.redis_proxy import RedisProxy
 

@@ -11,15 +11,22 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis, RedisCluster
 
-from resolvers.config import Settings
-from resolvers.errors import Unauthenticated
-from resolvers.limits import RateLimiter
-from resolvers.model import build_model
-from resolvers.sessions import SessionStore
-from resolvers.storage import describe_url, embedded_redis, ensure_dir_writable, make_client
-from resolvers.turn import TurnRunner
+from resolvers.services.errors import Unauthenticated
+from resolvers.services.limits import RateLimiter
+from resolvers.services.model import build_model
+from resolvers.services.sessions import SessionStore
+from resolvers.services.settings import Settings
+from resolvers.services.storage import (
+    describe_url,
+    embedded_redis,
+    ensure_dir_writable,
+    make_client,
+)
+from resolvers.services.turns import TurnRunner
 
 logger = logging.getLogger(__name__)
+
+ADMIN_NEEDED = "this operation needs Authorization: Bearer <ADMIN_TOKEN>"
 
 # How long a stopping server waits for running turns to finish and be stored.
 DRAIN_SECONDS = 30.0
@@ -36,28 +43,24 @@ class Services:
     limiter: RateLimiter
     model_name: str
 
-    def check_admin(self, token: str | None) -> None:
-        """Raise Unauthenticated unless admin is open or `token` is the admin token."""
+    def is_admin(self, token: str | None) -> bool:
+        """Whether `token` may use the admin operations (all may, when no ADMIN_TOKEN)."""
         expected = self.settings.admin_token
         if expected is None:
-            return
+            return True
         given = (token or "").encode()
-        if not hmac.compare_digest(given, expected.get_secret_value().encode()):
-            raise Unauthenticated("this operation needs Authorization: Bearer <ADMIN_TOKEN>")
+        return hmac.compare_digest(given, expected.get_secret_value().encode())
+
+    def check_admin(self, token: str | None) -> None:
+        """Raise Unauthenticated unless `token` may use the admin operations."""
+        if not self.is_admin(token):
+            raise Unauthenticated(ADMIN_NEEDED)
 
     async def ready(self) -> bool:
         try:
             return bool(await self.redis.ping())
         except Exception:
             return False
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header value."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
 
 
 @contextlib.asynccontextmanager

@@ -6,8 +6,12 @@ Services raise these and know nothing of HTTP or GraphQL. `code` is the GraphQL
 
 from __future__ import annotations
 
+import logging
+
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
 
 
 class ChatError(Exception):
@@ -52,15 +56,6 @@ class RateLimited(ChatError):
         self.retry_after = retry_after
 
 
-def check_text(value: str, what: str) -> str:
-    """`value` if it can be stored and sent as UTF-8 (JSON allows lone surrogates)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadInput(f"{what} is not valid text (it holds a lone surrogate)") from None
-    return value
-
-
 def as_chat_error(exc: BaseException) -> ChatError | None:
     """The client-facing error for `exc`, or None when it is a bug to report as such.
 
@@ -72,3 +67,17 @@ def as_chat_error(exc: BaseException) -> ChatError | None:
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return StoreUnavailable("the session store (Redis) cannot be reached")
     return None
+
+
+def client_error(exc: BaseException, where: str) -> ChatError:
+    """What a client is told about `exc`: its own error, or, for a bug, "internal error".
+
+    The one path for unexpected errors, called by every edge: one line in the log (a
+    traceback can name internal paths), the details at DEBUG, a generic message out.
+    """
+    error = as_chat_error(exc)
+    if error is None:
+        logger.error("unexpected %s %s", type(exc).__name__, where)
+        logger.debug("details", exc_info=exc)
+        error = ChatError("internal error")
+    return error

@@ -1,11 +1,8 @@
 """A session's messages in Redis, in the layout of LangChain's own Redis chat history.
 
-`message_store:<session_id>` is a list of `json.dumps(message_to_dict(m))`, newest
-first, exactly as `langchain_community`'s `RedisChatMessageHistory` writes it, so
-either program reads what the other wrote. The session's other keys carry the hash
-tag `{message_store:<session_id>}`: Redis Cluster hashes only the text inside the
-braces, which is the whole name of the list, so every key of a session lands in the
-list's slot while the list keeps LangChain's exact name.
+`message_store:<session_id>` (see `keys`) is a list of `json.dumps(message_to_dict(m))`,
+newest first, exactly as `langchain_community`'s `RedisChatMessageHistory` writes it,
+so either program reads what the other wrote.
 """
 
 from __future__ import annotations
@@ -28,22 +25,11 @@ from langchain_core.messages import (
 )
 from redis.asyncio import Redis, RedisCluster
 
+from resolvers.services.keys import messages_key
+
 logger = logging.getLogger(__name__)
 
-MESSAGES_PREFIX = "message_store:"
 CREATED_AT = "created_at"
-
-
-def messages_key(session_id: str) -> str:
-    return f"{MESSAGES_PREFIX}{session_id}"
-
-
-def meta_key(session_id: str) -> str:
-    return f"{{{MESSAGES_PREFIX}{session_id}}}:meta"
-
-
-def lock_key(session_id: str) -> str:
-    return f"{{{MESSAGES_PREFIX}{session_id}}}:lock"
 
 
 class Role(Enum):

@@ -8,11 +8,12 @@ moment; for abuse control that is the accepted price of one round trip per reque
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from redis.asyncio import Redis, RedisCluster
 
-from resolvers.errors import RateLimited
-from resolvers.history import MESSAGES_PREFIX
+from resolvers.services.errors import RateLimited
+from resolvers.services.keys import address_rate_key, turn_rate_key
 
 WINDOW_SECONDS = 60
 
@@ -38,19 +39,24 @@ class RateLimiter:
         """Count one request from `address`; RateLimited past the limit."""
         if self._per_address and not self.exempt(address):
             await self._hit(
-                f"ratelimit:addr:{address}", self._per_address, "requests from your address"
+                lambda window: address_rate_key(address, window),
+                self._per_address,
+                "requests from your address",
             )
 
     async def check_turn(self, session_id: str, address: str | None) -> None:
         """Count one turn on the session (a valid id: the key shares the session's slot)."""
         if self._per_session and not self.exempt(address):
-            key = f"{{{MESSAGES_PREFIX}{session_id}}}:turns"
-            await self._hit(key, self._per_session, "turns on this session")
+            await self._hit(
+                lambda window: turn_rate_key(session_id, window),
+                self._per_session,
+                "turns on this session",
+            )
 
-    async def _hit(self, prefix: str, limit: int, what: str) -> None:
+    async def _hit(self, key_of: Callable[[int], str], limit: int, what: str) -> None:
         now = time.time()
         window = int(now // WINDOW_SECONDS)
-        key = f"{prefix}:{window}"
+        key = key_of(window)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.incr(key)
             pipe.expire(key, WINDOW_SECONDS * 2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import json
 import logging
 import math
 import re
@@ -21,8 +20,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from resolvers.config import OFFLINE_MODEL
-from resolvers.errors import ModelFailed
+from resolvers.services.errors import ModelFailed
+from resolvers.services.groq_fast import groq_stream, is_groq
+from resolvers.services.settings import OFFLINE_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +153,8 @@ class ChatModel:
     def _stream_one(
         self, model: BaseChatModel, messages: Sequence[BaseMessage]
     ) -> AsyncIterator[str]:
-        if self._fast and _is_groq(model):
-            return _groq_stream(model, messages)
+        if self._fast and is_groq(model):
+            return groq_stream(model, messages)
         return _langchain_stream(model, messages)
 
 
@@ -187,60 +187,6 @@ async def _langchain_stream(
         text = chunk.text
         if text:
             yield text
-
-
-def _is_groq(model: BaseChatModel) -> bool:
-    return type(model).__name__ == "ChatGroq" and hasattr(model, "async_client")
-
-
-_GROQ_CHAT_PATH = "/openai/v1/chat/completions"
-
-
-class ProviderStreamError(Exception):
-    """The provider reported an error inside its stream."""
-
-
-async def _groq_stream(model: Any, messages: Sequence[BaseMessage]) -> AsyncIterator[str]:
-    """`ChatGroq`'s own request (its message conversion, parameters, client, retries and
-    timeout), with the server-sent events read straight off the response.
-
-    What it skips is per-chunk work a turn does not use: the SDK building a pydantic
-    object for every chunk, and LangChain's chunk objects and callbacks. That is most of
-    the CPU a streamed token costs (FACTS: about 0.3 ms a token, against 0.05 ms here).
-    """
-    message_dicts, params = model._create_message_dicts(list(messages), None)
-    # The SDK's client.post: its auth, base URL, timeout and retries of failed requests,
-    # but not `create`'s recursive transform of the parameters (about 0.1 ms a message,
-    # 4 ms for a 40-message window), which plain dicts from ChatGroq do not need.
-    client = model.async_client._client
-    response: httpx.Response = await client.post(
-        _GROQ_CHAT_PATH,
-        cast_to=httpx.Response,
-        body={"messages": message_dicts, **params, "stream": True},
-        stream=True,
-        stream_cls=None,
-    )
-    try:
-        finished = False
-        async for line in response.aiter_lines():
-            if finished or not line.startswith("data:"):
-                continue  # read to the end, so the connection goes back to the pool
-            data = line[5:].strip()
-            if data == "[DONE]":
-                finished = True
-                continue
-            chunk = json.loads(data)
-            if "error" in chunk:
-                raise ProviderStreamError(str(chunk["error"].get("message", "stream error")))
-            choices = chunk.get("choices")
-            if choices:
-                text = (choices[0].get("delta") or {}).get("content")
-                if text:
-                    yield text
-    finally:
-        await response.aclose()
-    if not finished:
-        raise ProviderStreamError("the stream ended without its [DONE] event")
 
 
 # Providers whose LangChain class takes `timeout` and `max_retries` (the SDK's own

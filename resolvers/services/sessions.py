@@ -1,16 +1,10 @@
 """Sessions: metadata, the activity index, the per-session turn lock, and turn commits.
 
-Keys of one session (see `history` for why they share a hash slot):
-
-- `message_store:<id>`: the messages (LangChain layout, newest first)
-- `{message_store:<id>}:meta`: hash of title, system_prompt, created_at, updated_at
-  (microseconds since the epoch), last_turn (the message count is the list's length,
-  so lists that other LangChain programs append to or clear are counted right)
-- `{message_store:<id>}:lock`: the running turn's token, with an expiry
-
-and one index for all of them: `sessions:index`, a sorted set of ids scored by the
-time of last activity, so a page of the most recently active sessions is one
-`ZREVRANGEBYSCORE` away, without `KEYS` or `SCAN`.
+The keys are described in `keys`. The index, a sorted set of ids scored by the time of
+last activity, makes a page of the most recently active sessions one
+`ZREVRANGEBYSCORE` away, without `KEYS` or `SCAN`. A session's message count is its
+list's length, so lists that other LangChain programs append to or clear are counted
+right.
 """
 
 from __future__ import annotations
@@ -19,7 +13,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import re
 import secrets
 import time
 import uuid
@@ -31,29 +24,24 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.typing import EncodableT, FieldT
 
-from resolvers.errors import BadInput, NotFound, SessionBusy, check_text
-from resolvers.history import (
-    MESSAGES_PREFIX,
+from resolvers.services.errors import BadInput, NotFound, SessionBusy
+from resolvers.services.history import (
     RedisChatHistory,
     StoredMessage,
     TurnPair,
     decode_newest_first,
-    lock_key,
-    messages_key,
-    meta_key,
     pair_turns,
 )
+from resolvers.services.keys import INDEX_KEY, MESSAGES_PREFIX, lock_key, messages_key, meta_key
+from resolvers.services.validation import check_length, check_session_id, check_text, is_session_id
 
 logger = logging.getLogger(__name__)
 
-INDEX_KEY = "sessions:index"
 MAX_TITLE_CHARS = 200
 MAX_PAGE = 1000  # larger pages are cut to this; the cursor gives the rest
 AUTO_TITLE_CHARS = 60
 # What a listing shows of each session (not the system prompt: see SessionInfo).
 _LISTED_FIELDS = ("title", "created_at", "updated_at")
-
-_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 # Writes a finished turn, only while the caller still holds the session's lock.
 # KEYS: messages, meta, lock[, index]. ARGV: token, user json, reply json, now (us),
@@ -134,13 +122,6 @@ if tonumber(ARGV[4]) > 0 then
 end
 return 1
 """
-
-
-def check_session_id(session_id: str) -> str:
-    """`session_id` if it is a canonical UUID4; never build a key from anything else."""
-    if not isinstance(session_id, str) or not _UUID4.fullmatch(session_id):
-        raise BadInput("session id must be a UUID4 in canonical form")
-    return session_id
 
 
 def _micros(at: datetime) -> int:
@@ -243,12 +224,9 @@ class SessionStore:
         self, *, title: str | None = None, system_prompt: str | None = None
     ) -> SessionInfo:
         if title is not None:
-            if len(title) > MAX_TITLE_CHARS:
-                raise BadInput(f"title is longer than {MAX_TITLE_CHARS} characters")
-            check_text(title, "title")
+            check_text(check_length(title, MAX_TITLE_CHARS, "title"), "title")
         if system_prompt is not None:
-            if len(system_prompt) > self._max_prompt:
-                raise BadInput(f"system prompt is longer than {self._max_prompt} characters")
+            check_length(system_prompt, self._max_prompt, "system prompt")
             check_text(system_prompt, "system prompt")
         if system_prompt is not None and not system_prompt.strip():
             system_prompt = None
@@ -505,7 +483,7 @@ class SessionStore:
         found: list[str] = []
         async for key in self._redis.scan_iter(match=f"{MESSAGES_PREFIX}*", count=batch):
             session_id = str(key)[len(MESSAGES_PREFIX) :]
-            if _UUID4.fullmatch(session_id):
+            if is_session_id(session_id):
                 found.append(session_id)
             if len(found) >= batch:
                 adopted += await self._adopt_batch(found)

@@ -18,19 +18,19 @@ from datetime import UTC, datetime
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from resolvers.errors import (
+from resolvers.services.errors import (
     BadInput,
     ChatError,
     ModelFailed,
     NotFound,
     SessionBusy,
-    as_chat_error,
-    check_text,
+    client_error,
 )
-from resolvers.history import Role, StoredMessage, as_langchain, encode, stamped
-from resolvers.limits import RateLimiter
-from resolvers.model import ChatModel
-from resolvers.sessions import SessionStore, TurnStart, check_session_id
+from resolvers.services.history import Role, StoredMessage, as_langchain, encode, stamped
+from resolvers.services.limits import RateLimiter
+from resolvers.services.model import ChatModel
+from resolvers.services.sessions import SessionStore, TurnStart
+from resolvers.services.validation import check_session_id, check_text
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class TurnEvent:
 BACKLOG_TO_MERGE = 16
 
 
-class Turn:
+class TurnStream:
     """A running turn as its client sees it: a stream of events, or one error."""
 
     def __init__(self, min_gap: float = 0.0) -> None:
@@ -156,7 +156,9 @@ class TurnRunner:
             raise BadInput(f"message is longer than {self._max_chars} characters")
         return check_text(message, "message")
 
-    async def start(self, *, session_id: str, message: str, client: str | None = None) -> Turn:
+    async def start(
+        self, *, session_id: str, message: str, client: str | None = None
+    ) -> TurnStream:
         """Validate, take the session's lock, and start the model; errors raise here.
 
         `client` is the caller's address, for the per-session rate limit.
@@ -176,7 +178,7 @@ class TurnRunner:
                 raise
         except Exception as exc:
             raise _client_error(exc) from exc
-        turn = Turn(self._min_gap)
+        turn = TurnStream(self._min_gap)
         task = asyncio.create_task(self._run(turn, session_id, message, start))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -205,7 +207,7 @@ class TurnRunner:
         if pending:
             await asyncio.wait(pending)
 
-    async def _run(self, turn: Turn, session_id: str, message: str, start: TurnStart) -> None:
+    async def _run(self, turn: TurnStream, session_id: str, message: str, start: TurnStart) -> None:
         committed = False
         error: ChatError | None = None
         renewer = asyncio.create_task(self._keep_lock(session_id, start.token))
@@ -248,7 +250,7 @@ class TurnRunner:
                 if error is not None:
                     turn.push(error)
 
-    async def _stream_reply(self, turn: Turn, prompt: list[BaseMessage]) -> str:
+    async def _stream_reply(self, turn: TurnStream, prompt: list[BaseMessage]) -> str:
         """Relay the model's pieces into the turn; the whole reply.
 
         One deadline, moved after every piece: the first piece may take the first-token
@@ -308,9 +310,4 @@ def _describe(exc: BaseException) -> str:
 
 
 def _client_error(exc: BaseException) -> ChatError:
-    error = as_chat_error(exc)
-    if error is None:
-        logger.error("unexpected %s in a turn", type(exc).__name__)
-        logger.debug("details", exc_info=exc)
-        error = ChatError("internal error")
-    return error
+    return client_error(exc, "in a turn")

@@ -1,0 +1,59 @@
+"""Strawberry's GraphQL router, with two refusals of its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cross_web import HTTPException
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
+from graphql.error import GraphQLSyntaxError
+from strawberry.fastapi import GraphQLRouter
+from strawberry.http import GraphQLRequestData
+from strawberry.types import ExecutionResult
+
+from resolvers.context import Context
+
+
+def _is_subscription(query: str | None, operation_name: str | None, max_tokens: int) -> bool:
+    if not query or "subscription" not in query:
+        return False
+    try:
+        operation = get_operation_ast(parse(query, max_tokens=max_tokens), operation_name)
+    except GraphQLSyntaxError:
+        return False  # the normal path reports the syntax error
+    return operation is not None and operation.operation is OperationType.SUBSCRIPTION
+
+
+class ChatGraphQLRouter(GraphQLRouter[Context, None]):
+    """Strawberry's router, refusing subscriptions sent as plain HTTP requests.
+
+    Strawberry would run them as queries and answer a confusing "Cannot return null";
+    they belong on the WebSocket (or a multipart/SSE streaming request).
+    """
+
+    # The schema's token limit, for the look at an HTTP request's operation type.
+    max_tokens = 2000
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # Strawberry assumes an object (or a batch list); a bare `true` or `1` in the
+        # body, or bytes that are not UTF-8, would otherwise end in a 500.
+        try:
+            parsed = super().parse_json(data)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object")
+        return parsed
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        request_data = kwargs.get("request_data")
+        if isinstance(request_data, GraphQLRequestData) and _is_subscription(
+            request_data.query, request_data.operation_name, self.max_tokens
+        ):
+            error = GraphQLError(
+                "subscriptions run over WebSocket (graphql-transport-ws or graphql-ws) at /graphql",
+                extensions={"code": "BAD_USER_INPUT"},
+            )
+            return ExecutionResult(data=None, errors=[error])
+        result: ExecutionResult = await super().execute_single(*args, **kwargs)
+        return result

@@ -1,0 +1,71 @@
+"""The Groq fast path: ChatGroq's own request, its server-sent events read directly.
+
+This module touches private members of `langchain-groq` and the `groq` SDK
+(`ChatGroq._create_message_dicts`, `AsyncGroq._client.post` with `stream_cls`), pinned
+by the lock file; `tests/test_models.py` fails loudly when a release changes them, and
+`LLM_FAST_STREAM=false` is the way round it (LangChain's own `astream`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+
+
+def is_groq(model: BaseChatModel) -> bool:
+    return type(model).__name__ == "ChatGroq" and hasattr(model, "async_client")
+
+
+_GROQ_CHAT_PATH = "/openai/v1/chat/completions"
+
+
+class ProviderStreamError(Exception):
+    """The provider reported an error inside its stream."""
+
+
+async def groq_stream(model: Any, messages: Sequence[BaseMessage]) -> AsyncIterator[str]:
+    """`ChatGroq`'s own request (its message conversion, parameters, client, retries and
+    timeout), with the server-sent events read straight off the response.
+
+    What it skips is per-chunk work a turn does not use: the SDK building a pydantic
+    object for every chunk, and LangChain's chunk objects and callbacks. That is most of
+    the CPU a streamed token costs (FACTS: about 0.3 ms a token, against 0.05 ms here).
+    """
+    message_dicts, params = model._create_message_dicts(list(messages), None)
+    # The SDK's client.post: its auth, base URL, timeout and retries of failed requests,
+    # but not `create`'s recursive transform of the parameters (about 0.1 ms a message,
+    # 4 ms for a 40-message window), which plain dicts from ChatGroq do not need.
+    client = model.async_client._client
+    response: httpx.Response = await client.post(
+        _GROQ_CHAT_PATH,
+        cast_to=httpx.Response,
+        body={"messages": message_dicts, **params, "stream": True},
+        stream=True,
+        stream_cls=None,
+    )
+    try:
+        finished = False
+        async for line in response.aiter_lines():
+            if finished or not line.startswith("data:"):
+                continue  # read to the end, so the connection goes back to the pool
+            data = line[5:].strip()
+            if data == "[DONE]":
+                finished = True
+                continue
+            chunk = json.loads(data)
+            if "error" in chunk:
+                raise ProviderStreamError(str(chunk["error"].get("message", "stream error")))
+            choices = chunk.get("choices")
+            if choices:
+                text = (choices[0].get("delta") or {}).get("content")
+                if text:
+                    yield text
+    finally:
+        await response.aclose()
+    if not finished:
+        raise ProviderStreamError("the stream ended without its [DONE] event")

@@ -1,0 +1,52 @@
+"""Every Redis key of the server, and the hash-tag rule that keeps a session in one slot.
+
+`message_store:<session_id>` is the list of a session's messages under LangChain's own
+name (`langchain_community`'s `RedisChatMessageHistory` writes and reads it), so other
+LangChain programs share the history. The session's other keys carry the hash tag
+`{message_store:<session_id>}`: Redis Cluster hashes only the text inside the braces,
+which is the whole name of the list, so every key of a session lands in the list's slot
+(one atomic script can touch them all) while the list keeps LangChain's exact name.
+
+The keys of one session:
+
+- `message_store:<id>`: the messages (LangChain layout, newest first)
+- `{message_store:<id>}:meta`: hash of title, system_prompt, created_at, updated_at
+  (microseconds since the epoch), last_turn
+- `{message_store:<id>}:lock`: the running turn's token, with an expiry
+- `{message_store:<id>}:turns:<minute>`: turns started in that minute (rate limit)
+
+and, each in a slot of its own:
+
+- `sessions:index`: a sorted set of session ids scored by the time of last activity
+- `ratelimit:addr:<address>:<minute>`: requests from one client address in that minute
+"""
+
+from __future__ import annotations
+
+MESSAGES_PREFIX = "message_store:"
+INDEX_KEY = "sessions:index"
+
+
+def messages_key(session_id: str) -> str:
+    return f"{MESSAGES_PREFIX}{session_id}"
+
+
+def session_tag(session_id: str) -> str:
+    """The hash tag that puts a key in the slot of the session's message list."""
+    return f"{{{MESSAGES_PREFIX}{session_id}}}"
+
+
+def meta_key(session_id: str) -> str:
+    return f"{session_tag(session_id)}:meta"
+
+
+def lock_key(session_id: str) -> str:
+    return f"{session_tag(session_id)}:lock"
+
+
+def turn_rate_key(session_id: str, window: int) -> str:
+    return f"{session_tag(session_id)}:turns:{window}"
+
+
+def address_rate_key(address: str | None, window: int) -> str:
+    return f"ratelimit:addr:{address}:{window}"

@@ -1,0 +1,35 @@
+"""Checks of what clients send, before any of it reaches Redis or the model."""
+
+from __future__ import annotations
+
+import re
+
+from resolvers.services.errors import BadInput
+
+_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def is_session_id(value: str) -> bool:
+    return isinstance(value, str) and _UUID4.fullmatch(value) is not None
+
+
+def check_session_id(session_id: str) -> str:
+    """`session_id` if it is a canonical UUID4; never build a key from anything else."""
+    if not is_session_id(session_id):
+        raise BadInput("session id must be a UUID4 in canonical form")
+    return session_id
+
+
+def check_text(value: str, what: str) -> str:
+    """`value` if it can be stored and sent as UTF-8 (JSON allows lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{what} is not valid text (it holds a lone surrogate)") from None
+    return value
+
+
+def check_length(value: str, limit: int, what: str) -> str:
+    if len(value) > limit:
+        raise BadInput(f"{what} is longer than {limit} characters")
+    return value

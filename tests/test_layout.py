@@ -1,0 +1,72 @@
+"""The tree shows the layers: services know nothing of HTTP or GraphQL, and the library
+internals the edges override are still there."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+from strawberry.fastapi import GraphQLRouter
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICES = REPO / "resolvers" / "services"
+# Web frameworks and the edge modules: a service importing one of these is in the wrong room.
+FORBIDDEN = ("fastapi", "starlette", "strawberry", "graphql", "cross_web", "uvicorn", "schema")
+EDGES = ("context", "dependencies", "graphql", "middleware", "permissions", "rest", "router")
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(SERVICES.glob("*.py")), ids=lambda p: p.name)
+def test_services_import_no_web_framework_and_no_edge(path: Path) -> None:
+    wrong = sorted(
+        name
+        for name in imported_modules(path)
+        if name.split(".")[0] in FORBIDDEN
+        or (name.startswith("resolvers.") and name.split(".")[1] in EDGES)
+    )
+    assert not wrong, f"{path.name} imports {wrong}: services know nothing of HTTP or GraphQL"
+
+
+def test_the_service_rule_catches_a_web_import(tmp_path: Path) -> None:
+    module = tmp_path / "bad.py"
+    module.write_text("from fastapi import Request\nimport resolvers.rest\n")
+    assert {"fastapi", "resolvers.rest"} <= imported_modules(module)
+
+
+def test_only_edges_and_the_services_package_live_in_resolvers() -> None:
+    modules = {p.stem for p in (REPO / "resolvers").glob("*.py")} - {"__init__"}
+    assert modules == set(EDGES)
+
+
+def test_the_strawberry_internals_the_router_overrides_still_exist() -> None:
+    # resolvers/router.py overrides these; a Strawberry release that renames or reshapes
+    # them must fail here, not silently skip the refusals.
+    parse_json = inspect.signature(GraphQLRouter.parse_json)
+    assert list(parse_json.parameters) == ["self", "data"]
+    execute_single = inspect.signature(GraphQLRouter.execute_single)
+    assert "request_data" in execute_single.parameters
+
+
+def test_the_groq_members_the_fast_path_uses_still_exist() -> None:
+    # resolvers/services/groq_fast.py calls these private members (pinned by uv.lock).
+    from langchain_core.messages import HumanMessage
+    from langchain_groq import ChatGroq
+
+    model = ChatGroq(model="some-model", api_key="not-used")  # type: ignore[arg-type]
+    dicts, params = model._create_message_dicts([HumanMessage(content="hi")], None)
+    assert dicts == [{"role": "user", "content": "hi"}]
+    assert params["model"] == "some-model"
+    post = inspect.signature(model.async_client._client.post)
+    assert {"cast_to", "body", "stream", "stream_cls"} <= set(post.parameters)
