@@ -1,17 +1,25 @@
-# `make run` serves the app; `make test` runs the tests. Each sets up .venv first.
+# `make run` serves the app; `make test` runs everything CI runs. Each sets up .venv
+# first, from uv.lock: only Python 3.11+ is needed (uv itself is installed from PyPI).
 PYTHON ?= python3
+UV_VERSION ?= 0.13.9
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+UV := $(BIN)/uv
+STAMP := $(VENV)/.synced
 HOST ?= 0.0.0.0
 PORT ?= 8000
+# The tiers `make check` leaves out (see CONTRIBUTING.md).
+SLOW_TIERS := not slow and not fuzz and not browser and not cluster
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test check lint fmt typecheck typecheck-js lock bench clean
 
-$(STAMP): pyproject.toml
+$(UV):
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# --inexact: uv lives in the same environment and must stay.
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --inexact --group test --python $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -19,18 +27,40 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The fast tier for a development loop: about a minute.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -m "$(SLOW_TIERS)" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+# The page's scripts, with TypeScript from npm (needs Node; `make test` does not).
+typecheck-js:
+	cd tools/jscheck && npm ci --silent && npx tsc -p tsconfig.json
+
+# Newest versions the constraints allow; then `make test` (CONTRIBUTING.md says what to read).
+lock: | $(UV)
+	$(UV) lock --upgrade
+	$(UV) sync --frozen --inexact --group test --python $(BIN)/python
+	touch $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
@@ -21,6 +22,8 @@ from tests import test_page
 from tests.conftest import AppServer
 from tests.redis_proxy import RedisProxy
 from tests.test_page import send, shot, start_chat
+
+pytestmark = pytest.mark.browser
 
 # The browser fixtures of tests/test_page.py, for these tests too.
 browser = test_page.browser
