@@ -1,30 +1,91 @@
+// @ts-check
 // GraphQL for the page: queries and mutations over HTTP POST, subscriptions over one
 // WebSocket speaking graphql-transport-ws, reconnecting by itself with backoff.
 
+/**
+ * One entry of a GraphQL response's `errors`; `extensions.code` says what went wrong.
+ * @typedef {object} GraphQLErrorEntry
+ * @property {string} message
+ * @property {{ code?: string } & Record<string, unknown>} [extensions]
+ */
+
+/** @typedef {"connecting" | "open" | "closed"} ConnectionStatus */
+
+/** @typedef {Record<string, unknown>} Variables */
+
+/**
+ * Where a subscription's results go: `next` for each result, then `complete`, or `error`.
+ * @template T
+ * @typedef {{ next(data: T): void, error(error: GraphQLError): void, complete(): void }} Sink
+ */
+
+/**
+ * A subscription of the socket; `sent` once its `subscribe` message went out.
+ * @typedef {object} ActiveSubscription
+ * @property {{ query: string, variables: Variables }} payload
+ * @property {Sink<any>} sink
+ * @property {boolean} sent
+ */
+
+/**
+ * A message of graphql-transport-ws from the server.
+ * @typedef {object} ServerMessage
+ * @property {string} type
+ * @property {string} id the subscription's (read only for next, error and complete)
+ * @property {any} [payload]
+ */
+
 export class GraphQLError extends Error {
+  /** @param {GraphQLErrorEntry[]} errors */
   constructor(errors) {
     super(errors.map((e) => e.message).join("; ") || "request failed");
     this.errors = errors;
+    /** @type {string} */
     this.code = errors[0]?.extensions?.code ?? "ERROR";
+    /**
+     * For CONNECTION_LOST from a subscription: whether it had reached the server.
+     * @type {boolean | undefined}
+     */
+    this.sent = undefined;
   }
 }
 
 export class GraphQLClient {
+  /**
+   * @param {object} options
+   * @param {string} options.httpUrl
+   * @param {string} options.wsUrl
+   * @param {() => string | null} options.token the admin token to send, if any
+   * @param {(status: ConnectionStatus) => void} [options.onStatus]
+   */
   constructor({ httpUrl, wsUrl, token, onStatus }) {
     this.httpUrl = httpUrl;
     this.wsUrl = wsUrl;
     this.token = token; // () => string | null
     this.onStatus = onStatus ?? (() => {});
+    /** @type {WebSocket | null} */
     this.ws = null;
     this.acked = false;
     this.nextId = 1;
+    /** @type {Map<string, ActiveSubscription>} */
     this.active = new Map(); // id -> {payload, sink}
     this.retries = 0;
-    this.reconnectTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.reconnectTimer = undefined;
+    /** @type {Array<() => void>} */
     this.waiters = [];
   }
 
+  /**
+   * A query or mutation over HTTP; rejects with a GraphQLError (code NETWORK when the
+   * server cannot be reached or answers something that is not GraphQL).
+   * @template T the shape of the response's `data`
+   * @param {string} query
+   * @param {Variables} [variables]
+   * @returns {Promise<T>}
+   */
   async request(query, variables = {}) {
+    /** @type {Record<string, string>} */
     const headers = { "content-type": "application/json", accept: "application/json" };
     const token = this.token();
     if (token) headers.authorization = `Bearer ${token}`;
@@ -82,7 +143,12 @@ export class GraphQLClient {
     }
   }
 
+  /**
+   * @param {WebSocket} ws
+   * @param {MessageEvent} event
+   */
   #onMessage(ws, event) {
+    /** @type {ServerMessage} */
     let message;
     try { message = JSON.parse(event.data); } catch { return; }
     switch (message.type) {
@@ -128,6 +194,7 @@ export class GraphQLClient {
     }
   }
 
+  /** @param {WebSocket} ws */
   #onClose(ws) {
     if (ws !== this.ws) return;
     this.acked = false;
@@ -138,6 +205,12 @@ export class GraphQLClient {
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
 
+  /**
+   * Resolves once the socket is acknowledged; rejects with CONNECTION_LOST after
+   * `timeoutMs`.
+   * @param {number} [timeoutMs]
+   * @returns {Promise<void>}
+   */
   ready(timeoutMs = 10000) {
     if (this.acked) return Promise.resolve();
     this.connect();
@@ -149,18 +222,28 @@ export class GraphQLClient {
     });
   }
 
+  /**
+   * Starts a subscription (once the socket is acknowledged); returns its cancel.
+   * @template T the shape of each result's `data`
+   * @param {string} query
+   * @param {Variables} variables
+   * @param {Sink<T>} sink
+   * @returns {() => void}
+   */
   subscribe(query, variables, sink) {
     const id = String(this.nextId++);
     const sub = { payload: { query, variables }, sink, sent: false };
     this.active.set(id, sub);
     if (this.acked) {
       sub.sent = true;
-      this.ws.send(JSON.stringify({ id, type: "subscribe", payload: sub.payload }));
+      const ws = /** @type {WebSocket} */ (this.ws); // acknowledged, so there is one
+      ws.send(JSON.stringify({ id, type: "subscribe", payload: sub.payload }));
     } else {
       this.connect();
     }
     return () => {
-      if (this.active.delete(id) && this.acked) this.ws.send(JSON.stringify({ id, type: "complete" }));
+      if (!(this.active.delete(id) && this.acked)) return;
+      /** @type {WebSocket} */ (this.ws).send(JSON.stringify({ id, type: "complete" }));
     };
   }
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // A small Markdown renderer that is safe by construction: it builds DOM nodes and sets
 // only textContent and a vetted href, never innerHTML, so no text a model writes can
 // become markup. It covers what chat replies use: paragraphs, headings, lists, block
@@ -14,12 +15,49 @@ const SAFE_SCHEMES = ["http:", "https:", "mailto:"];
 const MAX_DEPTH = 20; // nested block quotes; a ">" deeper than this is shown as text
 const MAX_INLINE_DEPTH = 8; // spans nest at most 3 deep by their syntax; a safety net
 
+/**
+ * An inline span: its content is text[from, to), the next span may start at `end`.
+ * @typedef {{ kind: "code" | "url" | "strong" | "em", from: number, to: number, end: number }
+ *   | { kind: "link", from: number, to: number, end: number, url: string }} Span
+ */
+
+/**
+ * The first index at or after `start` whose character passes a test.
+ * @typedef {(start: number) => number} Cursor
+ */
+
+/**
+ * What the inline spans of one text look for, built once per text.
+ * @typedef {object} Finders
+ * @property {Map<number, [number, number]>} code an opening run's start -> [length, closing run's start]
+ * @property {Cursor} star
+ * @property {Cursor} underscore
+ * @property {Cursor} bracket
+ * @property {Cursor} urlEnd
+ */
+
+/**
+ * Lines of blocks to render into `target`, at a block-quote depth.
+ * @typedef {{ lines: string[], target: HTMLElement, depth: number }} Work
+ */
+
+/**
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {string} [className]
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 function el(tag, className) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   return node;
 }
 
+/**
+ * The absolute URL `raw` names if its scheme is safe to link to, else null.
+ * @param {string} raw
+ * @returns {string | null}
+ */
 export function safeHref(raw) {
   const text = raw.trim();
   try {
@@ -35,14 +73,22 @@ export function safeHref(raw) {
 // position the first span that fits wins, left to right. Underscores only count at
 // word edges, so snake_case and __dunder__-like text in identifiers stays as written.
 
+/** @param {string | undefined} ch */
 const isSpace = (ch) => ch !== undefined && /\s/.test(ch);
+/** @param {string | undefined} ch */
 const isSolid = (ch) => ch !== undefined && !/\s/.test(ch); // regex \S; nothing at an end
+/** @param {string | undefined} ch */
 const isWord = (ch) => ch !== undefined && /\w/.test(ch);
 const BARE_URL = /https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"]/y;
 
 // The first index at or after `start` whose character passes `test` (text.length if
 // none). Callers ask with a `start` that never goes back, so all the calls together
 // look at each character about once.
+/**
+ * @param {string} text
+ * @param {(ch: string) => boolean} test
+ * @returns {Cursor}
+ */
 function cursor(text, test) {
   let from = 0;
   let hit = -1; // no match in [from, hit); text[hit] matches (or hit is the end)
@@ -58,7 +104,12 @@ function cursor(text, test) {
 
 // Each run of backticks that opens a code span -> [its length, where the closing run
 // (the next run of exactly that length) starts].
+/**
+ * @param {string} text
+ * @returns {Map<number, [number, number]>}
+ */
 function codeRuns(text) {
+  /** @type {Array<[number, number]>} */
   const runs = [];
   for (let at = text.indexOf("`"); at >= 0; ) {
     let end = at;
@@ -66,16 +117,22 @@ function codeRuns(text) {
     runs.push([at, end - at]);
     at = text.indexOf("`", end);
   }
+  /** @type {Map<number, [number, number]>} */
   const closing = new Map();
+  /** @type {Map<number, number>} */
   const nearest = new Map(); // run length -> start of the nearest such run to the right
   for (let k = runs.length - 1; k >= 0; k -= 1) {
     const [at, length] = runs[k];
-    if (nearest.has(length)) closing.set(at, [length, nearest.get(length)]);
+    if (nearest.has(length)) closing.set(at, [length, /** @type {number} */ (nearest.get(length))]);
     nearest.set(length, at);
   }
   return closing;
 }
 
+/**
+ * @param {string} text
+ * @returns {Finders}
+ */
 function finders(text) {
   return {
     code: text.includes("`") ? codeRuns(text) : new Map(),
@@ -88,6 +145,12 @@ function finders(text) {
 
 // The span starting at `i`, as {kind, from, to, end} (its content is text[from, to),
 // the next span may start at `end`), or null.
+/**
+ * @param {string} text
+ * @param {number} i
+ * @param {Finders} find
+ * @returns {Span | null | undefined}
+ */
 function spanAt(text, i, find) {
   switch (text[i]) {
     case "`": {
@@ -116,6 +179,13 @@ function spanAt(text, i, find) {
 
 // **x** / __x__: the content holds no marker character, so the first one after the
 // opening must start the closing pair.
+/**
+ * @param {string} text
+ * @param {number} i
+ * @param {Cursor} next the next `mark`
+ * @param {"*" | "_"} mark
+ * @returns {Span | null}
+ */
 function strongAt(text, i, next, mark) {
   if (!isSolid(text[i + 2]) || text[i + 2] === mark) return null;
   const close = next(i + 2);
@@ -124,6 +194,13 @@ function strongAt(text, i, next, mark) {
   return { kind: "strong", from: i + 2, to: close, end: close + 2 };
 }
 
+/**
+ * @param {string} text
+ * @param {number} i
+ * @param {Cursor} next the next `mark`
+ * @param {"*" | "_"} mark
+ * @returns {Span | null}
+ */
 function emAt(text, i, next, mark) {
   if (!isSolid(text[i + 1]) || text[i + 1] === mark) return null;
   const close = next(i + 1);
@@ -133,6 +210,12 @@ function emAt(text, i, next, mark) {
 }
 
 // [text](url): the text runs to the first "]", the url to the first ")" or space.
+/**
+ * @param {string} text
+ * @param {number} i
+ * @param {Finders} find
+ * @returns {Span | null}
+ */
 function linkAt(text, i, find) {
   const close = find.bracket(i + 1);
   if (close === i + 1 || text[close + 1] !== "(") return null;
@@ -141,11 +224,13 @@ function linkAt(text, i, find) {
   return { kind: "link", from: i + 1, to: close, url: text.slice(close + 2, stop), end: stop + 1 };
 }
 
+/** @param {string} code */
 function codeText(code) {
   if (code.trim() === "" || code.length < 2) return code;
   return code.startsWith(" ") && code.endsWith(" ") ? code.slice(1, -1) : code;
 }
 
+/** @param {string} href */
 function anchor(href) {
   const node = el("a");
   node.href = href;
@@ -154,6 +239,12 @@ function anchor(href) {
   return node;
 }
 
+/**
+ * @param {string} text
+ * @param {Span} span
+ * @param {number} depth
+ * @returns {Node}
+ */
 function spanNode(text, span, depth) {
   const inner = text.slice(span.from, span.to);
   if (span.kind === "code") {
@@ -178,6 +269,11 @@ function spanNode(text, span, depth) {
   return node;
 }
 
+/**
+ * @param {string} text
+ * @param {HTMLElement} parent
+ * @param {number} [depth]
+ */
 function renderInline(text, parent, depth = 0) {
   if (depth > MAX_INLINE_DEPTH) {
     parent.append(document.createTextNode(text));
@@ -200,6 +296,10 @@ function renderInline(text, parent, depth = 0) {
   if (last < text.length) parent.append(document.createTextNode(text.slice(last)));
 }
 
+/**
+ * @param {string[]} lines
+ * @param {HTMLElement} parent
+ */
 function renderLines(lines, parent) {
   lines.forEach((line, i) => {
     if (i > 0) parent.append(el("br"));
@@ -220,6 +320,10 @@ const QUOTE = /^\s{0,3}>\s?([\s\S]*)$/;
 const RULE = /^\s{0,3}([-*_])(\s*\1){2,}\s*$/;
 const INDENTED = /^( {4}|\t)/;
 
+/**
+ * @param {string} line
+ * @returns {{ marker: string, lang: string } | null}
+ */
 function fenceOf(line) {
   const match = line.match(FENCE);
   if (!match) return null;
@@ -227,6 +331,10 @@ function fenceOf(line) {
   return FENCE_INFO.test(info) ? { marker: match[1], lang: info } : null;
 }
 
+/**
+ * @param {string} text
+ * @param {string} ch
+ */
 function dropTrailing(text, ch) {
   let end = text.length;
   while (end > 0 && text[end - 1] === ch) end -= 1;
@@ -234,16 +342,28 @@ function dropTrailing(text, ch) {
 }
 
 // "## Title ##" -> [2, "Title"]; closing hashes and spaces are not part of the title.
+/**
+ * @param {string} line
+ * @returns {[number, string] | null}
+ */
 function headingOf(line) {
   const match = line.match(HEADING);
   if (!match) return null;
   return [match[1].length, dropTrailing(match[2].trim(), "#").trimEnd()];
 }
 
+/**
+ * @param {string} line
+ * @param {number} depth
+ */
 function quoted(line, depth) {
   return depth < MAX_DEPTH && QUOTE.test(line);
 }
 
+/**
+ * @param {string} line
+ * @param {number} depth
+ */
 function startsBlock(line, depth) {
   return Boolean(
     fenceOf(line) || HEADING.test(line) || BULLET.test(line) || ORDERED.test(line) ||
@@ -251,6 +371,10 @@ function startsBlock(line, depth) {
   );
 }
 
+/**
+ * @param {string} text
+ * @param {string} [lang]
+ */
 function codeBlock(text, lang) {
   const pre = el("pre");
   const code = el("code");
@@ -263,6 +387,10 @@ function codeBlock(text, lang) {
 // One list of blocks (a reply, or the inside of a block quote) into `target`. A block
 // quote's own lines go on `work` for the caller's loop rather than into a recursive
 // call, so its depth costs no stack.
+/**
+ * @param {Work} block
+ * @param {Work[]} work
+ */
 function renderBlocks({ lines, target, depth }, work) {
   let i = 0;
   while (i < lines.length) {
@@ -271,6 +399,7 @@ function renderBlocks({ lines, target, depth }, work) {
 
     const fence = fenceOf(line);
     if (fence) {
+      /** @type {string[]} */
       const body = [];
       i += 1;
       while (i < lines.length && !lines[i].trim().startsWith(fence.marker)) { body.push(lines[i]); i += 1; }
@@ -279,6 +408,7 @@ function renderBlocks({ lines, target, depth }, work) {
       continue;
     }
     if (INDENTED.test(line)) {
+      /** @type {string[]} */
       const body = [];
       while (i < lines.length && (INDENTED.test(lines[i]) || lines[i].trim() === "")) {
         body.push(lines[i].replace(INDENTED, ""));
@@ -289,7 +419,7 @@ function renderBlocks({ lines, target, depth }, work) {
     }
     const heading = headingOf(line);
     if (heading) {
-      const node = el(`h${Math.min(heading[0] + 2, 6)}`);
+      const node = el(/** @type {"h3" | "h4" | "h5" | "h6"} */ (`h${Math.min(heading[0] + 2, 6)}`));
       renderInline(heading[1], node);
       target.append(node);
       i += 1;
@@ -297,8 +427,12 @@ function renderBlocks({ lines, target, depth }, work) {
     }
     if (RULE.test(line)) { target.append(el("hr")); i += 1; continue; }
     if (quoted(line, depth)) {
+      /** @type {string[]} */
       const body = [];
-      while (i < lines.length && QUOTE.test(lines[i])) { body.push(lines[i].match(QUOTE)[1]); i += 1; }
+      while (i < lines.length && QUOTE.test(lines[i])) {
+        body.push(/** @type {RegExpMatchArray} */ (lines[i].match(QUOTE))[1]);
+        i += 1;
+      }
       const node = el("blockquote");
       target.append(node);
       work.push({ lines: body, target: node, depth: depth + 1 });
@@ -309,7 +443,8 @@ function renderBlocks({ lines, target, depth }, work) {
     if (bullet || ordered) {
       const pattern = bullet ? BULLET : ORDERED;
       const list = el(bullet ? "ul" : "ol");
-      if (ordered && ordered[1] !== "1") list.start = Number(ordered[1]);
+      if (ordered && ordered[1] !== "1") /** @type {HTMLOListElement} */ (list).start = Number(ordered[1]);
+      /** @type {HTMLLIElement | null} */
       let item = null;
       while (i < lines.length) {
         const current = lines[i];
@@ -341,8 +476,14 @@ function renderBlocks({ lines, target, depth }, work) {
   }
 }
 
+/**
+ * Renders Markdown `source` into `target` (replacing what it held) as DOM nodes only.
+ * @param {string} source
+ * @param {HTMLElement} target
+ */
 export function renderMarkdown(source, target) {
   target.replaceChildren();
+  /** @type {Work[]} */
   const work = [{ lines: source.replace(/\r\n?/g, "\n").split("\n"), target, depth: 0 }];
-  while (work.length) renderBlocks(work.pop(), work);
+  while (work.length) renderBlocks(/** @type {Work} */ (work.pop()), work);
 }

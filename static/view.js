@@ -1,0 +1,347 @@
+// @ts-check
+// What the page shows: the elements of index.html, notices, the connection state, the
+// layout's drawer, the composer and each chat's draft in it, the messages of a chat and
+// the list of chats. It builds DOM nodes only; nothing here talks to the server.
+
+import { renderMarkdown } from "./markdown.js";
+import { state } from "./state.js";
+
+/** @import { ConnectionStatus } from "./graphql.js" */
+/** @import { Message, SessionPage, SessionSummary } from "./queries.js" */
+
+/**
+ * The element with this id, checked to be of this kind.
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @param {{ new (): T, prototype: T }} kind
+ * @returns {T}
+ */
+function byId(id, kind) {
+  const node = document.getElementById(id);
+  if (!(node instanceof kind)) throw new Error(`the page has no #${id} of the kind it needs`);
+  return node;
+}
+
+export const ui = {
+  app: byId("app", HTMLDivElement),
+  sidebar: byId("sidebar", HTMLElement),
+  scrim: byId("scrim", HTMLDivElement),
+  menu: byId("menu", HTMLButtonElement),
+  sessions: byId("sessions", HTMLUListElement),
+  empty: byId("sessions-empty", HTMLParagraphElement),
+  more: byId("sessions-more", HTMLButtonElement),
+  newForm: byId("new-chat-form", HTMLFormElement),
+  newTitle: byId("new-title", HTMLInputElement),
+  adminForm: byId("admin-form", HTMLFormElement),
+  adminToken: byId("admin-token", HTMLInputElement),
+  adminError: byId("admin-error", HTMLParagraphElement),
+  title: byId("chat-title", HTMLHeadingElement),
+  model: byId("model", HTMLSpanElement),
+  conn: byId("conn", HTMLSpanElement),
+  del: byId("delete", HTMLButtonElement),
+  messages: byId("messages", HTMLElement),
+  welcome: byId("welcome", HTMLDivElement),
+  notice: byId("notice", HTMLDivElement),
+  composer: byId("composer", HTMLFormElement),
+  input: byId("input", HTMLTextAreaElement),
+  send: byId("send", HTMLButtonElement),
+};
+
+// ---------- notices ----------
+
+/** @type {Record<string, string | null>} error code -> what the notice says */
+const MESSAGES_OF_CODE = {
+  SESSION_BUSY: "This chat is already answering a message. Wait for it to finish, then send again.",
+  LLM_ERROR: "The model failed to answer. Your message was not saved; try sending it again.",
+  UNAVAILABLE: "The server cannot reach its storage right now. Try again in a moment.",
+  NOT_FOUND: "This chat no longer exists.",
+  BAD_USER_INPUT: null, // the server's own message says what was wrong
+  CONNECTION_LOST: "The connection was lost. Reconnecting…",
+  NOT_STORED: "The connection was lost during the reply, and the reply was not stored. " +
+    "Your message is back in the input; send it again.",
+  NETWORK: "The server cannot be reached.",
+};
+
+/**
+ * @param {string} code an error code (GraphQLError.code) or one of the page's own
+ * @param {string} [fallback] what to say if the page has no words of its own for `code`
+ */
+export function showNotice(code, fallback) {
+  ui.notice.textContent = MESSAGES_OF_CODE[code] ?? fallback ?? "Something went wrong.";
+  ui.notice.dataset.code = code;
+  ui.notice.hidden = false;
+}
+
+/**
+ * The notice for what a request threw (a GraphQLError).
+ * @param {unknown} error
+ */
+export function showError(error) {
+  const { code, message } = /** @type {import("./graphql.js").GraphQLError} */ (error);
+  showNotice(code, message);
+}
+
+export function hideNotice() {
+  ui.notice.hidden = true;
+  ui.notice.textContent = "";
+  delete ui.notice.dataset.code;
+}
+
+// A notice about one chat: shown now if it is open, else when it is opened next.
+/**
+ * @param {string} sessionId
+ * @param {string} code
+ * @param {string} [message]
+ */
+export function tell(sessionId, code, message) {
+  if (sessionId === state.current) showNotice(code, message);
+  else state.notes.set(sessionId, [code, message]);
+}
+
+/** @param {ConnectionStatus} status */
+export function showConnection(status) {
+  ui.conn.dataset.state = status;
+  ui.conn.textContent = { open: "connected", connecting: "connecting", closed: "reconnecting" }[status];
+  if (status === "open" && ui.notice.dataset.code === "CONNECTION_LOST") hideNotice();
+  if (status === "closed" && !ui.notice.hidden) return;
+  if (status === "closed") showNotice("CONNECTION_LOST");
+}
+
+// ---------- layout ----------
+
+/** @param {boolean} open whether the chat list shows over the chat (narrow screens) */
+export function openDrawer(open) {
+  ui.app.classList.toggle("drawer-open", open);
+  ui.scrim.hidden = !open;
+}
+
+/** @param {string | null} title the open chat's title; none for "New chat" */
+export function showTitle(title) {
+  ui.title.textContent = title || "New chat";
+}
+
+/** @param {boolean} on whether the open chat can be deleted (there is one) */
+export function showDeletable(on) {
+  ui.del.hidden = !on;
+}
+
+/** @param {string} model */
+export function showModel(model) {
+  ui.model.textContent = model;
+}
+
+/**
+ * @param {string | null | undefined} iso
+ * @returns {string} the time alone for today, else the date and time
+ */
+function formatTime(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  const today = new Date();
+  const sameDay = date.toDateString() === today.toDateString();
+  return sameDay
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+// ---------- the composer ----------
+
+export function autosize() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 200)}px`;
+}
+
+/** @param {boolean} on whether the composer waits for a reply */
+export function showBusy(on) {
+  ui.input.disabled = on;
+  ui.send.disabled = on;
+  ui.composer.setAttribute("aria-busy", String(on));
+  if (!on) ui.input.focus();
+}
+
+export function clearInput() {
+  ui.input.value = "";
+  autosize();
+}
+
+// ---------- per-chat input ----------
+// The input belongs to the open chat: what is typed in one waits there while another
+// is open, and a message that was not stored goes back into the chat it was sent in.
+
+/** @param {string | null} id */
+const draftKey = (id) => id ?? "";
+
+/**
+ * Keeps the input's text as the draft of chat `from` and shows the draft of `to`.
+ * @param {string | null} from
+ * @param {string | null} to
+ */
+export function switchDraft(from, to) {
+  if (from === to) return;
+  if (ui.input.value) state.drafts.set(draftKey(from), ui.input.value);
+  else state.drafts.delete(draftKey(from));
+  ui.input.value = state.drafts.get(draftKey(to)) ?? "";
+  state.drafts.delete(draftKey(to));
+  autosize();
+}
+
+/**
+ * Puts `text` back before what is typed in the chat it was sent in.
+ * @param {string} sessionId
+ * @param {string} text
+ */
+export function giveBack(sessionId, text) {
+  /** @param {string | undefined} draft */
+  const join = (draft) => (draft ? `${text}\n${draft}` : text);
+  if (sessionId === state.current) {
+    ui.input.value = join(ui.input.value);
+    autosize();
+  } else {
+    state.drafts.set(draftKey(sessionId), join(state.drafts.get(draftKey(sessionId))));
+  }
+}
+
+// ---------- messages ----------
+
+function scrollToEnd() {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+/**
+ * @param {string} role
+ * @param {string} content
+ * @param {string | null} createdAt
+ * @returns {HTMLElement}
+ */
+export function messageNode(role, content, createdAt) {
+  const item = document.createElement("article");
+  item.className = `msg ${role.toLowerCase()}`;
+  item.dataset.role = role;
+  const bubble = document.createElement("div");
+  bubble.className = "bubble";
+  const meta = document.createElement("time");
+  meta.className = "meta";
+  item.append(bubble, meta);
+  fillMessage(item, content, createdAt);
+  return item;
+}
+
+/**
+ * Shows `content` (as text from the person, as Markdown from the model) in a message.
+ * @param {HTMLElement} item a node from messageNode
+ * @param {string} content
+ * @param {string | null} createdAt
+ */
+export function fillMessage(item, content, createdAt) {
+  const bubble = /** @type {HTMLElement} */ (item.querySelector(".bubble"));
+  if (item.dataset.role === "USER") bubble.textContent = content;
+  else renderMarkdown(content, bubble);
+  const meta = /** @type {HTMLTimeElement} */ (item.querySelector(".meta"));
+  if (createdAt) {
+    meta.dateTime = createdAt;
+    meta.textContent = formatTime(createdAt);
+    meta.title = new Date(createdAt).toLocaleString();
+  }
+}
+
+// The messages stored in a chat; then the message of a cut-off turn still awaited.
+/**
+ * @param {Message[]} messages
+ * @param {HTMLElement | null} [waiting]
+ */
+export function showMessages(messages, waiting = null) {
+  ui.messages.replaceChildren();
+  if (!messages.length && !waiting) {
+    ui.messages.append(ui.welcome);
+    return;
+  }
+  for (const m of messages) ui.messages.append(messageNode(m.role, m.content, m.createdAt));
+  if (waiting) ui.messages.append(waiting);
+  scrollToEnd();
+}
+
+/**
+ * A turn as it starts: the person's message, and the reply that streams in.
+ * @param {string} text
+ * @returns {{ mine: HTMLElement, reply: HTMLElement }}
+ */
+export function showTurn(text) {
+  if (ui.welcome.isConnected) ui.welcome.remove();
+  const mine = messageNode("USER", text, new Date().toISOString());
+  const reply = messageNode("ASSISTANT", "", null);
+  reply.classList.add("streaming");
+  ui.messages.append(mine, reply);
+  scrollToEnd();
+  return { mine, reply };
+}
+
+/**
+ * Shows the reply's text so far (while it streams, `createdAt` is null).
+ * @param {HTMLElement} reply
+ * @param {string} content
+ * @param {string | null} createdAt
+ */
+export function showReply(reply, content, createdAt) {
+  fillMessage(reply, content, createdAt);
+  scrollToEnd();
+}
+
+// How many stored messages the open chat shows: where the next turn will be stored.
+export function storedCount() {
+  return ui.messages.querySelectorAll(".msg:not(.failed):not(.pending)").length;
+}
+
+// ---------- the list of chats ----------
+
+/**
+ * @param {SessionSummary} session
+ * @returns {HTMLLIElement}
+ */
+function sessionItem(session) {
+  const li = document.createElement("li");
+  const link = document.createElement("a");
+  link.href = `#/s/${session.id}`;
+  link.dataset.id = session.id;
+  if (session.id === state.current) link.setAttribute("aria-current", "true");
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = session.title || "New chat";
+  const when = document.createElement("span");
+  when.className = "when";
+  when.textContent = `${formatTime(session.updatedAt)} · ${session.messageCount} messages`;
+  link.append(name, when);
+  li.append(link);
+  return li;
+}
+
+/**
+ * A page of the list: in place of what it showed, or after it (`append`).
+ * @param {SessionPage} page
+ * @param {boolean} append
+ */
+export function showSessions({ edges, pageInfo }, append) {
+  ui.adminForm.hidden = true;
+  if (!append) ui.sessions.replaceChildren();
+  for (const { node } of edges) ui.sessions.append(sessionItem(node));
+  ui.more.hidden = !pageInfo.hasNextPage;
+  ui.empty.hidden = ui.sessions.children.length > 0;
+}
+
+/**
+ * The list needs the admin token: the form that asks for it, instead of the list.
+ * @param {boolean} rejected whether a token was sent and not accepted
+ */
+export function askForAdminToken(rejected) {
+  ui.adminForm.hidden = false;
+  ui.adminError.textContent = rejected ? "That token was not accepted." : "";
+  ui.sessions.replaceChildren();
+  ui.empty.hidden = true;
+  ui.more.hidden = true;
+}
+
+export function markCurrentInList() {
+  for (const link of ui.sessions.querySelectorAll("a")) {
+    if (link.dataset.id === state.current) link.setAttribute("aria-current", "true");
+    else link.removeAttribute("aria-current");
+  }
+}
