@@ -51,7 +51,7 @@ typecheck: $(STAMP)
 
 # The page's scripts, with TypeScript from npm (needs Node; `make test` does not).
 typecheck-js:
-	cd tools/jscheck && npm ci --silent && npx tsc -p tsconfig.json
+	cd .ci/jscheck && npm ci --silent && npx tsc -p tsconfig.json
 
 # Newest versions the constraints allow; then `make test` (CONTRIBUTING.md says what to read).
 lock: | $(UV)

@@ -43,6 +43,7 @@ async def http(strict: AppServer) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.mark.slow
 async def test_rate_limit_per_address_holds_across_processes(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:
@@ -203,6 +204,7 @@ async def test_websockets_from_other_origins_are_refused(strict: AppServer) -> N
         assert ws.subprotocol == TRANSPORT_WS
 
 
+@pytest.mark.slow
 async def test_errors_leave_no_traceback_path_or_secret_in_the_log(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:

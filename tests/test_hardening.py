@@ -102,6 +102,7 @@ def _rss_kib(server: AppServer) -> int:
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
 
 
+@pytest.mark.slow
 async def test_large_distinct_documents_are_not_kept(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:
@@ -134,6 +135,7 @@ async def fresh_counts(redis_server: RedisServer) -> None:
     await redis.aclose()
 
 
+@pytest.mark.slow
 async def test_operations_over_one_socket_count_toward_the_address_limit(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:
@@ -155,6 +157,7 @@ async def test_operations_over_one_socket_count_toward_the_address_limit(
     assert all(1 <= e["extensions"]["retryAfter"] <= 60 for e in refused)
 
 
+@pytest.mark.slow
 async def test_a_legacy_socket_counts_its_operations_too(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:
@@ -169,6 +172,7 @@ async def test_a_legacy_socket_counts_its_operations_too(
     assert codes[2:] == [["RATE_LIMITED"]] * 4
 
 
+@pytest.mark.slow
 async def test_forwarded_for_is_believed_only_from_configured_proxies(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:
@@ -222,6 +226,7 @@ async def test_a_forged_host_is_refused_on_loopback(
     assert refused.value.response.status_code in (400, 403)
 
 
+@pytest.mark.slow
 async def test_allowed_hosts_name_the_served_hosts(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:

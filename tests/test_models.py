@@ -56,6 +56,7 @@ async def test_offline_model_streams_its_reply_in_pieces() -> None:
     assert "GROQ_API_KEY" in OFFLINE_REPLY and "LLM_MODEL" in OFFLINE_REPLY
 
 
+@pytest.mark.slow
 async def test_any_openai_compatible_server_by_configuration_alone(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:
@@ -75,6 +76,7 @@ async def test_any_openai_compatible_server_by_configuration_alone(
     assert "model: openai:gpt-4o-mini" in server.output()
 
 
+@pytest.mark.slow
 async def test_the_start_log_names_redis_model_and_open_admin(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:
@@ -86,6 +88,7 @@ async def test_the_start_log_names_redis_model_and_open_admin(
     assert "ADMIN_TOKEN is not set" in log
 
 
+@pytest.mark.slow
 async def test_langchains_own_stream_path_gives_the_same_turns(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:

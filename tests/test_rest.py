@@ -193,6 +193,7 @@ async def test_sessions_bad_paging_arguments_are_400(
     assert (await client.get("/sessions", params=params)).status_code == 400
 
 
+@pytest.mark.slow
 async def test_admin_token_protects_the_session_list(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:

@@ -14,6 +14,7 @@ from resolvers.services.model import OFFLINE_REPLY
 from tests.conftest import AppServer, FakeGroq, app_env, error_codes, gql, new_session, start_redis
 
 
+@pytest.mark.slow
 async def test_embedded_redis_keeps_history_across_a_restart(
     start_app: type[AppServer], tmp_path: Path
 ) -> None:
@@ -40,6 +41,7 @@ async def test_embedded_redis_keeps_history_across_a_restart(
     assert "embedded redis-server" in second.output()
 
 
+@pytest.mark.slow
 async def test_redis_outage_is_503_and_unavailable_then_recovers(
     start_app: type[AppServer], fake_groq: FakeGroq, tmp_path: Path
 ) -> None:
@@ -73,6 +75,7 @@ async def test_redis_outage_is_503_and_unavailable_then_recovers(
     redis.process.wait(5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("variable", "value"),
     [

@@ -87,6 +87,7 @@ async def test_a_stream_cut_after_it_began_ends_sse_with_an_error_event(
     assert await history_of(client, session_id) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("directive", ["!first_delay=30", "!hang", "!delay=30"])
 async def test_a_model_that_stalls_fails_after_the_timeout(
     start_app: type[AppServer],
@@ -123,6 +124,7 @@ async def test_two_concurrent_turns_on_one_session_one_is_busy(client: httpx.Asy
     assert [t["input"] for t in await history_of(client, session_id)] == ["!delay=0.2 a b c"]
 
 
+@pytest.mark.slow
 async def test_busy_holds_across_two_app_processes(
     start_app: type[AppServer], app: AppServer, redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:
@@ -162,6 +164,7 @@ async def test_a_client_that_disconnects_mid_stream_does_not_lose_the_turn(
     assert turns == [{"input": "!delay=0.1 a b c d", "output": "[n=2] !delay=0.1 a b c d"}]
 
 
+@pytest.mark.slow
 async def test_the_model_gets_the_system_prompt_then_exactly_the_window(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:
@@ -213,6 +216,7 @@ async def test_a_slow_reader_gets_the_queued_tokens_merged(app: AppServer) -> No
     assert len(got.events) < 31, "queued tokens were not merged"
 
 
+@pytest.mark.slow
 async def test_fast_tokens_go_out_together_at_most_every_min_interval(
     start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
 ) -> None:
