@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import websockets
+from websockets.typing import Subprotocol
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -114,7 +115,7 @@ def services(workdir: Path) -> Iterator[Services]:
         procs.append(redis)
         wait_port(redis_port, redis)
         fake = subprocess.Popen(
-            [*taskset, sys.executable, str(REPO / "tests" / "fake_groq.py")],
+            [*taskset, sys.executable, str(REPO / "tests" / "support" / "fake_groq.py")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         procs.append(fake)
@@ -220,7 +221,9 @@ async def rest_turns(svc: Services, concurrency: int, total: int) -> dict[str, f
 
 
 async def graphql_ws(url: str) -> Any:
-    ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"], compression=None)  # type: ignore[list-item]
+    ws = await websockets.connect(
+        url, subprotocols=[Subprotocol("graphql-transport-ws")], compression=None
+    )
     await ws.send(json.dumps({"type": "connection_init"}))
     ack = json.loads(await ws.recv())
     assert ack["type"] == "connection_ack", ack
@@ -391,7 +394,7 @@ async def many_sessions(svc: Services, count: int, samples: int) -> dict[str, di
     return results
 
 
-async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str, float]:
+async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str, Any]:
     sockets = []
     for _ in range(n):
         sockets.append(await graphql_ws(svc.ws_url))
@@ -467,7 +470,9 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
     }
 
 
-def _slow_positions(gaps: list[float], positions: list[int]) -> dict[str, int]:
+def _slow_positions(
+    gaps: list[float], positions: list[int]
+) -> dict[str, int | list[tuple[int, int]]]:
     """Where in the streams the gaps over 150 ms fell (first five events, or later)."""
     slow = [p for g, p in zip(gaps, positions, strict=True) if g > 0.15]
     by_position = collections.Counter(slow).most_common(3)

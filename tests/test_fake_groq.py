@@ -1,4 +1,4 @@
-"""The fake Groq server (tests/fake_groq.py), driven through the real ChatGroq client."""
+"""The fake Groq server (tests/support/fake_groq.py), driven through the real ChatGroq client."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from langchain_core.messages import (
 )
 from langchain_groq import ChatGroq
 
-FAKE = Path(__file__).with_name("fake_groq.py")
+FAKE = Path(__file__).parent / "support" / "fake_groq.py"
 READY_TIMEOUT = 30.0
 MODEL = "llama-3.1-8b-instant"
 

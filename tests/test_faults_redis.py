@@ -24,12 +24,13 @@ import httpx
 import pytest
 import websockets
 from redis.asyncio import Redis
+from websockets.typing import Subprotocol
 
 from resolvers.services.errors import SessionBusy
 from resolvers.services.keys import lock_key
 from resolvers.services.sessions import SessionStore
 from resolvers.services.storage import make_client
-from tests.conftest import (
+from tests.support import (
     AppServer,
     FakeGroq,
     RedisServer,
@@ -40,7 +41,7 @@ from tests.conftest import (
     new_session,
     start_redis,
 )
-from tests.redis_proxy import RedisProxy
+from tests.support.redis_proxy import RedisProxy
 
 pytestmark = pytest.mark.slow
 
@@ -87,10 +88,13 @@ def proxy(shared_proxy: RedisProxy) -> Iterator[RedisProxy]:
 
 @pytest.fixture(scope="module")
 def proxied_app(
-    start_app: type[AppServer], shared_proxy: RedisProxy, fake_groq: FakeGroq
+    make_app: Callable[..., AppServer],
+    start_app: type[AppServer],
+    shared_proxy: RedisProxy,
+    fake_groq: FakeGroq,
 ) -> Iterator[AppServer]:
     """The app on the test Redis, reached through the proxy."""
-    server = start_app(env=app_env(shared_proxy.url, fake_groq, **NO_LIMITS)).start()
+    server = make_app(redis_url=shared_proxy.url, **NO_LIMITS)
     yield server
     server.stop()
 
@@ -255,8 +259,8 @@ async def test_graphql_operations_cancelled_mid_redis_command_leave_no_stale_rep
 
     async def socket_run(n: int, *, cancel: bool) -> None:
         async with websockets.connect(
-            proxied_app.ws_url, subprotocols=["graphql-transport-ws"]
-        ) as ws:  # type: ignore[list-item]
+            proxied_app.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]
+        ) as ws:
             await ws.send(json.dumps({"type": "connection_init"}))
             assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
             ops: dict[str, tuple[str, str]] = {}
@@ -320,13 +324,15 @@ async def test_redis_client_cancelled_mid_command_keeps_replies_in_order(
     prefix = f"faults:cwe404:{uuid.uuid4()}"
     keys = [f"{prefix}:{i}" for i in range(10)]
     client = make_client(proxy.url, max_connections=10)
+    assert isinstance(client, Redis)  # a single-node URL, not a cluster
     try:
         await client.mset({key: f"value-{i}" for i, key in enumerate(keys)})
         cancelled = 0
         for round_ in range(3):
             with proxy.delayed(0.3):
                 sent = proxy.chunks_to_server
-                gets = [asyncio.create_task(client.get(keys[i % 10])) for i in range(10)]
+                # `ensure_future`: redis-py types `get` as an Awaitable (it is a coroutine).
+                gets = [asyncio.ensure_future(client.get(keys[i % 10])) for i in range(10)]
 
                 async def pipelined(i: int) -> list[Any]:
                     async with client.pipeline(transaction=False) as pipe:
@@ -351,6 +357,8 @@ async def test_redis_client_cancelled_mid_command_keeps_replies_in_order(
             async def one(i: int) -> None:
                 nonlocal wrong, checked
                 key = i % 10
+                got: object
+                want: object
                 if i % 3 == 0:
                     async with client.pipeline(transaction=False) as pipe:
                         pipe.get(keys[key])
@@ -384,6 +392,7 @@ async def test_closing_the_app_client_closes_its_redis_connections(
     """The lifespan closes the client with `aclose()`; Redis must see its connections go."""
     async with RedisProxy(redis_server.port) as proxy:
         client = make_client(proxy.url, max_connections=10)
+        assert isinstance(client, Redis)  # a single-node URL, not a cluster
         try:
             await asyncio.gather(*(client.ping() for _ in range(5)))
             opened = proxy.open_connections
@@ -537,6 +546,7 @@ class Attempt:
 
 
 async def test_kill_9_mid_turns_loses_no_acknowledged_turn_and_leaves_no_half_turn(
+    make_app: Callable[..., AppServer],
     start_app: type[AppServer],
     fake_groq: FakeGroq,
     tmp_path: Path,
@@ -544,14 +554,14 @@ async def test_kill_9_mid_turns_loses_no_acknowledged_turn_and_leaves_no_half_tu
 ) -> None:
     directory, port = tmp_path / "redis-aof", free_port()
     redis = start_redis(directory, port, *AOF)
-    server = start_app(env=app_env(redis.url(), fake_groq, **NO_LIMITS)).start()
+    server = make_app(redis_url=redis.url(), **NO_LIMITS)
     attempts: list[Attempt] = []
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
             sessions = [await new_session(http) for _ in range(3)]
             stop_turns = asyncio.Event()
 
-            async def turns() -> None:
+            async def send_turns() -> None:
                 for k in itertools.count():
                     if stop_turns.is_set() or k >= 5000:
                         return
@@ -575,12 +585,12 @@ async def test_kill_9_mid_turns_loses_no_acknowledged_turn_and_leaves_no_half_tu
                     if status != 200:
                         await asyncio.sleep(0.05)
 
-            runner = asyncio.create_task(turns())
+            runner = asyncio.create_task(send_turns())
             try:
                 # Kill once the loop has run 2 s and had at least 30 turns acknowledged.
                 for _ in range(500):  # at most 10 s
-                    acked = sum(a.status == 200 for a in attempts)
-                    if acked >= 30 and time.monotonic() - attempts[0].sent >= 2:
+                    acked_so_far = sum(a.status == 200 for a in attempts)
+                    if acked_so_far >= 30 and time.monotonic() - attempts[0].sent >= 2:
                         break
                     await asyncio.sleep(0.02)
                 redis.process.send_signal(signal.SIGKILL)
@@ -626,7 +636,7 @@ async def test_kill_9_mid_turns_loses_no_acknowledged_turn_and_leaves_no_half_tu
     lost_old = [a for a in lost if a.done < killed - 1.0]
     acked_keys = {(a.session_id, a.message) for a in acked}
     stored_unacked = [key for key in stored if key not in acked_keys]
-    half_written = []
+    half_written: list[tuple[object, ...]] = []
     for session_id, turns in histories.items():
         for j, turn in enumerate(turns):
             # [n=<system + earlier messages (window 40) + this one>] <the words>
@@ -673,6 +683,7 @@ async def test_kill_9_mid_turns_loses_no_acknowledged_turn_and_leaves_no_half_tu
 
 
 async def test_after_a_graceful_redis_restart_the_next_requests_succeed(
+    make_app: Callable[..., AppServer],
     start_app: type[AppServer],
     fake_groq: FakeGroq,
     tmp_path: Path,
@@ -680,7 +691,7 @@ async def test_after_a_graceful_redis_restart_the_next_requests_succeed(
 ) -> None:
     directory, port = tmp_path / "redis-restart", free_port()
     redis = start_redis(directory, port, *AOF)
-    server = start_app(env=app_env(redis.url(), fake_groq, **NO_LIMITS)).start()
+    server = make_app(redis_url=redis.url(), **NO_LIMITS)
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             session_id = await new_session(http)

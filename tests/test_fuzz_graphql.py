@@ -3,7 +3,7 @@
 Over real HTTP to the app under uvicorn, started as conftest's `app` fixture starts it
 but on a Redis database of its own (9), with the fake Groq model behind it.
 
-The bar (API.md): HTTP 200 (or 400 for a request that is not GraphQL at all), never a
+The bar (docs/api.md): HTTP 200 (or 400 for a request that is not GraphQL at all), never a
 5xx; every error carries an `extensions.code` of the contract, or is a validation error
 (those have no code, and no `path`: they are found before anything runs); no error
 message shows a traceback or where the code lives; the server is healthy afterwards.
@@ -12,7 +12,7 @@ message shows a traceback or where the code lives; the server is healthy afterwa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -21,8 +21,8 @@ import schemathesis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import AppServer, FakeGroq, RedisServer
-from tests.fuzzing import (
+from tests.support import AppServer
+from tests.support.fuzzing import (
     GRAPHQL_CODES,
     UNICODE,
     FuzzStats,
@@ -36,7 +36,6 @@ from tests.fuzzing import (
     run_schemathesis,
     server_log_problems,
     session_ids,
-    start_fuzz_app,
 )
 
 pytestmark = pytest.mark.fuzz
@@ -80,9 +79,10 @@ def stats(request: pytest.FixtureRequest) -> FuzzStats:
 
 
 @pytest.fixture(scope="module")
-def app(start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq) -> AppServer:
-    """The app under uvicorn, as conftest's `app`, on Redis database 9 (see fuzzing.py)."""
-    return start_fuzz_app(start_app, redis_server, fake_groq, db=9)
+def app(make_app: Callable[..., AppServer]) -> AppServer:
+    """The app as conftest's `app` runs it, on a database of its own: the fuzzers create
+    thousands of sessions, which neither slow nor confuse the tests that list sessions."""
+    return make_app()
 
 
 @pytest.fixture(scope="module")

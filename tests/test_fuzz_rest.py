@@ -2,7 +2,7 @@
 
 Everything goes over real HTTP to the app under uvicorn, started as conftest's `app`
 fixture starts it but on a Redis database of its own (8), with the fake Groq model
-behind it. The bar (API.md): no 5xx at all (502/503 are for a failing
+behind it. The bar (docs/api.md): no 5xx at all (502/503 are for a failing
 model or an unreachable Redis, and neither happens here), only documented statuses, a
 session id that is not a canonical UUID4 never gets a 200, error texts leak nothing,
 and the server is healthy afterwards.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -22,8 +22,8 @@ import schemathesis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import AppServer, FakeGroq, RedisServer
-from tests.fuzzing import (
+from tests.support import AppServer
+from tests.support.fuzzing import (
     UNICODE,
     FuzzStats,
     assert_healthy,
@@ -38,7 +38,6 @@ from tests.fuzzing import (
     run_schemathesis,
     server_log_problems,
     session_ids,
-    start_fuzz_app,
 )
 
 pytestmark = pytest.mark.fuzz
@@ -80,7 +79,7 @@ SCHEMATHESIS_CONFIG: dict[str, Any] = {
     "workers": 1,
 }
 
-# The statuses API.md documents for each route. 405 (wrong method) is the framework's
+# The statuses docs/api.md documents for each route. 405 (wrong method) is the framework's
 # answer to schemathesis' unsupported-method probes; 404 on a path that matches no
 # route (an id holding "/") is not a route's answer either.
 DOCUMENTED = {
@@ -101,9 +100,10 @@ def stats(request: pytest.FixtureRequest) -> FuzzStats:
 
 
 @pytest.fixture(scope="module")
-def app(start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq) -> AppServer:
-    """The app under uvicorn, as conftest's `app`, on Redis database 8 (see fuzzing.py)."""
-    return start_fuzz_app(start_app, redis_server, fake_groq, db=8)
+def app(make_app: Callable[..., AppServer]) -> AppServer:
+    """The app as conftest's `app` runs it, on a database of its own: the fuzzers create
+    thousands of sessions, which neither slow nor confuse the tests that list sessions."""
+    return make_app()
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def check_error(response: httpx.Response) -> None:
 
 
 def fake_reply(message: str, n_messages: int = 2) -> str:
-    """What tests/fake_groq.py answers: `[n=N]` then the message's words."""
+    """What tests/support/fake_groq.py answers: `[n=N]` then the message's words."""
     return " ".join([f"[n={n_messages}]", *message.split()])
 
 
@@ -270,7 +270,8 @@ def _read_reply(response: httpx.Response, mode: str) -> str:
         assert response.headers["content-type"].startswith("text/plain")
         return response.text
     assert response.headers["content-type"].startswith("text/event-stream")
-    tokens, done = [], None
+    tokens: list[str] = []
+    done: str | None = None
     for block in response.text.split("\n\n"):
         if not block:
             continue
@@ -325,7 +326,7 @@ def test_any_message_is_stored_exactly(
 
 
 def _new_session_outcome(body: Any) -> int:
-    """The status API.md promises for `body` sent as JSON to POST /new_session."""
+    """The status docs/api.md promises for `body` sent as JSON to POST /new_session."""
     if body is None:
         return 200
     if not isinstance(body, dict):
@@ -383,7 +384,7 @@ def test_any_bytes_to_new_session(raw: bytes, http: httpx.Client, stats: FuzzSta
         body = json.loads(raw)
     except UnicodeDecodeError:
         # Not UTF-8: FastAPI answers 400 "There was an error parsing the body" where
-        # API.md says 422; test_a_body_that_is_not_utf8_is_422 keeps that case.
+        # docs/api.md says 422; test_a_body_that_is_not_utf8_is_422 keeps that case.
         expected = {400, 422}
     except ValueError:
         expected = {200} if not raw.strip() else {422}  # no body at all is allowed
@@ -496,6 +497,8 @@ def test_any_limit_and_cursor(
     data: st.DataObject | None, http: httpx.Client, real_cursors: list[str], stats: FuzzStats
 ) -> None:
     """GET /sessions: 200 or 400, never 5xx; a 200 page is well formed."""
+    limit: str | None
+    cursor: str | None
     if data is None:  # the plain documented call
         limit, cursor = "2", real_cursors[0]
     else:
@@ -578,7 +581,7 @@ def test_lone_surrogate_in_message_is_bad_input_not_a_model_failure(http: httpx.
 
 
 def test_a_body_that_is_not_utf8_is_422(http: httpx.Client) -> None:
-    """API.md: 422 for a body that is not the documented JSON at all."""
+    """docs/api.md: 422 for a body that is not the documented JSON at all."""
     for path in ("/new_session", "/chat"):
         response = http.post(path, content=b"\x80", headers={"content-type": "application/json"})
         # Observed: 400 {"detail": "There was an error parsing the body"}.
@@ -586,7 +589,7 @@ def test_a_body_that_is_not_utf8_is_422(http: httpx.Client) -> None:
 
 
 def test_a_session_id_ending_in_a_slash_is_refused(http: httpx.Client) -> None:
-    """`<id>/` is not a canonical id: API.md wants 400, never an action on `<id>`."""
+    """`<id>/` is not a canonical id: docs/api.md wants 400, never an action on `<id>`."""
     session_id = create(http)
     path = "/session/" + quote(session_id + "/", safe="")  # .../<id>%2F
     response = http.delete(path)

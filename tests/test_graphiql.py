@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
-from tests.conftest import AppServer
+from tests.support import AppServer
 from tests.test_page import browser  # noqa: F401  the shared Chromium fixture
 
 pytestmark = pytest.mark.browser

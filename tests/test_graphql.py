@@ -1,15 +1,15 @@
-"""Queries and mutations over HTTP, with the error codes of API.md."""
+"""Queries and mutations over HTTP, with the error codes of docs/api.md."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
-from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, error_codes, gql, new_session
-from tests.ws_client import graphql_socket
+from tests.support import AppServer, error_codes, gql, new_session
+from tests.support.ws_client import graphql_socket
 
 SESSION = """
 query($id: ID!) {
@@ -133,12 +133,9 @@ async def test_send_message_to_unknown_session_is_not_found(client: httpx.AsyncC
 
 
 @pytest.fixture(scope="module")
-def listing_app(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
-) -> AppServer:
+def listing_app(make_app: Callable[..., AppServer]) -> AppServer:
     """An app on a Redis database of its own, so the list holds only this module's sessions."""
-    env = app_env(redis_server.url(3), fake_groq, ADMIN_TOKEN="admin-token")
-    return start_app(env=env).start()
+    return make_app(ADMIN_TOKEN="admin-token")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -15,33 +15,21 @@ import websockets
 from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import (
+from tests.support import (
     LOOPBACK,
     AppServer,
-    FakeGroq,
-    RedisServer,
-    app_env,
     error_codes,
     gql,
     new_session,
 )
-from tests.ws_client import LEGACY_WS, TRANSPORT_WS, graphql_socket
-
-DB = 7
+from tests.support.ws_client import LEGACY_WS, TRANSPORT_WS, graphql_socket
 
 CREATE = "mutation { createSession { id } }"
 
 
 @pytest.fixture(scope="module")
-def small(start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq) -> AppServer:
-    env = app_env(
-        redis_server.url(DB),
-        fake_groq,
-        MAX_REQUEST_BYTES="4096",
-        MAX_MESSAGE_CHARS="1000",
-        WS_MAX_MESSAGE_BYTES="4096",
-    )
-    return start_app(env=env).start()
+def small(make_app: Callable[..., AppServer]) -> AppServer:
+    return make_app(MAX_REQUEST_BYTES="4096", MAX_MESSAGE_CHARS="1000", WS_MAX_MESSAGE_BYTES="4096")
 
 
 @pytest.fixture
@@ -104,12 +92,11 @@ def _rss_kib(server: AppServer) -> int:
 
 @pytest.mark.slow
 async def test_large_distinct_documents_are_not_kept(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    make_app: Callable[..., AppServer],
 ) -> None:
     # Large blocks straight from the system and back, so the resident size shows what the
     # process keeps rather than what the allocator holds on to after a burst.
-    env = app_env(redis_server.url(DB), fake_groq, MALLOC_MMAP_THRESHOLD_="131072")
-    server = start_app(env=env).start()
+    server = make_app(MALLOC_MMAP_THRESHOLD_="131072")
 
     async def send_distinct(first: int, count: int) -> None:
         for i in range(first, first + count):  # distinct documents of 900 KB each
@@ -128,20 +115,11 @@ async def test_large_distinct_documents_are_not_kept(
     assert grown < 20_000, f"the process grew by {grown} KiB over 40 documents"
 
 
-async def fresh_counts(redis_server: RedisServer) -> None:
-    """Empty the module's database: address counts of earlier tests share the minute."""
-    redis = Redis.from_url(redis_server.url(DB))
-    await redis.flushdb()
-    await redis.aclose()
-
-
 @pytest.mark.slow
 async def test_operations_over_one_socket_count_toward_the_address_limit(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    make_app: Callable[..., AppServer],
 ) -> None:
-    await fresh_counts(redis_server)
-    env = app_env(redis_server.url(DB), fake_groq, RATE_LIMIT_EXEMPT="", RATE_LIMIT_PER_MINUTE="5")
-    server = start_app(env=env).start()
+    server = make_app(RATE_LIMIT_EXEMPT="", RATE_LIMIT_PER_MINUTE="5")
     allowed, refused = 0, []
     async with graphql_socket(server.ws_url) as ws:  # the upgrade counts once
         for _ in range(20):
@@ -159,11 +137,9 @@ async def test_operations_over_one_socket_count_toward_the_address_limit(
 
 @pytest.mark.slow
 async def test_a_legacy_socket_counts_its_operations_too(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    make_app: Callable[..., AppServer],
 ) -> None:
-    await fresh_counts(redis_server)
-    env = app_env(redis_server.url(DB), fake_groq, RATE_LIMIT_EXEMPT="", RATE_LIMIT_PER_MINUTE="3")
-    server = start_app(env=env).start()
+    server = make_app(RATE_LIMIT_EXEMPT="", RATE_LIMIT_PER_MINUTE="3")
     async with graphql_socket(server.ws_url, LEGACY_WS) as ws:
         results = [await ws.chat("not-a-session", "hi") for _ in range(6)]
     server.stop()
@@ -174,11 +150,9 @@ async def test_a_legacy_socket_counts_its_operations_too(
 
 @pytest.mark.slow
 async def test_forwarded_for_is_believed_only_from_configured_proxies(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    make_app: Callable[..., AppServer],
 ) -> None:
-    await fresh_counts(redis_server)
-    env = app_env(redis_server.url(DB), fake_groq, RATE_LIMIT_PER_MINUTE="3")
-    server = start_app(env=env).start()
+    server = make_app(RATE_LIMIT_PER_MINUTE="3")
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         # Loopback is exempt, and a header cannot make a request loopback or rotate it.
         plain = [(await client.post("/new_session")).status_code for _ in range(5)]
@@ -194,10 +168,7 @@ async def test_forwarded_for_is_believed_only_from_configured_proxies(
     assert rotated == [200, 200, 200, 429]
     assert claimed.status_code == 429
 
-    env = app_env(
-        redis_server.url(DB), fake_groq, RATE_LIMIT_PER_MINUTE="3", FORWARDED_ALLOW_IPS="127.0.0.1"
-    )
-    proxied = start_app(env=env).start()
+    proxied = make_app(RATE_LIMIT_PER_MINUTE="3", FORWARDED_ALLOW_IPS="127.0.0.1")
     async with httpx.AsyncClient(base_url=proxied.url, timeout=30) as client:
         distinct = [
             (
@@ -219,7 +190,7 @@ async def test_a_forged_host_is_refused_on_loopback(
     with pytest.raises(InvalidStatus) as refused:
         async with websockets.connect(
             small.ws_url,
-            subprotocols=[TRANSPORT_WS],  # type: ignore[list-item]
+            subprotocols=[TRANSPORT_WS],
             additional_headers={"Host": "rebind.example", "Origin": "http://rebind.example"},
         ):
             pass
@@ -228,10 +199,9 @@ async def test_a_forged_host_is_refused_on_loopback(
 
 @pytest.mark.slow
 async def test_allowed_hosts_name_the_served_hosts(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    make_app: Callable[..., AppServer],
 ) -> None:
-    env = app_env(redis_server.url(DB), fake_groq, ALLOWED_HOSTS="chat.example.com,*.corp.test")
-    server = start_app(env=env).start()
+    server = make_app(ALLOWED_HOSTS="chat.example.com,*.corp.test")
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         statuses = {
             host: (await client.get("/", headers={"host": host})).status_code
@@ -257,11 +227,11 @@ async def test_the_websocket_frame_limit_counts_bytes(small: AppServer) -> None:
 
 
 async def test_a_listing_reads_only_the_fields_it_shows(
-    http: httpx.AsyncClient, redis_server: RedisServer
+    http: httpx.AsyncClient, small: AppServer
 ) -> None:
     for _ in range(3):
         await http.post("/new_session", json={"system_prompt": "p" * 1000})
-    redis = Redis.from_url(redis_server.url(DB), decode_responses=True)
+    redis = Redis.from_url(small.env["REDIS_URL"], decode_responses=True)
     try:
 
         async def calls(command: str) -> int:

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from resolvers.services.history import RedisChatHistory, Role, StoredMessage, TurnPair, pair_turns
 from resolvers.services.keys import lock_key, messages_key, meta_key
-from tests.conftest import RedisServer
+from tests.support import RedisServer
 
 
 def sid() -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
@@ -44,12 +44,11 @@ from resolvers.services.history import RedisChatHistory, Role, encode, stamped
 from resolvers.services.keys import INDEX_KEY, messages_key, meta_key
 from resolvers.services.sessions import MAX_PAGE, SessionStore
 from resolvers.services.storage import make_client
-from tests.conftest import RedisServer
-from tests.fuzzing import UNICODE, FuzzStats, reporting
+from tests.support import RedisServer
+from tests.support.fuzzing import UNICODE, FuzzStats, reporting
 
 pytestmark = pytest.mark.fuzz
 
-REDIS_DB = 7
 T = TypeVar("T")
 
 MACHINE_SETTINGS = settings(
@@ -85,7 +84,9 @@ class AsyncMachine(RuleBasedStateMachine):
 
         async def make() -> Redis:
             if app_like:
-                return make_client(self.redis_url, max_connections=4)
+                client = make_client(self.redis_url, max_connections=4)
+                assert isinstance(client, Redis)  # a single-node URL, not a cluster
+                return client
             return Redis.from_url(self.redis_url, decode_responses=False)
 
         made = self.run(make())
@@ -105,6 +106,12 @@ class AsyncMachine(RuleBasedStateMachine):
             self.run(close())
         finally:
             self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def fuzz_db(fresh_db: Callable[[], str]) -> str:
+    """The stores' own database: the machines create and delete sessions by the thousand."""
+    return fresh_db()
 
 
 @pytest.fixture(scope="module")
@@ -276,9 +283,9 @@ class HistoryMachine(AsyncMachine):
 
 
 def test_history_matches_a_list_under_two_clients(
-    redis_server: RedisServer, stats: FuzzStats
+    fuzz_db: str, redis_server: RedisServer, stats: FuzzStats
 ) -> None:
-    HistoryMachine.redis_url = redis_server.url(REDIS_DB)
+    HistoryMachine.redis_url = fuzz_db
     HistoryMachine.stats = stats
     run_state_machine_as_test(HistoryMachine, settings=MACHINE_SETTINGS)
     # The run must have exercised what it is about (a guard against a dull seed).
@@ -599,8 +606,10 @@ class SessionMachine(AsyncMachine):
         return [s.id for s in page.sessions], end, page.total
 
 
-def test_session_store_matches_its_model(redis_server: RedisServer, stats: FuzzStats) -> None:
-    SessionMachine.redis_url = redis_server.url(REDIS_DB)
+def test_session_store_matches_its_model(
+    fuzz_db: str, redis_server: RedisServer, stats: FuzzStats
+) -> None:
+    SessionMachine.redis_url = fuzz_db
     SessionMachine.stats = stats
     run_state_machine_as_test(SessionMachine, settings=MACHINE_SETTINGS)
     # The run must have exercised what it is about (a guard against a dull seed).
@@ -608,11 +617,12 @@ def test_session_store_matches_its_model(redis_server: RedisServer, stats: FuzzS
         assert stats.cases(SessionMachine.name, what) >= 20, what
 
 
-def test_page_sizes_beyond_the_cap_are_cut(redis_server: RedisServer) -> None:
+def test_page_sizes_beyond_the_cap_are_cut(fuzz_db: str, redis_server: RedisServer) -> None:
     """A plain check the machine cannot reach cheaply: MAX_PAGE bounds a page."""
 
     async def check() -> None:
-        redis = make_client(redis_server.url(REDIS_DB), max_connections=2)
+        redis = make_client(fuzz_db, max_connections=2)
+        assert isinstance(redis, Redis)  # a single-node URL, not a cluster
         try:
             await redis.flushdb()
             store = SessionStore(

@@ -64,7 +64,7 @@ def test_the_groq_members_the_fast_path_uses_still_exist() -> None:
     from langchain_core.messages import HumanMessage
     from langchain_groq import ChatGroq
 
-    model = ChatGroq(model="some-model", api_key="not-used")  # type: ignore[arg-type]
+    model = ChatGroq(model_name="some-model", api_key="not-used")
     dicts, params = model._create_message_dicts([HumanMessage(content="hi")], None)
     assert dicts == [{"role": "user", "content": "hi"}]
     assert params["model"] == "some-model"

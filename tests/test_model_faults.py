@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, new_session
+from tests.support import AppServer, FakeGroq, RedisServer, app_env, new_session
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +51,9 @@ async def test_retries_are_bounded_then_llm_error(
 
 
 async def test_a_provider_that_refuses_connections_fails_fast(
-    start_app: type[AppServer], redis_server: RedisServer
+    shared_redis_url: str, start_app: type[AppServer], redis_server: RedisServer
 ) -> None:
-    env = app_env(redis_server.url(0), None, GROQ_API_KEY="k", GROQ_API_BASE="http://127.0.0.1:9")
+    env = app_env(shared_redis_url, None, GROQ_API_KEY="k", GROQ_API_BASE="http://127.0.0.1:9")
     server = start_app(env=env).start()
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         session_id = await new_session(http)
@@ -67,10 +67,13 @@ async def test_a_provider_that_refuses_connections_fails_fast(
 
 @pytest.fixture(scope="module")
 def bounded_app(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> AppServer:
     env = app_env(
-        redis_server.url(0),
+        shared_redis_url,
         fake_groq,
         LLM_TIMEOUT_SECONDS="1",
         LLM_TURN_TIMEOUT_SECONDS="1.5",
@@ -139,10 +142,13 @@ async def test_when_every_model_fails_the_turn_is_llm_error(bounded: httpx.Async
 
 @pytest.fixture(scope="module")
 def silent_app(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> AppServer:
     # Retries on: a provider SDK retrying a timed-out request must not stretch the wait.
-    env = app_env(redis_server.url(0), fake_groq, LLM_TIMEOUT_SECONDS="1", LLM_MAX_RETRIES="3")
+    env = app_env(shared_redis_url, fake_groq, LLM_TIMEOUT_SECONDS="1", LLM_MAX_RETRIES="3")
     return start_app(env=env).start()
 
 
@@ -205,9 +211,12 @@ async def test_a_provider_that_never_answers_fails_within_the_timeout_whatever_t
 
 
 async def test_sigterm_during_a_stalled_turn_exits_within_the_drain_bound(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> None:
-    server = start_app(env=app_env(redis_server.url(0), fake_groq, LLM_TIMEOUT_SECONDS="3"))
+    server = start_app(env=app_env(shared_redis_url, fake_groq, LLM_TIMEOUT_SECONDS="3"))
     server.start()
     assert server.process is not None
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:

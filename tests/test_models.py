@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 import pytest
 from langchain_core.messages import HumanMessage
 
 from resolvers.services.model import OFFLINE_REPLY, OfflineChatModel, build_model
 from resolvers.services.settings import Settings
-from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, new_session
+from tests.support import AppServer, FakeGroq, RedisServer, app_env, new_session
 
 
-def settings(**values: object) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+def settings(**values: Any) -> Settings:
+    """Settings from `values` (validated by pydantic) and the environment, not `.env`."""
+    return Settings(_env_file=None, **values)
 
 
 def test_offline_is_the_default_without_a_provider_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,10 +62,13 @@ async def test_offline_model_streams_its_reply_in_pieces() -> None:
 
 @pytest.mark.slow
 async def test_any_openai_compatible_server_by_configuration_alone(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> None:
     env = app_env(
-        redis_server.url(0),
+        shared_redis_url,
         None,
         LLM_MODEL="openai:gpt-4o-mini",
         OPENAI_API_KEY="test-key",
@@ -78,9 +85,13 @@ async def test_any_openai_compatible_server_by_configuration_alone(
 
 @pytest.mark.slow
 async def test_the_start_log_names_redis_model_and_open_admin(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    make_app: Callable[..., AppServer],
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> None:
-    server = start_app(env=app_env(redis_server.url(0), fake_groq)).start()
+    server = make_app(redis_url=shared_redis_url)
     server.stop()
     log = server.output()
     assert f"redis: redis://127.0.0.1:{redis_server.port}/0" in log
@@ -90,9 +101,12 @@ async def test_the_start_log_names_redis_model_and_open_admin(
 
 @pytest.mark.slow
 async def test_langchains_own_stream_path_gives_the_same_turns(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> None:
-    env = app_env(redis_server.url(0), fake_groq, LLM_FAST_STREAM="false")
+    env = app_env(shared_redis_url, fake_groq, LLM_FAST_STREAM="false")
     server = start_app(env=env).start()
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         session_id = await new_session(http)

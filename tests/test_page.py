@@ -9,15 +9,15 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from resolvers.services.model import OFFLINE_REPLY
-from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, new_session
+from tests.support import AppServer, FakeGroq, RedisServer, app_env, new_session
 
 pytestmark = pytest.mark.browser
 
@@ -216,12 +216,13 @@ async def test_phone_width_and_dark_theme(browser: Browser, app: AppServer) -> N
 
 
 async def test_admin_token_is_asked_for_and_used(
+    shared_redis_url: str,
     browser: Browser,
     start_app: type[AppServer],
     redis_server: RedisServer,
     fake_groq: FakeGroq,
 ) -> None:
-    env = app_env(redis_server.url(0), fake_groq, ADMIN_TOKEN="page-admin")
+    env = app_env(shared_redis_url, fake_groq, ADMIN_TOKEN="page-admin")
     server = start_app(env=env).start()
     async with httpx.AsyncClient(base_url=server.url) as http:
         known = await new_session(http, title="Listed for admins")
@@ -241,12 +242,14 @@ async def test_admin_token_is_asked_for_and_used(
 
 
 async def test_a_lost_connection_shows_and_the_socket_reconnects(
+    make_app: Callable[..., AppServer],
+    shared_redis_url: str,
     browser: Browser,
     start_app: type[AppServer],
     redis_server: RedisServer,
     fake_groq: FakeGroq,
 ) -> None:
-    server = start_app(env=app_env(redis_server.url(0), fake_groq)).start()
+    server = make_app(redis_url=shared_redis_url)
     context = await browser.new_context(base_url=server.url)
     page = await context.new_page()
     await page.goto("/")
@@ -268,7 +271,7 @@ async def test_a_conversation_with_the_offline_model_out_of_the_box(
 ) -> None:
     """What `make run` gives on a bare machine: embedded Redis, offline model."""
     server = start_app(env=app_env(None, None, DATA_DIR=str(tmp_path / "data"))).start()
-    viewport = {"width": 1100, "height": 640}
+    viewport: ViewportSize = {"width": 1100, "height": 640}
     context = await browser.new_context(base_url=server.url, viewport=viewport)
     page = await context.new_page()
     await page.goto("/")

@@ -19,8 +19,8 @@ from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
 
 from tests import test_page
-from tests.conftest import AppServer
-from tests.redis_proxy import RedisProxy
+from tests.support import AppServer
+from tests.support.redis_proxy import RedisProxy
 from tests.test_page import send, shot, start_chat
 
 pytestmark = pytest.mark.browser

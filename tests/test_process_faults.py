@@ -5,23 +5,26 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, new_session
+from tests.support import AppServer, FakeGroq, RedisServer, new_session
 
 pytestmark = pytest.mark.slow
 
 
 async def test_sigkill_mid_turn_stores_nothing_and_the_lock_expires(
+    make_app: Callable[..., AppServer],
+    shared_redis_url: str,
     start_app: type[AppServer],
     app: AppServer,
     client: httpx.AsyncClient,
     redis_server: RedisServer,
     fake_groq: FakeGroq,
 ) -> None:
-    doomed = start_app(env=app_env(redis_server.url(0), fake_groq, TURN_LOCK_SECONDS="2")).start()
+    doomed = make_app(redis_url=shared_redis_url, TURN_LOCK_SECONDS="2")
     session_id = await new_session(client)
     body = {"session_id": session_id, "message": "!delay=0.3 a b c d e f"}
     async with (
@@ -48,12 +51,14 @@ async def test_sigkill_mid_turn_stores_nothing_and_the_lock_expires(
 
 
 async def test_sigterm_lets_running_turns_finish_and_be_stored(
+    make_app: Callable[..., AppServer],
+    shared_redis_url: str,
     start_app: type[AppServer],
     client: httpx.AsyncClient,
     redis_server: RedisServer,
     fake_groq: FakeGroq,
 ) -> None:
-    stopping = start_app(env=app_env(redis_server.url(0), fake_groq)).start()
+    stopping = make_app(redis_url=shared_redis_url)
     streamed_id = await new_session(client)
     abandoned_id = await new_session(client)
     async with httpx.AsyncClient(base_url=stopping.url, timeout=30) as http:

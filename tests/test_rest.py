@@ -1,14 +1,15 @@
-"""The documented REST routes, over real HTTP, with the bodies and statuses of API.md."""
+"""The documented REST routes, over real HTTP, with the bodies and statuses of docs/api.md."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, gql, new_session
+from tests.support import AppServer, FakeGroq, RedisServer, gql, new_session
 
 UUID4_LEN = 36
 
@@ -195,9 +196,13 @@ async def test_sessions_bad_paging_arguments_are_400(
 
 @pytest.mark.slow
 async def test_admin_token_protects_the_session_list(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    make_app: Callable[..., AppServer],
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> None:
-    server = start_app(env=app_env(redis_server.url(0), fake_groq, ADMIN_TOKEN="s3cret")).start()
+    server = make_app(redis_url=shared_redis_url, ADMIN_TOKEN="s3cret")
     async with httpx.AsyncClient(base_url=server.url) as http:
         assert (await http.get("/sessions")).status_code == 401
         wrong = await http.get("/sessions", headers={"authorization": "Bearer nope"})

@@ -6,17 +6,17 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     LOOPBACK,
     REPO,
     AppServer,
     FakeGroq,
-    RedisServer,
     app_env,
     free_port,
     new_session,
@@ -28,9 +28,9 @@ pytestmark = pytest.mark.slow
 
 
 async def test_two_app_processes_share_sessions_order_and_history(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    start_app: type[AppServer], fresh_db: Callable[[], str], fake_groq: FakeGroq
 ) -> None:
-    env = app_env(redis_server.url(6), fake_groq)
+    env = app_env(fresh_db(), fake_groq)
     one, two = start_app(env=env).start(), start_app(env=env).start()
     async with (
         httpx.AsyncClient(base_url=one.url, timeout=30) as a,

@@ -1,4 +1,4 @@
-"""The committed SDL is the schema the code builds, and it holds API.md's names."""
+"""The committed SDL is the schema the code builds, and it holds docs/api.md's names."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, message_to_dict
@@ -15,15 +15,19 @@ from resolvers.services.errors import BadInput, NotFound, SessionBusy
 from resolvers.services.keys import INDEX_KEY, lock_key, messages_key, meta_key
 from resolvers.services.sessions import SessionStore
 from resolvers.services.validation import check_session_id
-from tests.conftest import RedisServer
 
 PROMPT = "be brief"
 
 
+@pytest.fixture(scope="module")
+def db_url(fresh_db: Callable[[], str]) -> str:
+    return fresh_db()
+
+
 @pytest.fixture
-async def db(redis_server: RedisServer) -> AsyncIterator[Redis]:
+async def db(db_url: str) -> AsyncIterator[Redis]:
     """A Redis database of its own, emptied, so the index holds only this test's sessions."""
-    client = Redis.from_url(redis_server.url(1), decode_responses=True)
+    client = Redis.from_url(db_url, decode_responses=True)
     await client.flushdb()
     yield client
     await client.flushdb()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from resolvers.services.model import OFFLINE_REPLY
-from tests.conftest import AppServer, FakeGroq, app_env, error_codes, gql, new_session, start_redis
+from tests.support import AppServer, FakeGroq, app_env, error_codes, gql, new_session, start_redis
 
 
 @pytest.mark.slow
@@ -43,10 +44,13 @@ async def test_embedded_redis_keeps_history_across_a_restart(
 
 @pytest.mark.slow
 async def test_redis_outage_is_503_and_unavailable_then_recovers(
-    start_app: type[AppServer], fake_groq: FakeGroq, tmp_path: Path
+    make_app: Callable[..., AppServer],
+    start_app: type[AppServer],
+    fake_groq: FakeGroq,
+    tmp_path: Path,
 ) -> None:
     redis = start_redis(tmp_path / "redis")
-    server = start_app(env=app_env(redis.url(), fake_groq)).start()
+    server = make_app(redis_url=redis.url())
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         session_id = await new_session(http)
         redis.process.send_signal(signal.SIGKILL)

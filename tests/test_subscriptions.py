@@ -8,16 +8,17 @@ import uuid
 
 import httpx
 import pytest
+from websockets.typing import Subprotocol
 
-from tests.conftest import AppServer, new_session
-from tests.ws_client import LEGACY_WS, TRANSPORT_WS, graphql_socket
+from tests.support import AppServer, new_session
+from tests.support.ws_client import LEGACY_WS, TRANSPORT_WS, graphql_socket
 
 PROTOCOLS = [TRANSPORT_WS, LEGACY_WS]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_chat_streams_tokens_then_one_done_event(
-    app: AppServer, client: httpx.AsyncClient, protocol: str
+    app: AppServer, client: httpx.AsyncClient, protocol: Subprotocol
 ) -> None:
     session_id = await new_session(client)
     async with graphql_socket(app.ws_url, protocol) as ws:
@@ -36,7 +37,7 @@ async def test_chat_streams_tokens_then_one_done_event(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_tokens_arrive_one_by_one_not_all_at_the_end(
-    app: AppServer, client: httpx.AsyncClient, protocol: str
+    app: AppServer, client: httpx.AsyncClient, protocol: Subprotocol
 ) -> None:
     session_id = await new_session(client)
     async with graphql_socket(app.ws_url, protocol) as ws:
@@ -61,7 +62,7 @@ async def test_tokens_arrive_one_by_one_not_all_at_the_end(
 async def test_chat_errors_carry_their_code(
     app: AppServer,
     client: httpx.AsyncClient,
-    protocol: str,
+    protocol: Subprotocol,
     session: str,
     message: str,
     code: str,

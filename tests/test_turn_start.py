@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -10,16 +11,18 @@ from resolvers.services.keys import lock_key
 from resolvers.services.model import build_model
 from resolvers.services.sessions import SessionStore
 from resolvers.services.turns import TurnRunner
-from tests.conftest import RedisServer
-from tests.redis_proxy import RedisProxy
+from tests.support import RedisServer
+from tests.support.redis_proxy import RedisProxy
 
 
 async def test_a_start_cancelled_after_the_lock_was_taken_releases_it(
-    redis_server: RedisServer,
+    redis_server: RedisServer, fresh_db: Callable[[], str]
 ) -> None:
-    direct = Redis.from_url(redis_server.url(2), decode_responses=True)
+    url = fresh_db()
+    direct = Redis.from_url(url, decode_responses=True)
     async with RedisProxy(redis_server.port) as proxy:
-        slow = Redis.from_url(f"redis://127.0.0.1:{proxy.port}/2", decode_responses=True)
+        db = url.rsplit("/", 1)[1]
+        slow = Redis.from_url(f"redis://127.0.0.1:{proxy.port}/{db}", decode_responses=True)
         store = SessionStore(
             slow, default_system_prompt="p", history_window=40, ttl_seconds=0, lock_seconds=20
         )

@@ -6,11 +6,12 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.conftest import AppServer, FakeGroq, RedisServer, app_env, gql, new_session
+from tests.support import AppServer, FakeGroq, RedisServer, app_env, gql, new_session
 
 
 async def history_of(client: httpx.AsyncClient, session_id: str) -> list[dict[str, str]]:
@@ -90,12 +91,14 @@ async def test_a_stream_cut_after_it_began_ends_sse_with_an_error_event(
 @pytest.mark.slow
 @pytest.mark.parametrize("directive", ["!first_delay=30", "!hang", "!delay=30"])
 async def test_a_model_that_stalls_fails_after_the_timeout(
+    make_app: Callable[..., AppServer],
+    shared_redis_url: str,
     start_app: type[AppServer],
     redis_server: RedisServer,
     fake_groq: FakeGroq,
     directive: str,
 ) -> None:
-    server = start_app(env=app_env(redis_server.url(0), fake_groq, LLM_TIMEOUT_SECONDS="1")).start()
+    server = make_app(redis_url=shared_redis_url, LLM_TIMEOUT_SECONDS="1")
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         session_id = await new_session(http)
         began = time.monotonic()
@@ -126,9 +129,14 @@ async def test_two_concurrent_turns_on_one_session_one_is_busy(client: httpx.Asy
 
 @pytest.mark.slow
 async def test_busy_holds_across_two_app_processes(
-    start_app: type[AppServer], app: AppServer, redis_server: RedisServer, fake_groq: FakeGroq
+    make_app: Callable[..., AppServer],
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    app: AppServer,
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> None:
-    other = start_app(env=app_env(redis_server.url(0), fake_groq)).start()
+    other = make_app(redis_url=shared_redis_url)
     async with (
         httpx.AsyncClient(base_url=app.url, timeout=30) as one,
         httpx.AsyncClient(base_url=other.url, timeout=30) as two,
@@ -166,9 +174,13 @@ async def test_a_client_that_disconnects_mid_stream_does_not_lose_the_turn(
 
 @pytest.mark.slow
 async def test_the_model_gets_the_system_prompt_then_exactly_the_window(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    make_app: Callable[..., AppServer],
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> None:
-    server = start_app(env=app_env(redis_server.url(0), fake_groq, HISTORY_WINDOW="3")).start()
+    server = make_app(redis_url=shared_redis_url, HISTORY_WINDOW="3")
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         session_id = await new_session(http, system_prompt="You are terse.")
         for i in range(3):
@@ -200,7 +212,7 @@ async def test_send_message_runs_a_whole_turn(client: httpx.AsyncClient) -> None
 
 
 async def test_a_slow_reader_gets_the_queued_tokens_merged(app: AppServer) -> None:
-    from tests.ws_client import graphql_socket
+    from tests.support.ws_client import graphql_socket
 
     async with httpx.AsyncClient(base_url=app.url) as http:
         session_id = await new_session(http)
@@ -218,11 +230,14 @@ async def test_a_slow_reader_gets_the_queued_tokens_merged(app: AppServer) -> No
 
 @pytest.mark.slow
 async def test_fast_tokens_go_out_together_at_most_every_min_interval(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq
+    shared_redis_url: str,
+    start_app: type[AppServer],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
 ) -> None:
-    from tests.ws_client import graphql_socket
+    from tests.support.ws_client import graphql_socket
 
-    env = app_env(redis_server.url(0), fake_groq, STREAM_MIN_INTERVAL_MS="40")
+    env = app_env(shared_redis_url, fake_groq, STREAM_MIN_INTERVAL_MS="40")
     server = start_app(env=env).start()
     async with httpx.AsyncClient(base_url=server.url) as http:
         session_id = await new_session(http)
@@ -238,7 +253,7 @@ async def test_fast_tokens_go_out_together_at_most_every_min_interval(
 
 
 async def test_a_reader_that_keeps_up_gets_every_token_as_its_own_event(app: AppServer) -> None:
-    from tests.ws_client import graphql_socket
+    from tests.support.ws_client import graphql_socket
 
     async with httpx.AsyncClient(base_url=app.url) as http:
         session_id = await new_session(http)

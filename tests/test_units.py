@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 import pytest
-from redis.cluster import key_slot
+from redis.crc import key_slot
 
 from resolvers.context import bearer_token
 from resolvers.rest import _stream_mode

@@ -1,7 +1,7 @@
 """The project's own errors; each edge maps them to its own form.
 
 Services raise these and know nothing of HTTP or GraphQL. `code` is the GraphQL
-`extensions.code` of API.md; the REST edge turns the same code into a status.
+`extensions.code` of docs/api.md; the REST edge turns the same code into a status.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
 
-TRANSPORT_WS = "graphql-transport-ws"
-LEGACY_WS = "graphql-ws"
+TRANSPORT_WS = Subprotocol("graphql-transport-ws")
+LEGACY_WS = Subprotocol("graphql-ws")
 
 CHAT = """
 subscription Chat($sessionId: ID!, $message: String!) {
@@ -44,7 +45,7 @@ class Received:
 
 
 class GraphQLSocket:
-    def __init__(self, ws: ClientConnection, protocol: str) -> None:
+    def __init__(self, ws: ClientConnection, protocol: Subprotocol) -> None:
         self.ws = ws
         self.protocol = protocol
         self._ids = 0
@@ -92,9 +93,9 @@ class GraphQLSocket:
 
 @asynccontextmanager
 async def graphql_socket(
-    url: str, protocol: str = TRANSPORT_WS, payload: dict[str, Any] | None = None
+    url: str, protocol: Subprotocol = TRANSPORT_WS, payload: dict[str, Any] | None = None
 ) -> AsyncIterator[GraphQLSocket]:
-    async with websockets.connect(url, subprotocols=[protocol]) as ws:  # type: ignore[list-item]
+    async with websockets.connect(url, subprotocols=[protocol]) as ws:
         assert ws.subprotocol == protocol
         init: dict[str, Any] = {"type": "connection_init"}
         if payload is not None:

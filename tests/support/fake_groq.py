@@ -41,9 +41,9 @@ log record is filtered out), so httpx raises ``httpx.RemoteProtocolError``.
 
 Control: ``GET /requests`` -> ``{"count": <chat requests>, "last": <last JSON body>,
 "open": <streams in flight>, "max_open": <most in flight at once>, "gone": <streams whose client
-went away before their end>}``; ``POST /reset`` zeroes them. Run: ``python tests/fake_groq.py``
-prints ``READY <port>``; on SIGTERM/SIGINT it exits 0 at once (a hanging request gets a 503, a
-sleeping stream is dropped).
+went away before their end>}``; ``POST /reset`` zeroes them. Run:
+``python tests/support/fake_groq.py`` prints ``READY <port>``; on SIGTERM/SIGINT it exits 0 at
+once (a hanging request gets a 503, a sleeping stream is dropped).
 """
 
 from __future__ import annotations

@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from hypothesis import strategies as st
-from redis import Redis as SyncRedis
 
-from tests.conftest import AppServer, FakeGroq, RedisServer, app_env
+from tests.support import AppServer
 
 # -- the contract ---------------------------------------------------------------------
 
@@ -40,7 +39,7 @@ GRAPHQL_CODES = frozenset(
 # What an error text must never show: a traceback, or where the code lives.
 LEAKS = re.compile(r"Traceback|/work/|\.py\b|File \"")
 
-# The fake model's directives (see tests/fake_groq.py): a fuzzed message must not
+# The fake model's directives (see tests/support/fake_groq.py): a fuzzed message must not
 # make the model fail or hang on purpose, so `!` is dropped from generated messages.
 _DIRECTIVE_MARK = "!"
 
@@ -69,7 +68,7 @@ def assert_no_leak(text: str, sent: str = "") -> None:
 # -- strategies -----------------------------------------------------------------------
 
 # Any text Python can put in JSON as UTF-8: every code point but the surrogates.
-UNICODE = st.characters(exclude_categories=("Cs",))
+UNICODE = st.characters(exclude_categories=["Cs"])
 
 _RTL = "\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627 \u202e\u202b\u200f"
 _EMOJI = (
@@ -165,25 +164,6 @@ def json_objects_near(keys: list[str]) -> st.SearchStrategy[dict[str, Any]]:
         json_values(4),
         max_size=5,
     )
-
-
-# -- the app under test ----------------------------------------------------------------
-
-
-def start_fuzz_app(
-    start_app: type[AppServer], redis_server: RedisServer, fake_groq: FakeGroq, db: int
-) -> AppServer:
-    """The app exactly as the `app` fixture runs it, on a Redis database of its own.
-
-    The fuzzers create thousands of sessions; on their own database they neither slow
-    nor confuse the tests that list every session of db 0, and what they list is theirs.
-    """
-    flush = SyncRedis.from_url(redis_server.url(db))
-    try:
-        flush.flushdb()
-    finally:
-        flush.close()
-    return start_app(env=app_env(redis_server.url(db), fake_groq)).start()
 
 
 # What in the server's log means a request went wrong inside: an unexpected exception
