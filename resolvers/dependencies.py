@@ -1,4 +1,4 @@
-"""What both edges take from a request: the process's services, the bearer token, the
+"""What both edges take from a request: the process's services, who is asking, the
 client's address, and the GraphQL context built from them."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 
 from resolvers.context import Context, bearer_token
 from resolvers.services.container import Services
+from resolvers.services.identity import Identity
 
 
 def get_services(connection: HTTPConnection) -> Services:
@@ -20,20 +21,28 @@ def get_services(connection: HTTPConnection) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+async def get_identity(
+    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+) -> Identity:
+    """Who is asking (401 for a bad token, or none when one is required)."""
+    return await services.auth.identify(bearer_token(authorization))
+
+
+IdentityDep = Annotated[Identity, Depends(get_identity)]
+
+
 def client_address(connection: HTTPConnection) -> str | None:
     return connection.client.host if connection.client else None
 
 
-async def require_admin(
-    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
+async def require_admin(services: ServicesDep, who: IdentityDep) -> None:
     """REST: refuse the route (401) unless the caller may use the admin operations."""
-    services.check_admin(bearer_token(authorization))
+    services.check_admin(who)
 
 
 async def get_context(connection: HTTPConnection) -> Context:
     return Context(
         services=get_services(connection),
-        admin_token=bearer_token(connection.headers.get("authorization")),
+        bearer=bearer_token(connection.headers.get("authorization")),
         client=client_address(connection),
     )

@@ -16,8 +16,10 @@ import strawberry
 from graphql import GraphQLError
 
 from resolvers.context import Context
+from resolvers.services.container import Services
 from resolvers.services.errors import RateLimited, client_error
 from resolvers.services.history import StoredMessage, TurnPair
+from resolvers.services.identity import GuestToken, Identity
 from resolvers.services.sessions import SessionInfo, SessionPage
 from resolvers.services.turns import TurnEvent
 
@@ -52,48 +54,81 @@ def graphql_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return wrapper
 
 
+async def _who(info: Info) -> Identity:
+    return await info.context.identity()
+
+
 @graphql_errors
 async def sessions_page(info: Info, first: int, after: str | None) -> SessionPage:
+    await _who(info)  # a bad token is refused even where admin is open
     return await info.context.services.sessions.page(first=first, after=after)
 
 
 @graphql_errors
+async def viewer(info: Info) -> Identity:
+    return await _who(info)
+
+
+@graphql_errors
+async def viewer_sessions(info: Info, who: Identity, first: int, after: str | None) -> SessionPage:
+    if who.user_id is None:
+        return SessionPage(sessions=[], cursors=[], has_next=False, total=0)
+    return await info.context.services.sessions.page(first=first, after=after, owner=who.user_id)
+
+
+@graphql_errors
+async def create_guest(info: Info) -> GuestToken:
+    return await info.context.services.auth.issue_guest()
+
+
+@graphql_errors
+async def server_info(info: Info) -> Services:
+    await _who(info)
+    return info.context.services
+
+
+@graphql_errors
 async def session(info: Info, session_id: str) -> SessionInfo | None:
-    return await info.context.services.sessions.get(session_id)
+    return await info.context.services.sessions.get(session_id, who=await _who(info))
 
 
 @graphql_errors
 async def session_prompt(info: Info, session_id: str) -> str | None:
-    return await info.context.services.sessions.system_prompt(session_id)
+    sessions = info.context.services.sessions
+    return await sessions.system_prompt(session_id, who=await _who(info))
 
 
 @graphql_errors
 async def history(info: Info, session_id: str) -> list[TurnPair]:
-    return await info.context.services.sessions.turns(session_id)
+    return await info.context.services.sessions.turns(session_id, who=await _who(info))
 
 
 @graphql_errors
 async def session_messages(info: Info, session_id: str, last: int | None) -> list[StoredMessage]:
-    return await info.context.services.sessions.messages(session_id, last=last)
+    sessions = info.context.services.sessions
+    return await sessions.messages(session_id, last=last, who=await _who(info))
 
 
 @graphql_errors
 async def create_session(info: Info, title: str | None, system_prompt: str | None) -> SessionInfo:
-    return await info.context.services.sessions.create(title=title, system_prompt=system_prompt)
+    who = await _who(info)
+    return await info.context.services.sessions.create(
+        title=title, system_prompt=system_prompt, owner=who.user_id
+    )
 
 
 @graphql_errors
 async def send_message(info: Info, session_id: str, message: str) -> StoredMessage:
     context = info.context
     turn = await context.services.turns.start(
-        session_id=session_id, message=message, client=context.client
+        session_id=session_id, message=message, client=context.client, who=await _who(info)
     )
     return await turn.reply()
 
 
 @graphql_errors
 async def delete_session(info: Info, session_id: str) -> bool:
-    return await info.context.services.sessions.delete(session_id)
+    return await info.context.services.sessions.delete(session_id, who=await _who(info))
 
 
 async def chat(info: Info, session_id: str, message: str) -> AsyncGenerator[TurnEvent, None]:
@@ -101,7 +136,10 @@ async def chat(info: Info, session_id: str, message: str) -> AsyncGenerator[Turn
     try:
         context = info.context
         turn = await context.services.turns.start(
-            session_id=session_id, message=message, client=context.client
+            session_id=session_id,
+            message=message,
+            client=context.client,
+            who=await context.identity(),
         )
         async for event in turn.events():
             yield event

@@ -176,7 +176,15 @@ class BodyLimit:
 
 
 # Paths counted by the per-address limit: the APIs, not the page, docs or probes.
-_LIMITED_PREFIXES = ("/graphql", "/new_session", "/chat", "/sessions", "/session/")
+_LIMITED_PREFIXES = (
+    "/graphql",
+    "/new_session",
+    "/chat",
+    "/sessions",
+    "/session/",
+    "/guest",
+    "/me/",
+)
 
 
 def client_address(scope: Scope) -> str | None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from resolvers.dependencies import ServicesDep, client_address, require_admin
+from resolvers.dependencies import IdentityDep, ServicesDep, client_address, require_admin
 from resolvers.services.errors import BadInput, ChatError, NotFound, RateLimited, client_error
 from resolvers.services.turns import TurnEvent
 
@@ -67,6 +67,11 @@ class HistoryResponse(BaseModel):
     history: list[HistoryTurn]
 
 
+class GuestResponse(BaseModel):
+    token: str
+    user_id: str
+
+
 class ErrorResponse(BaseModel):
     detail: str
 
@@ -112,12 +117,13 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 
 @router.post("/new_session", responses=_ERRORS, tags=["sessions"])
 async def new_session(
-    services: ServicesDep, body: Annotated[NewSessionBody | None, Body()] = None
+    services: ServicesDep, who: IdentityDep, body: Annotated[NewSessionBody | None, Body()] = None
 ) -> NewSessionResponse:
-    """Create a session; optional title and system prompt."""
+    """Create a session (owned by the caller's user, if any); optional title and prompt."""
     found = await services.sessions.create(
         title=body.title if body else None,
         system_prompt=body.system_prompt if body else None,
+        owner=who.user_id,
     )
     return NewSessionResponse(session_id=found.id)
 
@@ -155,12 +161,16 @@ async def chat(
     body: ChatBody,
     request: Request,
     services: ServicesDep,
+    who: IdentityDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Run one turn. The status is sent once the first token is in hand."""
     mode = _stream_mode(accept)
     turn = await services.turns.start(
-        session_id=body.session_id, message=body.message, client=client_address(request)
+        session_id=body.session_id,
+        message=body.message,
+        client=client_address(request),
+        who=who,
     )
     if mode == "json":
         reply = await turn.reply()
@@ -252,17 +262,40 @@ async def sessions(
     return JSONResponse({"sessions": page.ids, "next_cursor": page.next_cursor})
 
 
+@router.get(
+    "/me/sessions",
+    response_model=SessionsResponse,
+    responses={**_ERRORS, 401: {"model": ErrorResponse}},
+    tags=["sessions"],
+)
+async def my_sessions(
+    services: ServicesDep, who: IdentityDep, limit: str | None = None, cursor: str | None = None
+) -> JSONResponse:
+    """The caller's own session ids, most recently active first (empty when anonymous)."""
+    if who.user_id is None:
+        return JSONResponse({"sessions": [], "next_cursor": None})
+    page = await services.sessions.ids(limit=_parse_limit(limit), cursor=cursor, owner=who.user_id)
+    return JSONResponse({"sessions": page.ids, "next_cursor": page.next_cursor})
+
+
+@router.post("/guest", response_model=GuestResponse, tags=["identity"])
+async def guest(services: ServicesDep) -> GuestResponse:
+    """A token this server signs for a new random user id (pass it as the bearer)."""
+    issued = await services.auth.issue_guest()
+    return GuestResponse(token=issued.token, user_id=issued.user_id)
+
+
 @router.get("/session/{session_id}/history", responses=_ERRORS, tags=["sessions"])
-async def history(session_id: str, services: ServicesDep) -> HistoryResponse:
+async def history(session_id: str, services: ServicesDep, who: IdentityDep) -> HistoryResponse:
     """The session's turns, oldest first."""
-    turns = await services.sessions.turns(session_id)
+    turns = await services.sessions.turns(session_id, who=who)
     return HistoryResponse(history=[HistoryTurn(input=t.input, output=t.output) for t in turns])
 
 
 @router.delete("/session/{session_id}", status_code=204, responses=_ERRORS, tags=["sessions"])
-async def delete_session(session_id: str, services: ServicesDep) -> Response:
+async def delete_session(session_id: str, services: ServicesDep, who: IdentityDep) -> Response:
     """Delete a session and all of its messages."""
-    if not await services.sessions.delete(session_id):
+    if not await services.sessions.delete(session_id, who=who):
         raise NotFound("no session with that id")
     return Response(status_code=204)
 

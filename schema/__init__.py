@@ -25,13 +25,13 @@ from schema.documents import DocumentCache, document_extension
 from schema.types import (
     ChatEvent,
     CreateSessionInput,
+    GuestToken,
     Message,
-    PageInfo,
     ServerInfo,
     Session,
     SessionConnection,
-    SessionEdge,
     Turn,
+    Viewer,
 )
 
 logger = logging.getLogger(__name__)
@@ -46,17 +46,11 @@ class Query:
     async def sessions(
         self, info: resolve.Info, first: int = 50, after: str | None = None
     ) -> SessionConnection:
-        page = await resolve.sessions_page(info, first, after)
-        edges = [
-            SessionEdge(cursor=cursor, node=Session.of(found))
-            for found, cursor in zip(page.sessions, page.cursors, strict=True)
-        ]
-        end = page.cursors[-1] if page.cursors else None
-        return SessionConnection(
-            edges=edges,
-            page_info=PageInfo(has_next_page=page.has_next, end_cursor=end),
-            total_count=page.total,
-        )
+        return SessionConnection.of(await resolve.sessions_page(info, first, after))
+
+    @strawberry.field(description="Who is asking, and their own sessions.")
+    async def viewer(self, info: resolve.Info) -> Viewer:
+        return Viewer.of(await resolve.viewer(info))
 
     @strawberry.field(description="null when there is no such session.")
     async def session(self, info: resolve.Info, id: strawberry.ID) -> Session | None:
@@ -70,12 +64,12 @@ class Query:
         return [Turn.of(t) for t in await resolve.history(info, str(session_id))]
 
     @strawberry.field(description="The model in use and the server's limits.")
-    def server_info(self, info: resolve.Info) -> ServerInfo:
-        settings = info.context.services.settings
+    async def server_info(self, info: resolve.Info) -> ServerInfo:
+        services = await resolve.server_info(info)
         return ServerInfo(
-            model=info.context.services.model_name,
-            admin_required=settings.admin_token is not None,
-            max_message_chars=settings.max_message_chars,
+            model=services.model_name,
+            admin_required=not services.admin_open,
+            max_message_chars=services.settings.max_message_chars,
         )
 
 
@@ -98,6 +92,15 @@ class Mutation:
     @strawberry.mutation(description="false when there was no such session.")
     async def delete_session(self, info: resolve.Info, id: strawberry.ID) -> bool:
         return await resolve.delete_session(info, str(id))
+
+    @strawberry.mutation(
+        description=(
+            "A token this server signs for a new random user id: a browser without "
+            "accounts owns its sessions."
+        )
+    )
+    async def create_guest(self, info: resolve.Info) -> GuestToken:
+        return GuestToken.of(await resolve.create_guest(info))
 
 
 @strawberry.type

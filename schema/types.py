@@ -10,7 +10,9 @@ from resolvers import graphql as resolve
 from resolvers.context import Context
 from resolvers.services.history import Role as StoredRole
 from resolvers.services.history import StoredMessage, TurnPair
-from resolvers.services.sessions import SessionInfo
+from resolvers.services.identity import GuestToken as IssuedGuest
+from resolvers.services.identity import Identity
+from resolvers.services.sessions import SessionInfo, SessionPage
 
 # Registers the stored role as the GraphQL enum `Role` (same members, same names).
 strawberry.enum(StoredRole, name="Role")
@@ -44,8 +46,11 @@ class Session:
     created_at: datetime
     updated_at: datetime
     message_count: int
+    owner_id: strawberry.ID | None = strawberry.field(
+        description="Visible to the owner and admins.", default=None
+    )
     # Read with the session, or (in a listing) only when the field is asked for.
-    prompt: strawberry.Private[str | None]
+    prompt: strawberry.Private[str | None] = None
 
     @classmethod
     def of(cls, info: SessionInfo) -> Session:
@@ -56,6 +61,7 @@ class Session:
             created_at=info.created_at,
             updated_at=info.updated_at,
             message_count=info.message_count,
+            owner_id=strawberry.ID(info.owner_id) if info.owner_id else None,
         )
 
     @strawberry.field
@@ -94,6 +100,56 @@ class SessionConnection:
     edges: list[SessionEdge]
     page_info: PageInfo
     total_count: int
+
+    @classmethod
+    def of(cls, page: SessionPage) -> SessionConnection:
+        edges = [
+            SessionEdge(cursor=cursor, node=Session.of(found))
+            for found, cursor in zip(page.sessions, page.cursors, strict=True)
+        ]
+        end = page.cursors[-1] if page.cursors else None
+        return cls(
+            edges=edges,
+            page_info=PageInfo(has_next_page=page.has_next, end_cursor=end),
+            total_count=page.total,
+        )
+
+
+@strawberry.type(description="Who is asking.")
+class Viewer:
+    id: strawberry.ID | None = strawberry.field(
+        description="The caller's user id; null when anonymous."
+    )
+    is_admin: bool
+    who: strawberry.Private[Identity]
+
+    @classmethod
+    def of(cls, who: Identity) -> Viewer:
+        user = strawberry.ID(who.user_id) if who.user_id is not None else None
+        return cls(id=user, is_admin=who.is_admin, who=who)
+
+    @strawberry.field(
+        description=(
+            "The caller's own sessions, most recently active first (empty when anonymous)."
+        )
+    )
+    async def sessions(
+        self, info: strawberry.Info[Context], first: int = 50, after: str | None = None
+    ) -> SessionConnection:
+        return SessionConnection.of(await resolve.viewer_sessions(info, self.who, first, after))
+
+
+@strawberry.type
+class GuestToken:
+    token: str
+    user_id: strawberry.ID
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, guest: IssuedGuest) -> GuestToken:
+        return cls(
+            token=guest.token, user_id=strawberry.ID(guest.user_id), expires_at=guest.expires_at
+        )
 
 
 @strawberry.type(

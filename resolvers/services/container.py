@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis, RedisCluster
 
 from resolvers.services.errors import Unauthenticated
+from resolvers.services.identity import Authenticator, Identity
 from resolvers.services.limits import RateLimiter
 from resolvers.services.model import build_model
 from resolvers.services.sessions import SessionStore
@@ -42,18 +42,16 @@ class Services:
     turns: TurnRunner
     limiter: RateLimiter
     model_name: str
+    auth: Authenticator
 
-    def is_admin(self, token: str | None) -> bool:
-        """Whether `token` may use the admin operations (all may, when no ADMIN_TOKEN)."""
-        expected = self.settings.admin_token
-        if expected is None:
-            return True
-        given = (token or "").encode()
-        return hmac.compare_digest(given, expected.get_secret_value().encode())
+    @property
+    def admin_open(self) -> bool:
+        """Whether the admin operations are open to all (no ADMIN_TOKEN set)."""
+        return self.settings.admin_token is None
 
-    def check_admin(self, token: str | None) -> None:
-        """Raise Unauthenticated unless `token` may use the admin operations."""
-        if not self.is_admin(token):
+    def check_admin(self, who: Identity) -> None:
+        """Raise Unauthenticated unless `who` may use the admin operations."""
+        if not (self.admin_open or who.is_admin):
             raise Unauthenticated(ADMIN_NEEDED)
 
     async def ready(self) -> bool:
@@ -129,6 +127,21 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             turns=turns,
             limiter=limiter,
             model_name=settings.model_name,
+            auth=Authenticator(
+                redis,
+                secret=settings.auth_secret.get_secret_value() if settings.auth_secret else None,
+                admin_token=(
+                    settings.admin_token.get_secret_value() if settings.admin_token else None
+                ),
+                jwks_url=settings.auth_jwks_url,
+                issuer=settings.auth_issuer,
+                audience=settings.auth_audience,
+                admin_claim=settings.auth_admin_claim,
+                required=settings.auth_required,
+                guest_seconds=settings.guest_token_seconds,
+                jwks_timeout=settings.auth_jwks_timeout_seconds,
+                jwks_refresh=settings.auth_jwks_refresh_seconds,
+            ),
         )
         background = [asyncio.create_task(_adopt_in_background(sessions))]
         if settings.redis_cluster:

@@ -18,6 +18,8 @@ The keys of one session:
 and, each in a slot of its own:
 
 - `sessions:index`: a sorted set of session ids scored by the time of last activity
+- `sessions:owner:<user id>`: the same, for the sessions one user owns
+- `auth:secret`: the HMAC key of the tokens this server signs, when AUTH_SECRET is unset
 - `ratelimit:addr:<address>:<minute>`: requests from one client address in that minute
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 MESSAGES_PREFIX = "message_store:"
 INDEX_KEY = "sessions:index"
+AUTH_SECRET_KEY = "auth:secret"  # noqa: S105  the name of a key, not a secret
 
 
 def messages_key(session_id: str) -> str:
@@ -42,6 +45,10 @@ def meta_key(session_id: str) -> str:
 
 def lock_key(session_id: str) -> str:
     return f"{session_tag(session_id)}:lock"
+
+
+def owner_index_key(user_id: str) -> str:
+    return f"sessions:owner:{user_id}"
 
 
 def turn_rate_key(session_id: str, window: int) -> str:

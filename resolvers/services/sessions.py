@@ -32,7 +32,15 @@ from resolvers.services.history import (
     decode_newest_first,
     pair_turns,
 )
-from resolvers.services.keys import INDEX_KEY, MESSAGES_PREFIX, lock_key, messages_key, meta_key
+from resolvers.services.identity import ANONYMOUS, Identity
+from resolvers.services.keys import (
+    INDEX_KEY,
+    MESSAGES_PREFIX,
+    lock_key,
+    messages_key,
+    meta_key,
+    owner_index_key,
+)
 from resolvers.services.validation import check_length, check_session_id, check_text, is_session_id
 
 logger = logging.getLogger(__name__)
@@ -41,10 +49,12 @@ MAX_TITLE_CHARS = 200
 MAX_PAGE = 1000  # larger pages are cut to this; the cursor gives the rest
 AUTO_TITLE_CHARS = 60
 # What a listing shows of each session (not the system prompt: see SessionInfo).
-_LISTED_FIELDS = ("title", "created_at", "updated_at")
+_LISTED_FIELDS = ("title", "created_at", "updated_at", "owner")
+_NOT_FOUND = "no session with that id"
 
 # Writes a finished turn, only while the caller still holds the session's lock.
-# KEYS: messages, meta, lock[, index]. ARGV: token, user json, reply json, now (us),
+# KEYS: messages, meta, lock[, index[, owner's index]]. ARGV: token, user json, reply
+# json, now (us),
 # ttl (s), session id, title guess. Returns 1 stored (also when this very turn was
 # stored by an earlier try of the same call), 0 session deleted meanwhile, -1 lock lost.
 # On Redis Cluster the index lives in another slot, so it is not passed and the caller
@@ -62,6 +72,7 @@ redis.call('LPUSH', KEYS[1], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[4], 'last_turn', ARGV[1])
 if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[7]) end
 if #KEYS >= 4 then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6]) end
+if #KEYS >= 5 then redis.call('ZADD', KEYS[5], ARGV[4], ARGV[6]) end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -72,9 +83,11 @@ return 1
 """
 
 # Takes the session's lock and reads what the model needs, in one step. KEYS: lock,
-# meta, messages[, index]. ARGV: token, lock ms, window, ttl (s), now (us), session id.
-# Returns {0} no such session, {-1} busy, or {1, system prompt or false, window}. A
-# retry of the same call (a reply lost on the wire) finds its own token and succeeds.
+# meta, messages[, index]. ARGV: token, lock ms, window, ttl (s), now (us), session id,
+# caller's user id (or ''), '1' when the caller is an admin, the owners' index prefix.
+# Returns {0} no such session (or one the caller may not use), {-1} busy, or {1, system
+# prompt or false, window, owner or false}. A retry of the same call (a reply lost on
+# the wire) finds its own token and succeeds.
 # A started turn is activity: with a TTL, the keys' expiry and the index score move
 # together, so the listing never drops a live session (on a cluster the caller moves
 # the score, the index being in another slot).
@@ -84,19 +97,29 @@ if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
   if held == ARGV[1] then redis.call('DEL', KEYS[1]) end
   return {0}
 end
+local owner = redis.call('HGET', KEYS[2], 'owner')
+if owner and ARGV[8] ~= '1' and owner ~= ARGV[7] then
+  if held == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return {0}
+end
 if held and held ~= ARGV[1] then return {-1} end
 if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('EXPIRE', KEYS[3], ttl)
-  if #KEYS >= 4 then redis.call('ZADD', KEYS[4], 'GT', ARGV[5], ARGV[6]) end
+  if #KEYS >= 4 then
+    redis.call('ZADD', KEYS[4], 'GT', ARGV[5], ARGV[6])
+    -- One node only (a cluster's caller writes the indexes): the owner's index is named
+    -- by what the hash holds.
+    if owner then redis.call('ZADD', ARGV[9] .. owner, 'GT', ARGV[5], ARGV[6]) end
+  end
 end
 local prompt = redis.call('HGET', KEYS[2], 'system_prompt')
 local window = {}
 local n = tonumber(ARGV[3])
 if n > 0 then window = redis.call('LRANGE', KEYS[3], 0, n - 1) end
-return {1, prompt, window}
+return {1, prompt, window, owner}
 """
 
 _RELEASE = """
@@ -154,6 +177,8 @@ class SessionInfo:
     created_at: datetime
     updated_at: datetime
     message_count: int
+    # The user who created it; None for a session created anonymously.
+    owner_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +202,7 @@ class TurnStart:
     token: str
     system_prompt: str
     window: list[StoredMessage]
+    owner: str | None = None
 
 
 class SessionStore:
@@ -202,8 +228,8 @@ class SessionStore:
         self._lock_ms = int(lock_seconds * 1000)
         self._max_prompt = max_prompt_chars
         self._last_stamp = 0
-        # Index entries a cluster could not write after their commit: id -> score.
-        self._index_backlog: dict[str, int] = {}
+        # Index entries a cluster could not write after their commit: (index, id) -> score.
+        self._index_backlog: dict[tuple[str, str], int] = {}
         self._begin = redis.register_script(_BEGIN_TURN)
         self._commit = redis.register_script(_COMMIT_TURN)
         self._release = redis.register_script(_RELEASE)
@@ -221,8 +247,13 @@ class SessionStore:
         return RedisChatHistory(self._redis, check_session_id(session_id))
 
     async def create(
-        self, *, title: str | None = None, system_prompt: str | None = None
+        self,
+        *,
+        title: str | None = None,
+        system_prompt: str | None = None,
+        owner: str | None = None,
     ) -> SessionInfo:
+        """A new session; owned by `owner` (a user id), or by nobody when None."""
         if title is not None:
             check_text(check_length(title, MAX_TITLE_CHARS, "title"), "title")
         if system_prompt is not None:
@@ -240,11 +271,15 @@ class SessionStore:
         }
         if title:
             fields["title"] = title
+        if owner is not None:
+            fields["owner"] = owner
         async with self._redis.pipeline(transaction=self._single) as pipe:
             pipe.hset(meta_key(session_id), mapping=fields)
             if self._ttl:
                 pipe.expire(meta_key(session_id), self._ttl)
             pipe.zadd(INDEX_KEY, {session_id: now})
+            if owner is not None:
+                pipe.zadd(owner_index_key(owner), {session_id: now})
             await pipe.execute()
         created = _from_micros(now)
         return SessionInfo(
@@ -254,14 +289,19 @@ class SessionStore:
             created_at=created,
             updated_at=created,
             message_count=0,
+            owner_id=owner,
         )
 
-    async def get(self, session_id: str) -> SessionInfo | None:
+    async def get(self, session_id: str, *, who: Identity = ANONYMOUS) -> SessionInfo | None:
+        """The session, or None when there is none or `who` may not use it (the same
+        answer: a session of another user is indistinguishable from a missing one)."""
         check_session_id(session_id)
         meta, count = await self._read_meta(session_id)
         if not meta and await self._adopt_one(session_id):
             meta, count = await self._read_meta(session_id)
-        return self._info(session_id, meta, count) if meta else None
+        if not meta or not who.may_use(meta.get("owner")):
+            return None
+        return self._info(session_id, meta, count)
 
     async def _read_meta(self, session_id: str) -> tuple[dict[str, str], int]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -270,54 +310,81 @@ class SessionStore:
             meta, count = await pipe.execute()
         return meta, int(count)
 
-    async def system_prompt(self, session_id: str) -> str | None:
+    async def system_prompt(self, session_id: str, *, who: Identity = ANONYMOUS) -> str | None:
         check_session_id(session_id)
-        prompt = await self._redis.hget(meta_key(session_id), "system_prompt")
-        return str(prompt) if prompt is not None else None
+        prompt, owner = await self._redis.hmget(meta_key(session_id), ["system_prompt", "owner"])
+        if prompt is None or not who.may_use(None if owner is None else str(owner)):
+            return None
+        return str(prompt)
 
-    async def require(self, session_id: str) -> SessionInfo:
-        info = await self.get(session_id)
+    async def require(self, session_id: str, *, who: Identity = ANONYMOUS) -> SessionInfo:
+        info = await self.get(session_id, who=who)
         if info is None:
-            raise NotFound("no session with that id")
+            raise NotFound(_NOT_FOUND)
         return info
 
-    async def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str, *, who: Identity = ANONYMOUS) -> bool:
+        """False when there is no such session, or `who` may not use it."""
         check_session_id(session_id)
-        self._index_backlog.pop(session_id, None)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(meta_key(session_id), messages_key(session_id))
+            pipe.hget(meta_key(session_id), "owner")
+            exists, owner = await pipe.execute()
+        if not exists or not who.may_use(owner):
+            return False
+        for entry in [e for e in self._index_backlog if e[1] == session_id]:
+            del self._index_backlog[entry]
         async with self._redis.pipeline(transaction=self._single) as pipe:
             pipe.delete(meta_key(session_id), messages_key(session_id))
             pipe.zrem(INDEX_KEY, session_id)
-            deleted, _ = await pipe.execute()
+            if owner is not None:
+                pipe.zrem(owner_index_key(owner), session_id)
+            deleted = (await pipe.execute())[0]
         return bool(deleted)
 
-    async def messages(self, session_id: str, *, last: int | None = None) -> list[StoredMessage]:
+    async def messages(
+        self, session_id: str, *, last: int | None = None, who: Identity = ANONYMOUS
+    ) -> list[StoredMessage]:
+        """The last `last` messages (all when None), oldest first."""
+        check_session_id(session_id)
         if last is not None and last < 0:
             raise BadInput("last must not be negative")
-        return await self.history(session_id).aget_stored(last)
+        if last == 0:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(meta_key(session_id), "owner")
+            pipe.lrange(messages_key(session_id), 0, -1 if last is None else last - 1)
+            owner, raw = await pipe.execute()
+        if not who.may_use(owner):
+            raise NotFound(_NOT_FOUND)
+        return decode_newest_first(raw)
 
-    async def turns(self, session_id: str) -> list[TurnPair]:
+    async def turns(self, session_id: str, *, who: Identity = ANONYMOUS) -> list[TurnPair]:
         """The session's turns, oldest first; NotFound when there is no session."""
         check_session_id(session_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(meta_key(session_id), messages_key(session_id))
+            pipe.hget(meta_key(session_id), "owner")
             pipe.lrange(messages_key(session_id), 0, -1)
-            exists, raw = await pipe.execute()
-        if not exists:
-            raise NotFound("no session with that id")
+            exists, owner, raw = await pipe.execute()
+        if not exists or not who.may_use(owner):
+            raise NotFound(_NOT_FOUND)
         return pair_turns(decode_newest_first(raw))
 
-    async def _prune_expired(self) -> None:
+    async def _prune_expired(self, index: str) -> None:
         if self._ttl:
             oldest = self._now() - self._ttl * 1_000_000
-            await self._redis.zremrangebyscore(INDEX_KEY, "-inf", f"({oldest}")
+            await self._redis.zremrangebyscore(index, "-inf", f"({oldest}")
 
-    async def page(self, *, first: int, after: str | None) -> SessionPage:
-        """A page of sessions, most recently active first, with their metadata."""
+    async def page(self, *, first: int, after: str | None, owner: str | None = None) -> SessionPage:
+        """A page of sessions, most recently active first, with their metadata: every
+        session, or those `owner` owns."""
         if first < 0:
             raise BadInput("first must not be negative")
         first = min(first, MAX_PAGE)
-        await self._prune_expired()
-        entries, has_next, total = await self._index_slice(first, after)
+        index = INDEX_KEY if owner is None else owner_index_key(owner)
+        await self._prune_expired(index)
+        entries, has_next, total = await self._index_slice(index, first, after)
         async with self._redis.pipeline(transaction=False) as pipe:
             for session_id, _ in entries:
                 pipe.hmget(meta_key(session_id), _LISTED_FIELDS)
@@ -333,37 +400,41 @@ class SessionStore:
                 cursors.append(encode_cursor(score, session_id))
         return SessionPage(sessions=sessions, cursors=cursors, has_next=has_next, total=total)
 
-    async def ids(self, *, limit: int | None, cursor: str | None) -> IdPage:
-        """Session ids, most recently active first: all of them, or one page."""
-        await self._prune_expired()
+    async def ids(
+        self, *, limit: int | None, cursor: str | None, owner: str | None = None
+    ) -> IdPage:
+        """Session ids, most recently active first: all of them, or one page; of every
+        session, or of those `owner` owns."""
+        index = INDEX_KEY if owner is None else owner_index_key(owner)
+        await self._prune_expired(index)
         if limit is None:
             if cursor is not None:
                 raise BadInput("cursor needs limit")
-            raw = await self._redis.zrevrange(INDEX_KEY, 0, -1)
+            raw = await self._redis.zrevrange(index, 0, -1)
             return IdPage(ids=[str(r) for r in raw], next_cursor=None)
         if limit < 1:
             raise BadInput("limit must be at least 1")
         limit = min(limit, MAX_PAGE)
-        entries, has_next, _ = await self._index_slice(limit, cursor)
+        entries, has_next, _ = await self._index_slice(index, limit, cursor)
         next_cursor = (
             encode_cursor(entries[-1][1], entries[-1][0]) if has_next and entries else None
         )
         return IdPage(ids=[session_id for session_id, _ in entries], next_cursor=next_cursor)
 
     async def _index_slice(
-        self, count: int, after: str | None
+        self, index: str, count: int, after: str | None
     ) -> tuple[list[tuple[str, float]], bool, int]:
         """`count` index entries after the cursor (keyset paging, stable under inserts)."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(INDEX_KEY)
+            pipe.zcard(index)
             if after is None:
-                pipe.zrevrange(INDEX_KEY, 0, count, withscores=True)
+                pipe.zrevrange(index, 0, count, withscores=True)
             else:
                 score, after_id = decode_cursor(after)
                 # Entries sharing the cursor's score, then strictly older ones.
-                pipe.zrevrangebyscore(INDEX_KEY, score, score, withscores=True)
+                pipe.zrevrangebyscore(index, score, score, withscores=True)
                 pipe.zrevrangebyscore(
-                    INDEX_KEY, f"({score}", "-inf", start=0, num=count + 1, withscores=True
+                    index, f"({score}", "-inf", start=0, num=count + 1, withscores=True
                 )
             results = await pipe.execute()
         total = int(results[0])
@@ -376,24 +447,36 @@ class SessionStore:
             rows += [(str(m), s) for m, s in results[2]]
         return rows[:count], len(rows) > count, total
 
-    async def begin_turn(self, session_id: str) -> TurnStart:
-        """Take the session's lock and read what the model needs, in one round trip."""
+    async def begin_turn(self, session_id: str, *, who: Identity = ANONYMOUS) -> TurnStart:
+        """Take the session's lock and read what the model needs, in one round trip;
+        NotFound as for a missing session when `who` may not use it."""
         check_session_id(session_id)
         token = secrets.token_hex(16)
         keys = [lock_key(session_id), meta_key(session_id), messages_key(session_id)]
         now = self._now()
         result = await self._begin(
             keys=[*keys, INDEX_KEY] if self._single else keys,
-            args=[token, self._lock_ms, self._window, self._ttl, now, session_id],
+            args=[
+                token,
+                self._lock_ms,
+                self._window,
+                self._ttl,
+                now,
+                session_id,
+                who.user_id or "",
+                "1" if who.is_admin else "0",
+                owner_index_key(""),
+            ],
         )
         outcome = int(result[0])
         if outcome == 0:
-            raise NotFound("no session with that id")
+            raise NotFound(_NOT_FOUND)
         if outcome < 0:
             raise SessionBusy("a turn is already running on this session")
         prompt, raw_window = result[1], result[2]
+        owner = str(result[3]) if len(result) > 3 and result[3] is not None else None
         if self._ttl and not self._single:
-            await self._index(session_id, now, gt=True)
+            await self._index(session_id, now, owner=owner)
         if prompt is None:
             # A list written by another LangChain program and not adopted yet.
             try:
@@ -405,6 +488,7 @@ class SessionStore:
             token=token,
             system_prompt=str(prompt) if prompt else self._default_prompt,
             window=decode_newest_first(raw_window),
+            owner=owner,
         )
 
     async def renew_lock(self, session_id: str, token: str) -> bool:
@@ -414,46 +498,61 @@ class SessionStore:
         await self._release(keys=[lock_key(session_id)], args=[token])
 
     async def commit_turn(
-        self, session_id: str, token: str, *, user_json: str, reply_json: str, first_message: str
+        self,
+        session_id: str,
+        token: str,
+        *,
+        user_json: str,
+        reply_json: str,
+        first_message: str,
+        owner: str | None = None,
     ) -> int:
         """Store a finished turn atomically; see `_COMMIT_TURN` for the result."""
         title = " ".join(first_message.split())[:AUTO_TITLE_CHARS]
         keys = [messages_key(session_id), meta_key(session_id), lock_key(session_id)]
+        if self._single:
+            keys.append(INDEX_KEY)
+            if owner is not None:
+                keys.append(owner_index_key(owner))
         now = self._now()
         result = int(
             await self._commit(
-                keys=[*keys, INDEX_KEY] if self._single else keys,
-                args=[token, user_json, reply_json, now, self._ttl, session_id, title],
+                keys=keys, args=[token, user_json, reply_json, now, self._ttl, session_id, title]
             )
         )
         if result == 1 and not self._single:
-            await self._index(session_id, now, gt=True)
+            await self._index(session_id, now, owner=owner)
         return result
 
-    async def _index(self, session_id: str, score: int, *, gt: bool) -> None:
-        """Move a session's index entry on a cluster, after the step that stored it.
+    async def _index(self, session_id: str, score: int, *, owner: str | None) -> None:
+        """Move a session's index entries on a cluster, after the step that stored it.
 
         The turn is stored whatever happens here: a failure is kept in a backlog that
         `repair_index` writes later, never reported as a failed turn (whose sender would
         then store it twice).
         """
-        try:
-            await self._redis.zadd(INDEX_KEY, {session_id: score}, gt=gt)
-        except Exception as exc:
-            logger.warning(
-                "index entry of session %s left for repair: %s", session_id, type(exc).__name__
-            )
-            self._index_backlog[session_id] = max(score, self._index_backlog.get(session_id, 0))
+        indexes = [INDEX_KEY] if owner is None else [INDEX_KEY, owner_index_key(owner)]
+        for index in indexes:
+            try:
+                await self._redis.zadd(index, {session_id: score}, gt=True)
+            except Exception as exc:
+                logger.warning(
+                    "index entry of session %s left for repair: %s",
+                    session_id,
+                    type(exc).__name__,
+                )
+                entry = (index, session_id)
+                self._index_backlog[entry] = max(score, self._index_backlog.get(entry, 0))
 
     async def repair_index(self) -> int:
         """Write the index entries that failed after their commit; how many remain."""
         while self._index_backlog:
-            session_id, score = next(iter(self._index_backlog.items()))
+            (index, session_id), score = next(iter(self._index_backlog.items()))
             # Deleted meanwhile (perhaps by another process): no entry to bring back.
             if await self._redis.exists(meta_key(session_id)):
-                await self._redis.zadd(INDEX_KEY, {session_id: score}, gt=True)
-            if self._index_backlog.get(session_id) == score:
-                del self._index_backlog[session_id]
+                await self._redis.zadd(index, {session_id: score}, gt=True)
+            if self._index_backlog.get((index, session_id)) == score:
+                del self._index_backlog[(index, session_id)]
         return len(self._index_backlog)
 
     def _adopt_keys(self, session_id: str) -> list[str]:
@@ -532,4 +631,5 @@ class SessionStore:
             created_at=_from_micros(fields.get("created_at")),
             updated_at=_from_micros(fields.get("updated_at")),
             message_count=count,
+            owner_id=fields.get("owner") or None,
         )

@@ -74,13 +74,39 @@ class Settings(BaseSettings):
     # Host names served; unset: loopback names on loopback connections, any elsewhere.
     allowed_hosts: str = ""
 
+    # Identity (docs/api.md, "Identity and ownership").
+    # HMAC key of the tokens this server signs; unset: generated once, kept in Redis.
+    auth_secret: SecretStr | None = None
+    # An outside identity provider's keys (RS256, ES256), with its issuer and audience.
+    auth_jwks_url: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_required: bool = False
+    # A claim whose true value makes the bearer of a token an admin.
+    auth_admin_claim: str = "admin"
+    # Life of a guest token (a year by default: a browser keeps its chats).
+    guest_token_seconds: int = Field(default=365 * 24 * 3600, ge=60)
+    # Longest wait for the identity provider's keys; an unknown key id refetches them at
+    # most once in this many seconds.
+    auth_jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    auth_jwks_refresh_seconds: float = Field(default=10.0, ge=0)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
     @field_validator(
-        "redis_url", "llm_model", "llm_fallback_model", "admin_token", "groq_api_key", mode="before"
+        "redis_url",
+        "llm_model",
+        "llm_fallback_model",
+        "admin_token",
+        "groq_api_key",
+        "auth_secret",
+        "auth_jwks_url",
+        "auth_issuer",
+        "auth_audience",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -125,6 +151,20 @@ class Settings(BaseSettings):
         for origin in _split(value):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return value
+
+    @field_validator("auth_jwks_url")
+    @classmethod
+    def _jwks_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("AUTH_JWKS_URL must be an https:// (or http://) URL")
+        return value
+
+    @field_validator("auth_secret")
+    @classmethod
+    def _secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("AUTH_SECRET must have at least 32 characters")
         return value
 
     @field_validator("forwarded_allow_ips")

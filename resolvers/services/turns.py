@@ -27,6 +27,7 @@ from resolvers.services.errors import (
     client_error,
 )
 from resolvers.services.history import Role, StoredMessage, as_langchain, encode, stamped
+from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.limits import RateLimiter
 from resolvers.services.model import ChatModel
 from resolvers.services.sessions import SessionStore, TurnStart
@@ -157,7 +158,12 @@ class TurnRunner:
         return check_text(message, "message")
 
     async def start(
-        self, *, session_id: str, message: str, client: str | None = None
+        self,
+        *,
+        session_id: str,
+        message: str,
+        client: str | None = None,
+        who: Identity = ANONYMOUS,
     ) -> TurnStream:
         """Validate, take the session's lock, and start the model; errors raise here.
 
@@ -168,7 +174,7 @@ class TurnRunner:
         try:
             if self._limiter is not None:
                 await self._limiter.check_turn(session_id, client)
-            begin = asyncio.ensure_future(self._store.begin_turn(session_id))
+            begin = asyncio.ensure_future(self._store.begin_turn(session_id, who=who))
             try:
                 start = await asyncio.shield(begin)
             except asyncio.CancelledError:
@@ -224,6 +230,7 @@ class TurnRunner:
                 user_json=encode(stamped(HumanMessage(content=message), user_at)),
                 reply_json=encode(stamped(AIMessage(content=reply), reply_at)),
                 first_message=message,
+                owner=start.owner,
             )
             committed = True
             _check_commit(outcome)
