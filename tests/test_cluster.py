@@ -277,3 +277,22 @@ async def test_a_stored_turn_is_reported_stored_when_the_index_write_fails(
             break
         await asyncio.sleep(0.1)
     assert (await http.get("/sessions")).json()["sessions"][0] == session_id
+
+
+async def test_owned_sessions_and_my_listing_on_the_cluster(http: httpx.AsyncClient) -> None:
+    token = (await http.post("/guest")).json()["token"]
+    other = (await http.post("/guest")).json()["token"]
+    mine = {"authorization": f"Bearer {token}"}
+    created = []
+    for title in ("one", "two", "three"):
+        response = await http.post("/new_session", json={"title": title}, headers=mine)
+        created.append(response.json()["session_id"])
+    reply = await http.post("/chat", json={"session_id": created[0], "message": "up"}, headers=mine)
+    assert reply.status_code == 200
+    listed = (await http.get("/me/sessions", headers=mine)).json()["sessions"]
+    assert listed == [created[0], created[2], created[1]]
+    theirs = {"authorization": f"Bearer {other}"}
+    assert (await http.get(f"/session/{created[0]}/history", headers=theirs)).status_code == 404
+    assert (await http.get("/me/sessions", headers=theirs)).json()["sessions"] == []
+    assert (await http.delete(f"/session/{created[1]}", headers=mine)).status_code == 204
+    assert created[1] not in (await http.get("/me/sessions", headers=mine)).json()["sessions"]

@@ -339,3 +339,60 @@ async def test_my_sessions_page_with_the_same_cursors_as_every_session(
         if cursor is None:
             break
     assert seen == list(reversed(created))
+
+
+# Root fields that take a session id, with the variables to call them by; a new one must
+# be added here (the walk below fails on any it does not know).
+SESSION_OPERATIONS: dict[str, str] = {
+    "session": "query($s: ID!) { session(id: $s) { id } }",
+    "history": "query($s: ID!) { history(sessionId: $s) { input } }",
+    "sendMessage": 'mutation($s: ID!) { sendMessage(sessionId: $s, message: "x") { content } }',
+    "deleteSession": "mutation($s: ID!) { deleteSession(id: $s) }",
+    "chat": 'subscription($s: ID!) { chat(sessionId: $s, message: "x") { token } }',
+}
+
+
+async def test_a_walk_of_the_schema_finds_no_door_into_another_users_session(
+    owned: AppServer, http: httpx.AsyncClient
+) -> None:
+    introspection = await gql(
+        http,
+        "{ __schema { queryType { fields { name args { name } } } "
+        "mutationType { fields { name args { name } } } "
+        "subscriptionType { fields { name args { name } } } } }",
+    )
+    schema = introspection["data"]["__schema"]  # type: ignore[index]
+    taking_a_session = {
+        field["name"]
+        for root in ("queryType", "mutationType", "subscriptionType")
+        for field in schema[root]["fields"]
+        if {arg["name"] for arg in field["args"]} & {"id", "sessionId"}
+    }
+    assert taking_a_session == set(SESSION_OPERATIONS), "a new operation must be walked too"
+    alice, _ = await guest(http)
+    bob, _ = await guest(http)
+    sid = await create(http, alice)
+    for name, document in SESSION_OPERATIONS.items():
+        if document.startswith("subscription"):
+            payload = {"Authorization": f"Bearer {bob}"}
+            async with graphql_socket(owned.ws_url, TRANSPORT_WS, payload) as ws:
+                codes = (await ws.collect(await ws.start(document, s=sid))).codes
+            assert codes == ["NOT_FOUND"], name
+            continue
+        body = await gql(http, document, bearer(bob), s=sid)
+        data = body.get("data") or {}
+        assert isinstance(data, dict)
+        refused = error_codes(body) == ["NOT_FOUND"] or data.get(name) in (None, False)
+        assert refused, f"{name} answered {body}"
+    # Every REST route with a session in its path, by the OpenAPI table.
+    routes = (await http.get("/openapi.json")).json()["paths"]
+    for path, methods in routes.items():
+        if "{session_id}" not in path:
+            continue
+        for method in methods:
+            response = await http.request(
+                method.upper(), path.replace("{session_id}", sid), headers=bearer(bob)
+            )
+            assert response.status_code == 404, (method, path, response.status_code)
+    history = await http.get(f"/session/{sid}/history", headers=bearer(alice))
+    assert history.status_code == 200  # and the owner still has it all
