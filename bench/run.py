@@ -348,28 +348,37 @@ async def long_history(svc: Services, sizes: list[int], turns: int) -> dict[str,
     return results
 
 
-async def many_sessions(svc: Services, count: int, samples: int) -> dict[str, dict[str, float]]:
+async def many_sessions(
+    svc: Services, count: int, samples: int, owners: int = 100
+) -> dict[str, dict[str, float]]:
+    """Listings among `count` sessions spread over `owners` users (one of them a guest
+    whose token lists "my sessions")."""
     from redis.asyncio import Redis
 
-    from resolvers.services.keys import INDEX_KEY, meta_key
+    from resolvers.services.keys import INDEX_KEY, meta_key, owner_index_key
 
+    async with httpx.AsyncClient(base_url=svc.app_url, timeout=60) as http:
+        guest = (await http.post("/guest")).json()
+    users = [guest["user_id"], *(str(uuid.uuid4()) for _ in range(owners - 1))]
     redis = Redis(port=svc.redis_port, host=LOOPBACK)
     try:
         now = time.time_ns() // 1000
         async with redis.pipeline(transaction=False) as pipe:
             for i in range(count):
                 sid = str(uuid.uuid4())
+                owner = users[i % owners]
                 pipe.hset(
                     meta_key(sid),
                     mapping={
                         "created_at": now - i,
                         "updated_at": now - i,
-                        "count": 0,
                         "system_prompt": "p",
                         "title": f"session {i}",
+                        "owner": owner,
                     },
                 )
                 pipe.zadd(INDEX_KEY, {sid: now - i})
+                pipe.zadd(owner_index_key(owner), {sid: now - i})
             await pipe.execute()
     finally:
         await redis.aclose()
@@ -377,11 +386,22 @@ async def many_sessions(svc: Services, count: int, samples: int) -> dict[str, di
     query = (
         "{ sessions(first: 50) { totalCount edges { node { id title updatedAt messageCount } } } }"
     )
+    mine = (
+        "{ viewer { sessions(first: 50) { totalCount edges { node { id title updatedAt "
+        "messageCount } } } } }"
+    )
+    auth = {"authorization": f"Bearer {guest['token']}"}
     async with httpx.AsyncClient(base_url=svc.app_url, timeout=60) as http:
         cases: dict[str, Callable[[], Awaitable[httpx.Response]]] = {
             "GET /sessions?limit=50": lambda: http.get("/sessions", params={"limit": 50}),
             "sessions(first: 50)": lambda: http.post("/graphql", json={"query": query}),
             f"GET /sessions (all {count})": lambda: http.get("/sessions"),
+            f"GET /me/sessions?limit=50 ({count // owners} mine of {count})": lambda: http.get(
+                "/me/sessions", params={"limit": 50}, headers=auth
+            ),
+            "viewer { sessions(first: 50) }": lambda: http.post(
+                "/graphql", json={"query": mine}, headers=auth
+            ),
         }
         for name, call in cases.items():
             latencies = []
@@ -534,6 +554,10 @@ async def main(args: argparse.Namespace) -> None:
                 if (await http.get("/readyz")).status_code == 200:
                     break
                 await asyncio.sleep(0.1)
+        if args.sessions_only:
+            results["sessions"] = await many_sessions(svc, 10_000, args.turns)
+            print(json.dumps(results["sessions"], indent=1))
+            return
         if args.fan_out_only:
             results["fan_out"] = await fan_out(svc, args.fan_out)
             print(json.dumps(results["fan_out"], indent=1))
@@ -583,5 +607,8 @@ if __name__ == "__main__":
         help="subscription counts to try, in order",
     )  # fmt: skip
     parser.add_argument("--fan-out-only", action="store_true", help="measure only (f)")
+    parser.add_argument(
+        "--sessions-only", action="store_true", help="measure only the listings of 10,000"
+    )
     sys.path.insert(0, str(REPO))
     asyncio.run(main(parser.parse_args()))
