@@ -396,3 +396,24 @@ async def test_a_walk_of_the_schema_finds_no_door_into_another_users_session(
             assert response.status_code == 404, (method, path, response.status_code)
     history = await http.get(f"/session/{sid}/history", headers=bearer(alice))
     assert history.status_code == 200  # and the owner still has it all
+
+
+async def test_the_open_listing_shows_nobody_another_users_session(
+    make_app: Callable[..., AppServer],
+) -> None:
+    server = make_app()  # no ADMIN_TOKEN: listing every session is open to all
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        alice, _ = await guest(http)
+        bob, _ = await guest(http)
+        hers = await create(http, alice)
+        shared = await create(http, None)  # anonymous: anyone holding the id may use it
+        for token, expected in ((bob, [shared]), (None, [shared]), (alice, [shared, hers])):
+            headers = bearer(token) if token else None
+            listed = (await http.get("/sessions", headers=headers)).json()["sessions"]
+            assert sorted(listed) == sorted(expected)
+            paged = (await http.get("/sessions", params={"limit": "10"}, headers=headers)).json()
+            assert sorted(paged["sessions"]) == sorted(expected)
+            body = await gql(http, "{ sessions { edges { node { id } } } }", headers)
+            ids = [e["node"]["id"] for e in body["data"]["sessions"]["edges"]]  # type: ignore[index]
+            assert sorted(ids) == sorted(expected)
+    server.stop()

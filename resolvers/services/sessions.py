@@ -376,9 +376,17 @@ class SessionStore:
             oldest = self._now() - self._ttl * 1_000_000
             await self._redis.zremrangebyscore(index, "-inf", f"({oldest}")
 
-    async def page(self, *, first: int, after: str | None, owner: str | None = None) -> SessionPage:
+    async def page(
+        self,
+        *,
+        first: int,
+        after: str | None,
+        owner: str | None = None,
+        who: Identity | None = None,
+    ) -> SessionPage:
         """A page of sessions, most recently active first, with their metadata: every
-        session, or those `owner` owns."""
+        session, or those `owner` owns; only those `who` may use, when given (the admin
+        listing, open to all without ADMIN_TOKEN, shows nobody another user's session)."""
         if first < 0:
             raise BadInput("first must not be negative")
         first = min(first, MAX_PAGE)
@@ -395,23 +403,28 @@ class SessionStore:
             entries, replies[::2], replies[1::2], strict=True
         ):
             meta = {k: v for k, v in zip(_LISTED_FIELDS, values, strict=True) if v is not None}
-            if meta:
+            if meta and (who is None or who.may_use(meta.get("owner"))):
                 sessions.append(self._info(session_id, meta, int(count)))
                 cursors.append(encode_cursor(score, session_id))
         return SessionPage(sessions=sessions, cursors=cursors, has_next=has_next, total=total)
 
     async def ids(
-        self, *, limit: int | None, cursor: str | None, owner: str | None = None
+        self,
+        *,
+        limit: int | None,
+        cursor: str | None,
+        owner: str | None = None,
+        who: Identity | None = None,
     ) -> IdPage:
         """Session ids, most recently active first: all of them, or one page; of every
-        session, or of those `owner` owns."""
+        session, or of those `owner` owns; only those `who` may use, when given."""
         index = INDEX_KEY if owner is None else owner_index_key(owner)
         await self._prune_expired(index)
         if limit is None:
             if cursor is not None:
                 raise BadInput("cursor needs limit")
             raw = await self._redis.zrevrange(index, 0, -1)
-            return IdPage(ids=[str(r) for r in raw], next_cursor=None)
+            return IdPage(ids=await self._usable([str(r) for r in raw], who), next_cursor=None)
         if limit < 1:
             raise BadInput("limit must be at least 1")
         limit = min(limit, MAX_PAGE)
@@ -419,7 +432,18 @@ class SessionStore:
         next_cursor = (
             encode_cursor(entries[-1][1], entries[-1][0]) if has_next and entries else None
         )
-        return IdPage(ids=[session_id for session_id, _ in entries], next_cursor=next_cursor)
+        ids = await self._usable([session_id for session_id, _ in entries], who)
+        return IdPage(ids=ids, next_cursor=next_cursor)
+
+    async def _usable(self, ids: list[str], who: Identity | None) -> list[str]:
+        """`ids` less the sessions `who` may not use (all of them when `who` is None)."""
+        if who is None or who.is_admin or not ids:
+            return ids
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                pipe.hget(meta_key(session_id), "owner")
+            owners = await pipe.execute()
+        return [sid for sid, owner in zip(ids, owners, strict=True) if who.may_use(owner)]
 
     async def _index_slice(
         self, index: str, count: int, after: str | None
