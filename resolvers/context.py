@@ -7,22 +7,23 @@ from typing import Any
 from strawberry.fastapi import BaseContext
 
 from resolvers.services.container import Services
+from resolvers.services.errors import Unauthenticated
 from resolvers.services.identity import Identity
 
 
 class Context(BaseContext):
-    def __init__(self, services: Services, bearer: str | None, client: str | None) -> None:
+    def __init__(self, services: Services, authorization: str | None, client: str | None) -> None:
         super().__init__()
         self.services = services
-        self._header_token = bearer
+        self._authorization = authorization
         self.client = client
-        self._identity: Identity | None = None
+        self._identity: tuple[str | None, Identity] | None = None
 
     @property
     def bearer(self) -> str | None:
         """The bearer token of the request, or of a WebSocket's `connection_init`."""
-        if self._header_token is not None:
-            return self._header_token
+        if self._authorization is not None:
+            return header_token(self._authorization)
         params: Any = self.connection_params
         if isinstance(params, dict):
             for key in ("Authorization", "authorization"):
@@ -36,11 +37,24 @@ class Context(BaseContext):
     async def identity(self) -> Identity:
         """Who is asking; UNAUTHENTICATED for a bad token (or none, when one is required).
 
-        Worked out once per request, or once per WebSocket connection.
+        Worked out once per request, or per WebSocket connection (again if the legacy
+        protocol's client sends another `connection_init` with another token).
         """
-        if self._identity is None:
-            self._identity = await self.services.auth.identify(self.bearer)
-        return self._identity
+        token = self.bearer
+        if self._identity is None or self._identity[0] != token:
+            self._identity = (token, await self.services.auth.identify(token))
+        return self._identity[1]
+
+
+def header_token(authorization: str | None) -> str | None:
+    """The token of an Authorization header; one that is present but not
+    `Bearer <token>` is refused, never read as no token at all."""
+    if authorization is None:
+        return None
+    token = bearer_token(authorization)
+    if not token:
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return token
 
 
 def bearer_token(authorization: str | None) -> str | None:

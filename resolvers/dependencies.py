@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header
 from starlette.requests import HTTPConnection
 
-from resolvers.context import Context, bearer_token
+from resolvers.context import Context, header_token
 from resolvers.services.container import Services
 from resolvers.services.identity import Identity
 
@@ -25,7 +25,7 @@ async def get_identity(
     services: ServicesDep, authorization: Annotated[str | None, Header()] = None
 ) -> Identity:
     """Who is asking (401 for a bad token, or none when one is required)."""
-    return await services.auth.identify(bearer_token(authorization))
+    return await services.auth.identify(header_token(authorization))
 
 
 IdentityDep = Annotated[Identity, Depends(get_identity)]
@@ -43,6 +43,6 @@ async def require_admin(services: ServicesDep, who: IdentityDep) -> None:
 async def get_context(connection: HTTPConnection) -> Context:
     return Context(
         services=get_services(connection),
-        bearer=bearer_token(connection.headers.get("authorization")),
+        authorization=connection.headers.get("authorization"),
         client=client_address(connection),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from base64 import urlsafe_b64decode as b64decode
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -416,4 +417,92 @@ async def test_the_open_listing_shows_nobody_another_users_session(
             body = await gql(http, "{ sessions { edges { node { id } } } }", headers)
             ids = [e["node"]["id"] for e in body["data"]["sessions"]["edges"]]  # type: ignore[index]
             assert sorted(ids) == sorted(expected)
+    server.stop()
+
+
+async def test_paging_the_open_listing_skips_other_users_sessions_and_names_none(
+    make_app: Callable[..., AppServer],
+) -> None:
+    server = make_app()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        alice, _ = await guest(http)
+        bob, _ = await guest(http)
+        bobs = [await create(http, bob, f"bob {i}") for i in range(3)]
+        alices = [await create(http, alice, f"alice {i}") for i in range(5)]  # the newest
+        seen: list[str] = []
+        cursor: str | None = None
+        for _ in range(10):
+            params = {"limit": "2"} | ({"cursor": cursor} if cursor else {})
+            page = (await http.get("/sessions", params=params, headers=bearer(bob))).json()
+            seen += page["sessions"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            assert not any(sid in b64decode(cursor).decode() for sid in alices)
+        assert seen == list(reversed(bobs))
+        body = await gql(
+            http,
+            "{ sessions(first: 2) { totalCount edges { cursor node { id } } "
+            "pageInfo { hasNextPage endCursor } } }",
+            bearer(bob),
+        )
+        connection = body["data"]["sessions"]  # type: ignore[index]
+        assert connection["totalCount"] == 3
+        assert [e["node"]["id"] for e in connection["edges"]] == [bobs[2], bobs[1]]
+        assert connection["pageInfo"]["hasNextPage"] is True
+    server.stop()
+
+
+@pytest.mark.parametrize("header", ["Basic YWxpY2U6cHc=", "Bearer", "just-a-token"])
+async def test_an_authorization_header_that_is_not_a_bearer_token_is_refused(
+    http: httpx.AsyncClient, header: str
+) -> None:
+    response = await http.post("/new_session", headers={"authorization": header})
+    assert response.status_code == 401
+    body = await gql(http, "{ viewer { id } }", {"authorization": header})
+    assert error_codes(body) == ["UNAUTHENTICATED"]
+
+
+async def test_a_key_of_another_algorithm_than_the_tokens_is_refused(
+    idp: httpx.AsyncClient, provider: JwksServer
+) -> None:
+    rsa_key = next(k for k in provider.keys if k.algorithm == "RS256")
+    forged = new_key("ES256")
+    forged.kid = rsa_key.kid  # an ES256 token naming an RSA key
+    response = await idp.post("/new_session", headers=bearer(forged.sign(sub="u")))
+    assert response.status_code == 401
+
+
+async def test_a_provider_that_is_down_is_not_asked_again_at_once(
+    idp: httpx.AsyncClient, provider: JwksServer
+) -> None:
+    provider.up = False
+    try:
+        first = await idp.post("/new_session", headers=bearer(new_key("RS256").sign(sub="u")))
+        fetches = provider.fetches
+        again = await idp.post("/new_session", headers=bearer(new_key("RS256").sign(sub="v")))
+    finally:
+        provider.up = True
+    assert first.status_code == again.status_code == 503
+    assert provider.fetches == fetches  # the failure is remembered for a few seconds
+
+
+async def test_nobody_can_spend_another_users_turn_limit(
+    make_app: Callable[..., AppServer],
+) -> None:
+    server = make_app(RATE_LIMIT_EXEMPT="", RATE_LIMIT_TURNS_PER_MINUTE="2")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        alice, _ = await guest(http)
+        bob, _ = await guest(http)
+        sid = await create(http, alice)
+        body = {"session_id": sid, "message": "x"}
+        refused = [
+            (await http.post("/chat", json=body, headers=bearer(bob))).status_code for _ in range(3)
+        ]
+        assert refused == [404, 404, 404]
+        mine = [
+            (await http.post("/chat", json=body, headers=bearer(alice))).status_code
+            for _ in range(2)
+        ]
+        assert mine == [200, 200]
     server.stop()

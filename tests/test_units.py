@@ -134,3 +134,14 @@ async def test_an_error_ends_the_stream_with_its_code() -> None:
     assert (await anext(reader)).token == "partial"
     with pytest.raises(ModelFailed):
         await anext(reader)
+
+
+def test_keys_of_an_identity_provider_come_over_https_or_loopback() -> None:
+    from pydantic import ValidationError
+
+    from resolvers.services.settings import Settings
+
+    for fine in ("https://login.example.com/jwks", "http://127.0.0.1:9000/jwks"):
+        assert Settings(auth_jwks_url=fine).auth_jwks_url == fine
+    with pytest.raises(ValidationError, match="AUTH_JWKS_URL"):
+        Settings(auth_jwks_url="http://login.example.com/jwks")

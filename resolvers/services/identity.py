@@ -28,6 +28,10 @@ LOCAL_ISSUER = "chat-session-server"
 PROVIDER_ALGORITHMS = ("RS256", "ES256")
 MAX_SUBJECT_CHARS = 256
 MAX_TOKEN_CHARS = 8192
+# How long the provider's keys are used before they are fetched again.
+KEYS_CACHE_SECONDS = 300.0
+# After a failed fetch of the keys, how long requests that need a fetch fail at once.
+FAILED_FETCH_BACKOFF = 5.0
 
 
 class IdentityUnavailable(ChatError):
@@ -85,13 +89,20 @@ class Authenticator:
         self.required = required
         self._guest_seconds = guest_seconds
         self._jwks = (
-            jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=jwks_timeout)
+            jwt.PyJWKClient(jwks_url, cache_jwk_set=False, timeout=jwks_timeout)
             if jwks_url
             else None
         )
         self._jwks_timeout = jwks_timeout
         self._jwks_refresh = jwks_refresh
-        self._refreshed_at = -float("inf")
+        # The provider's keys by kid, fetched at most once at a time (`_fetching`), at
+        # most once per `jwks_refresh` for an unknown kid, and not at all for a while
+        # after a failed fetch: a flood of tokens cannot turn into a flood of fetches.
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._keys_until = -float("inf")
+        self._fetched_at = -float("inf")
+        self._failed_until = -float("inf")
+        self._fetching = asyncio.Lock()
 
     async def identify(self, token: str | None) -> Identity:
         """The caller of a request with this bearer token (None: no token)."""
@@ -114,7 +125,10 @@ class Authenticator:
             options: dict[str, Any] = {"verify_aud": False}
             issuer = None
         elif algorithm in PROVIDER_ALGORITHMS and self._jwks is not None:
-            key = await self._provider_key(token)
+            provider_key = await self._provider_key(token)
+            if provider_key.algorithm_name != algorithm:
+                raise Unauthenticated("the token's algorithm does not match its key")
+            key = provider_key
             options = {"verify_aud": self._audience is not None}
             issuer = self._issuer
         else:
@@ -130,7 +144,7 @@ class Authenticator:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the bearer token has expired") from None
-        except jwt.InvalidTokenError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
             raise Unauthenticated(f"the bearer token is not valid: {exc}") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_CHARS:
@@ -156,29 +170,37 @@ class Authenticator:
             self._secret = str(shared).encode()
         return self._secret
 
-    async def _provider_key(self, token: str) -> Any:
+    async def _provider_key(self, token: str) -> jwt.PyJWK:
+        kid = jwt.get_unverified_header(token).get("kid")
+        if not isinstance(kid, str):
+            raise Unauthenticated("the token names no key (kid)")
+        now = time.monotonic()
+        if now < self._keys_until and kid in self._keys:
+            return self._keys[kid]
+        async with self._fetching:
+            now = time.monotonic()
+            stale = now >= self._keys_until
+            unknown = kid not in self._keys
+            if stale or (unknown and now - self._fetched_at >= self._jwks_refresh):
+                if now < self._failed_until:
+                    raise IdentityUnavailable("the identity provider's keys cannot be fetched")
+                await self._fetch_keys()
+        key = self._keys.get(kid)
+        if key is None:
+            raise Unauthenticated(f"no key of the identity provider has kid {kid!r}")
+        return key
+
+    async def _fetch_keys(self) -> None:
         assert self._jwks is not None
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._key_for, kid), self._jwks_timeout + 1
+            keys = await asyncio.wait_for(
+                asyncio.to_thread(self._jwks.get_signing_keys, True), self._jwks_timeout + 1
             )
-        except (TimeoutError, jwt.PyJWKClientConnectionError) as exc:
+        except (TimeoutError, jwt.PyJWKClientError) as exc:
+            self._failed_until = time.monotonic() + FAILED_FETCH_BACKOFF
             logger.warning("identity provider keys unavailable: %s", type(exc).__name__)
             raise IdentityUnavailable("the identity provider's keys cannot be fetched") from None
-        except jwt.PyJWKClientError as exc:
-            raise Unauthenticated(f"the token's key is not known: {exc}") from None
-
-    def _key_for(self, kid: object) -> Any:
-        """The provider's key `kid` (runs in a thread: PyJWKClient is blocking)."""
-        assert self._jwks is not None
-        keys = self._jwks.get_signing_keys()
-        found = [key for key in keys if key.key_id == kid]
         now = time.monotonic()
-        if not found and now - self._refreshed_at >= self._jwks_refresh:
-            # An unknown kid: the provider may have rotated its keys. Refetch, not too often.
-            self._refreshed_at = now
-            found = [k for k in self._jwks.get_signing_keys(refresh=True) if k.key_id == kid]
-        if not found:
-            raise jwt.PyJWKClientError(f"no key with kid {kid!r}")
-        return found[0].key
+        self._fetched_at = now
+        self._keys_until = now + KEYS_CACHE_SECONDS
+        self._keys = {key.key_id: key for key in keys if key.key_id}

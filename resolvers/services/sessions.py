@@ -317,6 +317,16 @@ class SessionStore:
             return None
         return str(prompt)
 
+    async def check_usable(self, session_id: str, *, who: Identity = ANONYMOUS) -> None:
+        """NotFound unless the session exists and `who` may use it (one round trip)."""
+        check_session_id(session_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(meta_key(session_id), messages_key(session_id))
+            pipe.hget(meta_key(session_id), "owner")
+            exists, owner = await pipe.execute()
+        if not exists or not who.may_use(owner):
+            raise NotFound(_NOT_FOUND)
+
     async def require(self, session_id: str, *, who: Identity = ANONYMOUS) -> SessionInfo:
         info = await self.get(session_id, who=who)
         if info is None:
@@ -392,7 +402,7 @@ class SessionStore:
         first = min(first, MAX_PAGE)
         index = INDEX_KEY if owner is None else owner_index_key(owner)
         await self._prune_expired(index)
-        entries, has_next, total = await self._index_slice(index, first, after)
+        entries, has_next, total = await self._slice_for(index, first, after, who)
         async with self._redis.pipeline(transaction=False) as pipe:
             for session_id, _ in entries:
                 pipe.hmget(meta_key(session_id), _LISTED_FIELDS)
@@ -428,12 +438,11 @@ class SessionStore:
         if limit < 1:
             raise BadInput("limit must be at least 1")
         limit = min(limit, MAX_PAGE)
-        entries, has_next, _ = await self._index_slice(index, limit, cursor)
+        entries, has_next, _ = await self._slice_for(index, limit, cursor, who, count_all=False)
         next_cursor = (
             encode_cursor(entries[-1][1], entries[-1][0]) if has_next and entries else None
         )
-        ids = await self._usable([session_id for session_id, _ in entries], who)
-        return IdPage(ids=ids, next_cursor=next_cursor)
+        return IdPage(ids=[session_id for session_id, _ in entries], next_cursor=next_cursor)
 
     async def _usable(self, ids: list[str], who: Identity | None) -> list[str]:
         """`ids` less the sessions `who` may not use (all of them when `who` is None)."""
@@ -444,6 +453,42 @@ class SessionStore:
                 pipe.hget(meta_key(session_id), "owner")
             owners = await pipe.execute()
         return [sid for sid, owner in zip(ids, owners, strict=True) if who.may_use(owner)]
+
+    async def _slice_for(
+        self,
+        index: str,
+        count: int,
+        after: str | None,
+        who: Identity | None,
+        *,
+        count_all: bool = True,
+    ) -> tuple[list[tuple[str, float]], bool, int]:
+        """`_index_slice`, showing `who` only the sessions they may use.
+
+        For someone who is not an admin in the open listing (no ADMIN_TOKEN), other users'
+        sessions are skipped a chunk at a time, and no cursor handed out names one of
+        them; the total counts what they may see (a walk of the whole index: the price
+        of running without an admin token).
+        """
+        if who is None or who.is_admin:
+            return await self._index_slice(index, count, after)
+        visible: list[tuple[str, float]] = []
+        position = after
+        chunk = max(count + 1, 200)
+        # Ends: every pass moves `position` further through a finite index.
+        while True:
+            rows, more, _ = await self._index_slice(index, chunk, position)
+            if rows:
+                usable = set(await self._usable([sid for sid, _ in rows], who))
+                visible += [row for row in rows if row[0] in usable]
+                position = encode_cursor(rows[-1][1], rows[-1][0])
+            if len(visible) > count or not more or not rows:
+                break
+        total = 0
+        if count_all:
+            everything = [str(sid) for sid in await self._redis.zrevrange(index, 0, -1)]
+            total = len(await self._usable(everything, who))
+        return visible[:count], len(visible) > count, total
 
     async def _index_slice(
         self, index: str, count: int, after: str | None

@@ -6,6 +6,7 @@ import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -156,8 +157,12 @@ class Settings(BaseSettings):
     @field_validator("auth_jwks_url")
     @classmethod
     def _jwks_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("AUTH_JWKS_URL must be an https:// (or http://) URL")
+        if value is None or value.startswith("https://"):
+            return value
+        host = urlsplit(value).hostname if value.startswith("http://") else None
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            # Keys fetched in the clear could be swapped by anyone on the way.
+            raise ValueError("AUTH_JWKS_URL must be https:// (http:// only on loopback)")
         return value
 
     @field_validator("auth_secret")

@@ -172,7 +172,10 @@ class TurnRunner:
         check_session_id(session_id)
         self.check_message(message)
         try:
-            if self._limiter is not None:
+            if self._limiter is not None and not self._limiter.exempt(client):
+                # Only a session the caller may use counts, so nobody can use up (or
+                # learn of) another user's session by its turn limit.
+                await self._store.check_usable(session_id, who=who)
                 await self._limiter.check_turn(session_id, client)
             begin = asyncio.ensure_future(self._store.begin_turn(session_id, who=who))
             try:
