@@ -79,7 +79,7 @@ class ErrorResponse(BaseModel):
 router = APIRouter()
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 404, 422, 503)
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 503)
 }
 
 
@@ -278,7 +278,12 @@ async def my_sessions(
     return JSONResponse({"sessions": page.ids, "next_cursor": page.next_cursor})
 
 
-@router.post("/guest", response_model=GuestResponse, tags=["identity"])
+@router.post(
+    "/guest",
+    response_model=GuestResponse,
+    tags=["identity"],
+    responses={503: {"model": ErrorResponse}},
+)
 async def guest(services: ServicesDep) -> GuestResponse:
     """A token this server signs for a new random user id (pass it as the bearer)."""
     issued = await services.auth.issue_guest()

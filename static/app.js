@@ -4,7 +4,7 @@
 //
 // The entry point: it wires the page's events to the flows and starts the page. The
 // modules, each loaded by the browser as it is (no build):
-//   queries.js  the GraphQL documents, the client and the admin token
+//   queries.js  the GraphQL documents, the client, who the page is (guest or admin token)
 //   state.js    the page's state
 //   view.js     what the page shows (DOM only)
 //   flows.js    what the page does: the list, opening/creating/deleting a chat, a turn
@@ -12,13 +12,18 @@
 //   markdown.js the safe Markdown renderer
 
 import {
-  deleteOpenSession, loadSessions, newChat, openSession, send, useAdminToken,
+  deleteOpenSession, identityChanged, loadSessions, newChat, openSession, send, useAdminToken,
 } from "./flows.js";
-import { client, onConnectionStatus, queryServerInfo } from "./queries.js";
+import {
+  adminToken, client, identityReady, onConnectionStatus, onIdentityChange, queryServerInfo,
+} from "./queries.js";
 import { state } from "./state.js";
-import { autosize, openDrawer, showConnection, showError, showModel, ui } from "./view.js";
+import {
+  autosize, openDrawer, showConnection, showError, showListMode, showModel, ui,
+} from "./view.js";
 
 onConnectionStatus(showConnection);
+onIdentityChange(identityChanged);
 
 /** @returns {string | null} the id of the chat the address names, if any */
 function sessionFromHash() {
@@ -54,6 +59,7 @@ ui.adminForm.addEventListener("submit", (event) => {
   useAdminToken(token);
 });
 
+ui.myChats.addEventListener("click", () => useAdminToken(""));
 ui.more.addEventListener("click", () => loadSessions({ append: true }));
 ui.menu.addEventListener("click", () => openDrawer(!ui.app.classList.contains("drawer-open")));
 ui.scrim.addEventListener("click", () => openDrawer(false));
@@ -70,20 +76,28 @@ window.addEventListener("hashchange", () => {
 // ---------- start ----------
 
 async function start() {
-  client.connect();
   // Open the chat in the address first, so nothing the person does meanwhile (a new
-  // chat, a click in the list) is undone when a slower request comes back.
+  // chat, a click in the list) is undone when a slower request comes back. Every
+  // request waits for the page's token (on a first visit, a new guest token); the
+  // socket sends it when it opens, so it opens once there is one.
+  ui.input.focus();
   const opening = openSession(sessionFromHash());
   const listing = loadSessions();
+  const connecting = identityReady()
+    .catch(() => { /* the server cannot be reached: the requests say so, and ask again */ })
+    .then(() => client.connect());
   try {
     const { serverInfo } = await queryServerInfo();
     showModel(serverInfo.model);
     state.maxChars = serverInfo.maxMessageChars;
+    state.adminOffered = serverInfo.adminRequired;
+    showListMode(Boolean(adminToken()));
   } catch (error) {
     showError(error);
   }
-  await Promise.all([opening, listing]);
-  ui.input.focus();
+  await Promise.all([opening, listing, connecting]);
+  // Into the input, unless the person has gone elsewhere meanwhile (typing a title).
+  if (document.activeElement === document.body) ui.input.focus();
 }
 
 start();

@@ -4,14 +4,14 @@
 // whose reply a lost connection cut off.
 
 import {
-  adminToken, client, mutateCreateSession, mutateDeleteSession, querySession, querySessions, saveAdminToken,
-  subscribeChat,
+  checkIdentity, client, identityReady, mutateCreateSession, mutateDeleteSession, querySession,
+  querySessions, saveAdminToken, subscribeChat,
 } from "./queries.js";
 import { state } from "./state.js";
 import {
-  askForAdminToken, clearInput, giveBack, hideNotice, markCurrentInList, openDrawer, showBusy,
-  showDeletable, showError, showMessages, showNotice, showReply, showSessions, showTitle,
-  showTurn, storedCount, switchDraft, tell, ui,
+  clearInput, giveBack, hideNotice, markCurrentInList, openDrawer, showAdminRejected, showBusy,
+  showDeletable, showError, showListMode, showMessages, showNotice, showReply, showSessions,
+  showTitle, showTurn, storedCount, switchDraft, tell, ui,
 } from "./view.js";
 
 /** @import { GraphQLError } from "./graphql.js" */
@@ -45,8 +45,8 @@ function showChat(messages, sessionId = null) {
 // ---------- sessions ----------
 
 /**
- * Loads the list of chats: its first page in place of what it shows, or (`append`)
- * the next page after it.
+ * Loads the list of chats (the page's own, or everyone's in admin mode): its first page
+ * in place of what it shows, or (`append`) the next page after it.
  * @param {{ append?: boolean }} [options]
  */
 export async function loadSessions({ append = false } = {}) {
@@ -57,24 +57,32 @@ export async function loadSessions({ append = false } = {}) {
     if (seq !== state.listSeq) return;
   } catch (error) {
     if (seq !== state.listSeq) return;
-    if (/** @type {GraphQLError} */ (error).code === "UNAUTHENTICATED") {
-      askForAdminToken(Boolean(adminToken()));
-      return;
-    }
     showError(error);
     return;
   }
-  showSessions(data.sessions, append);
-  state.sessionsAfter = data.sessions.pageInfo.endCursor;
+  showListMode(data.admin);
+  showSessions(data.page, append);
+  state.sessionsAfter = data.page.pageInfo.endCursor;
 }
 
 /**
- * Keeps the admin token (empty forgets it), reconnects with it and loads the list.
+ * Admin mode with `token` (the list shows every chat, requests go with the admin token);
+ * an empty token: back to the page's own chats. A token the server rejects is forgotten.
  * @param {string} token
  */
 export function useAdminToken(token) {
   saveAdminToken(token);
   client.reconnect();
+  loadSessions();
+}
+
+/**
+ * The page's identity changed under it: the list follows (a new guest has no chats; a
+ * rejected admin token leaves the page's own chats, and the form says so).
+ * @param {import("./queries.js").IdentityChange} change
+ */
+export function identityChanged(change) {
+  if (change === "admin-rejected") showAdminRejected();
   loadSessions();
 }
 
@@ -93,15 +101,18 @@ export async function openSession(id) {
     showChat([]);
     return;
   }
-  let data;
+  let session;
   try {
-    data = await querySession(id);
+    session = (await querySession(id)).session;
   } catch (error) {
-    showError(error);
-    return;
+    if (/** @type {GraphQLError} */ (error).code !== "NOT_FOUND") {
+      if (state.current === id) showError(error);
+      return;
+    }
+    session = null; // not this page's to see: as if there were no such chat
   }
   if (state.current !== id) return; // another session was opened meanwhile
-  if (!data.session) {
+  if (!session) {
     showNotice("NOT_FOUND");
     history.replaceState(null, "", location.pathname);
     state.current = null;
@@ -109,9 +120,9 @@ export async function openSession(id) {
     showChat([]);
     return;
   }
-  showTitle(data.session.title);
+  showTitle(session.title);
   showDeletable(true);
-  showChat(data.session.messages, id);
+  showChat(session.messages, id);
   const note = state.notes.get(id);
   state.notes.delete(id);
   if (note) showNotice(...note);
@@ -193,6 +204,7 @@ export async function send(text) {
   let sessionId = state.current;
   try {
     if (!sessionId) sessionId = await createSession(ui.newTitle.value.trim() || null);
+    await identityReady(); // the socket sends the page's token when it opens
     await client.ready();
   } catch (error) {
     showError(error);
@@ -212,8 +224,9 @@ export async function send(text) {
  * reply token by token, painted once per frame.
  * @param {string} sessionId
  * @param {string} text
+ * @param {boolean} [retried] whether the socket's identity was renewed for this turn
  */
-function streamTurn(sessionId, text) {
+function streamTurn(sessionId, text, retried = false) {
   clearInput();
   const baseline = storedCount();
   const { mine, reply } = showTurn(text);
@@ -248,6 +261,17 @@ function streamTurn(sessionId, text) {
       cancelAnimationFrame(frame);
       if (finished) { settle(); return; } // the whole reply came; only its end was lost
       reply.remove();
+      if (error.code === "UNAUTHENTICATED" && !retried) {
+        // The server did not accept the socket's token (nothing was stored): the page
+        // renews its identity as for any request, then sends the message once more.
+        mine.remove();
+        checkIdentity().then(() => {
+          if (sessionId === state.current) { streamTurn(sessionId, text, true); return; }
+          giveBack(sessionId, text);
+          setStreaming(false);
+        });
+        return;
+      }
       if (error.code === "CONNECTION_LOST" && error.sent !== false) {
         // The turn goes on on the server and is stored when complete: keep the message,
         // and show the stored reply once the history has it.

@@ -55,16 +55,25 @@ export class GraphQLClient {
    * @param {object} options
    * @param {string} options.httpUrl
    * @param {string} options.wsUrl
-   * @param {() => string | null} options.token the admin token to send, if any
+   * @param {() => string | null} options.token the bearer token to send, if any
    * @param {(status: ConnectionStatus) => void} [options.onStatus]
+   * @param {(code: number) => void} [options.onRefused] the server closed the socket
+   *   refusing its `connection_init` (4401 Unauthorized, 4403 Forbidden): the token sent
+   *   may not be accepted any more. The socket still reconnects by itself.
    */
-  constructor({ httpUrl, wsUrl, token, onStatus }) {
+  constructor({ httpUrl, wsUrl, token, onStatus, onRefused }) {
     this.httpUrl = httpUrl;
     this.wsUrl = wsUrl;
     this.token = token; // () => string | null
     this.onStatus = onStatus ?? (() => {});
+    this.onRefused = onRefused ?? (() => {});
     /** @type {WebSocket | null} */
     this.ws = null;
+    /**
+     * The token the open socket sent in its `connection_init` (null: none).
+     * @type {string | null}
+     */
+    this.sentToken = null;
     this.acked = false;
     this.nextId = 1;
     /** @type {Map<string, ActiveSubscription>} */
@@ -82,12 +91,13 @@ export class GraphQLClient {
    * @template T the shape of the response's `data`
    * @param {string} query
    * @param {Variables} [variables]
+   * @param {string | null} [token] the bearer token to send (null: none); the client's
+   *   own when not given
    * @returns {Promise<T>}
    */
-  async request(query, variables = {}) {
+  async request(query, variables = {}, token = this.token()) {
     /** @type {Record<string, string>} */
     const headers = { "content-type": "application/json", accept: "application/json" };
-    const token = this.token();
     if (token) headers.authorization = `Bearer ${token}`;
     let response;
     try {
@@ -118,11 +128,17 @@ export class GraphQLClient {
     this.ws = ws;
     ws.addEventListener("open", () => {
       const token = this.token();
+      this.sentToken = token;
       const payload = token ? { Authorization: `Bearer ${token}` } : {};
       ws.send(JSON.stringify({ type: "connection_init", payload }));
     });
     ws.addEventListener("message", (event) => this.#onMessage(ws, event));
-    ws.addEventListener("close", () => this.#onClose(ws));
+    ws.addEventListener("close", (event) => this.#onClose(ws, event.code));
+  }
+
+  /** Reconnects if the socket is open with another token than the one to send now. */
+  reauthenticate() {
+    if (this.ws?.readyState === WebSocket.OPEN && this.sentToken !== this.token()) this.reconnect();
   }
 
   reconnect() {
@@ -194,12 +210,16 @@ export class GraphQLClient {
     }
   }
 
-  /** @param {WebSocket} ws */
-  #onClose(ws) {
+  /**
+   * @param {WebSocket} ws
+   * @param {number} code
+   */
+  #onClose(ws, code) {
     if (ws !== this.ws) return;
     this.acked = false;
     this.onStatus("closed");
     this.#failActive();
+    if (code === 4401 || code === 4403) this.onRefused(code);
     const delay = Math.min(8000, 500 * 2 ** this.retries) * (0.75 + Math.random() / 2);
     this.retries += 1;
     this.reconnectTimer = setTimeout(() => this.connect(), delay);

@@ -1,11 +1,21 @@
 // @ts-check
 // What the page asks the server: the GraphQL documents, the one client that sends them
-// (HTTP for queries and mutations, the socket for the `chat` subscription), the admin
-// token it sends, and one typed helper per document. It uses the public API only.
+// (HTTP for queries and mutations, the socket for the `chat` subscription), who the page
+// is to the server (a guest token, or the admin token in admin mode) and one typed helper
+// per document. It uses the public API only.
+//
+// Identity: on its first visit the page gets a guest token (`createGuest`, sent with no
+// Authorization) and keeps it in localStorage; every request then sends it as
+// `Authorization: Bearer <token>`, and the socket in its `connection_init`. The chats it
+// creates are that guest's own. When the server rejects the kept token (UNAUTHENTICATED:
+// expired, or the server's secret changed) the page gets a new guest token once and
+// retries; a token it has just been given and that the server rejects is not replaced
+// again. In admin mode (an admin token entered) the admin token is the bearer instead,
+// and the list shows every chat; a rejected admin token is forgotten, back to the guest.
 
 import { GraphQLClient } from "./graphql.js";
 
-/** @import { ConnectionStatus, Sink } from "./graphql.js" */
+/** @import { ConnectionStatus, GraphQLError, Sink, Variables } from "./graphql.js" */
 
 /** @typedef {"USER" | "ASSISTANT" | "SYSTEM"} Role */
 
@@ -57,17 +67,23 @@ import { GraphQLClient } from "./graphql.js";
  * @property {Message | null} message
  */
 
-const TOKEN_KEY = "chat.adminToken";
+const ADMIN_KEY = "chat.adminToken";
+const GUEST_KEY = "chat.guestToken";
 /** How many chats one page of the list holds. */
-export const PAGE = 30;
+export const PAGE = 50;
+
+const SESSION_PAGE = `edges { node { id title updatedAt messageCount } }
+      pageInfo { hasNextPage endCursor }`;
 
 const Q = {
   info: "query { serverInfo { model adminRequired maxMessageChars } }",
+  guest: "mutation Guest { createGuest { token userId expiresAt } }",
+  viewer: "query Viewer { viewer { id isAdmin } }",
+  mine: `query MySessions($first: Int!, $after: String) {
+    viewer { id sessions(first: $first, after: $after) { ${SESSION_PAGE} } }
+  }`,
   sessions: `query Sessions($first: Int!, $after: String) {
-    sessions(first: $first, after: $after) {
-      edges { node { id title updatedAt messageCount } }
-      pageInfo { hasNextPage endCursor }
-    }
+    sessions(first: $first, after: $after) { ${SESSION_PAGE} }
   }`,
   session: `query Session($id: ID!) {
     session(id: $id) { id title messages { role content createdAt } }
@@ -81,17 +97,163 @@ const Q = {
   }`,
 };
 
-// ---------- the admin token ----------
+// ---------- who the page is ----------
 
-/** @returns {string | null} the admin token this browser keeps, if any */
+/** @typedef {"guest" | "admin-rejected"} IdentityChange */
+
+/** @returns {string | null} the admin token this browser keeps, if any (admin mode) */
 export function adminToken() {
-  return localStorage.getItem(TOKEN_KEY);
+  return localStorage.getItem(ADMIN_KEY);
 }
 
-/** @param {string} token the admin token to keep; empty forgets it */
+/** @param {string} token the admin token to keep (admin mode); empty forgets it */
 export function saveAdminToken(token) {
-  if (token) localStorage.setItem(TOKEN_KEY, token);
-  else localStorage.removeItem(TOKEN_KEY);
+  if (token) localStorage.setItem(ADMIN_KEY, token);
+  else localStorage.removeItem(ADMIN_KEY);
+}
+
+/** @returns {string | null} the guest token this browser keeps, if any */
+export function guestToken() {
+  return localStorage.getItem(GUEST_KEY);
+}
+
+/** @returns {string | null} what the page sends as its bearer now */
+function bearer() {
+  return adminToken() ?? guestToken();
+}
+
+/** @type {(change: IdentityChange) => void} */
+let identityListener = () => {};
+
+/**
+ * Who hears that the page's identity changed: a new guest token replaced a rejected
+ * one ("guest"), or the admin token was rejected and forgotten ("admin-rejected").
+ * @param {(change: IdentityChange) => void} listener
+ */
+export function onIdentityChange(listener) {
+  identityListener = listener;
+}
+
+/** @type {Promise<string> | null} the guest token being asked for, if one is */
+let minting = null;
+/**
+ * A guest token the server gave this page and has not accepted in a request yet.
+ * @type {string | null}
+ */
+let unproven = null;
+
+/**
+ * Asks the server for a new guest token (once, however many ask meanwhile) and keeps it.
+ * @returns {Promise<string>}
+ */
+function mintGuest() {
+  minting ??= client
+    .request(Q.guest, {}, null)
+    .then((/** @type {{ createGuest: { token: string } }} */ data) => {
+      const { token } = data.createGuest;
+      localStorage.setItem(GUEST_KEY, token);
+      unproven = token;
+      client.reauthenticate();
+      return token;
+    })
+    .finally(() => { minting = null; });
+  return minting;
+}
+
+/**
+ * The guest token: the one kept, else a new one.
+ * @returns {Promise<string>}
+ */
+function guest() {
+  return minting ?? (guestToken() ? Promise.resolve(/** @type {string} */ (guestToken())) : mintGuest());
+}
+
+/**
+ * Once the page has a guest token (it asks for one on its first visit). Rejects as the
+ * request for it did (the requests that follow ask again).
+ * @returns {Promise<void>}
+ */
+export async function identityReady() {
+  if (!adminToken()) await guest();
+}
+
+/**
+ * Replaces the guest token `rejected`, which the server did not accept: by a new one,
+ * unless another request already did, or `rejected` is the one the server has just
+ * given (then the server is at fault and asking again could go on forever).
+ * @param {string} rejected
+ * @returns {Promise<string | null>} the token to retry with; null: do not retry
+ */
+async function renewGuest(rejected) {
+  if (minting) return minting;
+  const kept = guestToken();
+  if (kept && kept !== rejected) return kept;
+  if (rejected === unproven) return null;
+  localStorage.removeItem(GUEST_KEY);
+  const token = await mintGuest();
+  identityListener("guest");
+  return token;
+}
+
+/**
+ * The admin token `rejected` was not accepted: forgotten, the page is the guest again.
+ * @param {string} rejected
+ */
+function forgetAdmin(rejected) {
+  if (adminToken() !== rejected) return;
+  saveAdminToken("");
+  client.reconnect();
+  identityListener("admin-rejected");
+}
+
+/**
+ * A query or mutation with the page's identity. `UNAUTHENTICATED` forgets the admin
+ * token (then `guestQuery` is sent as the guest) or renews the guest token (once).
+ * @template T the shape of the response's `data`
+ * @param {string} query
+ * @param {Variables} [variables]
+ * @param {string} [guestQuery] what to send as the guest, if not `query` (for an admin
+ *   document whose guest counterpart differs)
+ * @returns {Promise<T>}
+ */
+async function call(query, variables = {}, guestQuery = query) {
+  const admin = adminToken();
+  if (admin) {
+    try {
+      return await client.request(query, variables, admin);
+    } catch (error) {
+      if (/** @type {GraphQLError} */ (error).code !== "UNAUTHENTICATED") throw error;
+      forgetAdmin(admin);
+      if (adminToken()) throw error; // another admin token was entered meanwhile
+    }
+  }
+  const token = await guest();
+  try {
+    /** @type {T} */
+    const data = await client.request(guestQuery, variables, token);
+    if (token === unproven) unproven = null;
+    return data;
+  } catch (error) {
+    if (/** @type {GraphQLError} */ (error).code !== "UNAUTHENTICATED" || adminToken()) throw error;
+    const fresh = await renewGuest(token);
+    if (!fresh) throw error;
+    /** @type {T} */
+    const data = await client.request(guestQuery, variables, fresh);
+    if (fresh === unproven) unproven = null;
+    return data;
+  }
+}
+
+/**
+ * Makes sure the server still accepts the page's token (renewing or forgetting it as
+ * `call` does): after the socket or a subscription was refused.
+ * @returns {Promise<void>}
+ */
+export async function checkIdentity() {
+  try {
+    await call(Q.viewer);
+  } catch { /* what can be done was done; the next request tells the person */ }
+  client.reauthenticate();
 }
 
 // ---------- the client ----------
@@ -110,24 +272,28 @@ export function onConnectionStatus(listener) {
 export const client = new GraphQLClient({
   httpUrl: "/graphql",
   wsUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/graphql`,
-  token: adminToken,
+  token: bearer,
   onStatus: (status) => statusListener(status),
+  onRefused: () => { checkIdentity(); },
 });
 
 // ---------- the documents ----------
 
 /** @returns {Promise<{ serverInfo: ServerInfo }>} */
 export function queryServerInfo() {
-  return client.request(Q.info);
+  return call(Q.info);
 }
 
 /**
- * A page of the chat list, most recently active first.
+ * A page of the chat list, most recently active first: the page's own chats, or in
+ * admin mode everyone's.
  * @param {string | null} after the cursor of the previous page; null for the first
- * @returns {Promise<{ sessions: SessionPage }>}
+ * @returns {Promise<{ page: SessionPage, admin: boolean }>}
  */
-export function querySessions(after) {
-  return client.request(Q.sessions, { first: PAGE, after });
+export async function querySessions(after) {
+  /** @type {{ sessions: SessionPage } | { viewer: { id: string | null, sessions: SessionPage } }} */
+  const data = await call(Q.sessions, { first: PAGE, after }, Q.mine);
+  return "viewer" in data ? { page: data.viewer.sessions, admin: false } : { page: data.sessions, admin: true };
 }
 
 /**
@@ -135,7 +301,7 @@ export function querySessions(after) {
  * @returns {Promise<{ session: Session | null }>} null when there is no such chat
  */
 export function querySession(id) {
-  return client.request(Q.session, { id });
+  return call(Q.session, { id });
 }
 
 /**
@@ -144,7 +310,7 @@ export function querySession(id) {
  */
 export function mutateCreateSession(title) {
   const input = title ? { title } : null;
-  return client.request(Q.create, { input });
+  return call(Q.create, { input });
 }
 
 /**
@@ -152,7 +318,7 @@ export function mutateCreateSession(title) {
  * @returns {Promise<{ deleteSession: boolean }>} false when there was no such chat
  */
 export function mutateDeleteSession(id) {
-  return client.request(Q.remove, { id });
+  return call(Q.remove, { id });
 }
 
 /**

@@ -22,6 +22,8 @@
  * @property {string | null} current the open chat's id; null for no chat
  * @property {boolean} streaming whether a reply is on its way (the composer waits)
  * @property {string | null} sessionsAfter the cursor after the list's last page shown
+ * @property {boolean} adminOffered whether the server has an admin token to enter (the
+ *   list of every chat needs it)
  * @property {number} listSeq numbers the list's loads; only the newest answer is shown
  * @property {number} maxChars the longest message the server takes
  * @property {Map<string, string>} drafts chat id ("" for no chat) -> text waiting in its input
@@ -34,6 +36,7 @@ export const state = {
   current: null,
   streaming: false,
   sessionsAfter: null,
+  adminOffered: false,
   listSeq: 0,
   maxChars: 32000,
   drafts: new Map(),

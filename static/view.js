@@ -27,6 +27,8 @@ export const ui = {
   sidebar: byId("sidebar", HTMLElement),
   scrim: byId("scrim", HTMLDivElement),
   menu: byId("menu", HTMLButtonElement),
+  listTitle: byId("list-title", HTMLHeadingElement),
+  myChats: byId("my-chats", HTMLButtonElement),
   sessions: byId("sessions", HTMLUListElement),
   empty: byId("sessions-empty", HTMLParagraphElement),
   more: byId("sessions-more", HTMLButtonElement),
@@ -60,6 +62,7 @@ const MESSAGES_OF_CODE = {
   NOT_STORED: "The connection was lost during the reply, and the reply was not stored. " +
     "Your message is back in the input; send it again.",
   NETWORK: "The server cannot be reached.",
+  UNAUTHENTICATED: "The server did not accept this browser's identity. Reload the page to try again.",
 };
 
 /**
@@ -320,7 +323,6 @@ function sessionItem(session) {
  * @param {boolean} append
  */
 export function showSessions({ edges, pageInfo }, append) {
-  ui.adminForm.hidden = true;
   if (!append) ui.sessions.replaceChildren();
   for (const { node } of edges) ui.sessions.append(sessionItem(node));
   ui.more.hidden = !pageInfo.hasNextPage;
@@ -328,15 +330,21 @@ export function showSessions({ edges, pageInfo }, append) {
 }
 
 /**
- * The list needs the admin token: the form that asks for it, instead of the list.
- * @param {boolean} rejected whether a token was sent and not accepted
+ * Which chats the list shows: the page's own, or (admin mode) everyone's; the form for
+ * the admin token shows with its own chats when the server has one.
+ * @param {boolean} admin
  */
-export function askForAdminToken(rejected) {
-  ui.adminForm.hidden = false;
-  ui.adminError.textContent = rejected ? "That token was not accepted." : "";
-  ui.sessions.replaceChildren();
-  ui.empty.hidden = true;
-  ui.more.hidden = true;
+export function showListMode(admin) {
+  ui.listTitle.textContent = admin ? "All chats" : "My chats";
+  ui.myChats.hidden = !admin;
+  ui.adminForm.hidden = admin || !state.adminOffered;
+  if (admin) ui.adminError.textContent = "";
+}
+
+/** The admin token entered was not accepted: the form says so (the list is the page's own). */
+export function showAdminRejected() {
+  showListMode(false);
+  ui.adminError.textContent = "That token was not accepted.";
 }
 
 export function markCurrentInList() {

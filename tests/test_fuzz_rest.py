@@ -82,12 +82,16 @@ SCHEMATHESIS_CONFIG: dict[str, Any] = {
 # The statuses docs/api.md documents for each route. 405 (wrong method) is the framework's
 # answer to schemathesis' unsupported-method probes; 404 on a path that matches no
 # route (an id holding "/") is not a route's answer either.
+# Every route that reads the caller's identity may answer 401 to a fuzzed Authorization
+# header (a present but invalid token is refused, never anonymous).
 DOCUMENTED = {
-    "POST /new_session": {200, 400, 422},
-    "POST /chat": {200, 400, 404, 409, 422},
+    "POST /new_session": {200, 400, 401, 422},
+    "POST /chat": {200, 400, 401, 404, 409, 422},
     "GET /sessions": {200, 400, 401},
-    "GET /session/{session_id}/history": {200, 400, 404},
-    "DELETE /session/{session_id}": {204, 400, 404},
+    "GET /me/sessions": {200, 400, 401},
+    "POST /guest": {200},
+    "GET /session/{session_id}/history": {200, 400, 401, 404},
+    "DELETE /session/{session_id}": {204, 400, 401, 404},
     "GET /healthz": {200},
     "GET /readyz": {200},
 }

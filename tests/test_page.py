@@ -55,6 +55,13 @@ async def page(browser: Browser, app: AppServer) -> AsyncIterator[Page]:
     await context.close()
 
 
+async def guest_headers(page: Page) -> dict[str, str]:
+    """The Authorization header of the guest the page signed in as."""
+    token = await page.evaluate("localStorage.getItem('chat.guestToken')")
+    assert isinstance(token, str) and token
+    return {"authorization": f"Bearer {token}"}
+
+
 async def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
@@ -132,8 +139,10 @@ async def test_switching_and_deleting_sessions(page: Page) -> None:
     await page.click("#delete")
     await expect(page.locator("#sessions a:has-text('First chat')")).to_have_count(0)
     await expect(page.locator("#welcome")).to_be_visible()
+    # Asked as the page's own guest: the chat is gone, not merely someone else's.
+    headers = await guest_headers(page)
     async with httpx.AsyncClient(base_url=page.url.split("/#")[0]) as http:
-        gone = await http.get(f"/session/{first_id}/history")
+        gone = await http.get(f"/session/{first_id}/history", headers=headers)
     assert gone.status_code == 404
 
 
@@ -148,9 +157,10 @@ async def test_a_failing_model_shows_an_error_and_keeps_the_message(page: Page) 
 
 async def test_a_busy_session_shows_a_clear_message(page: Page, app: AppServer) -> None:
     session_id = await start_chat(page, "Busy")
+    headers = await guest_headers(page)  # the chat belongs to the page's guest
     async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
         body = {"session_id": session_id, "message": "!delay=0.3 a b c d"}
-        async with http.stream("POST", "/chat", json=body) as running:
+        async with http.stream("POST", "/chat", json=body, headers=headers) as running:
             assert running.status_code == 200
             await send(page, "me too")
             await expect(page.locator("#notice")).to_contain_text("already answering")
