@@ -25,11 +25,17 @@ from tests.support import (
 from tests.support.ws_client import LEGACY_WS, TRANSPORT_WS, graphql_socket
 
 CREATE = "mutation { createSession { id } }"
+ADMIN = "hardening-admin"
 
 
 @pytest.fixture(scope="module")
 def small(make_app: Callable[..., AppServer]) -> AppServer:
-    return make_app(MAX_REQUEST_BYTES="4096", MAX_MESSAGE_CHARS="1000", WS_MAX_MESSAGE_BYTES="4096")
+    return make_app(
+        MAX_REQUEST_BYTES="4096",
+        MAX_MESSAGE_CHARS="1000",
+        WS_MAX_MESSAGE_BYTES="4096",
+        ADMIN_TOKEN=ADMIN,
+    )
 
 
 @pytest.fixture
@@ -238,13 +244,15 @@ async def test_a_listing_reads_only_the_fields_it_shows(
             stats = await redis.info("commandstats")
             return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
+        # As the admin: the listing of every session, with nothing to filter out.
+        admin = {"authorization": f"Bearer {ADMIN}"}
         hgetall, hget = await calls("hgetall"), await calls("hget")
         body = await gql(
-            http, "{ sessions(first: 3) { edges { node { id title messageCount } } } }"
+            http, "{ sessions(first: 3) { edges { node { id title messageCount } } } }", admin
         )
         assert len(body["data"]["sessions"]["edges"]) == 3  # type: ignore[index]
         assert await calls("hgetall") == hgetall and await calls("hget") == hget
-        body = await gql(http, "{ sessions(first: 3) { edges { node { systemPrompt } } } }")
+        body = await gql(http, "{ sessions(first: 3) { edges { node { systemPrompt } } } }", admin)
         prompts = [e["node"]["systemPrompt"] for e in body["data"]["sessions"]["edges"]]  # type: ignore[index]
         assert prompts == ["p" * 1000] * 3
     finally:

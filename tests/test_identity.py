@@ -288,6 +288,7 @@ async def test_a_provider_that_is_down_or_slow_gives_a_bounded_unavailable(
 # -- required, restarts, several processes --------------------------------------------
 
 
+@pytest.mark.slow
 async def test_auth_required_refuses_anonymous_callers_but_hands_out_guests(
     make_app: Callable[..., AppServer],
 ) -> None:
@@ -306,6 +307,7 @@ async def test_auth_required_refuses_anonymous_callers_but_hands_out_guests(
     server.stop()
 
 
+@pytest.mark.slow
 async def test_a_guest_token_outlives_a_restart_and_works_on_another_process(
     make_app: Callable[..., AppServer], fresh_db: Callable[[], str]
 ) -> None:
@@ -399,6 +401,7 @@ async def test_a_walk_of_the_schema_finds_no_door_into_another_users_session(
     assert history.status_code == 200  # and the owner still has it all
 
 
+@pytest.mark.slow
 async def test_the_open_listing_shows_nobody_another_users_session(
     make_app: Callable[..., AppServer],
 ) -> None:
@@ -420,6 +423,7 @@ async def test_the_open_listing_shows_nobody_another_users_session(
     server.stop()
 
 
+@pytest.mark.slow
 async def test_paging_the_open_listing_skips_other_users_sessions_and_names_none(
     make_app: Callable[..., AppServer],
 ) -> None:
@@ -487,6 +491,7 @@ async def test_a_provider_that_is_down_is_not_asked_again_at_once(
     assert provider.fetches == fetches  # the failure is remembered for a few seconds
 
 
+@pytest.mark.slow
 async def test_nobody_can_spend_another_users_turn_limit(
     make_app: Callable[..., AppServer],
 ) -> None:
