@@ -253,10 +253,10 @@ def _parse_limit(limit: str | None) -> int | None:
     dependencies=[Depends(require_admin)],
 )
 async def sessions(
-    services: ServicesDep, who: IdentityDep, limit: str | None = None, cursor: str | None = None
+    services: ServicesDep, limit: str | None = None, cursor: str | None = None
 ) -> JSONResponse:
     """Admin: session ids, most recently active first (all, or a page with `limit`)."""
-    page = await services.sessions.ids(limit=_parse_limit(limit), cursor=cursor, who=who)
+    page = await services.sessions.ids(limit=_parse_limit(limit), cursor=cursor)
     if limit is None:
         return JSONResponse({"sessions": page.ids})
     return JSONResponse({"sessions": page.ids, "next_cursor": page.next_cursor})

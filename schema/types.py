@@ -107,7 +107,7 @@ class SessionConnection:
             SessionEdge(cursor=cursor, node=Session.of(found))
             for found, cursor in zip(page.sessions, page.cursors, strict=True)
         ]
-        end = page.cursors[-1] if page.cursors else None
+        end = page.end_cursor or (page.cursors[-1] if page.cursors else None)
         return cls(
             edges=edges,
             page_info=PageInfo(has_next_page=page.has_next, end_cursor=end),
