@@ -25,4 +25,4 @@ class IsAdmin(BasePermission):
             who = await context.identity()
         except ChatError as exc:
             raise to_graphql_error(exc) from None
-        return context.services.admin_open or who.is_admin
+        return context.services.allows_admin(who)

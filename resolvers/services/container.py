@@ -49,9 +49,13 @@ class Services:
         """Whether the admin operations are open to all (no ADMIN_TOKEN set)."""
         return self.settings.admin_token is None
 
+    def allows_admin(self, who: Identity) -> bool:
+        """Whether `who` may use the admin operations (all may, without ADMIN_TOKEN)."""
+        return self.admin_open or who.is_admin
+
     def check_admin(self, who: Identity) -> None:
         """Raise Unauthenticated unless `who` may use the admin operations."""
-        if not (self.admin_open or who.is_admin):
+        if not self.allows_admin(who):
             raise Unauthenticated(ADMIN_NEEDED)
 
     async def ready(self) -> bool:

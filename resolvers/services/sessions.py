@@ -26,7 +26,6 @@ from redis.typing import EncodableT, FieldT
 
 from resolvers.services.errors import BadInput, NotFound, SessionBusy
 from resolvers.services.history import (
-    RedisChatHistory,
     StoredMessage,
     TurnPair,
     decode_newest_first,
@@ -244,9 +243,6 @@ class SessionStore:
         stamp = max(time.time_ns() // 1000, self._last_stamp + 1)
         self._last_stamp = stamp
         return stamp
-
-    def history(self, session_id: str) -> RedisChatHistory:
-        return RedisChatHistory(self._redis, check_session_id(session_id))
 
     async def create(
         self,
