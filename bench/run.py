@@ -36,6 +36,12 @@ SERVER_CPU = "0"
 LOAD_CPU = 1
 TOKENS = 20
 RAMP_SECONDS = 1.0  # fan-out: subscriptions start spread over this long
+# Relay (g): replies of RELAY_TOKENS pieces at RELAY_RATE a second. The fake's `!tokens=K`
+# gives K + 1 pieces (its "[n=N]" piece first), `!delay=S` a sleep before each piece.
+RELAY_TOKENS = 300
+RELAY_RATE = 500.0
+RELAY_MODEL_SECONDS = RELAY_TOKENS / RELAY_RATE
+RELAY_MESSAGE = f"!tokens={RELAY_TOKENS - 1} !delay={1 / RELAY_RATE:g} relay"
 CHAT = (
     "subscription($s: ID!, $m: String!) { chat(sessionId: $s, message: $m) "
     "{ token done message { content } } }"
@@ -84,6 +90,7 @@ class Services:
     fake_url: str
     app_url: str
     app_pid: int
+    fake_pid: int
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -147,6 +154,7 @@ def services(workdir: Path) -> Iterator[Services]:
             fake_url=f"http://{LOOPBACK}:{fake_port}",
             app_url=f"http://{LOOPBACK}:{app_port}",
             app_pid=app.pid,
+            fake_pid=fake.pid,
             processes=procs,
         )
     finally:
@@ -527,26 +535,166 @@ async def fan_out(svc: Services, sizes: list[int]) -> dict[str, Any]:
     return {"largest_ok_n": best, "rounds": rounds}
 
 
+@dataclass
+class RelayReply:
+    wall: float = float("nan")
+    events: int = 0  # token events (done: false), the done event not counted
+    tokens: int = 0  # pieces received, merged events split back into the fake's pieces
+    done: bool = False
+    matches: bool = False
+
+
+async def relay_reply(ws: Any, session_id: str, op: str) -> RelayReply:
+    """One reply over its own socket: every token event, then the done event's message."""
+    reply = RelayReply()
+    variables = {"s": session_id, "m": RELAY_MESSAGE}
+    began = time.perf_counter()
+    await ws.send(
+        json.dumps(
+            {"id": op, "type": "subscribe", "payload": {"query": CHAT, "variables": variables}}
+        )
+    )
+    text: list[str] = []
+    content: str | None = None
+    for _ in range(RELAY_TOKENS * 2 + 10):
+        message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+        if message["type"] == "complete":
+            break
+        if message["type"] != "next" or message["payload"].get("errors"):
+            raise RuntimeError(f"relay reply failed: {message}")
+        event = message["payload"]["data"]["chat"]
+        if event["done"]:
+            reply.done = True
+            content = (event.get("message") or {}).get("content")
+        else:
+            reply.events += 1
+            text.append(event["token"] or "")
+    reply.wall = time.perf_counter() - began
+    joined = "".join(text)
+    reply.tokens = len(joined.split())  # the fake's pieces are "[n=N]", " t0", " t1", ...
+    reply.matches = reply.done and content == joined
+    return reply
+
+
+async def model_alone(svc: Services, n: int) -> list[float]:
+    """N concurrent replies read straight off the fake (no app): the model's own wall times."""
+    body = {
+        "model": "llama-3.1-8b-instant",
+        "stream": True,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": RELAY_MESSAGE},
+        ],
+    }
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(base_url=svc.fake_url, timeout=60, limits=limits) as http:
+
+        async def one() -> float:
+            began = time.perf_counter()
+            async with http.stream("POST", "/openai/v1/chat/completions", json=body) as r:
+                async for _ in r.aiter_raw():
+                    pass
+            return time.perf_counter() - began
+
+        return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def relay_round(svc: Services, n: int, sessions: list[str]) -> dict[str, Any]:
+    sockets = [await graphql_ws(svc.ws_url) for _ in range(n)]
+    try:
+        cpu_before = cpu_seconds(svc.app_pid)
+        load_before = cpu_seconds(svc.fake_pid) + time.process_time()
+        began = time.perf_counter()
+        replies = await asyncio.gather(
+            *(relay_reply(ws, sid, "1") for ws, sid in zip(sockets, sessions, strict=True))
+        )
+        wall = time.perf_counter() - began
+        cpu = cpu_seconds(svc.app_pid) - cpu_before
+        load = cpu_seconds(svc.fake_pid) + time.process_time() - load_before
+    finally:
+        for ws in sockets:
+            await ws.close()
+    await asyncio.sleep(0.5)
+    alone = await model_alone(svc, n)
+    tokens = sum(r.tokens for r in replies)
+    ratios = [r.wall / RELAY_MODEL_SECONDS for r in replies]
+    return {
+        "n": n,
+        "done": sum(r.done for r in replies),
+        "mismatches": sum(not r.matches for r in replies),
+        "tokens": tokens,
+        "server_cpu_s": round(cpu, 3),
+        "server_cpu_us_per_token": round(cpu / max(1, tokens) * 1e6, 1),
+        "events_per_reply_mean": round(sum(r.events for r in replies) / n, 1),
+        "wall_over_model_mean": round(sum(ratios) / n, 2),
+        "wall_over_model_p95": round(percentile(ratios, 95), 2),
+        "model_alone_over_model_mean": round(sum(alone) / n / RELAY_MODEL_SECONDS, 2),
+        "round_wall_s": round(wall, 2),
+        # The fake and this client share CPU 1: near 100 means the load side was the limit.
+        "load_cpu_pct": round(load / wall * 100),
+    }
+
+
+async def relay(svc: Services, sizes: list[int]) -> dict[str, Any]:
+    """(g) N replies at once, each read over its own graphql-transport-ws socket."""
+    async with httpx.AsyncClient(base_url=svc.app_url, timeout=60) as http:
+        sessions = await new_sessions(http, sum(sizes) + 1)
+    warm = await graphql_ws(svc.ws_url)
+    try:
+        await relay_reply(warm, sessions.pop(), "1")
+    finally:
+        await warm.close()
+    rounds: dict[str, Any] = {}
+    for n in sizes:
+        await asyncio.sleep(1)
+        rounds[str(n)] = result = await relay_round(svc, n, sessions[:n])
+        del sessions[:n]
+        print(f"  relay N={n}: {result}", flush=True)
+    return rounds
+
+
+def relay_table(rounds: dict[str, Any]) -> str:
+    lines = [
+        f"(g) relay: N replies of {RELAY_TOKENS} tokens at {RELAY_RATE:g} tokens/s, each read "
+        "by its own client over graphql-transport-ws (`chat`)",
+        "",
+        "| N | server CPU µs/token | events/reply | wall / model time, mean | p95 "
+        "| model alone, mean | mismatches | load CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n, r in rounds.items():
+        lines.append(
+            f"| {n} | {r['server_cpu_us_per_token']} | {r['events_per_reply_mean']} "
+            f"| {r['wall_over_model_mean']} | {r['wall_over_model_p95']} "
+            f"| {r['model_alone_over_model_mean']} | {r['mismatches']} of {n} "
+            f"| {r['load_cpu_pct']} |"
+        )
+    return "\n".join(lines)
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [
         "| measure | p50 ms | p99 ms | turns/s | server CPU ms/turn |",
         "| --- | --- | --- | --- | --- |",
     ]
     for key in ("rest", "subscription"):
-        for c, r in results[key].items():
+        for c, r in results.get(key, {}).items():
             lines.append(
                 f"| {key} c={c} | {r['p50_ms']} | {r['p99_ms']} | {r['turns_per_s']} "
                 f"| {r['server_cpu_ms_per_turn']} |"
             )
-    f = results["floor"]
-    lines.append(
-        f"| floor: ChatGroq.astream, no server | {f['p50_ms']} | {f['p99_ms']} | "
-        f"| {f['cpu_ms_p50']} (client) |"
-    )
-    for size, r in results["history"].items():
+    if "floor" in results:
+        f = results["floor"]
+        lines.append(
+            f"| floor: ChatGroq.astream, no server | {f['p50_ms']} | {f['p99_ms']} | "
+            f"| {f['cpu_ms_p50']} (client) |"
+        )
+    for size, r in results.get("history", {}).items():
         lines.append(f"| turn with {size} earlier messages | {r['p50_ms']} | {r['p99_ms']} | | |")
-    for name, r in results["sessions"].items():
+    for name, r in results.get("sessions", {}).items():
         lines.append(f"| {name}, 10,000 stored | {r['p50_ms']} | {r['p99_ms']} | | |")
+    if "relay" in results:
+        lines += ["", relay_table(results["relay"])]
     return "\n".join(lines)
 
 
@@ -572,6 +720,22 @@ async def main(args: argparse.Namespace) -> None:
             results["fan_out"] = await fan_out(svc, args.fan_out)
             print(json.dumps(results["fan_out"], indent=1))
             return
+        if args.relay_only:
+            results["relay"] = await relay(svc, args.relay)
+            print(relay_table(results["relay"]))
+            return
+        if args.turns_only:
+            results["rest"] = {}
+            results["subscription"] = {}
+            for c in args.turns_only:
+                print(f"REST c={c} ...", flush=True)
+                results["rest"][c] = await rest_turns(svc, c, args.turns * (1 if c == 1 else 4))
+                print(f"subscription c={c} ...", flush=True)
+                results["subscription"][c] = await subscription_turns(
+                    svc, c, args.turns * (1 if c == 1 else 4)
+                )
+            print(table(results))
+            return
         print("floor ...", flush=True)
         results["floor"] = floor_turns(svc, args.turns)
         results["rest"] = {}
@@ -589,6 +753,8 @@ async def main(args: argparse.Namespace) -> None:
         results["sessions"] = await many_sessions(svc, 10_000, args.turns)
         print("fan-out ...", flush=True)
         results["fan_out"] = await fan_out(svc, args.fan_out)
+        print("relay ...", flush=True)
+        results["relay"] = await relay(svc, args.relay)
         results["app_rss_end_mib"] = round(rss_kib(svc.app_pid) / 1024, 1)
     rest1 = results["rest"][1]["p50_ms"]
     results["derived"] = {
@@ -617,6 +783,15 @@ if __name__ == "__main__":
         help="subscription counts to try, in order",
     )  # fmt: skip
     parser.add_argument("--fan-out-only", action="store_true", help="measure only (f)")
+    parser.add_argument(
+        "--relay", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64],
+        help="concurrent replies for (g), in order",
+    )  # fmt: skip
+    parser.add_argument("--relay-only", action="store_true", help="measure only (g)")
+    parser.add_argument(
+        "--turns-only", type=lambda s: [int(x) for x in s.split(",")], metavar="C[,C...]",
+        help="measure only the REST and subscription turns at these concurrencies",
+    )  # fmt: skip
     parser.add_argument(
         "--sessions-only", action="store_true", help="measure only the listings of 10,000"
     )
