@@ -18,10 +18,10 @@ from graphql import GraphQLError
 from resolvers.context import Context
 from resolvers.services.container import Services
 from resolvers.services.errors import RateLimited, client_error
-from resolvers.services.history import StoredMessage, TurnPair
+from resolvers.services.history import StoredMessage, TurnPair, TurnStatus
 from resolvers.services.identity import GuestToken, Identity
-from resolvers.services.sessions import SessionInfo, SessionPage
-from resolvers.services.turns import TurnEvent
+from resolvers.services.sessions import ActiveTurn, SessionInfo, SessionPage
+from resolvers.services.turnlog import TurnEvent, TurnFailed
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ def to_graphql_error(exc: BaseException) -> GraphQLError:
     extensions: dict[str, object] = {"code": error.code}
     if isinstance(error, RateLimited):
         extensions["retryAfter"] = error.retry_after
+    if isinstance(error, TurnFailed):
+        extensions["turnId"] = error.turn_id
+        extensions["status"] = TurnStatus.FAILED.value
     return GraphQLError(error.message, extensions=extensions)
 
 
@@ -132,7 +135,19 @@ async def delete_session(info: Info, session_id: str) -> bool:
     return await info.context.services.sessions.delete(session_id, who=await _who(info))
 
 
-async def chat(info: Info, session_id: str, message: str) -> AsyncGenerator[TurnEvent, None]:
+@graphql_errors
+async def active_turn(info: Info, session_id: str) -> ActiveTurn | None:
+    return await info.context.services.sessions.active_turn(session_id, who=await _who(info))
+
+
+@graphql_errors
+async def stop_turn(info: Info, session_id: str, turn_id: str | None) -> bool:
+    return await info.context.services.turns.stop(session_id, turn_id, who=await _who(info))
+
+
+async def chat(
+    info: Info, session_id: str, message: str, turn_id: str | None
+) -> AsyncGenerator[TurnEvent, None]:
     """The turn's events; errors before or during the stream carry their code."""
     try:
         context = info.context
@@ -141,8 +156,26 @@ async def chat(info: Info, session_id: str, message: str) -> AsyncGenerator[Turn
             message=message,
             client=context.client,
             who=await context.identity(),
+            turn_id=turn_id,
         )
         async for event in turn.events():
+            yield event
+    except GraphQLError:
+        raise
+    except Exception as exc:
+        raise to_graphql_error(exc) from None
+
+
+async def follow_turn(
+    info: Info, session_id: str, turn_id: str | None, after: int
+) -> AsyncGenerator[TurnEvent, None]:
+    """A turn's events after `after`, from whichever process runs it."""
+    try:
+        context = info.context
+        turn = await context.services.turns.follow(
+            session_id, turn_id, who=await context.identity(), after=after
+        )
+        async for event in turn.events(after=after):
             yield event
     except GraphQLError:
         raise

@@ -46,6 +46,18 @@ class ChatBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     session_id: str
     message: str
+    # Chosen by the client (a UUID): sending it again joins the turn instead of running
+    # the message twice.
+    turn_id: str | None = None
+
+
+class StopBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    turn_id: str | None = None
+
+
+class StopResponse(BaseModel):
+    stopped: bool
 
 
 class ChatResponse(BaseModel):
@@ -164,20 +176,89 @@ async def chat(
     who: IdentityDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Run one turn. The status is sent once the first token is in hand."""
+    """Run one turn (or, with a `turn_id` the session already has, join it). The status
+    is sent once the first token is in hand; `X-Turn-Id` names the turn."""
     mode = _stream_mode(accept)
     turn = await services.turns.start(
         session_id=body.session_id,
         message=body.message,
         client=client_address(request),
         who=who,
+        turn_id=body.turn_id,
     )
+    headers = {"X-Turn-Id": turn.turn_id}
     if mode == "json":
         reply = await turn.reply()
-        return JSONResponse({"session_id": body.session_id, "response": reply.content})
+        return JSONResponse(
+            {"session_id": body.session_id, "response": reply.content}, headers=headers
+        )
     events = turn.events()
     first = await anext(events)
-    return TurnStreamResponse(first, events, sse=mode == "sse")
+    return TurnStreamResponse(first, events, sse=mode == "sse", turn_id=turn.turn_id)
+
+
+@router.get(
+    "/session/{session_id}/turns/{turn_id}/events",
+    tags=["chat"],
+    responses={
+        **_ERRORS,
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "The turn's events as server-sent events: replayed, then live.",
+        },
+        204: {"description": "The client has seen the turn's last event already."},
+    },
+)
+async def turn_events(
+    session_id: str,
+    turn_id: str,
+    services: ServicesDep,
+    who: IdentityDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: str | None = None,
+) -> Response:
+    """A turn's events (replay, then live) as server-sent events, after `Last-Event-ID`
+    (or `?after=N`), so a browser's EventSource follows a turn and resumes it."""
+    start = _event_number(last_event_id if last_event_id is not None else after)
+    turn = await services.turns.follow(session_id, turn_id, who=who, after=start)
+    if turn.ended and start == turn.end_seq:
+        # Seen to the end: 204 tells EventSource not to connect again.
+        return Response(status_code=204, headers={"X-Turn-Id": turn.turn_id})
+    events = turn.events(after=start)
+    first = await anext(events, None)
+    if first is None:
+        return Response(status_code=204, headers={"X-Turn-Id": turn.turn_id})
+    return TurnStreamResponse(first, events, sse=True, turn_id=turn.turn_id)
+
+
+def _event_number(value: str | None) -> int:
+    if value is None or not value.strip():
+        return 0
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise BadInput("Last-Event-ID must be an event number this server sent") from None
+    if number < 0:
+        raise BadInput("Last-Event-ID must not be negative")
+    return number
+
+
+@router.post(
+    "/session/{session_id}/stop",
+    response_model=StopResponse,
+    responses=_ERRORS,
+    tags=["chat"],
+)
+async def stop_turn(
+    session_id: str,
+    services: ServicesDep,
+    who: IdentityDep,
+    body: Annotated[StopBody | None, Body()] = None,
+) -> StopResponse:
+    """Stop the running turn (only if it is `turn_id`, when given), from any process:
+    the reply so far is stored as STOPPED. `stopped` is false when nothing was running."""
+    stopped = await services.turns.stop(session_id, body.turn_id if body else None, who=who)
+    return StopResponse(stopped=stopped)
 
 
 class TurnStreamResponse(Response):
@@ -188,7 +269,9 @@ class TurnStreamResponse(Response):
     see an incomplete response instead of a short reply that looks whole.
     """
 
-    def __init__(self, first: TurnEvent, rest: AsyncIterator[TurnEvent], *, sse: bool) -> None:
+    def __init__(
+        self, first: TurnEvent, rest: AsyncIterator[TurnEvent], *, sse: bool, turn_id: str
+    ) -> None:
         self.status_code = 200
         self.background = None
         media_type = "text/event-stream; charset=utf-8" if sse else "text/plain; charset=utf-8"
@@ -197,6 +280,7 @@ class TurnStreamResponse(Response):
             (b"content-type", media_type.encode()),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
+            (b"x-turn-id", turn_id.encode()),
         ]
         self._first = first
         self._rest = rest
@@ -212,8 +296,9 @@ class TurnStreamResponse(Response):
             return event.token.encode()
         if event.done:
             reply = event.message.content if event.message else ""
-            return _sse("done", {"response": reply})
-        return _sse("token", {"token": event.token})
+            status = event.status.value if event.status else "COMPLETE"
+            return _sse("done", {"response": reply, "status": status}, event.seq)
+        return _sse("token", {"token": event.token}, event.seq)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -232,8 +317,9 @@ class TurnStreamResponse(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _sse(event: str, data: dict[str, str]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+def _sse(event: str, data: dict[str, str], seq: int | None = None) -> bytes:
+    head = f"id: {seq}\n" if seq is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
 def _parse_limit(limit: str | None) -> int | None:

@@ -102,6 +102,17 @@ class Mutation:
     async def create_guest(self, info: resolve.Info) -> GuestToken:
         return GuestToken.of(await resolve.create_guest(info))
 
+    @strawberry.mutation(
+        description=(
+            "Stops the running turn from any process: the reply so far is stored with "
+            "status STOPPED. false when nothing was running."
+        )
+    )
+    async def stop_turn(
+        self, info: resolve.Info, session_id: strawberry.ID, turn_id: strawberry.ID | None = None
+    ) -> bool:
+        return await resolve.stop_turn(info, str(session_id), _optional(turn_id))
+
 
 @strawberry.type
 class Subscription:
@@ -109,12 +120,39 @@ class Subscription:
         description="Runs one turn and streams the reply: token events, then one done event."
     )
     async def chat(
-        self, info: resolve.Info, session_id: strawberry.ID, message: str
+        self,
+        info: resolve.Info,
+        session_id: strawberry.ID,
+        message: str,
+        turn_id: strawberry.ID | None = None,
     ) -> AsyncGenerator[ChatEvent, None]:
-        async with aclosing(resolve.chat(info, str(session_id), message)) as events:
+        chosen = _optional(turn_id)
+        async with aclosing(resolve.chat(info, str(session_id), message, chosen)) as events:
             async for event in events:
-                stored = Message.of(event.message) if event.message else None
-                yield ChatEvent(token=event.token, done=event.done, message=stored)
+                yield ChatEvent.of(event)
+
+    @strawberry.subscription(
+        description=(
+            "Replays the turn's events after `after`, then follows it live to its end; the "
+            "running turn when turnId is null. NOT_FOUND when there is no such turn (or it "
+            "has expired)."
+        )
+    )
+    async def turn(
+        self,
+        info: resolve.Info,
+        session_id: strawberry.ID,
+        turn_id: strawberry.ID | None = None,
+        after: int = 0,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        chosen = _optional(turn_id)
+        async with aclosing(resolve.follow_turn(info, str(session_id), chosen, after)) as events:
+            async for event in events:
+                yield ChatEvent.of(event)
+
+
+def _optional(value: strawberry.ID | None) -> str | None:
+    return None if value is None else str(value)
 
 
 class ChatSchema(strawberry.Schema):

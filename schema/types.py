@@ -10,12 +10,16 @@ from resolvers import graphql as resolve
 from resolvers.context import Context
 from resolvers.services.history import Role as StoredRole
 from resolvers.services.history import StoredMessage, TurnPair
+from resolvers.services.history import TurnStatus as StoredTurnStatus
 from resolvers.services.identity import GuestToken as IssuedGuest
 from resolvers.services.identity import Identity
+from resolvers.services.sessions import ActiveTurn as RunningTurn
 from resolvers.services.sessions import SessionInfo, SessionPage
+from resolvers.services.turnlog import TurnEvent
 
-# Registers the stored role as the GraphQL enum `Role` (same members, same names).
+# Registers the stored enums as the GraphQL enums `Role` and `TurnStatus`.
 strawberry.enum(StoredRole, name="Role")
+strawberry.enum(StoredTurnStatus, name="TurnStatus")
 
 
 @strawberry.type
@@ -23,10 +27,35 @@ class Message:
     role: StoredRole
     content: str
     created_at: datetime | None
+    id: strawberry.ID
+    turn_id: strawberry.ID | None
+    status: StoredTurnStatus = strawberry.field(
+        description="STOPPED when the reply was cut short by stopTurn; COMPLETE otherwise."
+    )
 
     @classmethod
     def of(cls, message: StoredMessage) -> Message:
-        return cls(role=message.role, content=message.content, created_at=message.created_at)
+        return cls(
+            role=message.role,
+            content=message.content,
+            created_at=message.created_at,
+            id=strawberry.ID(message.id),
+            turn_id=strawberry.ID(message.turn_id) if message.turn_id else None,
+            status=message.status,
+        )
+
+
+@strawberry.type(description="The turn running on a session.")
+class ActiveTurn:
+    turn_id: strawberry.ID
+    started_at: datetime
+    message: str
+
+    @classmethod
+    def of(cls, turn: RunningTurn) -> ActiveTurn:
+        return cls(
+            turn_id=strawberry.ID(turn.turn_id), started_at=turn.started_at, message=turn.message
+        )
 
 
 @strawberry.type(description="One exchange, in the shape of the REST history.")
@@ -81,6 +110,11 @@ class Session:
     @strawberry.field
     async def turns(self, info: strawberry.Info[Context]) -> list[Turn]:
         return [Turn.of(t) for t in await resolve.history(info, str(self.id))]
+
+    @strawberry.field(description="The turn running now; null when none is.")
+    async def active_turn(self, info: strawberry.Info[Context]) -> ActiveTurn | None:
+        running = await resolve.active_turn(info, str(self.id))
+        return ActiveTurn.of(running) if running else None
 
 
 @strawberry.type
@@ -162,6 +196,28 @@ class ChatEvent:
     token: str
     done: bool
     message: Message | None
+    turn_id: strawberry.ID
+    seq: int = strawberry.field(
+        description=(
+            "The turn's events are numbered 1, 2, ... as they are stored; an event that "
+            "carries several (a reader that fell behind) has the last one's number. A "
+            "client that reconnects resumes after the last it saw."
+        )
+    )
+    status: StoredTurnStatus | None = strawberry.field(
+        description="On the done event: COMPLETE or STOPPED."
+    )
+
+    @classmethod
+    def of(cls, event: TurnEvent) -> ChatEvent:
+        return cls(
+            token=event.token,
+            done=event.done,
+            message=Message.of(event.message) if event.message else None,
+            turn_id=strawberry.ID(event.turn_id),
+            seq=event.seq,
+            status=event.status,
+        )
 
 
 @strawberry.type(description="What a client may want to know about this server.")

@@ -351,6 +351,8 @@ SESSION_OPERATIONS: dict[str, str] = {
     "sendMessage": 'mutation($s: ID!) { sendMessage(sessionId: $s, message: "x") { content } }',
     "deleteSession": "mutation($s: ID!) { deleteSession(id: $s) }",
     "chat": 'subscription($s: ID!) { chat(sessionId: $s, message: "x") { token } }',
+    "turn": "subscription($s: ID!) { turn(sessionId: $s) { token } }",
+    "stopTurn": "mutation($s: ID!) { stopTurn(sessionId: $s) }",
 }
 
 
@@ -392,9 +394,8 @@ async def test_a_walk_of_the_schema_finds_no_door_into_another_users_session(
         if "{session_id}" not in path:
             continue
         for method in methods:
-            response = await http.request(
-                method.upper(), path.replace("{session_id}", sid), headers=bearer(bob)
-            )
+            concrete = path.replace("{session_id}", sid).replace("{turn_id}", str(uuid.uuid4()))
+            response = await http.request(method.upper(), concrete, headers=bearer(bob))
             assert response.status_code == 404, (method, path, response.status_code)
     history = await http.get(f"/session/{sid}/history", headers=bearer(alice))
     assert history.status_code == 200  # and the owner still has it all

@@ -80,7 +80,14 @@ async def test_chat_streams_server_sent_events_when_asked(client: httpx.AsyncCli
     events = parse_sse(response.text)
     tokens = [data["token"] for name, data in events if name == "token"]
     assert tokens == ["[n=2]", " a", " b", " c"]
-    assert events[-1] == ("done", {"response": "[n=2] a b c"})
+    assert events[-1] == ("done", {"response": "[n=2] a b c", "status": "COMPLETE"})
+    # Each event is numbered, so EventSource can resume after the last it saw.
+    ids = [
+        int(block.split("\n", 1)[0].removeprefix("id: "))
+        for block in response.text.strip().split("\n\n")
+    ]
+    assert ids == [1, 2, 3, 4, 5]
+    assert response.headers["x-turn-id"]
 
 
 async def test_chat_answers_one_json_body_when_asked(client: httpx.AsyncClient) -> None:

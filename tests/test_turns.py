@@ -81,7 +81,7 @@ async def test_a_stream_cut_after_it_began_ends_sse_with_an_error_event(
     )
     assert response.status_code == 200
     blocks = response.text.strip().split("\n\n")
-    assert blocks[0].startswith("event: token")
+    assert blocks[0].startswith("id: 1\nevent: token")
     last = dict(line.split(": ", 1) for line in blocks[-1].splitlines())
     assert last["event"] == "error"
     assert json.loads(last["data"])["code"] == "LLM_ERROR"

@@ -12,15 +12,22 @@ from resolvers.context import bearer_token
 from resolvers.rest import _stream_mode
 from resolvers.services.errors import BadInput, ModelFailed
 from resolvers.services.keys import (
+    active_turn_key,
     lock_key,
     messages_key,
     meta_key,
     session_tag,
     turn_rate_key,
+    turn_stream_key,
 )
 from resolvers.services.sessions import decode_cursor, encode_cursor
-from resolvers.services.turns import BACKLOG_TO_MERGE, TurnEvent, TurnStream
-from resolvers.services.validation import check_length, check_session_id, check_text
+from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent
+from resolvers.services.validation import (
+    check_length,
+    check_session_id,
+    check_text,
+    check_turn_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +78,13 @@ def test_cursors_round_trip_and_bad_ones_are_bad_input() -> None:
 def test_every_key_of_a_session_hashes_to_the_slot_of_its_list() -> None:
     session_id = str(uuid.uuid4())
     assert messages_key(session_id) == f"message_store:{session_id}"  # LangChain's name
-    keys = [meta_key(session_id), lock_key(session_id), turn_rate_key(session_id, 7)]
+    keys = [
+        meta_key(session_id),
+        lock_key(session_id),
+        turn_rate_key(session_id, 7),
+        active_turn_key(session_id),
+        turn_stream_key(session_id, str(uuid.uuid4())),
+    ]
     assert all(key.startswith(session_tag(session_id)) for key in keys)
     assert {key_slot(k.encode()) for k in [messages_key(session_id), *keys]} == {
         key_slot(messages_key(session_id).encode())
@@ -89,48 +102,89 @@ def test_input_checks() -> None:
         check_length("abcd", 3, "title")
 
 
-async def _collect(stream: TurnStream, min_gap: float = 0.0) -> list[TurnEvent]:
-    return [event async for event in stream.events(min_gap=min_gap)]
+def test_turn_ids_are_uuids_of_any_version_kept_in_lower_case() -> None:
+    v7 = "0192f4c2-7b1e-7c3a-9d2e-3f4a5b6c7d8e"
+    assert check_turn_id(v7.upper()) == v7
+    assert check_turn_id(str(uuid.uuid4())) is not None
+    for bad in ("", "turn-1", v7 + "0", v7.replace("-", ""), f"{v7}\n", " " + v7):
+        with pytest.raises(BadInput):
+            check_turn_id(bad)
+
+
+def _done(turn: LiveTurn) -> TurnEvent:
+    return TurnEvent(token="", done=True, turn_id=turn.turn_id, seq=turn.end_seq)
+
+
+def _turn(*tokens: str, end: bool = True) -> LiveTurn:
+    turn = LiveTurn(str(uuid.uuid4()), str(uuid.uuid4()))
+    for token in tokens:
+        turn.push(token)
+    if end:
+        turn.finish(_done(turn))
+    return turn
+
+
+async def _collect(turn: LiveTurn, min_gap: float = 0.0, after: int = 0) -> list[TurnEvent]:
+    return [event async for event in turn.events(after=after, min_gap=min_gap)]
 
 
 async def test_a_reader_that_keeps_up_gets_every_token_as_its_own_event() -> None:
-    stream = TurnStream()
-    for token in ("a", "b", "c"):
-        stream.push(TurnEvent(token=token))
-    stream.push(TurnEvent(token="", done=True))
-    events = await _collect(stream)
+    events = await _collect(_turn("a", "b", "c"))
     assert [e.token for e in events] == ["a", "b", "c", ""]
+    assert [e.seq for e in events] == [1, 2, 3, 4]
     assert events[-1].done
 
 
 async def test_a_reader_that_falls_behind_gets_the_backlog_merged() -> None:
-    stream = TurnStream()
     tokens = [f"t{i} " for i in range(BACKLOG_TO_MERGE * 3)]
-    for token in tokens:
-        stream.push(TurnEvent(token=token))
-    stream.push(TurnEvent(token="", done=True))
-    events = await _collect(stream)
+    events = await _collect(_turn(*tokens))
     assert "".join(e.token for e in events) == "".join(tokens)
     assert len(events) < len(tokens)
+    # A merged event carries the number of the last token in it.
+    assert events[-2].seq == len(tokens)
     assert events[-1].done
+    assert events[-1].seq == len(tokens) + 1
+
+
+async def test_a_reader_resumes_after_the_last_event_it_saw() -> None:
+    turn = _turn("a", "b", "c", "d")
+    assert [e.token for e in await _collect(turn, after=2)] == ["c", "d", ""]
+    assert [e.done for e in await _collect(turn, after=4)] == [True]
+    assert await _collect(turn, after=5) == []  # the end seen: nothing more
+    with pytest.raises(BadInput, match="beyond"):
+        await _collect(turn, after=6)
+    with pytest.raises(BadInput, match="negative"):
+        await _collect(turn, after=-1)
+
+
+async def test_every_reader_gets_every_event_whenever_it_joins() -> None:
+    turn = _turn("a", end=False)
+    early = asyncio.create_task(_collect(turn))
+    await asyncio.sleep(0)
+    turn.push("b")
+    late = asyncio.create_task(_collect(turn, after=1))
+    await asyncio.sleep(0)
+    turn.push("c")
+    turn.finish(_done(turn))
+    first, second = await asyncio.wait_for(asyncio.gather(early, late), 5)
+    assert [e.token for e in first] == ["a", "b", "c", ""]
+    assert [(e.token, e.seq) for e in second] == [("b", 2), ("c", 3), ("", 4)]
 
 
 async def test_with_a_minimum_gap_the_first_token_is_never_held() -> None:
-    stream = TurnStream()
-    stream.push(TurnEvent(token="first"))
-    reader = stream.events(min_gap=10.0)
+    turn = _turn("first", end=False)
+    reader = turn.events(min_gap=10.0)
     first = await asyncio.wait_for(anext(reader), 1.0)  # a bound on a hang, not on speed
     assert first.token == "first"
-    stream.push(TurnEvent(token=" second"))
-    stream.push(TurnEvent(token="", done=True))  # the end is never held either
+    turn.push(" second")
+    turn.finish(_done(turn))  # the end is never held either
     assert [event.token async for event in reader] == [" second", ""]
 
 
 async def test_an_error_ends_the_stream_with_its_code() -> None:
-    stream = TurnStream()
-    stream.push(TurnEvent(token="partial"))
-    stream.push(ModelFailed("the model failed"))
-    reader = stream.events()
+    turn = _turn("partial", end=False)
+    turn.finish(ModelFailed("the model failed"))
+    reader = turn.events()
     assert (await anext(reader)).token == "partial"
     with pytest.raises(ModelFailed):
         await anext(reader)

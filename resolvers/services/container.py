@@ -89,6 +89,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             url, max_connections=settings.redis_max_connections, cluster=settings.redis_cluster
         )
         stack.push_async_callback(redis.aclose)
+        blocking = make_client(
+            url, max_connections=settings.turn_follow_connections, cluster=settings.redis_cluster
+        )
+        stack.push_async_callback(blocking.aclose)
         stack.push_async_callback(model.aclose)
         sessions = SessionStore(
             redis,
@@ -97,6 +101,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ttl_seconds=settings.session_ttl_seconds,
             lock_seconds=settings.turn_lock_seconds,
             max_prompt_chars=settings.max_message_chars,
+            replay_seconds=settings.turn_replay_seconds,
+            blocking=blocking,
         )
         limiter = RateLimiter(
             redis,

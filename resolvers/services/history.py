@@ -30,6 +30,10 @@ from resolvers.services.keys import messages_key
 logger = logging.getLogger(__name__)
 
 CREATED_AT = "created_at"
+# Kept in a message's `additional_kwargs`, which LangChain carries along untouched.
+MESSAGE_ID = "message_id"
+TURN_ID = "turn_id"
+TURN_STATUS = "turn_status"
 
 
 class Role(Enum):
@@ -38,11 +42,41 @@ class Role(Enum):
     SYSTEM = "SYSTEM"
 
 
+class TurnStatus(Enum):
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    STOPPED = "STOPPED"
+    FAILED = "FAILED"
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     role: Role
     content: str
     created_at: datetime | None
+    # Unique within the session. Messages this server wrote carry theirs; any other gets
+    # its position from the oldest (0, 1, ...) when read. See `message_id`.
+    id: str = ""
+    turn_id: str | None = None
+    status: TurnStatus = TurnStatus.COMPLETE
+
+
+def message_id(position: int, nonce: str) -> str:
+    """The id of a message this server writes at `position` (counted from the oldest).
+
+    The position comes first, so a later lookup by id finds the message with one
+    `LINDEX` and checks the whole id there; the nonce keeps the id unique after the
+    list is rewound and a new message takes the same position.
+    """
+    return f"{position}.{nonce}"
+
+
+def position_of(identifier: str) -> int | None:
+    """The position an id names (ids of both kinds start with it); None if malformed."""
+    head = identifier.partition(".")[0]
+    if not head.isascii() or not head.isdigit() or len(head) > 12:
+        return None
+    return int(head)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +99,31 @@ def encode(message: BaseMessage) -> str:
     return json.dumps(message_to_dict(message))
 
 
-def stamped(message: BaseMessage, at: datetime) -> BaseMessage:
-    """`message` with its creation time kept where LangChain passes it along untouched."""
+def stamped(
+    message: BaseMessage,
+    at: datetime,
+    *,
+    identifier: str | None = None,
+    turn_id: str | None = None,
+    status: TurnStatus | None = None,
+) -> BaseMessage:
+    """`message` with its creation time, id, turn and status kept where LangChain passes
+    them along untouched (`response_metadata`, `additional_kwargs`)."""
     message.response_metadata[CREATED_AT] = at.isoformat()
+    if identifier is not None:
+        message.additional_kwargs[MESSAGE_ID] = identifier
+    if turn_id is not None:
+        message.additional_kwargs[TURN_ID] = turn_id
+    if status is not None:
+        message.additional_kwargs[TURN_STATUS] = status.value
     return message
 
 
-def decode(raw: str | bytes) -> StoredMessage | None:
-    """The stored message, or None for an element that is not a chat message."""
+def decode(raw: str | bytes, position: int = 0) -> StoredMessage | None:
+    """The stored message, or None for an element that is not a chat message.
+
+    `position` (from the oldest) is its id when the message carries none of its own.
+    """
     try:
         data = json.loads(raw)
         role = _ROLE_OF_TYPE.get(data["type"])
@@ -81,11 +132,15 @@ def decode(raw: str | bytes) -> StoredMessage | None:
         fields = data["data"]
         content = fields.get("content")
         metadata = fields.get("response_metadata") or {}
+        extra = fields.get("additional_kwargs") or {}
         if not isinstance(content, str) or not isinstance(metadata, dict):
             # Content blocks: let LangChain extract the text. Plain text (every message
             # this server writes) skips building a message object, on every turn's window.
             [message] = messages_from_dict([data])
             content, metadata = message.text, message.response_metadata
+            extra = message.additional_kwargs
+        if not isinstance(extra, dict):
+            extra = {}
     except (ValueError, KeyError, TypeError, AttributeError):
         logger.warning("skipping an unreadable message_store element")
         return None
@@ -98,12 +153,32 @@ def decode(raw: str | bytes) -> StoredMessage | None:
             created_at = None
         if created_at is not None and created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=UTC)
-    return StoredMessage(role=role, content=content, created_at=created_at)
+    own_id = extra.get(MESSAGE_ID)
+    turn_id = extra.get(TURN_ID)
+    try:
+        status = TurnStatus(extra.get(TURN_STATUS) or "COMPLETE")
+    except ValueError:
+        status = TurnStatus.COMPLETE
+    return StoredMessage(
+        role=role,
+        content=content,
+        created_at=created_at,
+        id=own_id if isinstance(own_id, str) and own_id else str(position),
+        turn_id=turn_id if isinstance(turn_id, str) else None,
+        status=status,
+    )
 
 
-def decode_newest_first(raw: Iterable[str | bytes]) -> list[StoredMessage]:
-    """Decode an `LRANGE` result (newest first) into oldest-first messages."""
-    decoded = (decode(item) for item in reversed(list(raw)))
+def decode_newest_first(
+    raw: Sequence[str | bytes], length: int | None = None
+) -> list[StoredMessage]:
+    """Decode an `LRANGE 0 ...` result (newest first) into oldest-first messages.
+
+    `length` is the whole list's length (`LLEN` read with it), which places each element
+    from the oldest; None when `raw` is the whole list.
+    """
+    newest = (len(raw) if length is None else length) - 1
+    decoded = (decode(item, newest - index) for index, item in reversed(list(enumerate(raw))))
     return [m for m in decoded if m is not None]
 
 

@@ -13,12 +13,19 @@ The keys of one session:
 - `{message_store:<id>}:meta`: hash of title, system_prompt, created_at, updated_at
   (microseconds since the epoch), last_turn
 - `{message_store:<id>}:lock`: the running turn's token, with an expiry
+- `{message_store:<id>}:active`: hash of the running turn (turn_id, token, started_at,
+  message, stop), with the lock's expiry; it names a running turn while the lock holds
+  its token
+- `{message_store:<id>}:turn:<turn_id>`: a Redis Stream of the turn's events, kept
+  while it runs and for TURN_REPLAY_SECONDS after it ends
 - `{message_store:<id>}:turns:<minute>`: turns started in that minute (rate limit)
 
 and, each in a slot of its own:
 
 - `sessions:index`: a sorted set of session ids scored by the time of last activity
 - `sessions:owner:<user id>`: the same, for the sessions one user owns
+- `turns:<turn_id>`: the session a turn id belongs to (a client-chosen id cannot be
+  reused on another session), as long as the turn's stream
 - `auth:secret`: the HMAC key of the tokens this server signs, when AUTH_SECRET is unset
 - `ratelimit:addr:<address>:<minute>`: requests from one client address in that minute
 """
@@ -45,6 +52,18 @@ def meta_key(session_id: str) -> str:
 
 def lock_key(session_id: str) -> str:
     return f"{session_tag(session_id)}:lock"
+
+
+def active_turn_key(session_id: str) -> str:
+    return f"{session_tag(session_id)}:active"
+
+
+def turn_stream_key(session_id: str, turn_id: str) -> str:
+    return f"{session_tag(session_id)}:turn:{turn_id}"
+
+
+def turn_session_key(turn_id: str) -> str:
+    return f"turns:{turn_id}"
 
 
 def owner_index_key(user_id: str) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import json
 import logging
 import secrets
 import time
@@ -35,12 +37,21 @@ from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.keys import (
     INDEX_KEY,
     MESSAGES_PREFIX,
+    active_turn_key,
     lock_key,
     messages_key,
     meta_key,
     owner_index_key,
+    turn_session_key,
+    turn_stream_key,
 )
-from resolvers.services.validation import check_length, check_session_id, check_text, is_session_id
+from resolvers.services.validation import (
+    check_length,
+    check_session_id,
+    check_text,
+    check_turn_id,
+    is_session_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,41 +62,114 @@ AUTO_TITLE_CHARS = 60
 _LISTED_FIELDS = ("title", "created_at", "updated_at", "owner")
 _NOT_FOUND = "no session with that id"
 
-# Writes a finished turn, only while the caller still holds the session's lock.
-# KEYS: messages, meta, lock[, index[, owner's index]]. ARGV: token, user json, reply
-# json, now (us),
-# ttl (s), session id, title guess. Returns 1 stored (also when this very turn was
-# stored by an earlier try of the same call), 0 session deleted meanwhile, -1 lock lost.
-# On Redis Cluster the index lives in another slot, so it is not passed and the caller
-# updates it after a successful commit.
-_COMMIT_TURN = """
+# Appends the tokens not yet in a turn's stream as one entry, then (optionally) an end
+# entry. Entry ids are `<seq>-0`, seq the number of the entry's last event; an entry of
+# tokens holds the first one's seq (`f`) and the tokens as a JSON list (`t`). A retried
+# write (a reply lost on the wire) finds its ids taken and changes nothing.
+_APPEND_LUA = """
+local function append(key, first, last, tokens, maxlen)
+  if tokens ~= '' then
+    redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, last .. '-0', 'f', first, 't', tokens)
+  end
+end
+"""
+
+# Writes a finished turn, only while the caller still holds the session's lock, and ends
+# the turn's stream with the done entry in the same step.
+# KEYS: messages, meta, lock, active turn, turn stream[, turn's session, index[, owner's
+# index]] (the last three on one Redis only: on a cluster they live in other slots, and
+# the caller writes them after a successful commit).
+# ARGV: token, user json, reply json, now (us), ttl (s), session id, title guess,
+# first seq, last seq, tokens json (or ''), done seq, status, replay ms, stream cap.
+# Returns 1 stored (also when this very turn was stored by an earlier try of the same
+# call), 0 session deleted meanwhile, -1 lock lost.
+_COMMIT_TURN = (
+    _APPEND_LUA
+    + """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   if redis.call('HGET', KEYS[2], 'last_turn') == ARGV[1] then return 1 end
   return -1
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[3])
+  redis.call('DEL', KEYS[3], KEYS[4])
   return 0
 end
 redis.call('LPUSH', KEYS[1], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[4], 'last_turn', ARGV[1])
 if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[7]) end
-if #KEYS >= 4 then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6]) end
-if #KEYS >= 5 then redis.call('ZADD', KEYS[5], ARGV[4], ARGV[6]) end
+if #KEYS >= 7 then redis.call('ZADD', KEYS[7], ARGV[4], ARGV[6]) end
+if #KEYS >= 8 then redis.call('ZADD', KEYS[8], ARGV[4], ARGV[6]) end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-redis.call('DEL', KEYS[3])
+append(KEYS[5], ARGV[8], ARGV[9], ARGV[10], ARGV[14])
+redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', ARGV[14], ARGV[11] .. '-0', 's', ARGV[12], 'm', ARGV[3])
+redis.call('PEXPIRE', KEYS[5], ARGV[13])
+if #KEYS >= 6 then redis.call('PEXPIRE', KEYS[6], ARGV[13]) end
+redis.call('DEL', KEYS[3], KEYS[4])
 return 1
 """
+)
 
-# Takes the session's lock and reads what the model needs, in one step. KEYS: lock,
-# meta, messages[, index]. ARGV: token, lock ms, window, ttl (s), now (us), session id,
-# caller's user id (or ''), '1' when the caller is an admin, the owners' index prefix.
-# Returns {0} no such session (or one the caller may not use), {-1} busy, or {1, system
-# prompt or false, window, owner or false}. A retry of the same call (a reply lost on
+# Ends a turn that will not be stored: frees the lock if this turn still holds it, and
+# ends the stream with a FAILED entry (followers learn why at once).
+# KEYS: lock, active turn, turn stream. ARGV: token, first seq, last seq, tokens json (or
+# ''), end seq, code, message, replay ms, stream cap.
+_FAIL_TURN = (
+    _APPEND_LUA
+    + """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[2], 'token') == ARGV[1] then redis.call('DEL', KEYS[2]) end
+append(KEYS[3], ARGV[2], ARGV[3], ARGV[4], ARGV[9])
+redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], ARGV[5] .. '-0',
+  's', 'FAILED', 'c', ARGV[6], 'e', ARGV[7])
+redis.call('PEXPIRE', KEYS[3], ARGV[8])
+return 1
+"""
+)
+
+# One flush of a running turn: its new tokens as one entry (when there are any), the
+# stream's expiry moved, and whether a stop was asked for. KEYS: turn stream, active
+# turn. ARGV: first seq, last seq, tokens json (or ''), stream ms, stream cap, turn id.
+_FLUSH_TURN = (
+    _APPEND_LUA
+    + """
+append(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local active = redis.call('HMGET', KEYS[2], 'turn_id', 'stop')
+if active[1] == ARGV[6] and active[2] then return 1 end
+return 0
+"""
+)
+
+# Asks the running turn to stop (its process watches the `stop` field). KEYS: active
+# turn, lock, the named turn's stream (any key of the slot when no turn is named).
+# ARGV: turn id or ''. Returns {1, turn id} asked, {0} nothing running (or the named turn
+# has ended), {-1} no such turn.
+_STOP_TURN = """
+local active = redis.call('HMGET', KEYS[1], 'turn_id', 'token')
+local running = active[1] and redis.call('GET', KEYS[2]) == active[2]
+if running and (ARGV[1] == '' or ARGV[1] == active[1]) then
+  redis.call('HSET', KEYS[1], 'stop', '1')
+  return {1, active[1]}
+end
+if ARGV[1] == '' or active[1] == ARGV[1] or redis.call('EXISTS', KEYS[3]) == 1 then
+  return {0}
+end
+return {-1}
+"""
+
+# Takes the session's lock for a new turn and reads what the model needs, in one step;
+# or finds the turn with this id already there (to be joined, not run again).
+# KEYS: lock, meta, messages, active turn, turn stream[, turn's session, index] (the last
+# two on one Redis only). ARGV: token, lock ms, window, ttl (s), now (us), session id,
+# caller's user id (or ''), '1' when the caller is an admin, the owners' index prefix,
+# turn id, message, the turn's session key ms.
+# Returns {0} no such session (or one the caller may not use), {-1} busy, {-2} the turn
+# id belongs to another session, {2} the turn exists (join it), or {1, system prompt or
+# false, window, owner or false, list length}. A retry of the same call (a reply lost on
 # the wire) finds its own token and succeeds.
 # A started turn is activity: with a TTL, the keys' expiry and the index score move
 # together, so the listing never drops a live session (on a cluster the caller moves
@@ -93,22 +177,35 @@ return 1
 _BEGIN_TURN = """
 local held = redis.call('GET', KEYS[1])
 if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
-  if held == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  if held == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[4]) end
   return {0}
 end
 local owner = redis.call('HGET', KEYS[2], 'owner')
 if owner and ARGV[8] ~= '1' and owner ~= ARGV[7] then
-  if held == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  if held == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[4]) end
   return {0}
 end
-if held and held ~= ARGV[1] then return {-1} end
-if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if #KEYS >= 6 then
+  local home = redis.call('GET', KEYS[6])
+  if home and home ~= ARGV[6] then return {-2} end
+end
+if held ~= ARGV[1] then
+  if redis.call('EXISTS', KEYS[5]) == 1 then return {2} end
+  if held and redis.call('HGET', KEYS[4], 'turn_id') == ARGV[10] then return {2} end
+  if held then return {-1} end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('DEL', KEYS[4])
+  redis.call('HSET', KEYS[4], 'turn_id', ARGV[10], 'token', ARGV[1], 'started_at', ARGV[5],
+    'message', ARGV[11])
+  redis.call('PEXPIRE', KEYS[4], ARGV[2])
+  if #KEYS >= 6 then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[12]) end
+end
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('EXPIRE', KEYS[3], ttl)
-  if #KEYS >= 4 then
-    redis.call('ZADD', KEYS[4], 'GT', ARGV[5], ARGV[6])
+  if #KEYS >= 7 then
+    redis.call('ZADD', KEYS[7], 'GT', ARGV[5], ARGV[6])
     -- One node only (a cluster's caller writes the indexes): the owner's index is named
     -- by what the hash holds.
     if owner then redis.call('ZADD', ARGV[9] .. owner, 'GT', ARGV[5], ARGV[6]) end
@@ -118,7 +215,7 @@ local prompt = redis.call('HGET', KEYS[2], 'system_prompt')
 local window = {}
 local n = tonumber(ARGV[3])
 if n > 0 then window = redis.call('LRANGE', KEYS[3], 0, n - 1) end
-return {1, prompt, window, owner}
+return {1, prompt, window, owner, redis.call('LLEN', KEYS[3])}
 """
 
 _RELEASE = """
@@ -126,8 +223,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: lock[, active turn, turn stream]. ARGV: token, lock ms[, stream ms].
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if #KEYS >= 3 then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  end
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 0
 """
 
@@ -144,6 +248,17 @@ if tonumber(ARGV[4]) > 0 then
 end
 return 1
 """
+
+
+# Stream entries read at once (each holds many tokens).
+_ENTRIES_PER_READ = 500
+
+
+def _token_args(first: int, tokens: list[str]) -> list[EncodableT]:
+    """The first seq, the last seq and the JSON list of tokens (or '' for none)."""
+    if not tokens:
+        return [first, first, ""]
+    return [first, first + len(tokens) - 1, json.dumps(tokens, ensure_ascii=False)]
 
 
 def _micros(at: datetime) -> int:
@@ -198,12 +313,41 @@ class IdPage:
 
 @dataclass(frozen=True, slots=True)
 class TurnStart:
-    """What a turn needs, read in the same round trip that takes the lock."""
+    """What a turn needs, read in the same round trip that takes the lock; or, with
+    `joined`, word that a turn with this id is already there (nothing was taken)."""
 
     token: str
     system_prompt: str
     window: list[StoredMessage]
     owner: str | None = None
+    turn_id: str = ""
+    # Messages in the list when the turn began: the new ones' positions follow.
+    length: int = 0
+    joined: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveTurn:
+    turn_id: str
+    started_at: datetime
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnd:
+    """How a turn's stream ends: the entry written after its last token."""
+
+    seq: int
+    status: str
+    # COMPLETE / STOPPED: the stored reply, as the list holds it.
+    reply_json: str | None = None
+    # FAILED: the error's code and message.
+    code: str | None = None
+    message: str | None = None
+
+
+# Most entries a turn's stream keeps (approximately; writes are batched, see `turns`).
+TURN_STREAM_CAP = 10_000
 
 
 class SessionStore:
@@ -218,8 +362,12 @@ class SessionStore:
         ttl_seconds: int,
         lock_seconds: float,
         max_prompt_chars: int = 32000,
+        replay_seconds: int = 300,
+        blocking: Redis | RedisCluster | None = None,
     ) -> None:
         self._redis = redis
+        # Blocking stream reads (XREAD BLOCK) hold a connection each: a pool of their own.
+        self._blocking = blocking if blocking is not None else redis
         # On a cluster the index is in another slot than a session's keys: no MULTI
         # and no script may span both, so the index is written in a step of its own.
         self._single = isinstance(redis, Redis)
@@ -227,6 +375,7 @@ class SessionStore:
         self._window = history_window
         self._ttl = ttl_seconds
         self._lock_ms = int(lock_seconds * 1000)
+        self._replay_ms = int(replay_seconds * 1000)
         self._max_prompt = max_prompt_chars
         self._last_stamp = 0
         # Index entries a cluster could not write after their commit: (index, id) -> score.
@@ -236,6 +385,9 @@ class SessionStore:
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._adopt = redis.register_script(_ADOPT)
+        self._fail = redis.register_script(_FAIL_TURN)
+        self._flush = redis.register_script(_FLUSH_TURN)
+        self._stop = redis.register_script(_STOP_TURN)
 
     def _now(self) -> int:
         # Strictly increasing within the process, so "most recent first" is exact
@@ -362,10 +514,11 @@ class SessionStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(meta_key(session_id), "owner")
             pipe.lrange(messages_key(session_id), 0, -1 if last is None else last - 1)
-            owner, raw = await pipe.execute()
+            pipe.llen(messages_key(session_id))
+            owner, raw, length = await pipe.execute()
         if not who.may_use(owner):
             raise NotFound(_NOT_FOUND)
-        return decode_newest_first(raw)
+        return decode_newest_first(raw, int(length))
 
     async def turns(self, session_id: str, *, who: Identity = ANONYMOUS) -> list[TurnPair]:
         """The session's turns, oldest first; NotFound when there is no session."""
@@ -473,15 +626,36 @@ class SessionStore:
             rows += [(str(m), s) for m, s in results[2]]
         return rows[:count], len(rows) > count, total
 
-    async def begin_turn(self, session_id: str, *, who: Identity = ANONYMOUS) -> TurnStart:
-        """Take the session's lock and read what the model needs, in one round trip;
-        NotFound as for a missing session when `who` may not use it."""
+    async def begin_turn(
+        self,
+        session_id: str,
+        *,
+        who: Identity = ANONYMOUS,
+        turn_id: str | None = None,
+        message: str = "",
+    ) -> TurnStart:
+        """Take the session's lock for turn `turn_id` (a new id when None) and read what
+        the model needs, in one round trip; NotFound as for a missing session when `who`
+        may not use it. When a turn with this id is already on the session (running, or
+        ended and still kept), nothing is taken: the result says `joined`."""
         check_session_id(session_id)
+        turn_id = str(uuid.uuid4()) if turn_id is None else check_turn_id(turn_id)
         token = secrets.token_hex(16)
-        keys = [lock_key(session_id), meta_key(session_id), messages_key(session_id)]
+        home_ms = self._replay_ms + self._lock_ms
+        keys = [
+            lock_key(session_id),
+            meta_key(session_id),
+            messages_key(session_id),
+            active_turn_key(session_id),
+            turn_stream_key(session_id, turn_id),
+        ]
+        if self._single:
+            keys += [turn_session_key(turn_id), INDEX_KEY]
+        else:
+            await self._claim_turn_id(session_id, turn_id, home_ms)
         now = self._now()
         result = await self._begin(
-            keys=[*keys, INDEX_KEY] if self._single else keys,
+            keys=keys,
             args=[
                 token,
                 self._lock_ms,
@@ -492,15 +666,23 @@ class SessionStore:
                 who.user_id or "",
                 "1" if who.is_admin else "0",
                 owner_index_key(""),
+                turn_id,
+                message,
+                home_ms,
             ],
         )
         outcome = int(result[0])
         if outcome == 0:
             raise NotFound(_NOT_FOUND)
-        if outcome < 0:
+        if outcome == -1:
             raise SessionBusy("a turn is already running on this session")
+        if outcome == -2:
+            raise BadInput("that turn id belongs to another session")
+        if outcome == 2:
+            return TurnStart(token="", system_prompt="", window=[], turn_id=turn_id, joined=True)
         prompt, raw_window = result[1], result[2]
-        owner = str(result[3]) if len(result) > 3 and result[3] is not None else None
+        owner = str(result[3]) if result[3] is not None else None
+        length = int(result[4])
         if self._ttl and not self._single:
             await self._index(session_id, now, owner=owner)
         if prompt is None:
@@ -508,20 +690,39 @@ class SessionStore:
             try:
                 await self._adopt_one(session_id)
             except BaseException:
-                await self._release(keys=[lock_key(session_id)], args=[token])
+                await self.release_lock(session_id, token)
                 raise
         return TurnStart(
             token=token,
             system_prompt=str(prompt) if prompt else self._default_prompt,
-            window=decode_newest_first(raw_window),
+            window=decode_newest_first(raw_window, length),
             owner=owner,
+            turn_id=turn_id,
+            length=length,
         )
 
-    async def renew_lock(self, session_id: str, token: str) -> bool:
-        return bool(await self._renew(keys=[lock_key(session_id)], args=[token, self._lock_ms]))
+    async def _claim_turn_id(self, session_id: str, turn_id: str, ms: int) -> None:
+        """On a cluster (the id's key is in another slot than the session's): record
+        the turn id's session first, refusing an id another session holds."""
+        key = turn_session_key(turn_id)
+        if not await self._redis.set(key, session_id, nx=True, px=ms):
+            home = await self._redis.get(key)
+            if home is not None and home != session_id:
+                raise BadInput("that turn id belongs to another session")
+
+    async def renew_lock(self, session_id: str, token: str, turn_id: str | None = None) -> bool:
+        keys = [lock_key(session_id)]
+        args: list[EncodableT] = [token, self._lock_ms]
+        if turn_id is not None:
+            keys += [active_turn_key(session_id), turn_stream_key(session_id, turn_id)]
+            args.append(self._replay_ms + self._lock_ms)
+        return bool(await self._renew(keys=keys, args=args))
 
     async def release_lock(self, session_id: str, token: str) -> None:
-        await self._release(keys=[lock_key(session_id)], args=[token])
+        async with self._redis.pipeline(transaction=self._single) as pipe:
+            await self._release(keys=[lock_key(session_id)], args=[token], client=pipe)  # type: ignore[arg-type]
+            pipe.delete(active_turn_key(session_id))
+            await pipe.execute()
 
     async def commit_turn(
         self,
@@ -532,23 +733,165 @@ class SessionStore:
         reply_json: str,
         first_message: str,
         owner: str | None = None,
+        turn_id: str | None = None,
+        pending: tuple[int, list[str]] = (0, []),
+        status: str = "COMPLETE",
     ) -> int:
-        """Store a finished turn atomically; see `_COMMIT_TURN` for the result."""
+        """Store a finished turn atomically, and end its stream with the done entry
+        (after the tokens in `pending`: the first one's seq, the tokens); see
+        `_COMMIT_TURN` for the result."""
         title = " ".join(first_message.split())[:AUTO_TITLE_CHARS]
-        keys = [messages_key(session_id), meta_key(session_id), lock_key(session_id)]
+        turn_id = turn_id or str(uuid.uuid4())
+        keys = [
+            messages_key(session_id),
+            meta_key(session_id),
+            lock_key(session_id),
+            active_turn_key(session_id),
+            turn_stream_key(session_id, turn_id),
+        ]
         if self._single:
-            keys.append(INDEX_KEY)
+            keys += [turn_session_key(turn_id), INDEX_KEY]
             if owner is not None:
                 keys.append(owner_index_key(owner))
+        first, tokens = pending
         now = self._now()
         result = int(
             await self._commit(
-                keys=keys, args=[token, user_json, reply_json, now, self._ttl, session_id, title]
+                keys=keys,
+                args=[
+                    token,
+                    user_json,
+                    reply_json,
+                    now,
+                    self._ttl,
+                    session_id,
+                    title,
+                    *_token_args(first, tokens),
+                    first + len(tokens),
+                    status,
+                    self._replay_ms,
+                    TURN_STREAM_CAP,
+                ],
             )
         )
         if result == 1 and not self._single:
             await self._index(session_id, now, owner=owner)
+            with contextlib.suppress(Exception):
+                await self._redis.pexpire(turn_session_key(turn_id), self._replay_ms)
         return result
+
+    async def fail_turn(
+        self,
+        session_id: str,
+        token: str,
+        *,
+        turn_id: str,
+        pending: tuple[int, list[str]],
+        code: str,
+        message: str,
+    ) -> None:
+        """Free the lock (if still held) and end the turn's stream as FAILED."""
+        first, tokens = pending
+        await self._fail(
+            keys=[
+                lock_key(session_id),
+                active_turn_key(session_id),
+                turn_stream_key(session_id, turn_id),
+            ],
+            args=[
+                token,
+                *_token_args(first, tokens),
+                first + len(tokens),
+                code,
+                message,
+                self._replay_ms,
+                TURN_STREAM_CAP,
+            ],
+        )
+
+    async def flush_turn(
+        self, session_id: str, turn_id: str, first: int, tokens: list[str]
+    ) -> bool:
+        """Append a running turn's new tokens as one stream entry (none: only look);
+        whether a stop was asked for."""
+        return bool(
+            await self._flush(
+                keys=[turn_stream_key(session_id, turn_id), active_turn_key(session_id)],
+                args=[
+                    *_token_args(first, tokens),
+                    self._replay_ms + self._lock_ms,
+                    TURN_STREAM_CAP,
+                    turn_id,
+                ],
+            )
+        )
+
+    async def stop_turn(
+        self, session_id: str, turn_id: str | None, *, who: Identity = ANONYMOUS
+    ) -> str | None:
+        """Ask the running turn (the one named, if any) to stop: its id, or None when
+        nothing (or not that turn) is running. NotFound for a turn id never seen here."""
+        if turn_id is not None:
+            turn_id = check_turn_id(turn_id)
+        await self.check_usable(session_id, who=who)
+        result = await self._stop(
+            keys=[
+                active_turn_key(session_id),
+                lock_key(session_id),
+                turn_stream_key(session_id, turn_id) if turn_id else meta_key(session_id),
+            ],
+            args=[turn_id or ""],
+        )
+        outcome = int(result[0])
+        if outcome < 0:
+            raise NotFound("no turn with that id on this session")
+        return str(result[1]) if outcome == 1 else None
+
+    async def active_turn(self, session_id: str, *, who: Identity = ANONYMOUS) -> ActiveTurn | None:
+        """The turn running on the session, if any (NotFound when `who` may not use it)."""
+        check_session_id(session_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(meta_key(session_id), messages_key(session_id))
+            pipe.hget(meta_key(session_id), "owner")
+            pipe.hmget(active_turn_key(session_id), ["turn_id", "token", "started_at", "message"])
+            pipe.get(lock_key(session_id))
+            exists, owner, active, held = await pipe.execute()
+        if not exists or not who.may_use(owner):
+            raise NotFound(_NOT_FOUND)
+        turn_id, token, started, message = active
+        if turn_id is None or held is None or held != token:
+            return None
+        return ActiveTurn(
+            turn_id=str(turn_id), started_at=_from_micros(started), message=str(message or "")
+        )
+
+    async def turn_running(self, session_id: str, turn_id: str) -> bool:
+        """Whether turn `turn_id` holds the session's lock (its process is alive)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(active_turn_key(session_id), ["turn_id", "token"])
+            pipe.get(lock_key(session_id))
+            (running_id, token), held = await pipe.execute()
+        return running_id == turn_id and held is not None and held == token
+
+    async def turn_entries(
+        self, session_id: str, turn_id: str, after: int, *, block_ms: int | None = None
+    ) -> list[tuple[int, dict[str, str]]]:
+        """The turn's stream entries whose last event comes after seq `after`, at most
+        a bounded batch; with `block_ms`, waits that long for one (on the blocking pool).
+        """
+        key = turn_stream_key(session_id, turn_id)
+        rows: Any
+        if block_ms is None:
+            rows = await self._redis.xrange(key, min=f"({after}-0", count=_ENTRIES_PER_READ)
+        else:
+            reply: Any = await self._blocking.xread(
+                {key: f"{after}-0"}, count=_ENTRIES_PER_READ, block=block_ms
+            )
+            rows = reply[0][1] if reply else []  # RESP2: [[key, entries]]
+        return [
+            (int(str(entry_id).partition("-")[0]), {str(k): str(v) for k, v in fields.items()})
+            for entry_id, fields in rows or []
+        ]
 
     async def _index(self, session_id: str, score: int, *, owner: str | None) -> None:
         """Move a session's index entries on a cluster, after the step that stored it.

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # Pause between the offline model's tokens, so its reply visibly streams.
     offline_token_delay_seconds: float = Field(default=0.02, ge=0)
     redis_max_connections: int = Field(default=100, ge=1)
+    # How long a turn's events stay in Redis after it ends, for replay and joins.
+    turn_replay_seconds: int = Field(default=300, ge=1)
+    # Connections for following turns that other processes run (one per turn followed
+    # at once, whatever the number of subscribers to it here).
+    turn_follow_connections: int = Field(default=50, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # The model's failure modes.

@@ -3,17 +3,21 @@
 The model is driven by a task of its own, not by the client's request: a client that
 goes away stops reading, and the turn still completes and is stored. Whatever ends a
 turn early (model failure, timeout, Redis failure, shutdown) leaves the history as it
-was and the lock released.
+was and the lock released; `stop` ends it early on purpose, storing what came so far.
+
+Every turn is durable: its events go to a Redis Stream in the session's slot as they
+come (batched), so any process can replay and follow it (`follow`), and a client that
+subscribes again with the same turn id joins it instead of running the message twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import secrets
 from datetime import UTC, datetime
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -26,105 +30,43 @@ from resolvers.services.errors import (
     SessionBusy,
     client_error,
 )
-from resolvers.services.history import Role, StoredMessage, as_langchain, encode, stamped
+from resolvers.services.history import (
+    Role,
+    StoredMessage,
+    TurnStatus,
+    as_langchain,
+    decode,
+    encode,
+    message_id,
+    stamped,
+)
 from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.limits import RateLimiter
 from resolvers.services.model import ChatModel
 from resolvers.services.sessions import SessionStore, TurnStart
-from resolvers.services.validation import check_session_id, check_text
+from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent, TurnFailed
+from resolvers.services.validation import check_session_id, check_text, check_turn_id
+
+__all__ = ["BACKLOG_TO_MERGE", "LiveTurn", "TurnEvent", "TurnFailed", "TurnRunner"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class TurnEvent:
-    """A piece of the reply; the last event has `done` and the stored reply."""
-
-    token: str
-    done: bool = False
-    message: StoredMessage | None = None
-
-
-# Events waiting for a reader before the tokens among them are merged into one.
-BACKLOG_TO_MERGE = 16
-
-
-class TurnStream:
-    """A running turn as its client sees it: a stream of events, or one error."""
-
-    def __init__(self, min_gap: float = 0.0) -> None:
-        self._queue: asyncio.Queue[TurnEvent | ChatError] = asyncio.Queue()
-        self._min_gap = min_gap
-
-    def push(self, item: TurnEvent | ChatError) -> None:
-        self._queue.put_nowait(item)
-
-    async def events(self, min_gap: float | None = None) -> AsyncIterator[TurnEvent]:
-        """Token events, then one done event; raises the turn's error instead.
-
-        A reader that keeps up gets every token as its own event. Once it falls behind
-        (`BACKLOG_TO_MERGE` events waiting: a loaded socket, a slow client), the waiting
-        tokens go out merged in one event instead. With `min_gap`, tokens that come
-        within `min_gap` seconds of the last event wait (never longer than that) to go
-        out together: a model streaming hundreds of tokens a second then costs a client
-        a few dozen events a second. The first token and the end of the reply are never
-        held back.
-        """
-        queue = self._queue
-        loop = asyncio.get_running_loop()
-        min_gap = self._min_gap if min_gap is None else min_gap
-        last_sent = -math.inf
-        pending: TurnEvent | ChatError | None = None
-        while True:
-            item = pending if pending is not None else await queue.get()
-            pending = None
-            if isinstance(item, ChatError):
-                raise item
-            if not item.done:
-                pieces = [item.token]
-                if queue.qsize() >= BACKLOG_TO_MERGE:
-                    pending = self._take_queued(pieces)
-                hold = last_sent + min_gap - loop.time()
-                while pending is None and hold > 0:
-                    try:
-                        async with asyncio.timeout(hold):
-                            following = await queue.get()
-                    except TimeoutError:
-                        break
-                    if isinstance(following, TurnEvent) and not following.done:
-                        pieces.append(following.token)
-                        pending = self._take_queued(pieces)
-                    else:
-                        pending = following
-                    hold = last_sent + min_gap - loop.time()
-                if len(pieces) > 1:
-                    item = TurnEvent(token="".join(pieces))
-            yield item
-            if item.done:
-                return
-            last_sent = loop.time()
-
-    def _take_queued(self, pieces: list[str]) -> TurnEvent | ChatError | None:
-        """Append the tokens already queued; the first other item, if one came."""
-        queue = self._queue
-        while not queue.empty():
-            following = queue.get_nowait()
-            if isinstance(following, TurnEvent) and not following.done:
-                pieces.append(following.token)
-            else:
-                return following
-        return None
-
-    async def reply(self) -> StoredMessage:
-        """Wait for the whole turn; the stored reply."""
-        async for event in self.events(min_gap=0.0):
-            if event.done and event.message is not None:
-                return event.message
-        raise ModelFailed("the turn ended without a reply")
+# A running turn's new tokens go to its Redis Stream in one write per interval: the
+# interval starts at FLUSH_SECONDS and grows with the number of writes, to at most
+# MAX_FLUSH_SECONDS, so even an hour-long reply stays well under the stream's cap.
+FLUSH_SECONDS = 0.02
+MAX_FLUSH_SECONDS = 1.0
+FLUSHES_PER_STEP = 500
+# How often a running turn that has no new tokens looks for a stop asked in Redis.
+STOP_POLL_SECONDS = 0.25
+# How long a follower's blocking stream read waits before it checks the turn is alive.
+FOLLOW_BLOCK_MS = 1000
 
 
 class TurnRunner:
-    """Starts turns and keeps them running until stored, whoever is listening."""
+    """Starts turns and keeps them running until stored, whoever is listening; follows
+    and stops turns run by any process."""
 
     def __init__(
         self,
@@ -149,6 +91,11 @@ class TurnRunner:
         self._min_gap = stream_min_gap
         self._renew_every = lock_seconds / 3
         self._tasks: set[asyncio.Task[None]] = set()
+        # Turns this process runs, and turns of other processes it follows from Redis
+        # (one reader per turn, whatever the number of subscribers here).
+        self._running: dict[tuple[str, str], LiveTurn] = {}
+        self._mirrors: dict[tuple[str, str], LiveTurn] = {}
+        self._mirror_tasks: set[asyncio.Task[None]] = set()
 
     def check_message(self, message: str) -> str:
         if not isinstance(message, str) or not message.strip():
@@ -164,20 +111,28 @@ class TurnRunner:
         message: str,
         client: str | None = None,
         who: Identity = ANONYMOUS,
-    ) -> TurnStream:
+        turn_id: str | None = None,
+    ) -> LiveTurn:
         """Validate, take the session's lock, and start the model; errors raise here.
 
-        `client` is the caller's address, for the per-session rate limit.
+        `client` is the caller's address, for the per-session rate limit. With a
+        `turn_id` that is already a turn of the session (running, or ended and still
+        kept), the result is that turn, from its first event: the message is not run
+        again.
         """
         check_session_id(session_id)
         self.check_message(message)
         try:
+            if turn_id is not None:
+                turn_id = check_turn_id(turn_id)
             if self._limiter is not None and not self._limiter.exempt(client):
                 # Only a session the caller may use counts, so nobody can use up (or
                 # learn of) another user's session by its turn limit.
                 await self._store.check_usable(session_id, who=who)
                 await self._limiter.check_turn(session_id, client)
-            begin = asyncio.ensure_future(self._store.begin_turn(session_id, who=who))
+            begin = asyncio.ensure_future(
+                self._store.begin_turn(session_id, who=who, turn_id=turn_id, message=message)
+            )
             try:
                 start = await asyncio.shield(begin)
             except asyncio.CancelledError:
@@ -185,28 +140,145 @@ class TurnRunner:
                 # taken, nobody would run the turn or release it, so give it back.
                 begin.add_done_callback(lambda done: self._give_back(session_id, done))
                 raise
+            if start.joined:
+                return await self._follow(session_id, start.turn_id)
         except Exception as exc:
             raise _client_error(exc) from exc
-        turn = TurnStream(self._min_gap)
-        task = asyncio.create_task(self._run(turn, session_id, message, start))
+        live = LiveTurn(session_id, start.turn_id, min_gap=self._min_gap)
+        self._running[(session_id, start.turn_id)] = live
+        task = asyncio.create_task(self._run(live, message, start))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return turn
+        return live
+
+    async def follow(
+        self,
+        session_id: str,
+        turn_id: str | None = None,
+        *,
+        who: Identity = ANONYMOUS,
+        after: int = 0,
+    ) -> LiveTurn:
+        """The turn `turn_id` of the session (the running one when None), from any
+        process: NotFound when there is no such turn, or it has expired. `after` is
+        checked here (the reader's first event comes after it)."""
+        check_session_id(session_id)
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise BadInput("after must be a whole number, not negative")
+        try:
+            return await self._follow(session_id, await self._which(session_id, turn_id, who))
+        except Exception as exc:
+            raise _client_error(exc) from exc
+
+    async def _which(self, session_id: str, turn_id: str | None, who: Identity) -> str:
+        """The turn id to follow, once `who` may use the session."""
+        if turn_id is not None:
+            turn_id = check_turn_id(turn_id)
+            await self._store.check_usable(session_id, who=who)
+            return turn_id
+        active = await self._store.active_turn(session_id, who=who)
+        if active is None:
+            raise NotFound("no turn is running on this session")
+        return active.turn_id
+
+    async def _follow(self, session_id: str, turn_id: str) -> LiveTurn:
+        key = (session_id, turn_id)
+        live = self._running.get(key) or self._mirrors.get(key)
+        if live is not None:
+            return live
+        rows = await self._store.turn_entries(session_id, turn_id, 0)
+        if not rows and not await self._store.turn_running(session_id, turn_id):
+            raise NotFound("no turn with that id on this session (or it has expired)")
+        live = self._mirrors.get(key)  # another subscriber may have made it meanwhile
+        if live is not None:
+            return live
+        live = LiveTurn(session_id, turn_id, min_gap=self._min_gap)
+        _apply(live, rows)
+        if not live.ended:
+            self._mirrors[key] = live
+            task = asyncio.create_task(self._mirror(live))
+            self._mirror_tasks.add(task)
+            task.add_done_callback(self._mirror_tasks.discard)
+        return live
+
+    async def _mirror(self, live: LiveTurn) -> None:
+        """Follow a turn another process runs, from its stream, until it ends; a turn
+        whose process died (its lock gone, no end written) ends as failed."""
+        session_id, turn_id = live.session_id, live.turn_id
+        try:
+            while not live.ended:
+                rows = await self._store.turn_entries(
+                    session_id, turn_id, len(live.tokens), block_ms=FOLLOW_BLOCK_MS
+                )
+                if rows:
+                    _apply(live, rows)
+                    continue
+                if await self._store.turn_running(session_id, turn_id):
+                    continue
+                # Ended meanwhile (its end written after the read began), or died.
+                rows = await self._store.turn_entries(session_id, turn_id, len(live.tokens))
+                _apply(live, rows)
+                if not live.ended:
+                    live.finish(
+                        TurnFailed(
+                            "UNAVAILABLE",
+                            "the server process running this turn stopped before the reply "
+                            "was stored; send the message again",
+                            turn_id=turn_id,
+                        )
+                    )
+        except asyncio.CancelledError:
+            live.finish(ModelFailed("the server is shutting down"))
+            raise
+        except Exception as exc:
+            live.finish(_client_error(exc))
+        finally:
+            if self._mirrors.get((session_id, turn_id)) is live:
+                del self._mirrors[(session_id, turn_id)]
+
+    async def stop(
+        self, session_id: str, turn_id: str | None = None, *, who: Identity = ANONYMOUS
+    ) -> bool:
+        """Stop the running turn (only if it is `turn_id`, when given), whichever process
+        runs it: the reply so far is stored as STOPPED. False when nothing was running."""
+        check_session_id(session_id)
+        try:
+            stopped = await self._store.stop_turn(session_id, turn_id, who=who)
+        except Exception as exc:
+            raise _client_error(exc) from exc
+        if stopped is None:
+            return False
+        live = self._running.get((session_id, stopped))
+        if live is not None:
+            live.stop_requested.set()  # ours: at once, not at the next look at Redis
+        return True
 
     def _give_back(self, session_id: str, begin: asyncio.Future[TurnStart]) -> None:
         if begin.cancelled() or begin.exception() is not None:
             return
-        release = asyncio.ensure_future(self._release_quietly(session_id, begin.result().token))
+        start = begin.result()
+        if start.joined:
+            return
+        release = asyncio.ensure_future(self._abandon(session_id, start))
         self._tasks.add(release)
         release.add_done_callback(self._tasks.discard)
 
-    async def _release_quietly(self, session_id: str, token: str) -> None:
+    async def _abandon(self, session_id: str, start: TurnStart) -> None:
         # If Redis is down the lock simply expires; nobody waits on this to report it.
         with contextlib.suppress(Exception):
-            await self._store.release_lock(session_id, token)
+            await self._store.fail_turn(
+                session_id,
+                start.token,
+                turn_id=start.turn_id,
+                pending=(1, []),
+                code="LLM_ERROR",
+                message="the turn was not run: its client went away while it started",
+            )
 
     async def drain(self, seconds: float) -> None:
         """Let running turns finish (and be stored) for up to `seconds`."""
+        for task in list(self._mirror_tasks):
+            task.cancel()
         if not self._tasks:
             return
         logger.info("waiting for %d running turn(s) to finish", len(self._tasks))
@@ -216,29 +288,66 @@ class TurnRunner:
         if pending:
             await asyncio.wait(pending)
 
-    async def _run(self, turn: TurnStream, session_id: str, message: str, start: TurnStart) -> None:
-        committed = False
+    async def _run(self, live: LiveTurn, message: str, start: TurnStart) -> None:
+        session_id, turn_id = live.session_id, live.turn_id
+        stored = False
         error: ChatError | None = None
-        renewer = asyncio.create_task(self._keep_lock(session_id, start.token))
+        renewer = asyncio.create_task(self._keep_lock(session_id, start.token, turn_id))
+        flusher = _Flusher(self._store, live)
         try:
             user_at = datetime.now(UTC)
             prompt: list[BaseMessage] = [SystemMessage(content=start.system_prompt)]
             prompt += as_langchain(start.window)
             prompt.append(HumanMessage(content=message))
-            reply = await self._stream_reply(turn, prompt)
+            status = await self._stream_reply(live, prompt)
+            reply = "".join(live.tokens)
             reply_at = datetime.now(UTC)
+            await flusher.close()
+            user_id = message_id(start.length, secrets.token_hex(4))
+            reply_id = message_id(start.length + 1, secrets.token_hex(4))
             outcome = await self._store.commit_turn(
                 session_id,
                 start.token,
-                user_json=encode(stamped(HumanMessage(content=message), user_at)),
-                reply_json=encode(stamped(AIMessage(content=reply), reply_at)),
+                user_json=encode(
+                    stamped(
+                        HumanMessage(content=message), user_at, identifier=user_id, turn_id=turn_id
+                    )
+                ),
+                reply_json=encode(
+                    stamped(
+                        AIMessage(content=reply),
+                        reply_at,
+                        identifier=reply_id,
+                        turn_id=turn_id,
+                        status=status,
+                    )
+                ),
                 first_message=message,
                 owner=start.owner,
+                turn_id=turn_id,
+                pending=flusher.pending(),
+                status=status.value,
             )
-            committed = True
             _check_commit(outcome)
-            stored = StoredMessage(role=Role.ASSISTANT, content=reply, created_at=reply_at)
-            turn.push(TurnEvent(token="", done=True, message=stored))
+            stored = True
+            done = StoredMessage(
+                role=Role.ASSISTANT,
+                content=reply,
+                created_at=reply_at,
+                id=reply_id,
+                turn_id=turn_id,
+                status=status,
+            )
+            live.finish(
+                TurnEvent(
+                    token="",
+                    done=True,
+                    message=done,
+                    turn_id=turn_id,
+                    seq=live.end_seq,
+                    status=status,
+                )
+            )
         except asyncio.CancelledError:
             error = ModelFailed("the server is shutting down; the turn was not stored")
             raise
@@ -251,17 +360,46 @@ class TurnRunner:
         finally:
             renewer.cancel()
             try:
-                if not committed:
+                if not stored:
+                    await flusher.close()
                     with contextlib.suppress(Exception):
-                        await self._store.release_lock(session_id, start.token)
+                        failure = error or ModelFailed("the turn was not stored")
+                        await self._store.fail_turn(
+                            session_id,
+                            start.token,
+                            turn_id=turn_id,
+                            pending=flusher.pending(),
+                            code=failure.code,
+                            message=failure.message,
+                        )
             finally:
                 # Told once the lock is free (a client that retries at once finds the
                 # session free), and told even if the release itself is cancelled.
                 if error is not None:
-                    turn.push(error)
+                    live.finish(TurnFailed(error.code, error.message, turn_id=turn_id))
+                if self._running.get((session_id, turn_id)) is live:
+                    del self._running[(session_id, turn_id)]
 
-    async def _stream_reply(self, turn: TurnStream, prompt: list[BaseMessage]) -> str:
-        """Relay the model's pieces into the turn; the whole reply.
+    async def _stream_reply(self, live: LiveTurn, prompt: list[BaseMessage]) -> TurnStatus:
+        """Relay the model's reply into the turn until it ends or a stop is asked for."""
+        relay = asyncio.create_task(self._relay(live, prompt))
+        stop = asyncio.create_task(live.stop_requested.wait())
+        try:
+            await asyncio.wait({relay, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not relay.done():
+                # Stopped (or this turn is cancelled): cancelling the relay closes the
+                # provider's stream, which ends its HTTP request.
+                relay.cancel()
+                await asyncio.wait({relay})
+        if relay.cancelled():
+            return TurnStatus.STOPPED
+        relay.result()  # its error, if it failed
+        return TurnStatus.COMPLETE
+
+    async def _relay(self, live: LiveTurn, prompt: list[BaseMessage]) -> None:
+        """Relay the model's pieces into the turn.
 
         One deadline, moved after every piece: the first piece may take the first-token
         wait, each later one `LLM_TIMEOUT_SECONDS`, and none may pass the turn's end. It
@@ -270,14 +408,12 @@ class TurnRunner:
         """
         loop = asyncio.get_running_loop()
         turn_end = loop.time() + self._turn_timeout if self._turn_timeout else math.inf
-        parts: list[str] = []
         wait = self._first_timeout
         stream = self._model.stream(prompt)
         try:
             async with asyncio.timeout_at(min(loop.time() + wait, turn_end)) as deadline:
                 async for piece in stream:
-                    parts.append(piece)
-                    turn.push(TurnEvent(token=piece))
+                    live.push(piece)
                     wait = self._timeout
                     deadline.reschedule(min(loop.time() + wait, turn_end))
         except TimeoutError:
@@ -293,16 +429,104 @@ class TurnRunner:
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
-        return "".join(parts)
 
-    async def _keep_lock(self, session_id: str, token: str) -> None:
+    async def _keep_lock(self, session_id: str, token: str, turn_id: str) -> None:
         while True:
             await asyncio.sleep(self._renew_every)
             try:
-                if not await self._store.renew_lock(session_id, token):
+                if not await self._store.renew_lock(session_id, token, turn_id):
                     return
             except Exception:
                 logger.warning("could not renew the lock of session %s", session_id)
+
+
+class _Flusher:
+    """Writes a running turn's new tokens to its stream, one write per interval, and
+    watches for a stop asked in Redis (the write answers it; with no tokens, a look every
+    STOP_POLL_SECONDS)."""
+
+    def __init__(self, store: SessionStore, live: LiveTurn) -> None:
+        self._store = store
+        self._live = live
+        self.flushed = 0  # tokens known to be in the stream
+        self._writing = False
+        self._closing = False
+        self._task = asyncio.create_task(self._loop())
+
+    def pending(self) -> tuple[int, list[str]]:
+        """The tokens not yet written: the first one's seq, and the tokens."""
+        return self.flushed + 1, self._live.tokens[self.flushed :]
+
+    async def close(self) -> None:
+        """Stop flushing; a write under way completes first (it may hold the stop)."""
+        self._closing = True
+        if not self._task.done():
+            if not self._writing:
+                self._task.cancel()
+            await asyncio.wait({self._task})
+
+    async def _loop(self) -> None:
+        live = self._live
+        writes = 0
+        while not self._closing:
+            if len(live.tokens) == self.flushed:
+                await live.changed(STOP_POLL_SECONDS)  # a token, the end, or time to look
+            else:
+                interval = FLUSH_SECONDS * (1 + writes // FLUSHES_PER_STEP)
+                await asyncio.sleep(min(interval, MAX_FLUSH_SECONDS))
+                writes += 1
+            if self._closing:
+                return
+            first, tokens = self.pending()
+            self._writing = True
+            try:
+                stop = await self._store.flush_turn(live.session_id, live.turn_id, first, tokens)
+                self.flushed += len(tokens)
+                if stop:
+                    live.stop_requested.set()
+            except Exception as exc:
+                # Kept for the next write (or the commit, which writes what is left).
+                logger.warning(
+                    "could not write turn %s to Redis: %s", live.turn_id, type(exc).__name__
+                )
+                await asyncio.sleep(STOP_POLL_SECONDS)
+            finally:
+                self._writing = False
+
+
+def _apply(live: LiveTurn, rows: list[tuple[int, dict[str, str]]]) -> None:
+    """Add stream entries to a followed turn, each token once (entries may overlap when
+    a write was retried)."""
+    for seq, fields in rows:
+        if live.ended:
+            return
+        have = len(live.tokens)
+        if "t" in fields:
+            if seq <= have:
+                continue
+            first = int(fields["f"])
+            tokens = json.loads(fields["t"])
+            # Entries dropped by the stream's cap leave a gap: keep the numbering.
+            gap = [""] * max(0, first - have - 1)
+            live.extend(gap + tokens[max(0, have + 1 - first) :])
+            continue
+        live.extend([""] * max(0, seq - have - 1))
+        status = fields.get("s", "FAILED")
+        if status == TurnStatus.FAILED.value:
+            reason = fields.get("e") or "the turn failed"
+            live.finish(TurnFailed(fields.get("c") or "LLM_ERROR", reason, turn_id=live.turn_id))
+            return
+        message = decode(fields.get("m") or "", seq)
+        live.finish(
+            TurnEvent(
+                token="",
+                done=True,
+                message=message,
+                turn_id=live.turn_id,
+                seq=live.end_seq,
+                status=TurnStatus(status),
+            )
+        )
 
 
 def _check_commit(outcome: int) -> None:

@@ -33,3 +33,14 @@ def check_length(value: str, limit: int, what: str) -> str:
     if len(value) > limit:
         raise BadInput(f"{what} is longer than {limit} characters")
     return value
+
+
+_TURN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def check_turn_id(turn_id: str) -> str:
+    """A turn id is a UUID (any version) in canonical form; returned in lower case."""
+    lowered = turn_id.lower() if isinstance(turn_id, str) else ""
+    if not _TURN_ID.fullmatch(lowered):
+        raise BadInput("turn id must be a UUID in canonical form")
+    return lowered

@@ -1,0 +1,154 @@
+"""A turn's events as one process holds them: numbered, kept, read by any number of readers.
+
+The task running a turn appends the model's tokens to its `LiveTurn`; a process that
+follows a turn another process runs fills one from the turn's Redis Stream. Either way
+token `n` of the reply is event `n`, and the end (the done event, or the error) is the
+event after the last token, so a reader anywhere resumes after the last number it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from resolvers.services.errors import BadInput, ChatError, ModelFailed
+from resolvers.services.history import StoredMessage, TurnStatus
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEvent:
+    """Tokens of the reply (`seq` the last one's number); or the end: `done`, with the
+    stored reply and the status."""
+
+    token: str
+    done: bool = False
+    message: StoredMessage | None = None
+    turn_id: str = ""
+    seq: int = 0
+    status: TurnStatus | None = None
+
+
+class TurnFailed(ChatError):
+    """The turn ended without being stored: the error its followers get. The code is the
+    one the turn failed with (LLM_ERROR, ...)."""
+
+    def __init__(self, code: str, message: str, *, turn_id: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.turn_id = turn_id
+
+
+# Tokens waiting for a reader before they go out merged in one event.
+BACKLOG_TO_MERGE = 16
+
+
+class LiveTurn:
+    """The events of one turn in this process; any number of readers, each at its own
+    place. Appending costs the same with one reader or a hundred."""
+
+    def __init__(self, session_id: str, turn_id: str, *, min_gap: float = 0.0) -> None:
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.tokens: list[str] = []
+        self.end: TurnEvent | ChatError | None = None
+        # Set when a stop is asked for (here, or seen in Redis by the turn's flusher).
+        self.stop_requested = asyncio.Event()
+        self._min_gap = min_gap
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def ended(self) -> bool:
+        return self.end is not None
+
+    @property
+    def end_seq(self) -> int:
+        """The number the end event has (or will have)."""
+        return len(self.tokens) + 1
+
+    def push(self, token: str) -> None:
+        self.tokens.append(token)
+        self._wake()
+
+    def extend(self, tokens: list[str]) -> None:
+        self.tokens.extend(tokens)
+        self._wake()
+
+    def finish(self, end: TurnEvent | ChatError) -> None:
+        if self.end is None:
+            self.end = end
+            self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def changed(self, within: float | None = None) -> None:
+        """Wait for the next token or the end (at most `within` seconds)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if within is None:
+            await waiter
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await waiter
+
+    async def events(
+        self, after: int = 0, min_gap: float | None = None
+    ) -> AsyncIterator[TurnEvent]:
+        """The events after number `after`: tokens, then the done event; the turn's
+        error is raised instead of the done event.
+
+        A reader that keeps up gets every token as its own event. One that falls behind
+        (`BACKLOG_TO_MERGE` tokens waiting: a loaded socket, a slow client, a late join)
+        gets the waiting tokens merged in one event, numbered as the last of them. With
+        `min_gap`, tokens that come within `min_gap` seconds of the last event wait (never
+        longer) to go out together. The first token and the end are never held back.
+        """
+        if after < 0:
+            raise BadInput("after must not be negative")
+        loop = asyncio.get_running_loop()
+        min_gap = self._min_gap if min_gap is None else min_gap
+        position = after
+        last_sent = -math.inf
+        while True:
+            available = len(self.tokens)
+            if position < available:
+                hold = last_sent + min_gap - loop.time()
+                while hold > 0 and self.end is None:
+                    await self.changed(hold)
+                    hold = last_sent + min_gap - loop.time()
+                available = len(self.tokens)
+                if available - position >= BACKLOG_TO_MERGE or min_gap > 0:
+                    text = "".join(self.tokens[position:available])
+                    position = available
+                else:
+                    text = self.tokens[position]
+                    position += 1
+                yield TurnEvent(token=text, turn_id=self.turn_id, seq=position)
+                last_sent = loop.time()
+                continue
+            end = self.end
+            if end is None:
+                await self.changed()
+                continue
+            if position > available + 1:
+                raise BadInput(f"after is beyond the turn's last event ({available + 1})")
+            if position == available + 1:
+                return  # the reader has seen the end already
+            if isinstance(end, ChatError):
+                raise end
+            yield end
+            return
+
+    async def reply(self) -> StoredMessage:
+        """Wait for the end; the stored reply."""
+        async for event in self.events(after=len(self.tokens), min_gap=0.0):
+            if event.done and event.message is not None:
+                return event.message
+        raise ModelFailed("the turn ended without a reply")

@@ -1,0 +1,381 @@
+"""Durable turns: a re-subscribe joins instead of running a message twice, any process
+replays and follows a turn, any process stops it, and a dead process's turn ends clearly.
+
+Real processes on one real Redis, over real WebSockets and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from resolvers.services.keys import messages_key
+from tests.support import AppServer, FakeGroq, error_codes, gql, new_session
+from tests.support.ws_client import GraphQLSocket, Received, graphql_socket
+
+pytestmark = pytest.mark.slow
+
+EVENT = "token done seq turnId status message { id turnId status content role }"
+CHAT = f"""
+subscription($s: ID!, $m: String!, $t: ID) {{
+  chat(sessionId: $s, message: $m, turnId: $t) {{ {EVENT} }}
+}}
+"""
+FOLLOW = f"""
+subscription($s: ID!, $t: ID, $a: Int! = 0) {{
+  turn(sessionId: $s, turnId: $t, after: $a) {{ {EVENT} }}
+}}
+"""
+STOP = "mutation($s: ID!, $t: ID) { stopTurn(sessionId: $s, turnId: $t) }"
+MESSAGES = """
+query($s: ID!) {
+  session(id: $s) { messageCount activeTurn { turnId message startedAt }
+    messages { id turnId status role content } }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def pair(make_app: Callable[..., AppServer], fresh_db: Callable[[], str]) -> list[AppServer]:
+    """Two processes of the server on one Redis; short locks, so a dead one shows soon."""
+    url = fresh_db()
+    settings = {"TURN_LOCK_SECONDS": "2", "RATE_LIMIT_TURNS_PER_MINUTE": "0"}
+    return [make_app(redis_url=url, **settings), make_app(redis_url=url, **settings)]
+
+
+@pytest.fixture
+async def http(pair: list[AppServer]) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=pair[0].url, timeout=30) as client:
+        yield client
+
+
+async def read_tokens(ws: GraphQLSocket, op_id: str, count: int) -> list[dict[str, Any]]:
+    """The first `count` events of a subscription (fewer if it ends first)."""
+    events: list[dict[str, Any]] = []
+    for _ in range(count * 4):
+        message = await ws.recv()
+        if message.get("type") in ("ka", "ping", "pong"):
+            continue
+        if message["type"] == "complete":
+            return events
+        assert message["type"] == "next", message
+        events.append(message["payload"]["data"]["chat"])
+        if len(events) == count:
+            return events
+    raise AssertionError("too few events")
+
+
+def by_seq(*runs: list[dict[str, Any]]) -> str:
+    """What a client that keeps the events it has not seen (by `seq`) shows."""
+    seen = 0
+    text = []
+    for events in runs:
+        for event in events:
+            if event["seq"] > seen and not event["done"]:
+                text.append(event["token"])
+            seen = max(seen, event["seq"])
+    return "".join(text)
+
+
+def requests_made(fake: FakeGroq) -> int:
+    return int(str(fake.requests()["count"]))
+
+
+def streams_gone(fake: FakeGroq) -> int:
+    return int(str(fake.requests()["gone"]))
+
+
+def assert_numbered(events: list[dict[str, Any]]) -> None:
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(set(seqs)), seqs
+
+
+async def stored_turns(http: httpx.AsyncClient, session_id: str) -> list[dict[str, str]]:
+    history: list[dict[str, str]] = (await http.get(f"/session/{session_id}/history")).json()[
+        "history"
+    ]
+    return history
+
+
+@pytest.mark.parametrize("directive", ["", "!delay=0.05 "], ids=["fast", "slow"])
+async def test_a_client_cut_mid_reply_resubscribes_with_its_turn_id_and_joins(
+    pair: list[AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq, directive: str
+) -> None:
+    session_id = await new_session(http)
+    turn_id = str(uuid.uuid4())
+    message = f"{directive}!tokens=30 join me"
+    before = requests_made(fake_groq)
+    async with graphql_socket(pair[0].ws_url) as ws:
+        first = await read_tokens(ws, await ws.start(CHAT, s=session_id, m=message, t=turn_id), 5)
+    # What graphql-ws does after a lost connection: the same operation again.
+    async with graphql_socket(pair[0].ws_url) as ws:
+        again = await ws.collect(await ws.start(CHAT, s=session_id, m=message, t=turn_id))
+    assert not again.errors
+    assert_numbered(again.events)
+    done = again.events[-1]
+    assert done["done"] and done["status"] == "COMPLETE" and done["turnId"] == turn_id
+    reply = done["message"]["content"]
+    assert again.text == reply  # the join replays from the first event
+    assert by_seq(first, again.events) == reply  # and a client keeping seq sees each once
+    assert requests_made(fake_groq) == before + 1  # the model ran once
+    assert await stored_turns(http, session_id) == [{"input": message, "output": reply}]
+
+
+async def test_two_racing_subscribes_with_one_turn_id_run_the_model_once(
+    pair: list[AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    session_id = await new_session(http)
+    turn_id = str(uuid.uuid4())
+    before = requests_made(fake_groq)
+
+    async def subscribe(app: AppServer) -> Received:
+        async with graphql_socket(app.ws_url) as ws:
+            op = await ws.start(CHAT, s=session_id, m="!delay=0.01 race", t=turn_id)
+            return await ws.collect(op)
+
+    results = await asyncio.gather(*(subscribe(app) for app in pair + pair))
+    replies = {r.events[-1]["message"]["content"] for r in results}
+    assert all(not r.errors for r in results), [r.errors for r in results]
+    assert len(replies) == 1
+    assert all(r.text == next(iter(replies)) for r in results)
+    assert requests_made(fake_groq) == before + 1
+    assert len(await stored_turns(http, session_id)) == 1
+
+
+async def test_a_reconnect_to_another_process_resumes_after_the_last_seq(
+    pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(http)
+    turn_id = str(uuid.uuid4())
+    async with graphql_socket(pair[0].ws_url) as ws:
+        op = await ws.start(CHAT, s=session_id, m="!delay=0.05 !tokens=30 resume", t=turn_id)
+        first = await read_tokens(ws, op, 5)
+    last_seen = first[-1]["seq"]
+    async with graphql_socket(pair[1].ws_url) as ws:
+        rest = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id, a=last_seen))
+    assert not rest.errors, rest.errors
+    assert_numbered(rest.events)
+    assert rest.events[0]["seq"] > last_seen
+    reply = rest.events[-1]["message"]["content"]
+    assert "".join(e["token"] for e in first) + rest.text == reply
+    # Following the running turn without naming it, from the start, on the other process.
+    async with graphql_socket(pair[1].ws_url) as ws:
+        whole = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id))
+    assert whole.text == reply
+
+
+async def test_the_active_turn_is_shown_and_followed_without_its_id(
+    pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(http)
+    async with graphql_socket(pair[0].ws_url) as ws:
+        op = await ws.start(CHAT, s=session_id, m="!delay=0.05 !tokens=20 active")
+        first = await read_tokens(ws, op, 1)
+        body = await gql(http, MESSAGES, s=session_id)
+        active = body["data"]["session"]["activeTurn"]  # type: ignore[index]
+        assert active["turnId"] == first[0]["turnId"]
+        assert active["message"] == "!delay=0.05 !tokens=20 active"
+        async with graphql_socket(pair[1].ws_url) as other:
+            followed = await other.collect(await other.start(FOLLOW, s=session_id))
+        assert followed.events[-1]["done"]
+    body = await gql(http, MESSAGES, s=session_id)
+    session = body["data"]["session"]  # type: ignore[index]
+    assert session["activeTurn"] is None
+    user, reply = session["messages"]
+    assert user["turnId"] == reply["turnId"] == first[0]["turnId"]
+    assert user["id"] != reply["id"]
+    assert reply["status"] == "COMPLETE"
+    assert reply["content"] == followed.events[-1]["message"]["content"]
+    assert reply["id"] == followed.events[-1]["message"]["id"]
+
+
+async def test_stop_from_another_process_cuts_the_provider_and_stores_the_partial_reply(
+    pair: list[AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    session_id = await new_session(http)
+    gone = streams_gone(fake_groq)
+    async with graphql_socket(pair[0].ws_url) as ws:
+        op = await ws.start(CHAT, s=session_id, m="!delay=0.1 !tokens=200 stop me")
+        first = await read_tokens(ws, op, 3)
+        async with httpx.AsyncClient(base_url=pair[1].url, timeout=30) as other:
+            stopped = await gql(other, STOP, s=session_id, t=first[0]["turnId"])
+        assert stopped["data"] == {"stopTurn": True}
+        rest = await ws.collect(op)
+    assert not rest.errors
+    done = rest.events[-1]
+    assert done["done"] and done["status"] == "STOPPED"
+    partial = "".join(e["token"] for e in first) + rest.text
+    assert done["message"]["content"] == partial
+    assert done["message"]["status"] == "STOPPED"
+    assert 3 <= len(first) + len(rest.events) - 1 < 200
+    for _ in range(100):  # the provider sees its client go (bounded wait)
+        if streams_gone(fake_groq) > gone:
+            break
+        await asyncio.sleep(0.05)
+    assert streams_gone(fake_groq) > gone
+    body = await gql(http, MESSAGES, s=session_id)
+    messages = body["data"]["session"]["messages"]  # type: ignore[index]
+    assert [m["status"] for m in messages] == ["COMPLETE", "STOPPED"]
+    assert messages[1]["content"] == partial
+    # Nothing runs now: a second stop says so, and the session takes a new turn at once.
+    again = await gql(http, STOP, s=session_id, t=first[0]["turnId"])
+    assert again["data"] == {"stopTurn": False}
+    assert (await gql(http, STOP, s=session_id))["data"] == {"stopTurn": False}
+    reply = await http.post("/chat", json={"session_id": session_id, "message": "next"})
+    assert reply.status_code == 200
+
+
+async def test_a_killed_process_ends_its_followers_with_a_clear_failure(
+    make_app: Callable[..., AppServer], fresh_db: Callable[[], str]
+) -> None:
+    url = fresh_db()
+    runner = make_app(redis_url=url, TURN_LOCK_SECONDS="2")
+    follower = make_app(redis_url=url, TURN_LOCK_SECONDS="2")
+    async with httpx.AsyncClient(base_url=follower.url, timeout=30) as http:
+        session_id = await new_session(http)
+        async with graphql_socket(runner.ws_url) as ws:
+            op = await ws.start(CHAT, s=session_id, m="!delay=0.2 !tokens=500 doomed")
+            first = await read_tokens(ws, op, 2)
+            async with graphql_socket(follower.ws_url) as other:
+                follow = await other.start(FOLLOW, s=session_id, t=first[0]["turnId"])
+                await asyncio.sleep(0.3)
+                runner.stop(signal.SIGKILL)
+                ended = await other.collect(follow)
+        assert ended.codes == ["UNAVAILABLE"]
+        assert ended.errors[0]["extensions"]["status"] == "FAILED"
+        assert "stopped before the reply was stored" in ended.errors[0]["message"]
+        assert await stored_turns(http, session_id) == []
+        assert (await gql(http, MESSAGES, s=session_id))["data"]["session"]["activeTurn"] is None  # type: ignore[index]
+
+
+async def test_a_turn_is_replayed_after_it_ended_and_forgotten_after_the_replay_time(
+    make_app: Callable[..., AppServer],
+) -> None:
+    app = make_app(TURN_REPLAY_SECONDS="1")
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        session_id = await new_session(http)
+        turn_id = str(uuid.uuid4())
+        async with graphql_socket(app.ws_url) as ws:
+            ran = await ws.collect(await ws.start(CHAT, s=session_id, m="a b", t=turn_id))
+            replay = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id))
+            assert replay.events == ran.events
+            tail = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id, a=2))
+            assert [e["seq"] for e in tail.events] == [e["seq"] for e in ran.events][2:]
+            codes: list[str] = []
+            for _ in range(40):  # bounded: the replay time is 1 s
+                await asyncio.sleep(0.1)
+                got = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id))
+                codes = got.codes
+                if codes:
+                    break
+            assert codes == ["NOT_FOUND"]
+        # Once forgotten, the same id runs anew: it is a new turn.
+        assert len(await stored_turns(http, session_id)) == 1
+
+
+async def test_bad_turn_input_is_refused_and_changes_nothing(
+    pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(http)
+    other_session = await new_session(http)
+    turn_id = str(uuid.uuid4())
+    async with graphql_socket(pair[0].ws_url) as ws:
+        done = await ws.collect(await ws.start(CHAT, s=session_id, m="first", t=turn_id))
+        assert not done.errors
+        end_seq = done.events[-1]["seq"]
+        cases: list[tuple[str, dict[str, Any], str]] = [
+            (CHAT, {"s": session_id, "m": "x", "t": "not-a-uuid"}, "BAD_USER_INPUT"),
+            (CHAT, {"s": other_session, "m": "x", "t": turn_id}, "BAD_USER_INPUT"),
+            (FOLLOW, {"s": session_id, "t": "1234"}, "BAD_USER_INPUT"),
+            (FOLLOW, {"s": session_id, "t": str(uuid.uuid4())}, "NOT_FOUND"),
+            (FOLLOW, {"s": session_id}, "NOT_FOUND"),  # nothing running
+            (FOLLOW, {"s": session_id, "t": turn_id, "a": -1}, "BAD_USER_INPUT"),
+            (FOLLOW, {"s": session_id, "t": turn_id, "a": end_seq + 1}, "BAD_USER_INPUT"),
+            (FOLLOW, {"s": other_session, "t": turn_id}, "NOT_FOUND"),
+        ]
+        for document, variables, code in cases:
+            got = await ws.collect(await ws.start(document, **variables))
+            assert got.codes == [code], (variables, got.errors)
+            assert not got.events
+    assert error_codes(await gql(http, STOP, s=session_id, t="nope")) == ["BAD_USER_INPUT"]
+    assert error_codes(await gql(http, STOP, s=session_id, t=str(uuid.uuid4()))) == ["NOT_FOUND"]
+    assert (await gql(http, STOP, s=session_id, t=turn_id))["data"] == {"stopTurn": False}
+    assert len(await stored_turns(http, session_id)) == 1
+    assert await stored_turns(http, other_session) == []
+
+
+async def test_rest_joins_by_turn_id_numbers_events_and_resumes_and_stops(
+    pair: list[AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    session_id = await new_session(http)
+    turn_id = str(uuid.uuid4())
+    body = {"session_id": session_id, "message": "!delay=0.02 rest turn", "turn_id": turn_id}
+    sse = {"accept": "text/event-stream"}
+    before = requests_made(fake_groq)
+    first = await http.post("/chat", json=body, headers=sse)
+    assert first.headers["x-turn-id"] == turn_id
+    again = await http.post("/chat", json=body, headers={"accept": "application/json"})
+    assert again.headers["x-turn-id"] == turn_id
+    reply = again.json()["response"]
+    assert requests_made(fake_groq) == before + 1
+    blocks = [b for b in first.text.strip().split("\n\n")]
+    assert len(blocks) >= 3
+    events = f"/session/{session_id}/turns/{turn_id}/events"
+    async with httpx.AsyncClient(base_url=pair[1].url, timeout=30) as other:
+        resumed = await other.get(events, headers={"last-event-id": "2"})
+        assert resumed.status_code == 200
+        assert resumed.text == "\n\n".join(blocks[2:]) + "\n\n"
+        assert (
+            await other.get(events, headers={"last-event-id": str(len(blocks))})
+        ).status_code == 204
+        assert (await other.get(events, headers={"last-event-id": "x"})).status_code == 400
+        assert (await other.get(events, headers={"last-event-id": "999"})).status_code == 400
+        unknown = f"/session/{session_id}/turns/{uuid.uuid4()}/events"
+        assert (await other.get(unknown)).status_code == 404
+        assert (await other.get(f"/session/{session_id}/turns/nope/events")).status_code == 400
+    done = json.loads(blocks[-1].split("data: ", 1)[1])
+    assert done == {"response": reply, "status": "COMPLETE"}
+    # Stop over REST, from the other process, while a reply streams.
+    async with httpx.AsyncClient(base_url=pair[1].url, timeout=30) as other:
+        async with http.stream(
+            "POST",
+            "/chat",
+            json={"session_id": session_id, "message": "!delay=0.1 !tokens=100 long"},
+            headers=sse,
+        ) as streaming:
+            lines = streaming.aiter_lines()
+            async for line in lines:
+                if line.startswith("event: token"):
+                    break
+            stopped = await other.post(f"/session/{session_id}/stop", json={})
+            assert stopped.json() == {"stopped": True}
+            rest = [line async for line in lines]
+        assert any('"status": "STOPPED"' in line for line in rest)
+        assert (await other.post(f"/session/{session_id}/stop")).json() == {"stopped": False}
+
+
+async def test_messages_of_other_programs_get_ids_from_their_position(
+    pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(http)
+    await http.post("/chat", json={"session_id": session_id, "message": "ours"})
+    redis = Redis.from_url(pair[0].env["REDIS_URL"], decode_responses=True)
+    foreign = {"type": "human", "data": {"content": "theirs", "additional_kwargs": {}}}
+    await redis.lpush(messages_key(session_id), json.dumps(foreign))
+    await redis.aclose()
+    body = await gql(http, MESSAGES, s=session_id)
+    messages = body["data"]["session"]["messages"]  # type: ignore[index]
+    assert [m["content"] for m in messages] == ["ours", "[n=2] ours", "theirs"]
+    assert messages[2]["id"] == "2" and messages[2]["turnId"] is None
+    assert messages[0]["id"].startswith("0.") and messages[1]["id"].startswith("1.")
+    assert len({m["id"] for m in messages}) == 3
+    # The same ids on every read, and on the last-N read.
+    again = await gql(http, MESSAGES, s=session_id)
+    assert again == body
