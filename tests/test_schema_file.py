@@ -26,7 +26,7 @@ def test_schema_has_the_contracts_operations() -> None:
         "createSession(input: CreateSessionInput = null): Session!",
         "sendMessage(sessionId: ID!, message: String!): Message!",
         "deleteSession(id: ID!): Boolean!",
-        "chat(sessionId: ID!, message: String!): ChatEvent!",
+        "chat(sessionId: ID!, message: String!, turnId: ID = null): ChatEvent!",
         "messages(last: Int = null): [Message!]!",
     ):
         assert line in sdl
