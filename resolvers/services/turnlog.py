@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from resolvers.services.errors import BadInput, ChatError, ModelFailed
@@ -55,7 +55,8 @@ class LiveTurn:
         self.tokens: list[str] = []
         self.end: TurnEvent | ChatError | None = None
         # Set when a stop is asked for (here, or seen in Redis by the turn's flusher).
-        self.stop_requested = asyncio.Event()
+        self.stop_requested = False
+        self._on_stop: Callable[[], object] | None = None
         self._min_gap = min_gap
         self._waiters: list[asyncio.Future[None]] = []
 
@@ -67,6 +68,17 @@ class LiveTurn:
     def end_seq(self) -> int:
         """The number the end event has (or will have)."""
         return len(self.tokens) + 1
+
+    def request_stop(self) -> None:
+        """Ask the turn to stop; whoever relays the model hears of it at once."""
+        if not self.stop_requested:
+            self.stop_requested = True
+            if self._on_stop is not None:
+                self._on_stop()
+
+    def on_stop(self, callback: Callable[[], object] | None) -> None:
+        """Call `callback` when a stop is asked for (None: no longer)."""
+        self._on_stop = callback
 
     def push(self, token: str) -> None:
         self.tokens.append(token)

@@ -28,6 +28,7 @@ from resolvers.services.errors import (
     ModelFailed,
     NotFound,
     SessionBusy,
+    StoreUnavailable,
     client_error,
 )
 from resolvers.services.history import (
@@ -228,7 +229,13 @@ class TurnRunner:
                         )
                     )
         except asyncio.CancelledError:
-            live.finish(ModelFailed("the server is shutting down"))
+            # The turn goes on elsewhere: its followers follow it again on another process.
+            live.finish(
+                StoreUnavailable(
+                    "this server process is shutting down; follow the turn again "
+                    "(turn with after: the last seq seen)"
+                )
+            )
             raise
         except Exception as exc:
             live.finish(_client_error(exc))
@@ -250,7 +257,7 @@ class TurnRunner:
             return False
         live = self._running.get((session_id, stopped))
         if live is not None:
-            live.stop_requested.set()  # ours: at once, not at the next look at Redis
+            live.request_stop()  # ours: at once, not at the next look at Redis
         return True
 
     def _give_back(self, session_id: str, begin: asyncio.Future[TurnStart]) -> None:
@@ -381,21 +388,25 @@ class TurnRunner:
                     del self._running[(session_id, turn_id)]
 
     async def _stream_reply(self, live: LiveTurn, prompt: list[BaseMessage]) -> TurnStatus:
-        """Relay the model's reply into the turn until it ends or a stop is asked for."""
-        relay = asyncio.create_task(self._relay(live, prompt))
-        stop = asyncio.create_task(live.stop_requested.wait())
-        try:
-            await asyncio.wait({relay, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not relay.done():
-                # Stopped (or this turn is cancelled): cancelling the relay closes the
-                # provider's stream, which ends its HTTP request.
-                relay.cancel()
-                await asyncio.wait({relay})
-        if relay.cancelled():
+        """Relay the model's reply into the turn until it ends or a stop is asked for.
+
+        The relay runs in a task of its own, which a stop cancels: that closes the
+        provider's stream, ending its HTTP request. A cancellation of this turn itself (a
+        shutdown) cancels the relay too, and goes on as one.
+        """
+        if live.stop_requested:
             return TurnStatus.STOPPED
-        relay.result()  # its error, if it failed
+        relay = asyncio.create_task(self._relay(live, prompt))
+        live.on_stop(relay.cancel)
+        try:
+            await relay
+        except asyncio.CancelledError:
+            this = asyncio.current_task()
+            if live.stop_requested and (this is None or this.cancelling() == 0):
+                return TurnStatus.STOPPED
+            raise
+        finally:
+            live.on_stop(None)
         return TurnStatus.COMPLETE
 
     async def _relay(self, live: LiveTurn, prompt: list[BaseMessage]) -> None:
@@ -483,7 +494,7 @@ class _Flusher:
                 stop = await self._store.flush_turn(live.session_id, live.turn_id, first, tokens)
                 self.flushed += len(tokens)
                 if stop:
-                    live.stop_requested.set()
+                    live.request_stop()
             except Exception as exc:
                 # Kept for the next write (or the commit, which writes what is left).
                 logger.warning(
