@@ -1,4 +1,5 @@
-"""The app on a 3-master Redis Cluster (REDIS_CLUSTER=true): turns, history, listing."""
+"""The app on a 3-master Redis Cluster (REDIS_CLUSTER=true): turns, history, listing,
+and durable turns joined, resumed, stopped and replayed across two processes."""
 
 from __future__ import annotations
 
@@ -10,27 +11,55 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 
-from resolvers.services.keys import INDEX_KEY, lock_key, messages_key, meta_key
+from resolvers.services.keys import (
+    INDEX_KEY,
+    lock_key,
+    messages_key,
+    meta_key,
+    turn_session_key,
+    turn_stream_key,
+)
 from tests.support import (
     LOOPBACK,
     AppServer,
     FakeGroq,
     RedisServer,
     app_env,
+    error_codes,
     free_port,
     gql,
     new_session,
     start_redis,
     stop,
 )
+from tests.support.ws_client import GraphQLSocket, graphql_socket
 
 pytestmark = pytest.mark.cluster
+
+EVENT = "token done seq turnId status message { id turnId status content role }"
+CHAT = f"""
+subscription($s: ID!, $m: String!, $t: ID) {{
+  chat(sessionId: $s, message: $m, turnId: $t) {{ {EVENT} }}
+}}
+"""
+FOLLOW = f"""
+subscription($s: ID!, $t: ID, $a: Int! = 0) {{
+  turn(sessionId: $s, turnId: $t, after: $a) {{ {EVENT} }}
+}}
+"""
+STOP = "mutation($s: ID!, $t: ID) { stopTurn(sessionId: $s, turnId: $t) }"
+MESSAGES = """
+query($s: ID!) {
+  session(id: $s) { activeTurn { turnId } messages { id turnId status role content } }
+}
+"""
 
 
 def free_cluster_port() -> int:
@@ -119,6 +148,18 @@ def cluster_app(
 ) -> AppServer:
     env = app_env(cluster[1].url(), fake_groq, REDIS_CLUSTER="true")
     return start_app(env=env).start()
+
+
+@pytest.fixture(scope="module")
+def cluster_pair(
+    cluster_app: AppServer,
+    start_app: type[AppServer],
+    cluster: list[RedisServer],
+    fake_groq: FakeGroq,
+) -> list[AppServer]:
+    """The app and a second process of it on the same cluster, seeded from another node."""
+    env = app_env(cluster[2].url(), fake_groq, REDIS_CLUSTER="true")
+    return [cluster_app, start_app(env=env).start()]
 
 
 @pytest.fixture
@@ -296,3 +337,228 @@ async def test_owned_sessions_and_my_listing_on_the_cluster(http: httpx.AsyncCli
     assert (await http.get("/me/sessions", headers=theirs)).json()["sessions"] == []
     assert (await http.delete(f"/session/{created[1]}", headers=mine)).status_code == 204
     assert created[1] not in (await http.get("/me/sessions", headers=mine)).json()["sessions"]
+
+
+# Durable turns on the cluster: two processes of the app, each started from another node.
+
+
+async def read_events(ws: GraphQLSocket, op_id: str, count: int) -> list[dict[str, Any]]:
+    """The first `count` events of a subscription (fewer if it ends first)."""
+    events: list[dict[str, Any]] = []
+    for _ in range(count * 4):
+        message = await ws.recv()
+        if message.get("type") in ("ka", "ping", "pong"):
+            continue
+        if message["type"] == "complete":
+            return events
+        assert message["type"] == "next", message
+        events.append(next(iter(message["payload"]["data"].values())))
+        if len(events) == count:
+            return events
+    raise AssertionError("too few events")
+
+
+def requests_made(fake: FakeGroq) -> int:
+    return int(str(fake.requests()["count"]))
+
+
+def assert_numbered(events: list[dict[str, Any]]) -> None:
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(set(seqs)), seqs
+
+
+async def history_of(http: httpx.AsyncClient, session_id: str) -> list[dict[str, str]]:
+    response = await http.get(f"/session/{session_id}/history")
+    assert response.status_code == 200, response.text
+    history: list[dict[str, str]] = response.json()["history"]
+    return history
+
+
+@pytest.mark.parametrize("rejoin", [0, 1], ids=["same-process", "other-process"])
+async def test_a_cut_chat_resubscribed_with_its_turn_id_joins_on_the_cluster(
+    cluster_pair: list[AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq, rejoin: int
+) -> None:
+    session_id = await new_session(http)
+    turn_id = str(uuid.uuid4())
+    message = "!delay=0.05 !tokens=30 join me"
+    before = requests_made(fake_groq)
+    async with graphql_socket(cluster_pair[0].ws_url) as ws:
+        op = await ws.start(CHAT, s=session_id, m=message, t=turn_id)
+        first = await read_events(ws, op, 5)
+    assert [e["turnId"] for e in first] == [turn_id] * 5
+    # The same operation again after the lost connection, as graphql-ws sends it.
+    async with graphql_socket(cluster_pair[rejoin].ws_url) as ws:
+        again = await ws.collect(await ws.start(CHAT, s=session_id, m=message, t=turn_id))
+    assert not again.errors, again.errors
+    assert_numbered(again.events)
+    done = again.events[-1]
+    assert done["done"] and done["status"] == "COMPLETE" and done["turnId"] == turn_id
+    reply = done["message"]["content"]
+    assert again.text == reply  # the join replays from the first event
+    assert reply == "[n=2]" + "".join(f" t{i}" for i in range(30))
+    assert requests_made(fake_groq) == before + 1  # the model ran once
+    assert await history_of(http, session_id) == [{"input": message, "output": reply}]
+    body = await gql(http, MESSAGES, s=session_id)
+    session = body["data"]["session"]  # type: ignore[index]
+    assert session["activeTurn"] is None
+    assert [(m["role"], m["turnId"], m["status"]) for m in session["messages"]] == [
+        ("USER", turn_id, "COMPLETE"),
+        ("ASSISTANT", turn_id, "COMPLETE"),
+    ]
+    assert session["messages"][1]["id"] == done["message"]["id"]
+
+
+async def test_a_reconnect_to_the_other_process_resumes_after_the_last_seq_on_the_cluster(
+    cluster_pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(http)
+    turn_id = str(uuid.uuid4())
+    async with graphql_socket(cluster_pair[0].ws_url) as ws:
+        op = await ws.start(CHAT, s=session_id, m="!delay=0.05 !tokens=30 resume", t=turn_id)
+        first = await read_events(ws, op, 5)
+    assert_numbered(first)
+    last_seen = first[-1]["seq"]
+    async with graphql_socket(cluster_pair[1].ws_url) as ws:
+        rest = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id, a=last_seen))
+    assert not rest.errors, rest.errors
+    assert_numbered(rest.events)
+    assert rest.events[0]["seq"] > last_seen
+    assert {e["turnId"] for e in rest.events} == {turn_id}
+    done = rest.events[-1]
+    assert done["done"] and done["status"] == "COMPLETE"
+    reply = done["message"]["content"]
+    assert "".join(e["token"] for e in first) + rest.text == reply
+    assert reply == "[n=2]" + "".join(f" t{i}" for i in range(30))
+    assert await history_of(http, session_id) == [
+        {"input": "!delay=0.05 !tokens=30 resume", "output": reply}
+    ]
+
+
+async def test_stop_sent_to_the_other_process_stops_the_turn_on_the_cluster(
+    cluster_pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(http)
+    async with graphql_socket(cluster_pair[0].ws_url) as ws:
+        op = await ws.start(CHAT, s=session_id, m="!delay=0.1 !tokens=200 stop me")
+        first = await read_events(ws, op, 3)
+        turn_id = first[0]["turnId"]
+        async with httpx.AsyncClient(base_url=cluster_pair[1].url, timeout=30) as other:
+            stopped = await gql(other, STOP, s=session_id, t=turn_id)
+            assert stopped["data"] == {"stopTurn": True}, stopped
+            rest = await ws.collect(op)
+            assert not rest.errors, rest.errors
+            done = rest.events[-1]
+            assert done["done"] and done["status"] == "STOPPED" and done["turnId"] == turn_id
+            partial = "".join(e["token"] for e in first) + rest.text
+            assert done["message"]["content"] == partial
+            assert done["message"]["status"] == "STOPPED"
+            assert 3 <= len(first) + len(rest.events) - 1 < 201
+            body = await gql(other, MESSAGES, s=session_id)
+            session = body["data"]["session"]  # type: ignore[index]
+            assert session["activeTurn"] is None
+            assert [(m["role"], m["status"]) for m in session["messages"]] == [
+                ("USER", "COMPLETE"),
+                ("ASSISTANT", "STOPPED"),
+            ]
+            assert session["messages"][1]["content"] == partial
+            # Nothing runs now, as either process sees it.
+            assert (await gql(other, STOP, s=session_id, t=turn_id))["data"] == {"stopTurn": False}
+            # The stopped turn replays from the other process, ending STOPPED.
+            async with graphql_socket(cluster_pair[1].ws_url) as follower:
+                replay = await follower.collect(
+                    await follower.start(FOLLOW, s=session_id, t=turn_id)
+                )
+            assert not replay.errors, replay.errors
+            assert replay.text == partial
+            assert replay.events[-1]["status"] == "STOPPED"
+    assert (await gql(http, STOP, s=session_id))["data"] == {"stopTurn": False}
+    reply = await http.post("/chat", json={"session_id": session_id, "message": "next"})
+    assert reply.status_code == 200
+
+
+async def test_a_turn_id_of_one_session_is_refused_on_another_on_the_cluster(
+    cluster_pair: list[AppServer],
+    http: httpx.AsyncClient,
+    direct: RedisCluster,
+    fake_groq: FakeGroq,
+) -> None:
+    await direct.initialize()
+
+    def primary(key: str) -> str:
+        node = direct.get_node_from_key(key)
+        assert node is not None
+        return str(node.name)
+
+    session_id, other_session = await new_session(http), await new_session(http)
+    turn_id = str(uuid.uuid4())
+    for _ in range(50):  # an id whose claim key lives on another primary than the session
+        if primary(turn_session_key(turn_id)) != primary(messages_key(session_id)):
+            break
+        turn_id = str(uuid.uuid4())
+    assert primary(turn_session_key(turn_id)) != primary(messages_key(session_id))
+    async with graphql_socket(cluster_pair[0].ws_url) as ws:
+        op = await ws.start(CHAT, s=session_id, m="!delay=0.05 !tokens=20 mine", t=turn_id)
+        first = await read_events(ws, op, 1)
+        assert first[0]["turnId"] == turn_id
+        assert await direct.get(turn_session_key(turn_id)) == session_id
+        before = requests_made(fake_groq)
+        # While the turn runs, and after it ended: on either process, GraphQL and REST.
+        async with graphql_socket(cluster_pair[1].ws_url) as other:
+            running = await other.collect(
+                await other.start(CHAT, s=other_session, m="theirs", t=turn_id)
+            )
+        assert running.codes == ["BAD_USER_INPUT"], running.errors
+        assert not running.events
+        rest = await ws.collect(op)
+        assert not rest.errors and rest.events[-1]["status"] == "COMPLETE"
+    for app in cluster_pair:
+        async with graphql_socket(app.ws_url) as other:
+            ended = await other.collect(
+                await other.start(CHAT, s=other_session, m="theirs", t=turn_id)
+            )
+        assert ended.codes == ["BAD_USER_INPUT"], ended.errors
+        assert not ended.events
+        async with httpx.AsyncClient(base_url=app.url, timeout=30) as client:
+            refused = await client.post(
+                "/chat", json={"session_id": other_session, "message": "x", "turn_id": turn_id}
+            )
+        assert refused.status_code == 400, refused.text
+    assert requests_made(fake_groq) == before  # nothing ran for the refused ones
+    assert await direct.get(turn_session_key(turn_id)) == session_id
+    assert not await direct.exists(turn_stream_key(other_session, turn_id))
+    assert await history_of(http, other_session) == []
+    assert len(await history_of(http, session_id)) == 1
+    body = await gql(http, MESSAGES, s=other_session)
+    assert body["data"]["session"]["activeTurn"] is None  # type: ignore[index]
+    # The other session is free, and the id still joins its own session.
+    fresh = await http.post("/chat", json={"session_id": other_session, "message": "free"})
+    assert fresh.status_code == 200 and fresh.text == "[n=2] free"
+    async with graphql_socket(cluster_pair[1].ws_url) as ws:
+        joined = await ws.collect(await ws.start(CHAT, s=session_id, m="again", t=turn_id))
+    assert not joined.errors and joined.events[-1]["turnId"] == turn_id
+    assert requests_made(fake_groq) == before + 1  # only the free session's turn ran
+    assert error_codes(await gql(http, STOP, s=other_session, t=turn_id)) == ["NOT_FOUND"]
+
+
+async def test_an_ended_turn_replays_the_same_events_from_the_other_process_on_the_cluster(
+    cluster_pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(http)
+    turn_id = str(uuid.uuid4())
+    # Fewer tokens than a reader's backlog merges: one event per token, both ways.
+    message = "!delay=0.02 !tokens=10 replay"
+    async with graphql_socket(cluster_pair[0].ws_url) as ws:
+        ran = await ws.collect(await ws.start(CHAT, s=session_id, m=message, t=turn_id))
+    assert not ran.errors, ran.errors
+    assert [e["seq"] for e in ran.events] == list(range(1, 13))
+    async with graphql_socket(cluster_pair[1].ws_url) as ws:
+        replay = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id))
+        tail = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id, a=4))
+        past = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id, a=13))
+    assert not replay.errors and not tail.errors, (replay.errors, tail.errors)
+    assert replay.events == ran.events
+    assert tail.events == ran.events[4:]
+    assert past.codes == ["BAD_USER_INPUT"]
+    async with graphql_socket(cluster_pair[0].ws_url) as ws:
+        home = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id))
+    assert home.events == ran.events
