@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
-from resolvers.services.errors import BadInput, NotFound, SessionBusy
+from resolvers.services.errors import BadInput, NotFound, SessionBusy, StoreUnavailable
 from resolvers.services.history import (
     StoredMessage,
     TurnPair,
@@ -639,7 +640,8 @@ class SessionStore:
         may not use it. When a turn with this id is already on the session (running, or
         ended and still kept), nothing is taken: the result says `joined`."""
         check_session_id(session_id)
-        turn_id = str(uuid.uuid4()) if turn_id is None else check_turn_id(turn_id)
+        chosen = turn_id is not None
+        turn_id = check_turn_id(turn_id) if turn_id is not None else str(uuid.uuid4())
         token = secrets.token_hex(16)
         home_ms = self._replay_ms + self._lock_ms
         keys = [
@@ -651,8 +653,16 @@ class SessionStore:
         ]
         if self._single:
             keys += [turn_session_key(turn_id), INDEX_KEY]
-        else:
+        elif chosen:
             await self._claim_turn_id(session_id, turn_id, home_ms)
+        else:
+            # A new random id collides with nothing: its record is for later reuse checks
+            # only, and a node that refuses it (in a slot none of the session's keys is
+            # in) must not fail the turn.
+            try:
+                await self._claim_turn_id(session_id, turn_id, home_ms)
+            except Exception as exc:
+                logger.warning("turn id %s not recorded: %s", turn_id, type(exc).__name__)
         now = self._now()
         result = await self._begin(
             keys=keys,
@@ -705,10 +715,13 @@ class SessionStore:
         """On a cluster (the id's key is in another slot than the session's): record
         the turn id's session first, refusing an id another session holds."""
         key = turn_session_key(turn_id)
-        if not await self._redis.set(key, session_id, nx=True, px=ms):
-            home = await self._redis.get(key)
-            if home is not None and home != session_id:
-                raise BadInput("that turn id belongs to another session")
+        try:
+            claimed = await self._redis.set(key, session_id, nx=True, px=ms)
+            home = None if claimed else await self._redis.get(key)
+        except ResponseError as exc:  # the key's node refuses writes (out of memory, ...)
+            raise StoreUnavailable(f"the turn id cannot be recorded: {exc}") from exc
+        if home is not None and home != session_id:
+            raise BadInput("that turn id belongs to another session")
 
     async def renew_lock(self, session_id: str, token: str, turn_id: str | None = None) -> bool:
         keys = [lock_key(session_id)]

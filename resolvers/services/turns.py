@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 # A running turn's new tokens go to its Redis Stream in one write per interval: the
 # interval starts at FLUSH_SECONDS and grows with the number of writes, to at most
 # MAX_FLUSH_SECONDS, so even an hour-long reply stays well under the stream's cap.
-FLUSH_SECONDS = 0.02
+FLUSH_SECONDS = 0.05
 MAX_FLUSH_SECONDS = 1.0
 FLUSHES_PER_STEP = 500
 # How often a running turn that has no new tokens looks for a stop asked in Redis.
