@@ -1,6 +1,7 @@
 // @ts-check
 // The chat page: sessions in the sidebar, a conversation, replies streamed through the
-// `chat` subscription. It uses the public GraphQL API only.
+// `chat` subscription (followed with `turn` after a reload or a lost connection, stopped
+// with `stopTurn`). It uses the public GraphQL API only.
 //
 // The entry point: it wires the page's events to the flows and starts the page. The
 // modules, each loaded by the browser as it is (no build):
@@ -8,11 +9,13 @@
 //   state.js    the page's state
 //   view.js     what the page shows (DOM only)
 //   flows.js    what the page does: the list, opening/creating/deleting a chat, a turn
+//               (sent, followed, taken up again after a lost connection, stopped)
 //   graphql.js  the GraphQL client (HTTP and graphql-transport-ws)
 //   markdown.js the safe Markdown renderer
 
 import {
-  deleteOpenSession, identityChanged, loadSessions, newChat, openSession, send, useAdminToken,
+  connectionChanged, deleteOpenSession, identityChanged, loadSessions, newChat, openSession, send,
+  stopReply, useAdminToken,
 } from "./flows.js";
 import {
   adminToken, client, identityReady, onConnectionStatus, onIdentityChange, queryServerInfo,
@@ -22,7 +25,10 @@ import {
   autosize, openDrawer, showConnection, showError, showListMode, showModel, ui,
 } from "./view.js";
 
-onConnectionStatus(showConnection);
+onConnectionStatus((status) => {
+  showConnection(status);
+  connectionChanged(status);
+});
 onIdentityChange(identityChanged);
 
 /** @returns {string | null} the id of the chat the address names, if any */
@@ -44,6 +50,8 @@ ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
   send(ui.input.value);
 });
+
+ui.stop.addEventListener("click", () => stopReply());
 
 ui.newForm.addEventListener("submit", (event) => {
   event.preventDefault();

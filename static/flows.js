@@ -1,45 +1,81 @@
 // @ts-check
 // What the page does: loads the list of chats, opens, creates and deletes a chat, sends
-// a message and streams its reply through the `chat` subscription, and recovers a turn
-// whose reply a lost connection cut off.
+// a message and streams its reply through the `chat` subscription, follows a reply that
+// streams on the server (found running when a chat is opened or the socket reconnects),
+// takes a reply up again after a lost connection where it was cut off, and stops one.
+//
+// A turn sent by the page has an id the page chooses, so nothing the page does can run
+// a message twice: after a lost connection it follows the turn by that id with
+// `turn(after: <the last event it showed>)`, and the one case where it sends the message
+// again (the server never had the turn) sends the same id, which joins the turn if the
+// server does have it after all.
 
 import {
-  checkIdentity, client, identityReady, mutateCreateSession, mutateDeleteSession, querySession,
-  querySessions, saveAdminToken, subscribeChat,
+  checkIdentity, client, identityReady, mutateCreateSession, mutateDeleteSession, mutateStopTurn,
+  newTurnId, querySession, querySessions, saveAdminToken, subscribeChat, subscribeTurn,
 } from "./queries.js";
 import { state } from "./state.js";
 import {
-  clearInput, giveBack, hideNotice, markCurrentInList, openDrawer, showAdminRejected, showBusy,
-  showDeletable, showError, showListMode, showMessages, showNotice, showReply, showSessions,
-  showTitle, showTurn, storedCount, switchDraft, tell, ui,
+  clearInput, endReply, giveBack, hideNotice, markCurrentInList, openDrawer, showAdminRejected,
+  showBusy, showDeletable, showError, showListMode, showMessages, showNotice, showReply,
+  showSessions, showStop, showTitle, showTurn, switchDraft, tell, ui,
 } from "./view.js";
 
-/** @import { GraphQLError } from "./graphql.js" */
-/** @import { Message, Session } from "./queries.js" */
-/** @import { PendingTurn } from "./state.js" */
+/** @import { ConnectionStatus, GraphQLError, Sink } from "./graphql.js" */
+/** @import { ActiveTurn, ChatEvent, Message } from "./queries.js" */
+/** @import { LiveTurn } from "./state.js" */
 
-// How long a turn cut off by a lost connection is looked for in the history: as long
-// as the server waits for the model by default (LLM_TIMEOUT_SECONDS).
+// How long the page waits for the server again after a lost connection before it gives
+// up on a reply: as long as the server waits for the model by default
+// (LLM_TIMEOUT_SECONDS).
 const RECOVERY_MS = 60000;
 
-/** @param {number} ms */
-const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+/** The composer as it is shown now: whether it waits (shown only when that changes). */
+let shownBusy = false;
 
-/** @param {boolean} on whether a reply is on its way */
-function setStreaming(on) {
-  state.streaming = on;
-  showBusy(on);
+/**
+ * Shows whether the composer waits (a message is on its way, the page's own reply
+ * streams, or the open chat's reply does) and the Stop button for the open chat's reply.
+ */
+function updateBusy() {
+  const open = state.current === null ? undefined : state.turns.get(state.current);
+  let own = false;
+  for (const turn of state.turns.values()) own ||= turn.own;
+  const busy = state.sending || own || open !== undefined;
+  state.streaming = busy;
+  if (busy !== shownBusy) {
+    shownBusy = busy;
+    showBusy(busy);
+  }
+  showStop(open !== undefined, open?.stopping ?? false);
 }
 
-// The messages stored in a chat; then the message of a cut-off turn still awaited.
+/**
+ * Whether `messages` holds a message of the turn `turnId` in the role `role` (by default
+ * its reply: then the turn was stored).
+ * @param {Message[]} messages
+ * @param {string} turnId
+ * @param {Message["role"]} [role]
+ * @returns {boolean}
+ */
+function holdsTurn(messages, turnId, role = "ASSISTANT") {
+  return messages.some((m) => m.turnId === turnId && m.role === role);
+}
+
+// The messages stored in a chat; then its turn still streaming, unless stored meanwhile
+// (each message once: the person's message is left out if the history has it).
 /**
  * @param {Message[]} messages
  * @param {string | null} [sessionId]
  */
 function showChat(messages, sessionId = null) {
-  const pending = sessionId === null ? undefined : state.pending.get(sessionId);
-  const waiting = pending && !holdsTurn(messages, pending) ? pending.node : null;
-  showMessages(messages, waiting);
+  const live = sessionId === null ? undefined : state.turns.get(sessionId);
+  /** @type {HTMLElement[]} */
+  let streaming = [];
+  if (live && !holdsTurn(messages, live.turnId)) {
+    streaming = holdsTurn(messages, live.turnId, "USER") ? [live.reply] : [live.mine, live.reply];
+  }
+  showMessages(messages, streaming);
 }
 
 // ---------- sessions ----------
@@ -95,6 +131,7 @@ export async function openSession(id) {
   state.current = id;
   markCurrentInList();
   hideNotice();
+  updateBusy();
   if (!id) {
     showTitle(null);
     showDeletable(false);
@@ -123,6 +160,7 @@ export async function openSession(id) {
   showTitle(session.title);
   showDeletable(true);
   showChat(session.messages, id);
+  if (session.activeTurn) follow(id, session.activeTurn, session.messages);
   const note = state.notes.get(id);
   state.notes.delete(id);
   if (note) showNotice(...note);
@@ -138,6 +176,7 @@ async function createSession(title) {
   const session = data.createSession;
   if (state.current) switchDraft(state.current, session.id); // from no chat, the text comes along
   state.current = session.id;
+  updateBusy();
   history.pushState(null, "", `#/s/${session.id}`);
   showTitle(session.title);
   showDeletable(true);
@@ -200,161 +239,319 @@ export async function send(text) {
     return;
   }
   hideNotice();
-  setStreaming(true);
+  state.sending = true;
+  updateBusy();
   let sessionId = state.current;
   try {
     if (!sessionId) sessionId = await createSession(ui.newTitle.value.trim() || null);
     await identityReady(); // the socket sends the page's token when it opens
     await client.ready();
   } catch (error) {
+    state.sending = false;
+    updateBusy();
     showError(error);
-    setStreaming(false);
     return;
   }
+  state.sending = false;
   if (sessionId !== state.current) {
     // Another chat was opened while this one connected: the text waits in its draft.
-    setStreaming(false);
+    updateBusy();
     return;
   }
-  streamTurn(sessionId, text);
+  clearInput();
+  const { mine, reply } = showTurn(text);
+  const turn = liveTurn(sessionId, newTurnId(), text, true, mine, reply);
+  state.turns.set(sessionId, turn);
+  updateBusy();
+  stream(turn, "chat");
 }
 
 /**
- * The turn itself, once the chat exists and the socket is open: the message, then the
- * reply token by token, painted once per frame.
+ * A turn as the page starts to show it, before its first event.
  * @param {string} sessionId
+ * @param {string} turnId
  * @param {string} text
- * @param {boolean} [retried] whether the socket's identity was renewed for this turn
+ * @param {boolean} own
+ * @param {HTMLElement} mine
+ * @param {HTMLElement} reply
+ * @returns {LiveTurn}
  */
-function streamTurn(sessionId, text, retried = false) {
-  clearInput();
-  const baseline = storedCount();
-  const { mine, reply } = showTurn(text);
+function liveTurn(sessionId, turnId, text, own, mine, reply) {
+  return {
+    sessionId, turnId, text, own, mine, reply,
+    lastSeq: 0, content: "", frame: 0,
+    resumed: false, stopping: false, stopAgain: false, renewed: false, resent: false, ended: false,
+  };
+}
 
-  let content = "";
-  let frame = 0;
-  let finished = false;
-  const paint = () => {
-    frame = 0;
-    showReply(reply, content, null);
+/**
+ * Follows the turn running on a chat that the page does not stream yet: the person's
+ * message (unless the history shows it), then the reply from its first event.
+ * @param {string} sessionId
+ * @param {ActiveTurn} active
+ * @param {Message[]} messages the chat's history, as read with `active`
+ */
+function follow(sessionId, active, messages) {
+  if (state.turns.has(sessionId) || holdsTurn(messages, active.turnId)) return;
+  const { mine, reply } = showTurn(active.message, active.startedAt, sessionId === state.current);
+  if (holdsTurn(messages, active.turnId, "USER")) mine.remove(); // the history shows it
+  const turn = liveTurn(sessionId, active.turnId, active.message, false, mine, reply);
+  state.turns.set(sessionId, turn);
+  updateBusy();
+  stream(turn, "turn");
+}
+
+/**
+ * Subscribes to the turn's events: `chat` sends its message (with its id: sent again,
+ * it joins the turn); `turn` follows it after the last event shown.
+ * @param {LiveTurn} turn
+ * @param {"chat" | "turn"} how
+ */
+function stream(turn, how) {
+  /** @type {Sink<ChatEvent>} */
+  const sink = {
+    next: (event) => onEvent(turn, event),
+    error: (error) => onError(turn, how, error),
+    complete: () => { if (!turn.ended) lost(turn); },
   };
-  const settle = () => {
-    setStreaming(false);
-    if (sessionId === state.current) loadSessions().then(markCurrentInList);
-    refreshTitle(sessionId);
-  };
-  subscribeChat(sessionId, text, {
-    next: (data) => {
-      const event = data.chat;
-      if (event.done) {
-        finished = true;
-        cancelAnimationFrame(frame);
-        content = event.message?.content ?? content;
-        reply.classList.remove("streaming");
-        showReply(reply, content, event.message?.createdAt ?? new Date().toISOString());
-        return;
-      }
-      content += event.token;
-      if (!frame) frame = requestAnimationFrame(paint);
-    },
-    error: (error) => {
-      cancelAnimationFrame(frame);
-      if (finished) { settle(); return; } // the whole reply came; only its end was lost
-      reply.remove();
-      if (error.code === "UNAUTHENTICATED" && !retried) {
-        // The server did not accept the socket's token (nothing was stored): the page
-        // renews its identity as for any request, then sends the message once more.
-        mine.remove();
-        checkIdentity().then(() => {
-          if (sessionId === state.current) { streamTurn(sessionId, text, true); return; }
-          giveBack(sessionId, text);
-          setStreaming(false);
-        });
-        return;
-      }
-      if (error.code === "CONNECTION_LOST" && error.sent !== false) {
-        // The turn goes on on the server and is stored when complete: keep the message,
-        // and show the stored reply once the history has it.
-        awaitStoredTurn({ sessionId, text, baseline, node: mine }).then(settle);
-        return;
-      }
-      // Nothing was stored: the text goes back into the chat it was written in.
-      giveBack(sessionId, text);
-      if (error.code === "CONNECTION_LOST") { // it never left
-        mine.remove();
-        if (sessionId === state.current) showNotice("CONNECTION_LOST");
-      } else {
-        mine.classList.add("failed");
-        tell(sessionId, error.code, error.message);
-      }
-      setStreaming(false);
-    },
-    complete: settle,
+  if (how === "chat") {
+    subscribeChat(turn.sessionId, turn.text, turn.turnId, { ...sink, next: (data) => sink.next(data.chat) });
+  } else {
+    subscribeTurn(turn.sessionId, turn.turnId, turn.lastSeq, { ...sink, next: (data) => sink.next(data.turn) });
+  }
+}
+
+/**
+ * One event of the turn: tokens are added to the reply (painted once per frame); the
+ * done event shows the stored reply. An event shown already (a join replays the turn
+ * from its start) is left out by its number.
+ * @param {LiveTurn} turn
+ * @param {ChatEvent} event
+ */
+function onEvent(turn, event) {
+  if (turn.ended || event.seq <= turn.lastSeq) return;
+  turn.lastSeq = event.seq;
+  if (turn.stopAgain) {
+    turn.stopAgain = false;
+    askToStop(turn);
+  }
+  if (event.done) {
+    finish(turn, event);
+    return;
+  }
+  turn.content += event.token;
+  turn.frame ||= requestAnimationFrame(() => {
+    turn.frame = 0;
+    if (!turn.ended) showReply(turn.reply, turn.content, null);
   });
 }
 
-// ---------- a turn cut off by a lost connection ----------
-
 /**
- * Whether `messages` holds the turn: its text as a user message at or after where it
- * was sent (`baseline`), answered.
- * @param {Message[]} messages
- * @param {{ text: string, baseline: number }} turn
- * @returns {boolean}
+ * The turn's subscription ended in an error.
+ * @param {LiveTurn} turn
+ * @param {"chat" | "turn"} how
+ * @param {GraphQLError} error
  */
-function holdsTurn(messages, { text, baseline }) {
-  for (let i = baseline; i < messages.length - 1; i += 1) {
-    const [asked, answer] = [messages[i], messages[i + 1]];
-    if (asked.role === "USER" && asked.content === text && answer.role === "ASSISTANT") return true;
-  }
-  return false;
-}
-
-/**
- * Polls the chat's history, at growing intervals for up to RECOVERY_MS, for the turn:
- * {session} once it holds it, else {reached} telling whether the server answered last.
- * @param {string} sessionId
- * @param {{ text: string, baseline: number }} turn
- * @returns {Promise<{ session: Session, reached?: undefined } | { session?: undefined, reached: boolean }>}
- */
-async function storedSession(sessionId, turn) {
-  const deadline = Date.now() + RECOVERY_MS;
-  let reached = false;
-  for (let wait = 1000; Date.now() < deadline; wait = Math.min(wait * 1.25, 4000)) {
-    await sleep(wait);
-    let data;
-    try {
-      data = await querySession(sessionId);
-    } catch {
-      reached = false; // the server cannot be reached (yet)
-      continue;
+function onError(turn, how, error) {
+  if (turn.ended) return; // the whole reply came; only the subscription's end was lost
+  cancelAnimationFrame(turn.frame);
+  turn.frame = 0;
+  if (error.code === "CONNECTION_LOST") {
+    if (how === "chat" && error.sent === false && !turn.resumed) {
+      // The message never left: nothing was stored, the text goes back.
+      drop(turn);
+      turn.mine.remove();
+      giveBack(turn.sessionId, turn.text);
+      if (turn.sessionId === state.current) showNotice("CONNECTION_LOST");
+      return;
     }
-    reached = true;
-    if (!data.session) break;
-    if (holdsTurn(data.session.messages, turn)) return { session: data.session };
-  }
-  return { reached };
-}
-
-/**
- * Keeps the message of a turn cut off by a lost connection, as pending, until the
- * history holds the turn (then shows it) or RECOVERY_MS pass (then gives the text back).
- * @param {PendingTurn} turn
- */
-async function awaitStoredTurn(turn) {
-  const { sessionId, text, node } = turn;
-  node.classList.add("pending");
-  state.pending.set(sessionId, turn);
-  const { session, reached } = await storedSession(sessionId, turn);
-  state.pending.delete(sessionId);
-  node.classList.remove("pending");
-  if (session) {
-    if (sessionId === state.current) showChat(session.messages, sessionId);
+    // The turn goes on on the server: take it up again where the reply was cut off.
+    resume(turn);
     return;
   }
-  // Not stored in time (or not known, if the server stayed out of reach): the text goes
-  // back, so it can be sent again.
-  node.classList.add("failed");
-  giveBack(sessionId, text);
-  tell(sessionId, reached ? "NOT_STORED" : "NETWORK");
+  if (error.code === "UNAUTHENTICATED" && !turn.renewed) {
+    // The server did not accept the socket's token (for `chat`, nothing was stored):
+    // the page renews its identity as for any request, then subscribes once more, the
+    // same way (the same turn id, or after the last event shown).
+    turn.renewed = true;
+    checkIdentity().then(() => stream(turn, how));
+    return;
+  }
+  if (error.code === "NOT_FOUND" && how === "turn") {
+    lost(turn);
+    return;
+  }
+  fail(turn, turn.resumed ? "NOT_STORED" : error.code, error.message);
+}
+
+/**
+ * Follows the turn again after a lost connection, once the socket is back, from the
+ * event after the last one shown; its message shows as waiting meanwhile.
+ * @param {LiveTurn} turn
+ */
+async function resume(turn) {
+  turn.resumed = true;
+  turn.mine.classList.add("pending");
+  try {
+    await client.ready(RECOVERY_MS);
+  } catch {
+    if (!turn.ended) fail(turn, "NETWORK");
+    return;
+  }
+  if (!turn.ended) stream(turn, "turn");
+}
+
+/**
+ * The server has no turn by that id (now): it was stored and has expired, or the
+ * message never reached the server. The history tells; a message that never reached it
+ * is sent again with the same turn id (which joins the turn if it is there after all).
+ * @param {LiveTurn} turn
+ */
+async function lost(turn) {
+  let messages = null;
+  try {
+    messages = (await querySession(turn.sessionId)).session?.messages ?? null;
+  } catch { /* the server cannot tell: as if not stored */ }
+  if (turn.ended) return;
+  if (messages && holdsTurn(messages, turn.turnId)) {
+    drop(turn);
+    if (turn.sessionId === state.current) showChat(messages, turn.sessionId);
+    settle(turn);
+    return;
+  }
+  if (turn.own && turn.lastSeq === 0 && !turn.resent && messages) {
+    turn.resent = true;
+    stream(turn, "chat");
+    return;
+  }
+  if (!turn.own) {
+    // A turn the page followed and that is gone: the chat shows what is stored.
+    drop(turn);
+    turn.mine.remove();
+    turn.reply.remove();
+    if (messages && turn.sessionId === state.current) showChat(messages, turn.sessionId);
+    settle(turn);
+    return;
+  }
+  fail(turn, messages ? "NOT_STORED" : "NETWORK");
+}
+
+/**
+ * The reply came whole (or stopped): the stored reply, marked if it was stopped.
+ * @param {LiveTurn} turn
+ * @param {ChatEvent} event the done event
+ */
+function finish(turn, event) {
+  drop(turn);
+  const { message } = event;
+  turn.content = message?.content ?? turn.content;
+  const stopped = (event.status ?? message?.status) === "STOPPED";
+  endReply(turn.reply, turn.content, message?.createdAt ?? new Date().toISOString(), stopped);
+  turn.mine.classList.remove("pending");
+  settle(turn);
+}
+
+/**
+ * The turn ended without being stored: its reply goes, its message shows as failed (its
+ * text back in the input, when the page sent it) and the notice says why.
+ * @param {LiveTurn} turn
+ * @param {string} code
+ * @param {string} [message]
+ */
+function fail(turn, code, message) {
+  drop(turn);
+  turn.reply.remove();
+  turn.mine.classList.remove("pending");
+  turn.mine.classList.add("failed");
+  if (turn.own) giveBack(turn.sessionId, turn.text);
+  tell(turn.sessionId, turn.own ? code : "REPLY_FAILED", message);
+  updateBusy();
+}
+
+/**
+ * The turn is over for the page: it no longer streams.
+ * @param {LiveTurn} turn
+ */
+function drop(turn) {
+  turn.ended = true;
+  cancelAnimationFrame(turn.frame);
+  turn.frame = 0;
+  if (state.turns.get(turn.sessionId) === turn) state.turns.delete(turn.sessionId);
+}
+
+/**
+ * After a turn stored: the composer is free, the list and the title show the chat as
+ * stored (the server may have named it from the first message).
+ * @param {LiveTurn} turn
+ */
+function settle(turn) {
+  updateBusy();
+  if (turn.sessionId === state.current) loadSessions().then(markCurrentInList);
+  refreshTitle(turn.sessionId);
+}
+
+// ---------- stopping a reply ----------
+
+/** The Stop button: stops the open chat's reply (it ends with what came so far). */
+export function stopReply() {
+  const turn = state.current === null ? undefined : state.turns.get(state.current);
+  if (!turn || turn.stopping) return;
+  turn.stopping = true;
+  updateBusy();
+  askToStop(turn);
+}
+
+/**
+ * Asks the server to stop the turn; its done event (status STOPPED) then ends the reply.
+ * Asked before the server has the turn (no event yet), it is asked again at the first.
+ * @param {LiveTurn} turn
+ */
+async function askToStop(turn) {
+  let stopped = false;
+  try {
+    stopped = (await mutateStopTurn(turn.sessionId, turn.turnId)).stopTurn;
+  } catch (error) {
+    if (/** @type {GraphQLError} */ (error).code !== "NOT_FOUND") {
+      if (turn.ended) return;
+      turn.stopping = false;
+      updateBusy();
+      tell(turn.sessionId, /** @type {GraphQLError} */ (error).code, /** @type {GraphQLError} */ (error).message);
+      return;
+    }
+  }
+  // false: not running (yet, or any more: then its end is on its way).
+  if (!stopped && !turn.ended && turn.lastSeq === 0) turn.stopAgain = true;
+}
+
+// ---------- the connection ----------
+
+/** Whether the socket was lost since it last opened. */
+let wasLost = false;
+
+/**
+ * The socket's state changed. Back after a loss, the page shows the open chat as it is
+ * now (turns may have been sent from elsewhere meanwhile) and follows its running reply,
+ * if any; the turns the page streams take themselves up again.
+ * @param {ConnectionStatus} status
+ */
+export function connectionChanged(status) {
+  if (status === "closed") wasLost = true;
+  if (status !== "open" || !wasLost) return;
+  wasLost = false;
+  followOpenChat();
+}
+
+/** Shows the open chat anew and follows its running reply, unless the page streams one. */
+async function followOpenChat() {
+  const id = state.current;
+  if (!id || state.turns.has(id)) return;
+  let session;
+  try {
+    session = (await querySession(id)).session;
+  } catch {
+    return; // the next load of the chat will tell
+  }
+  if (!session || id !== state.current || state.turns.has(id)) return;
+  showChat(session.messages, id);
+  if (session.activeTurn) follow(id, session.activeTurn, session.messages);
 }

@@ -1,6 +1,11 @@
 // @ts-check
 // GraphQL for the page: queries and mutations over HTTP POST, subscriptions over one
 // WebSocket speaking graphql-transport-ws, reconnecting by itself with backoff.
+//
+// A subscription goes to the server at most once: when the socket is lost, every
+// subscription on it ends with CONNECTION_LOST (saying whether it had been sent) and is
+// never sent again by this client, since a `chat` sent twice could run its message twice.
+// The caller decides how to go on (the page follows its turn with `turn(after: ...)`).
 
 /**
  * One entry of a GraphQL response's `errors`; `extensions.code` says what went wrong.
@@ -150,7 +155,7 @@ export class GraphQLClient {
   }
 
   #failActive() {
-    // A subscription cannot resume on a new socket: its turn goes on on the server.
+    // Never re-sent on the new socket (see the top of this file): the caller takes it up.
     for (const [id, sub] of this.active) {
       this.active.delete(id);
       const error = new GraphQLError([{ message: "The connection was lost.", extensions: { code: "CONNECTION_LOST" } }]);

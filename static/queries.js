@@ -1,8 +1,8 @@
 // @ts-check
 // What the page asks the server: the GraphQL documents, the one client that sends them
-// (HTTP for queries and mutations, the socket for the `chat` subscription), who the page
-// is to the server (a guest token, or the admin token in admin mode) and one typed helper
-// per document. It uses the public API only.
+// (HTTP for queries and mutations, the socket for the `chat` and `turn` subscriptions),
+// who the page is to the server (a guest token, or the admin token in admin mode) and one
+// typed helper per document. It uses the public API only.
 //
 // Identity: on its first visit the page gets a guest token (`createGuest`, sent with no
 // Authorization) and keeps it in localStorage; every request then sends it as
@@ -19,12 +19,26 @@ import { GraphQLClient } from "./graphql.js";
 
 /** @typedef {"USER" | "ASSISTANT" | "SYSTEM"} Role */
 
+/** @typedef {"RUNNING" | "COMPLETE" | "STOPPED" | "FAILED"} TurnStatus */
+
 /**
  * A message of a chat, as stored.
  * @typedef {object} Message
+ * @property {string} id
+ * @property {string | null} turnId the turn that stored it (none for messages written by
+ *   other programs)
+ * @property {TurnStatus} status STOPPED for a reply cut short by stopTurn
  * @property {Role} role
  * @property {string} content
  * @property {string | null} createdAt ISO date and time
+ */
+
+/**
+ * The turn running on a chat.
+ * @typedef {object} ActiveTurn
+ * @property {string} turnId
+ * @property {string} startedAt ISO date and time
+ * @property {string} message the person's message it answers
  */
 
 /**
@@ -37,10 +51,11 @@ import { GraphQLClient } from "./graphql.js";
  */
 
 /**
- * A chat with its messages, oldest first.
+ * A chat with its messages, oldest first, and the turn running on it, if any.
  * @typedef {object} Session
  * @property {string} id
  * @property {string | null} title
+ * @property {ActiveTurn | null} activeTurn
  * @property {Message[]} messages
  */
 
@@ -59,11 +74,15 @@ import { GraphQLClient } from "./graphql.js";
  */
 
 /**
- * One event of the `chat` subscription: a token of the reply, then one `done` event
- * with the stored reply.
+ * One event of the `chat` and `turn` subscriptions: tokens of the reply, then one `done`
+ * event with the stored reply. Events are numbered (`seq`) from 1; one that carries
+ * several tokens has the last one's number, and the done event the next number.
  * @typedef {object} ChatEvent
  * @property {string} token
  * @property {boolean} done
+ * @property {string} turnId
+ * @property {number} seq
+ * @property {TurnStatus | null} status on the done event: COMPLETE or STOPPED
  * @property {Message | null} message
  */
 
@@ -72,6 +91,8 @@ const GUEST_KEY = "chat.guestToken";
 /** How many chats one page of the list holds. */
 export const PAGE = 50;
 
+const MESSAGE = "id turnId status role content createdAt";
+const EVENT = `token done turnId seq status message { ${MESSAGE} }`;
 const SESSION_PAGE = `edges { node { id title updatedAt messageCount } }
       pageInfo { hasNextPage endCursor }`;
 
@@ -85,15 +106,23 @@ const Q = {
   sessions: `query Sessions($first: Int!, $after: String) {
     sessions(first: $first, after: $after) { ${SESSION_PAGE} }
   }`,
+  // activeTurn before messages: asked first, a turn that ends meanwhile shows in the
+  // messages read after it (the page shows a turn found in both once).
   session: `query Session($id: ID!) {
-    session(id: $id) { id title messages { role content createdAt } }
+    session(id: $id) { id title activeTurn { turnId startedAt message } messages { ${MESSAGE} } }
   }`,
   create: `mutation Create($input: CreateSessionInput) {
     createSession(input: $input) { id title updatedAt messageCount }
   }`,
   remove: "mutation Delete($id: ID!) { deleteSession(id: $id) }",
-  chat: `subscription Chat($sessionId: ID!, $message: String!) {
-    chat(sessionId: $sessionId, message: $message) { token done message { role content createdAt } }
+  chat: `subscription Chat($sessionId: ID!, $message: String!, $turnId: ID) {
+    chat(sessionId: $sessionId, message: $message, turnId: $turnId) { ${EVENT} }
+  }`,
+  turn: `subscription Turn($sessionId: ID!, $turnId: ID, $after: Int!) {
+    turn(sessionId: $sessionId, turnId: $turnId, after: $after) { ${EVENT} }
+  }`,
+  stop: `mutation Stop($sessionId: ID!, $turnId: ID) {
+    stopTurn(sessionId: $sessionId, turnId: $turnId)
   }`,
 };
 
@@ -322,12 +351,53 @@ export function mutateDeleteSession(id) {
 }
 
 /**
- * Sends `message` in the chat and streams the reply into `sink`.
+ * A new turn id: a random (version 4) UUID. `crypto.randomUUID` exists only in a secure
+ * context (https, localhost), so the page makes one from `getRandomValues` elsewhere.
+ * @returns {string}
+ */
+export function newTurnId() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+  bytes[8] = (bytes[8] & 0x3f) | 0x80; // the RFC 4122 variant
+  const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)].join("-");
+}
+
+/**
+ * Sends `message` in the chat as the turn `turnId` (chosen by the page) and streams the
+ * reply into `sink`. Sent again with the same `turnId`, it joins that turn (from its
+ * first event) instead of running the message twice.
  * @param {string} sessionId
  * @param {string} message
+ * @param {string} turnId
  * @param {Sink<{ chat: ChatEvent }>} sink
  * @returns {() => void} cancels the subscription
  */
-export function subscribeChat(sessionId, message, sink) {
-  return client.subscribe(Q.chat, { sessionId, message }, sink);
+export function subscribeChat(sessionId, message, turnId, sink) {
+  return client.subscribe(Q.chat, { sessionId, message, turnId }, sink);
+}
+
+/**
+ * Follows the turn `turnId` of the chat: its events after number `after` (replayed),
+ * then live to its end. NOT_FOUND when the chat has no such turn (or it has expired).
+ * @param {string} sessionId
+ * @param {string} turnId
+ * @param {number} after the number of the last event already shown; 0 for all
+ * @param {Sink<{ turn: ChatEvent }>} sink
+ * @returns {() => void} cancels the subscription
+ */
+export function subscribeTurn(sessionId, turnId, after, sink) {
+  return client.subscribe(Q.turn, { sessionId, turnId, after }, sink);
+}
+
+/**
+ * Stops the turn `turnId` of the chat, whichever process runs it: the reply so far is
+ * stored with status STOPPED, and the turn's subscribers get its done event.
+ * @param {string} sessionId
+ * @param {string} turnId
+ * @returns {Promise<{ stopTurn: boolean }>} false when that turn was not running
+ */
+export function mutateStopTurn(sessionId, turnId) {
+  return call(Q.stop, { sessionId, turnId });
 }

@@ -1,15 +1,29 @@
 // @ts-check
 // The page's state, one object shared by the view and the flows: the open chat, whether
-// a reply streams, the list's paging, and what waits per chat (the text typed in it, a
-// notice for it, a turn whose reply was cut off).
+// the composer waits for a reply, the list's paging, the turns whose replies the page
+// shows as they stream, and what waits per chat (the text typed in it, a notice for it).
 
 /**
- * A turn whose reply was cut off by a lost connection, looked for in the history.
- * @typedef {object} PendingTurn
+ * A turn whose reply the page streams: one it sent, or one it follows (found running
+ * when a chat was opened, after a reload or a lost connection). Its events are numbered;
+ * `lastSeq` is the last one shown, so a new subscription resumes right after it.
+ * @typedef {object} LiveTurn
  * @property {string} sessionId
- * @property {string} text the message that was sent
- * @property {number} baseline how many stored messages the chat showed when it was sent
- * @property {HTMLElement} node the message's node, shown while the turn is awaited
+ * @property {string} turnId
+ * @property {string} text the person's message it answers
+ * @property {boolean} own whether this page sent it (its text goes back if it fails)
+ * @property {number} lastSeq the number of the last event shown; 0 for none
+ * @property {string} content the reply so far
+ * @property {boolean} resumed whether its subscription was lost and taken up again
+ * @property {boolean} stopping whether a stop was asked for
+ * @property {boolean} stopAgain whether to ask again once the turn has begun (a stop
+ *   asked before the server had the turn found nothing to stop)
+ * @property {boolean} renewed whether the socket's identity was renewed for it once
+ * @property {boolean} resent whether its message was sent again (same turn id)
+ * @property {boolean} ended whether it ended (its reply shown whole, or failed)
+ * @property {number} frame the animation frame that paints the reply, 0 when none
+ * @property {HTMLElement} mine the node of the person's message
+ * @property {HTMLElement} reply the node of the reply
  */
 
 /**
@@ -20,7 +34,9 @@
 /**
  * @typedef {object} State
  * @property {string | null} current the open chat's id; null for no chat
- * @property {boolean} streaming whether a reply is on its way (the composer waits)
+ * @property {boolean} streaming whether the composer waits: a message is being sent, the
+ *   page's own reply streams, or the open chat's reply streams
+ * @property {boolean} sending whether a message is on its way (before its turn streams)
  * @property {string | null} sessionsAfter the cursor after the list's last page shown
  * @property {boolean} adminOffered whether the server has an admin token to enter (the
  *   list of every chat needs it)
@@ -28,19 +44,19 @@
  * @property {number} maxChars the longest message the server takes
  * @property {Map<string, string>} drafts chat id ("" for no chat) -> text waiting in its input
  * @property {Map<string, Note>} notes chat id -> notice to show when that chat is opened
- * @property {Map<string, PendingTurn>} pending chat id -> its turn whose reply was cut off
+ * @property {Map<string, LiveTurn>} turns chat id -> the turn whose reply the page streams
  */
 
 /** @type {State} */
 export const state = {
   current: null,
   streaming: false,
+  sending: false,
   sessionsAfter: null,
   adminOffered: false,
   listSeq: 0,
   maxChars: 32000,
   drafts: new Map(),
   notes: new Map(),
-  pending: new Map(),
+  turns: new Map(),
 };
-

@@ -1,7 +1,8 @@
 // @ts-check
 // What the page shows: the elements of index.html, notices, the connection state, the
-// layout's drawer, the composer and each chat's draft in it, the messages of a chat and
-// the list of chats. It builds DOM nodes only; nothing here talks to the server.
+// layout's drawer, the composer (with its Stop button) and each chat's draft in it, the
+// messages of a chat (a stopped reply marked so) and the list of chats. It builds DOM
+// nodes only; nothing here talks to the server.
 
 import { renderMarkdown } from "./markdown.js";
 import { state } from "./state.js";
@@ -47,6 +48,7 @@ export const ui = {
   composer: byId("composer", HTMLFormElement),
   input: byId("input", HTMLTextAreaElement),
   send: byId("send", HTMLButtonElement),
+  stop: byId("stop", HTMLButtonElement),
 };
 
 // ---------- notices ----------
@@ -62,6 +64,7 @@ const MESSAGES_OF_CODE = {
   NOT_STORED: "The connection was lost during the reply, and the reply was not stored. " +
     "Your message is back in the input; send it again.",
   NETWORK: "The server cannot be reached.",
+  REPLY_FAILED: "The reply stopped before its end and was not stored.",
   UNAUTHENTICATED: "The server did not accept this browser's identity. Reload the page to try again.",
 };
 
@@ -162,6 +165,21 @@ export function showBusy(on) {
   if (!on) ui.input.focus();
 }
 
+/**
+ * The Stop button: shown while the open chat's reply streams; disabled once a stop was
+ * asked for (the reply ends as soon as the server has stopped it).
+ * @param {boolean} shown
+ * @param {boolean} [asked]
+ */
+export function showStop(shown, asked = false) {
+  const focused = document.activeElement === ui.stop;
+  ui.stop.hidden = !shown;
+  ui.stop.disabled = asked;
+  ui.stop.setAttribute("aria-label", asked ? "Stopping the reply" : "Stop the reply");
+  // Focus does not stay on a button that went away: back to the message input.
+  if (focused && !shown && !ui.input.disabled) ui.input.focus();
+}
+
 export function clearInput() {
   ui.input.value = "";
   autosize();
@@ -214,9 +232,10 @@ function scrollToEnd() {
  * @param {string} role
  * @param {string} content
  * @param {string | null} createdAt
+ * @param {string} [status] the stored message's status; STOPPED marks it so
  * @returns {HTMLElement}
  */
-export function messageNode(role, content, createdAt) {
+export function messageNode(role, content, createdAt, status = "COMPLETE") {
   const item = document.createElement("article");
   item.className = `msg ${role.toLowerCase()}`;
   item.dataset.role = role;
@@ -226,7 +245,22 @@ export function messageNode(role, content, createdAt) {
   meta.className = "meta";
   item.append(bubble, meta);
   fillMessage(item, content, createdAt);
+  if (status === "STOPPED") markStopped(item);
   return item;
+}
+
+/**
+ * Marks a reply as cut short by Stop: a small note under it says so.
+ * @param {HTMLElement} item a node from messageNode
+ */
+export function markStopped(item) {
+  if (item.classList.contains("stopped")) return;
+  item.classList.add("stopped");
+  const note = document.createElement("span");
+  note.className = "note";
+  note.textContent = "stopped";
+  note.title = "The reply was stopped before its end.";
+  item.append(note);
 }
 
 /**
@@ -247,35 +281,54 @@ export function fillMessage(item, content, createdAt) {
   }
 }
 
-// The messages stored in a chat; then the message of a cut-off turn still awaited.
+// The messages stored in a chat; then the nodes of its turn still streaming, if any.
 /**
  * @param {Message[]} messages
- * @param {HTMLElement | null} [waiting]
+ * @param {HTMLElement[]} [streaming]
  */
-export function showMessages(messages, waiting = null) {
+export function showMessages(messages, streaming = []) {
   ui.messages.replaceChildren();
-  if (!messages.length && !waiting) {
+  if (!messages.length && !streaming.length) {
     ui.messages.append(ui.welcome);
     return;
   }
-  for (const m of messages) ui.messages.append(messageNode(m.role, m.content, m.createdAt));
-  if (waiting) ui.messages.append(waiting);
+  for (const m of messages) ui.messages.append(messageNode(m.role, m.content, m.createdAt, m.status));
+  ui.messages.append(...streaming);
   scrollToEnd();
 }
 
 /**
  * A turn as it starts: the person's message, and the reply that streams in.
  * @param {string} text
+ * @param {string} [sentAt] ISO date and time the message was sent; now if not given
+ * @param {boolean} [shown] whether to put the nodes in the open chat now
  * @returns {{ mine: HTMLElement, reply: HTMLElement }}
  */
-export function showTurn(text) {
-  if (ui.welcome.isConnected) ui.welcome.remove();
-  const mine = messageNode("USER", text, new Date().toISOString());
+export function showTurn(text, sentAt = new Date().toISOString(), shown = true) {
+  const mine = messageNode("USER", text, sentAt);
   const reply = messageNode("ASSISTANT", "", null);
   reply.classList.add("streaming");
-  ui.messages.append(mine, reply);
-  scrollToEnd();
+  reply.setAttribute("aria-busy", "true");
+  if (shown) {
+    if (ui.welcome.isConnected) ui.welcome.remove();
+    ui.messages.append(mine, reply);
+    scrollToEnd();
+  }
   return { mine, reply };
+}
+
+/**
+ * The reply's end: the stored text and time, marked if it was stopped.
+ * @param {HTMLElement} reply
+ * @param {string} content
+ * @param {string | null} createdAt
+ * @param {boolean} stopped
+ */
+export function endReply(reply, content, createdAt, stopped) {
+  reply.classList.remove("streaming");
+  reply.removeAttribute("aria-busy");
+  showReply(reply, content, createdAt);
+  if (stopped) markStopped(reply);
 }
 
 /**
@@ -286,12 +339,7 @@ export function showTurn(text) {
  */
 export function showReply(reply, content, createdAt) {
   fillMessage(reply, content, createdAt);
-  scrollToEnd();
-}
-
-// How many stored messages the open chat shows: where the next turn will be stored.
-export function storedCount() {
-  return ui.messages.querySelectorAll(".msg:not(.failed):not(.pending)").length;
+  if (reply.isConnected) scrollToEnd();
 }
 
 // ---------- the list of chats ----------
