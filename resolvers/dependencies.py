@@ -31,6 +31,21 @@ async def get_identity(
 IdentityDep = Annotated[Identity, Depends(get_identity)]
 
 
+async def get_stream_identity(
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
+    access_token: str | None = None,
+) -> Identity:
+    """Who is asking, for a route a browser's EventSource reads: it cannot send headers,
+    so the token may come as `?access_token=` (RFC 6750, section 2.3) instead."""
+    if authorization is None and access_token is not None:
+        return await services.auth.identify(access_token)
+    return await services.auth.identify(header_token(authorization))
+
+
+StreamIdentityDep = Annotated[Identity, Depends(get_stream_identity)]
+
+
 def client_address(connection: HTTPConnection) -> str | None:
     return connection.client.host if connection.client else None
 

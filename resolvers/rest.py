@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from resolvers.dependencies import IdentityDep, ServicesDep, client_address, require_admin
+from resolvers.dependencies import (
+    IdentityDep,
+    ServicesDep,
+    StreamIdentityDep,
+    client_address,
+    require_admin,
+)
 from resolvers.services.errors import BadInput, ChatError, NotFound, RateLimited, client_error
 from resolvers.services.turns import TurnEvent
 
@@ -213,12 +219,13 @@ async def turn_events(
     session_id: str,
     turn_id: str,
     services: ServicesDep,
-    who: IdentityDep,
+    who: StreamIdentityDep,
     last_event_id: Annotated[str | None, Header()] = None,
     after: str | None = None,
 ) -> Response:
     """A turn's events (replay, then live) as server-sent events, after `Last-Event-ID`
-    (or `?after=N`), so a browser's EventSource follows a turn and resumes it."""
+    (or `?after=N`), so a browser's EventSource follows a turn and resumes it. The bearer
+    token may come as `?access_token=` (EventSource sends no headers)."""
     start = _event_number(last_event_id if last_event_id is not None else after)
     turn = await services.turns.follow(session_id, turn_id, who=who, after=start)
     if turn.ended and start == turn.end_seq:
@@ -228,7 +235,7 @@ async def turn_events(
     first = await anext(events, None)
     if first is None:
         return Response(status_code=204, headers={"X-Turn-Id": turn.turn_id})
-    return TurnStreamResponse(first, events, sse=True, turn_id=turn.turn_id)
+    return TurnStreamResponse(first, events, sse=True, turn_id=turn.turn_id, retry_ms=1000)
 
 
 def _event_number(value: str | None) -> int:
@@ -270,7 +277,13 @@ class TurnStreamResponse(Response):
     """
 
     def __init__(
-        self, first: TurnEvent, rest: AsyncIterator[TurnEvent], *, sse: bool, turn_id: str
+        self,
+        first: TurnEvent,
+        rest: AsyncIterator[TurnEvent],
+        *,
+        sse: bool,
+        turn_id: str,
+        retry_ms: int | None = None,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -285,6 +298,8 @@ class TurnStreamResponse(Response):
         self._first = first
         self._rest = rest
         self._sse = sse
+        # Sent first: how soon an EventSource that lost the stream connects again.
+        self._preamble = f"retry: {retry_ms}\n\n".encode() if sse and retry_ms else b""
 
     async def _events(self) -> AsyncIterator[TurnEvent]:
         yield self._first
@@ -302,6 +317,8 @@ class TurnStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        if self._preamble:
+            await send({"type": "http.response.body", "body": self._preamble, "more_body": True})
         try:
             async for event in self._events():
                 frame = self._frame(event)

@@ -331,7 +331,9 @@ async def test_rest_joins_by_turn_id_numbers_events_and_resumes_and_stops(
     async with httpx.AsyncClient(base_url=pair[1].url, timeout=30) as other:
         resumed = await other.get(events, headers={"last-event-id": "2"})
         assert resumed.status_code == 200
-        assert resumed.text == "\n\n".join(blocks[2:]) + "\n\n"
+        # After a `retry:` hint (how soon EventSource reconnects), the events after #2.
+        assert resumed.text == "retry: 1000\n\n" + "\n\n".join(blocks[2:]) + "\n\n"
+        assert (await other.get(events, params={"after": "2"})).text == resumed.text
         assert (
             await other.get(events, headers={"last-event-id": str(len(blocks))})
         ).status_code == 204
@@ -379,3 +381,23 @@ async def test_messages_of_other_programs_get_ids_from_their_position(
     # The same ids on every read, and on the last-N read.
     again = await gql(http, MESSAGES, s=session_id)
     assert again == body
+
+
+async def test_an_owned_sessions_turn_is_followed_with_the_token_in_the_query(
+    pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    """EventSource sends no headers: the events route takes `?access_token=` too."""
+    alice = (await http.post("/guest")).json()["token"]
+    bob = (await http.post("/guest")).json()["token"]
+    as_alice = {"authorization": f"Bearer {alice}"}
+    session_id = (await http.post("/new_session", headers=as_alice)).json()["session_id"]
+    chat = {"session_id": session_id, "message": "mine"}
+    done = await http.post("/chat", json=chat, headers=as_alice)
+    events = f"/session/{session_id}/turns/{done.headers['x-turn-id']}/events"
+    assert (await http.get(events)).status_code == 404  # anonymous: not theirs
+    assert (await http.get(events, params={"access_token": bob})).status_code == 404
+    assert (await http.get(events, params={"access_token": "x.y.z"})).status_code == 401
+    mine = await http.get(events, params={"access_token": alice})
+    assert mine.status_code == 200
+    assert mine.text.endswith('"status": "COMPLETE"}\n\n')
+    assert mine.text == (await http.get(events, headers=as_alice)).text

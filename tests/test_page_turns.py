@@ -332,6 +332,9 @@ def sse_blocks(text: str) -> list[tuple[int, str, dict[str, str]]]:
     blocks = []
     for block in text.strip().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines())
+        if "event" not in fields:
+            assert fields == {"retry": "1000"}  # the reconnect hint, first
+            continue
         blocks.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
     return blocks
 
