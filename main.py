@@ -29,6 +29,7 @@ from resolvers.middleware import (
     BodyLimit,
     ClientAddress,
     ErrorShield,
+    RedactQueryTokens,
     RequestLimits,
     TrustedProxies,
 )
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.access").addFilter(RedactQueryTokens())
 
 
 def _app_from_environment() -> FastAPI:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 from collections.abc import Iterable
 
 from starlette.exceptions import HTTPException
@@ -371,3 +372,21 @@ async def _send_json(
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+_QUERY_TOKEN = re.compile(r"(?<=[?&]access_token=)[^&\s]*")
+
+
+class RedactQueryTokens(logging.Filter):
+    """Hides `?access_token=` values (the turn events route takes one, for EventSource)
+    in access-log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, str) and "access_token=" in arg for arg in record.args
+        ):
+            record.args = tuple(
+                _QUERY_TOKEN.sub("[hidden]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True

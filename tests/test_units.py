@@ -199,3 +199,19 @@ def test_keys_of_an_identity_provider_come_over_https_or_loopback() -> None:
         assert Settings(auth_jwks_url=fine).auth_jwks_url == fine
     with pytest.raises(ValidationError, match="AUTH_JWKS_URL"):
         Settings(auth_jwks_url="http://login.example.com/jwks")
+
+
+def test_tokens_in_a_query_string_are_hidden_in_access_logs() -> None:
+    import logging
+
+    from resolvers.middleware import RedactQueryTokens
+
+    path = "/session/s/turns/t/events?after=2&access_token=eyJ.secret.sig&x=1"
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", path, "1.1", 200), None,
+    )  # fmt: skip
+    assert RedactQueryTokens().filter(record)
+    line = record.getMessage()
+    assert "secret" not in line
+    assert "access_token=[hidden]&x=1" in line and "after=2" in line
