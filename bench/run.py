@@ -443,6 +443,7 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
     completed = 0
     peak = base_rss
     tokens_relayed = 0
+    errors: collections.Counter[str] = collections.Counter()
 
     async def one(ws: Any, session_id: str, start_after: float) -> None:
         nonlocal completed, tokens_relayed
@@ -462,6 +463,14 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
                 completed += 1
                 return
             if message["type"] != "next" or message["payload"].get("errors"):
+                payload = message.get("payload")
+                found = payload.get("errors") if isinstance(payload, dict) else payload
+                codes = [
+                    (e.get("extensions") or {}).get("code", e.get("message", "?"))
+                    for e in (found if isinstance(found, list) else [found])
+                    if isinstance(e, dict)
+                ]
+                errors.update(str(code) for code in codes or [message["type"]])
                 return
             if last is not None:
                 gaps.append(now - last)
@@ -495,6 +504,7 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
     return {
         "n": n,
         "completed": completed,
+        "errors": dict(errors),
         "gap_p99_ms": round(percentile(gaps, 99) * 1000, 1),
         "gap_p50_ms": round(percentile(gaps, 50) * 1000, 1),
         "slow_gaps_by_position": _slow_positions(gaps, positions),

@@ -401,3 +401,34 @@ async def test_an_owned_sessions_turn_is_followed_with_the_token_in_the_query(
     assert mine.status_code == 200
     assert mine.text.endswith('"status": "COMPLETE"}\n\n')
     assert mine.text == (await http.get(events, headers=as_alice)).text
+
+
+async def test_a_turn_waiting_for_its_first_token_is_stopped_from_another_process(
+    pair: list[AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    """No token flows, so nothing is written: the running process looks for the stop."""
+    session_id = await new_session(http)
+    turn_id = str(uuid.uuid4())
+    gone = streams_gone(fake_groq)
+    async with graphql_socket(pair[0].ws_url) as ws:
+        op = await ws.start(CHAT, s=session_id, m="!first_delay=30 silent", t=turn_id)
+        async with httpx.AsyncClient(base_url=pair[1].url, timeout=30) as other:
+            stopped = {"stopTurn": False}
+            for _ in range(50):  # until the turn has begun (bounded)
+                body = await gql(other, STOP, s=session_id, t=turn_id)
+                if body.get("data"):
+                    stopped = body["data"]  # type: ignore[assignment]
+                    break
+                await asyncio.sleep(0.05)
+        assert stopped == {"stopTurn": True}
+        got = await ws.collect(op)
+    assert [e["done"] for e in got.events] == [True]
+    assert got.events[0]["status"] == "STOPPED"
+    assert got.events[0]["message"]["content"] == ""
+    for _ in range(100):
+        if streams_gone(fake_groq) > gone:
+            break
+        await asyncio.sleep(0.05)
+    assert streams_gone(fake_groq) > gone
+    stored = await stored_turns(http, session_id)
+    assert stored == [{"input": "!first_delay=30 silent", "output": ""}]

@@ -131,20 +131,6 @@ return 1
 """
 )
 
-# One flush of a running turn: its new tokens as one entry (when there are any), the
-# stream's expiry moved, and whether a stop was asked for. KEYS: turn stream, active
-# turn. ARGV: first seq, last seq, tokens json (or ''), stream ms, stream cap, turn id.
-_FLUSH_TURN = (
-    _APPEND_LUA
-    + """
-append(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-local active = redis.call('HMGET', KEYS[2], 'turn_id', 'stop')
-if active[1] == ARGV[6] and active[2] then return 1 end
-return 0
-"""
-)
-
 # Asks the running turn to stop (its process watches the `stop` field). KEYS: active
 # turn, lock, the named turn's stream (any key of the slot when no turn is named).
 # ARGV: turn id or ''. Returns {1, turn id} asked, {0} nothing running (or the named turn
@@ -387,7 +373,6 @@ class SessionStore:
         self._renew = redis.register_script(_RENEW)
         self._adopt = redis.register_script(_ADOPT)
         self._fail = redis.register_script(_FAIL_TURN)
-        self._flush = redis.register_script(_FLUSH_TURN)
         self._stop = redis.register_script(_STOP_TURN)
 
     def _now(self) -> int:
@@ -822,22 +807,42 @@ class SessionStore:
             ],
         )
 
-    async def flush_turn(
-        self, session_id: str, turn_id: str, first: int, tokens: list[str]
-    ) -> bool:
-        """Append a running turn's new tokens as one stream entry (none: only look);
-        whether a stop was asked for."""
-        return bool(
-            await self._flush(
-                keys=[turn_stream_key(session_id, turn_id), active_turn_key(session_id)],
-                args=[
-                    *_token_args(first, tokens),
-                    self._replay_ms + self._lock_ms,
-                    TURN_STREAM_CAP,
-                    turn_id,
-                ],
-            )
-        )
+    async def flush_turns(
+        self, batch: list[tuple[str, str, int, list[str]]]
+    ) -> list[tuple[bool, bool]]:
+        """For each (session id, turn id, first seq, new tokens) of running turns: append
+        the tokens (if any) to the turn's stream as one entry, and look whether a stop
+        was asked for. One pipeline for all of them (on a cluster, one per node). Each
+        answer: (the tokens are in the stream, a stop was asked for).
+
+        An entry whose id is taken (a write that landed although its reply was lost, or
+        one after the turn's end) is refused by Redis and changes nothing.
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id, turn_id, first, tokens in batch:
+                stream = turn_stream_key(session_id, turn_id)
+                if tokens:
+                    fields: dict[FieldT, EncodableT] = {
+                        "f": first,
+                        "t": json.dumps(tokens, ensure_ascii=False),
+                    }
+                    last = first + len(tokens) - 1
+                    pipe.xadd(
+                        stream, fields, id=f"{last}-0", maxlen=TURN_STREAM_CAP, approximate=True
+                    )
+                    pipe.pexpire(stream, self._replay_ms + self._lock_ms)
+                pipe.hmget(active_turn_key(session_id), ["turn_id", "stop"])
+            results = iter(await pipe.execute(raise_on_error=False))
+        answers: list[tuple[bool, bool]] = []
+        for _, turn_id, _, tokens in batch:
+            written = True
+            if tokens:
+                written = not isinstance(next(results), Exception)
+                next(results)
+            active = next(results)
+            stop = isinstance(active, list) and active[0] == turn_id and active[1] is not None
+            answers.append((written, stop))
+        return answers
 
     async def stop_turn(
         self, session_id: str, turn_id: str | None, *, who: Identity = ANONYMOUS

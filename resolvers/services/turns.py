@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -53,10 +54,11 @@ __all__ = ["BACKLOG_TO_MERGE", "LiveTurn", "TurnEvent", "TurnFailed", "TurnRunne
 logger = logging.getLogger(__name__)
 
 
-# A running turn's new tokens go to its Redis Stream in one write per interval: the
-# interval starts at FLUSH_SECONDS and grows with the number of writes, to at most
-# MAX_FLUSH_SECONDS, so even an hour-long reply stays well under the stream's cap.
-FLUSH_SECONDS = 0.05
+# The running turns' new tokens go to their Redis Streams in one pipeline per tick of
+# FLUSH_SECONDS; a turn is written at most once per interval, which starts at
+# FLUSH_SECONDS and grows with its number of writes, to at most MAX_FLUSH_SECONDS, so even
+# an hour-long reply stays well under the stream's cap.
+FLUSH_SECONDS = 0.1
 MAX_FLUSH_SECONDS = 1.0
 FLUSHES_PER_STEP = 500
 # How often a running turn that has no new tokens looks for a stop asked in Redis.
@@ -97,6 +99,7 @@ class TurnRunner:
         self._running: dict[tuple[str, str], LiveTurn] = {}
         self._mirrors: dict[tuple[str, str], LiveTurn] = {}
         self._mirror_tasks: set[asyncio.Task[None]] = set()
+        self._writer = _StreamWriter(store)
 
     def check_message(self, message: str) -> str:
         if not isinstance(message, str) or not message.strip():
@@ -286,6 +289,12 @@ class TurnRunner:
         """Let running turns finish (and be stored) for up to `seconds`."""
         for task in list(self._mirror_tasks):
             task.cancel()
+        try:
+            await self._drain(seconds)
+        finally:
+            await self._writer.close()
+
+    async def _drain(self, seconds: float) -> None:
         if not self._tasks:
             return
         logger.info("waiting for %d running turn(s) to finish", len(self._tasks))
@@ -300,7 +309,7 @@ class TurnRunner:
         stored = False
         error: ChatError | None = None
         renewer = asyncio.create_task(self._keep_lock(session_id, start.token, turn_id))
-        flusher = _Flusher(self._store, live)
+        written = self._writer.add(live)
         try:
             user_at = datetime.now(UTC)
             prompt: list[BaseMessage] = [SystemMessage(content=start.system_prompt)]
@@ -309,7 +318,7 @@ class TurnRunner:
             status = await self._stream_reply(live, prompt)
             reply = "".join(live.tokens)
             reply_at = datetime.now(UTC)
-            await flusher.close()
+            self._writer.remove(live)
             user_id = message_id(start.length, secrets.token_hex(4))
             reply_id = message_id(start.length + 1, secrets.token_hex(4))
             outcome = await self._store.commit_turn(
@@ -332,7 +341,7 @@ class TurnRunner:
                 first_message=message,
                 owner=start.owner,
                 turn_id=turn_id,
-                pending=flusher.pending(),
+                pending=written.pending(live),
                 status=status.value,
             )
             _check_commit(outcome)
@@ -367,15 +376,15 @@ class TurnRunner:
         finally:
             renewer.cancel()
             try:
+                self._writer.remove(live)
                 if not stored:
-                    await flusher.close()
                     with contextlib.suppress(Exception):
                         failure = error or ModelFailed("the turn was not stored")
                         await self._store.fail_turn(
                             session_id,
                             start.token,
                             turn_id=turn_id,
-                            pending=flusher.pending(),
+                            pending=written.pending(live),
                             code=failure.code,
                             message=failure.message,
                         )
@@ -451,58 +460,81 @@ class TurnRunner:
                 logger.warning("could not renew the lock of session %s", session_id)
 
 
-class _Flusher:
-    """Writes a running turn's new tokens to its stream, one write per interval, and
-    watches for a stop asked in Redis (the write answers it; with no tokens, a look every
-    STOP_POLL_SECONDS)."""
+@dataclass(slots=True)
+class _Written:
+    """Where a running turn's stream stands."""
 
-    def __init__(self, store: SessionStore, live: LiveTurn) -> None:
-        self._store = store
-        self._live = live
-        self.flushed = 0  # tokens known to be in the stream
-        self._writing = False
-        self._closing = False
-        self._task = asyncio.create_task(self._loop())
+    flushed: int = 0  # tokens known to be in the stream
+    writes: int = 0
+    next_write: float = 0.0
+    next_look: float = 0.0
 
-    def pending(self) -> tuple[int, list[str]]:
+    def pending(self, live: LiveTurn) -> tuple[int, list[str]]:
         """The tokens not yet written: the first one's seq, and the tokens."""
-        return self.flushed + 1, self._live.tokens[self.flushed :]
+        return self.flushed + 1, live.tokens[self.flushed :]
+
+
+class _StreamWriter:
+    """Writes the new tokens of every turn this process runs to their streams, all in one
+    pipeline per tick, and watches for stops asked in Redis (a write answers it; a turn
+    with no new tokens is looked at every STOP_POLL_SECONDS). One task for the process,
+    running while turns do, whatever their number."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self._turns: dict[LiveTurn, _Written] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, live: LiveTurn) -> _Written:
+        now = asyncio.get_running_loop().time()
+        written = _Written(next_write=now, next_look=now + STOP_POLL_SECONDS)
+        self._turns[live] = written
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop())
+        return written
+
+    def remove(self, live: LiveTurn) -> None:
+        """No more writes for `live` (its end writes what is left). A write already on
+        its way may still land: its entry is then a duplicate the readers skip, or a
+        late one Redis refuses (its id is below the end's)."""
+        self._turns.pop(live, None)
 
     async def close(self) -> None:
-        """Stop flushing; a write under way completes first (it may hold the stop)."""
-        self._closing = True
-        if not self._task.done():
-            if not self._writing:
-                self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
             await asyncio.wait({self._task})
 
     async def _loop(self) -> None:
-        live = self._live
-        writes = 0
-        while not self._closing:
-            if len(live.tokens) == self.flushed:
-                await live.changed(STOP_POLL_SECONDS)  # a token, the end, or time to look
-            else:
-                interval = FLUSH_SECONDS * (1 + writes // FLUSHES_PER_STEP)
-                await asyncio.sleep(min(interval, MAX_FLUSH_SECONDS))
-                writes += 1
-            if self._closing:
-                return
-            first, tokens = self.pending()
-            self._writing = True
+        loop = asyncio.get_running_loop()
+        while self._turns:
+            await asyncio.sleep(FLUSH_SECONDS)
+            now = loop.time()
+            due: list[tuple[LiveTurn, _Written, int, list[str]]] = []
+            for live, written in self._turns.items():
+                first, tokens = written.pending(live)
+                if tokens and now < written.next_write:
+                    tokens = []
+                if tokens or now >= written.next_look:
+                    due.append((live, written, first, tokens))
+            if not due:
+                continue
+            batch = [(live.session_id, live.turn_id, first, new) for live, _, first, new in due]
             try:
-                stop = await self._store.flush_turn(live.session_id, live.turn_id, first, tokens)
-                self.flushed += len(tokens)
+                answers = await self._store.flush_turns(batch)
+            except Exception as exc:
+                # Kept for the next tick (or the turn's end, which writes what is left).
+                logger.warning("could not write running turns to Redis: %s", type(exc).__name__)
+                continue
+            now = loop.time()
+            for (live, written, _, tokens), (stored, stop) in zip(due, answers, strict=True):
+                if tokens and stored:
+                    written.flushed += len(tokens)
+                    written.writes += 1
+                    step = 1 + written.writes // FLUSHES_PER_STEP
+                    written.next_write = now + min(FLUSH_SECONDS * step, MAX_FLUSH_SECONDS)
+                written.next_look = now + STOP_POLL_SECONDS
                 if stop:
                     live.request_stop()
-            except Exception as exc:
-                # Kept for the next write (or the commit, which writes what is left).
-                logger.warning(
-                    "could not write turn %s to Redis: %s", live.turn_id, type(exc).__name__
-                )
-                await asyncio.sleep(STOP_POLL_SECONDS)
-            finally:
-                self._writing = False
 
 
 def _apply(live: LiveTurn, rows: list[tuple[int, dict[str, str]]]) -> None:
