@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -39,22 +38,19 @@ from tests.support import (
     start_redis,
     stop,
 )
-from tests.support.ws_client import GraphQLSocket, graphql_socket
+from tests.support.turns import (
+    CHAT_TURN,
+    FOLLOW,
+    STOP,
+    assert_numbered,
+    history_of,
+    read_events,
+    requests_made,
+)
+from tests.support.ws_client import graphql_socket
 
 pytestmark = pytest.mark.cluster
 
-EVENT = "token done seq turnId status message { id turnId status content role }"
-CHAT = f"""
-subscription($s: ID!, $m: String!, $t: ID) {{
-  chat(sessionId: $s, message: $m, turnId: $t) {{ {EVENT} }}
-}}
-"""
-FOLLOW = f"""
-subscription($s: ID!, $t: ID, $a: Int! = 0) {{
-  turn(sessionId: $s, turnId: $t, after: $a) {{ {EVENT} }}
-}}
-"""
-STOP = "mutation($s: ID!, $t: ID) { stopTurn(sessionId: $s, turnId: $t) }"
 MESSAGES = """
 query($s: ID!) {
   session(id: $s) { activeTurn { turnId } messages { id turnId status role content } }
@@ -342,38 +338,6 @@ async def test_owned_sessions_and_my_listing_on_the_cluster(http: httpx.AsyncCli
 # Durable turns on the cluster: two processes of the app, each started from another node.
 
 
-async def read_events(ws: GraphQLSocket, op_id: str, count: int) -> list[dict[str, Any]]:
-    """The first `count` events of a subscription (fewer if it ends first)."""
-    events: list[dict[str, Any]] = []
-    for _ in range(count * 4):
-        message = await ws.recv()
-        if message.get("type") in ("ka", "ping", "pong"):
-            continue
-        if message["type"] == "complete":
-            return events
-        assert message["type"] == "next", message
-        events.append(next(iter(message["payload"]["data"].values())))
-        if len(events) == count:
-            return events
-    raise AssertionError("too few events")
-
-
-def requests_made(fake: FakeGroq) -> int:
-    return int(str(fake.requests()["count"]))
-
-
-def assert_numbered(events: list[dict[str, Any]]) -> None:
-    seqs = [e["seq"] for e in events]
-    assert seqs == sorted(set(seqs)), seqs
-
-
-async def history_of(http: httpx.AsyncClient, session_id: str) -> list[dict[str, str]]:
-    response = await http.get(f"/session/{session_id}/history")
-    assert response.status_code == 200, response.text
-    history: list[dict[str, str]] = response.json()["history"]
-    return history
-
-
 @pytest.mark.parametrize("rejoin", [0, 1], ids=["same-process", "other-process"])
 async def test_a_cut_chat_resubscribed_with_its_turn_id_joins_on_the_cluster(
     cluster_pair: list[AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq, rejoin: int
@@ -383,12 +347,12 @@ async def test_a_cut_chat_resubscribed_with_its_turn_id_joins_on_the_cluster(
     message = "!delay=0.05 !tokens=30 join me"
     before = requests_made(fake_groq)
     async with graphql_socket(cluster_pair[0].ws_url) as ws:
-        op = await ws.start(CHAT, s=session_id, m=message, t=turn_id)
+        op = await ws.start(CHAT_TURN, s=session_id, m=message, t=turn_id)
         first = await read_events(ws, op, 5)
     assert [e["turnId"] for e in first] == [turn_id] * 5
     # The same operation again after the lost connection, as graphql-ws sends it.
     async with graphql_socket(cluster_pair[rejoin].ws_url) as ws:
-        again = await ws.collect(await ws.start(CHAT, s=session_id, m=message, t=turn_id))
+        again = await ws.collect(await ws.start(CHAT_TURN, s=session_id, m=message, t=turn_id))
     assert not again.errors, again.errors
     assert_numbered(again.events)
     done = again.events[-1]
@@ -414,7 +378,7 @@ async def test_a_reconnect_to_the_other_process_resumes_after_the_last_seq_on_th
     session_id = await new_session(http)
     turn_id = str(uuid.uuid4())
     async with graphql_socket(cluster_pair[0].ws_url) as ws:
-        op = await ws.start(CHAT, s=session_id, m="!delay=0.05 !tokens=30 resume", t=turn_id)
+        op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.05 !tokens=30 resume", t=turn_id)
         first = await read_events(ws, op, 5)
     assert_numbered(first)
     last_seen = first[-1]["seq"]
@@ -439,7 +403,7 @@ async def test_stop_sent_to_the_other_process_stops_the_turn_on_the_cluster(
 ) -> None:
     session_id = await new_session(http)
     async with graphql_socket(cluster_pair[0].ws_url) as ws:
-        op = await ws.start(CHAT, s=session_id, m="!delay=0.1 !tokens=200 stop me")
+        op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.1 !tokens=200 stop me")
         first = await read_events(ws, op, 3)
         turn_id = first[0]["turnId"]
         async with httpx.AsyncClient(base_url=cluster_pair[1].url, timeout=30) as other:
@@ -497,7 +461,7 @@ async def test_a_turn_id_of_one_session_is_refused_on_another_on_the_cluster(
         turn_id = str(uuid.uuid4())
     assert primary(turn_session_key(turn_id)) != primary(messages_key(session_id))
     async with graphql_socket(cluster_pair[0].ws_url) as ws:
-        op = await ws.start(CHAT, s=session_id, m="!delay=0.05 !tokens=20 mine", t=turn_id)
+        op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.05 !tokens=20 mine", t=turn_id)
         first = await read_events(ws, op, 1)
         assert first[0]["turnId"] == turn_id
         assert await direct.get(turn_session_key(turn_id)) == session_id
@@ -505,7 +469,7 @@ async def test_a_turn_id_of_one_session_is_refused_on_another_on_the_cluster(
         # While the turn runs, and after it ended: on either process, GraphQL and REST.
         async with graphql_socket(cluster_pair[1].ws_url) as other:
             running = await other.collect(
-                await other.start(CHAT, s=other_session, m="theirs", t=turn_id)
+                await other.start(CHAT_TURN, s=other_session, m="theirs", t=turn_id)
             )
         assert running.codes == ["BAD_USER_INPUT"], running.errors
         assert not running.events
@@ -514,7 +478,7 @@ async def test_a_turn_id_of_one_session_is_refused_on_another_on_the_cluster(
     for app in cluster_pair:
         async with graphql_socket(app.ws_url) as other:
             ended = await other.collect(
-                await other.start(CHAT, s=other_session, m="theirs", t=turn_id)
+                await other.start(CHAT_TURN, s=other_session, m="theirs", t=turn_id)
             )
         assert ended.codes == ["BAD_USER_INPUT"], ended.errors
         assert not ended.events
@@ -534,7 +498,7 @@ async def test_a_turn_id_of_one_session_is_refused_on_another_on_the_cluster(
     fresh = await http.post("/chat", json={"session_id": other_session, "message": "free"})
     assert fresh.status_code == 200 and fresh.text == "[n=2] free"
     async with graphql_socket(cluster_pair[1].ws_url) as ws:
-        joined = await ws.collect(await ws.start(CHAT, s=session_id, m="again", t=turn_id))
+        joined = await ws.collect(await ws.start(CHAT_TURN, s=session_id, m="again", t=turn_id))
     assert not joined.errors and joined.events[-1]["turnId"] == turn_id
     assert requests_made(fake_groq) == before + 1  # only the free session's turn ran
     assert error_codes(await gql(http, STOP, s=other_session, t=turn_id)) == ["NOT_FOUND"]
@@ -548,7 +512,7 @@ async def test_an_ended_turn_replays_the_same_events_from_the_other_process_on_t
     # Fewer tokens than a reader's backlog merges: one event per token, both ways.
     message = "!delay=0.02 !tokens=10 replay"
     async with graphql_socket(cluster_pair[0].ws_url) as ws:
-        ran = await ws.collect(await ws.start(CHAT, s=session_id, m=message, t=turn_id))
+        ran = await ws.collect(await ws.start(CHAT_TURN, s=session_id, m=message, t=turn_id))
     assert not ran.errors, ran.errors
     assert [e["seq"] for e in ran.events] == list(range(1, 13))
     async with graphql_socket(cluster_pair[1].ws_url) as ws:

@@ -18,22 +18,21 @@ from redis.asyncio import Redis
 
 from resolvers.services.keys import messages_key
 from tests.support import AppServer, FakeGroq, error_codes, gql, new_session
-from tests.support.ws_client import GraphQLSocket, Received, graphql_socket
+from tests.support.turns import (
+    CHAT_TURN,
+    FOLLOW,
+    STOP,
+    assert_numbered,
+    by_seq,
+    history_of,
+    read_events,
+    requests_made,
+    streams_gone,
+)
+from tests.support.ws_client import Received, graphql_socket
 
 pytestmark = pytest.mark.slow
 
-EVENT = "token done seq turnId status message { id turnId status content role }"
-CHAT = f"""
-subscription($s: ID!, $m: String!, $t: ID) {{
-  chat(sessionId: $s, message: $m, turnId: $t) {{ {EVENT} }}
-}}
-"""
-FOLLOW = f"""
-subscription($s: ID!, $t: ID, $a: Int! = 0) {{
-  turn(sessionId: $s, turnId: $t, after: $a) {{ {EVENT} }}
-}}
-"""
-STOP = "mutation($s: ID!, $t: ID) { stopTurn(sessionId: $s, turnId: $t) }"
 MESSAGES = """
 query($s: ID!) {
   session(id: $s) { messageCount activeTurn { turnId message startedAt }
@@ -56,54 +55,6 @@ async def http(pair: list[AppServer]) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def read_tokens(ws: GraphQLSocket, op_id: str, count: int) -> list[dict[str, Any]]:
-    """The first `count` events of a subscription (fewer if it ends first)."""
-    events: list[dict[str, Any]] = []
-    for _ in range(count * 4):
-        message = await ws.recv()
-        if message.get("type") in ("ka", "ping", "pong"):
-            continue
-        if message["type"] == "complete":
-            return events
-        assert message["type"] == "next", message
-        events.append(message["payload"]["data"]["chat"])
-        if len(events) == count:
-            return events
-    raise AssertionError("too few events")
-
-
-def by_seq(*runs: list[dict[str, Any]]) -> str:
-    """What a client that keeps the events it has not seen (by `seq`) shows."""
-    seen = 0
-    text = []
-    for events in runs:
-        for event in events:
-            if event["seq"] > seen and not event["done"]:
-                text.append(event["token"])
-            seen = max(seen, event["seq"])
-    return "".join(text)
-
-
-def requests_made(fake: FakeGroq) -> int:
-    return int(str(fake.requests()["count"]))
-
-
-def streams_gone(fake: FakeGroq) -> int:
-    return int(str(fake.requests()["gone"]))
-
-
-def assert_numbered(events: list[dict[str, Any]]) -> None:
-    seqs = [e["seq"] for e in events]
-    assert seqs == sorted(set(seqs)), seqs
-
-
-async def stored_turns(http: httpx.AsyncClient, session_id: str) -> list[dict[str, str]]:
-    history: list[dict[str, str]] = (await http.get(f"/session/{session_id}/history")).json()[
-        "history"
-    ]
-    return history
-
-
 @pytest.mark.parametrize("directive", ["", "!delay=0.05 "], ids=["fast", "slow"])
 async def test_a_client_cut_mid_reply_resubscribes_with_its_turn_id_and_joins(
     pair: list[AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq, directive: str
@@ -113,10 +64,12 @@ async def test_a_client_cut_mid_reply_resubscribes_with_its_turn_id_and_joins(
     message = f"{directive}!tokens=30 join me"
     before = requests_made(fake_groq)
     async with graphql_socket(pair[0].ws_url) as ws:
-        first = await read_tokens(ws, await ws.start(CHAT, s=session_id, m=message, t=turn_id), 5)
+        first = await read_events(
+            ws, await ws.start(CHAT_TURN, s=session_id, m=message, t=turn_id), 5
+        )
     # What graphql-ws does after a lost connection: the same operation again.
     async with graphql_socket(pair[0].ws_url) as ws:
-        again = await ws.collect(await ws.start(CHAT, s=session_id, m=message, t=turn_id))
+        again = await ws.collect(await ws.start(CHAT_TURN, s=session_id, m=message, t=turn_id))
     assert not again.errors
     assert_numbered(again.events)
     done = again.events[-1]
@@ -125,7 +78,7 @@ async def test_a_client_cut_mid_reply_resubscribes_with_its_turn_id_and_joins(
     assert again.text == reply  # the join replays from the first event
     assert by_seq(first, again.events) == reply  # and a client keeping seq sees each once
     assert requests_made(fake_groq) == before + 1  # the model ran once
-    assert await stored_turns(http, session_id) == [{"input": message, "output": reply}]
+    assert await history_of(http, session_id) == [{"input": message, "output": reply}]
 
 
 async def test_two_racing_subscribes_with_one_turn_id_run_the_model_once(
@@ -137,7 +90,7 @@ async def test_two_racing_subscribes_with_one_turn_id_run_the_model_once(
 
     async def subscribe(app: AppServer) -> Received:
         async with graphql_socket(app.ws_url) as ws:
-            op = await ws.start(CHAT, s=session_id, m="!delay=0.01 race", t=turn_id)
+            op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.01 race", t=turn_id)
             return await ws.collect(op)
 
     results = await asyncio.gather(*(subscribe(app) for app in pair + pair))
@@ -146,7 +99,7 @@ async def test_two_racing_subscribes_with_one_turn_id_run_the_model_once(
     assert len(replies) == 1
     assert all(r.text == next(iter(replies)) for r in results)
     assert requests_made(fake_groq) == before + 1
-    assert len(await stored_turns(http, session_id)) == 1
+    assert len(await history_of(http, session_id)) == 1
 
 
 async def test_a_reconnect_to_another_process_resumes_after_the_last_seq(
@@ -155,8 +108,8 @@ async def test_a_reconnect_to_another_process_resumes_after_the_last_seq(
     session_id = await new_session(http)
     turn_id = str(uuid.uuid4())
     async with graphql_socket(pair[0].ws_url) as ws:
-        op = await ws.start(CHAT, s=session_id, m="!delay=0.05 !tokens=30 resume", t=turn_id)
-        first = await read_tokens(ws, op, 5)
+        op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.05 !tokens=30 resume", t=turn_id)
+        first = await read_events(ws, op, 5)
     last_seen = first[-1]["seq"]
     async with graphql_socket(pair[1].ws_url) as ws:
         rest = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id, a=last_seen))
@@ -176,8 +129,8 @@ async def test_the_active_turn_is_shown_and_followed_without_its_id(
 ) -> None:
     session_id = await new_session(http)
     async with graphql_socket(pair[0].ws_url) as ws:
-        op = await ws.start(CHAT, s=session_id, m="!delay=0.05 !tokens=20 active")
-        first = await read_tokens(ws, op, 1)
+        op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.05 !tokens=20 active")
+        first = await read_events(ws, op, 1)
         body = await gql(http, MESSAGES, s=session_id)
         active = body["data"]["session"]["activeTurn"]  # type: ignore[index]
         assert active["turnId"] == first[0]["turnId"]
@@ -202,8 +155,8 @@ async def test_stop_from_another_process_cuts_the_provider_and_stores_the_partia
     session_id = await new_session(http)
     gone = streams_gone(fake_groq)
     async with graphql_socket(pair[0].ws_url) as ws:
-        op = await ws.start(CHAT, s=session_id, m="!delay=0.1 !tokens=200 stop me")
-        first = await read_tokens(ws, op, 3)
+        op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.1 !tokens=200 stop me")
+        first = await read_events(ws, op, 3)
         async with httpx.AsyncClient(base_url=pair[1].url, timeout=30) as other:
             stopped = await gql(other, STOP, s=session_id, t=first[0]["turnId"])
         assert stopped["data"] == {"stopTurn": True}
@@ -241,8 +194,8 @@ async def test_a_killed_process_ends_its_followers_with_a_clear_failure(
     async with httpx.AsyncClient(base_url=follower.url, timeout=30) as http:
         session_id = await new_session(http)
         async with graphql_socket(runner.ws_url) as ws:
-            op = await ws.start(CHAT, s=session_id, m="!delay=0.2 !tokens=500 doomed")
-            first = await read_tokens(ws, op, 2)
+            op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.2 !tokens=500 doomed")
+            first = await read_events(ws, op, 2)
             async with graphql_socket(follower.ws_url) as other:
                 follow = await other.start(FOLLOW, s=session_id, t=first[0]["turnId"])
                 await asyncio.sleep(0.3)
@@ -251,7 +204,7 @@ async def test_a_killed_process_ends_its_followers_with_a_clear_failure(
         assert ended.codes == ["UNAVAILABLE"]
         assert ended.errors[0]["extensions"]["status"] == "FAILED"
         assert "stopped before the reply was stored" in ended.errors[0]["message"]
-        assert await stored_turns(http, session_id) == []
+        assert await history_of(http, session_id) == []
         assert (await gql(http, MESSAGES, s=session_id))["data"]["session"]["activeTurn"] is None  # type: ignore[index]
 
 
@@ -263,7 +216,7 @@ async def test_a_turn_is_replayed_after_it_ended_and_forgotten_after_the_replay_
         session_id = await new_session(http)
         turn_id = str(uuid.uuid4())
         async with graphql_socket(app.ws_url) as ws:
-            ran = await ws.collect(await ws.start(CHAT, s=session_id, m="a b", t=turn_id))
+            ran = await ws.collect(await ws.start(CHAT_TURN, s=session_id, m="a b", t=turn_id))
             replay = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id))
             assert replay.events == ran.events
             tail = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id, a=2))
@@ -277,7 +230,7 @@ async def test_a_turn_is_replayed_after_it_ended_and_forgotten_after_the_replay_
                     break
             assert codes == ["NOT_FOUND"]
         # Once forgotten, the same id runs anew: it is a new turn.
-        assert len(await stored_turns(http, session_id)) == 1
+        assert len(await history_of(http, session_id)) == 1
 
 
 async def test_bad_turn_input_is_refused_and_changes_nothing(
@@ -287,12 +240,12 @@ async def test_bad_turn_input_is_refused_and_changes_nothing(
     other_session = await new_session(http)
     turn_id = str(uuid.uuid4())
     async with graphql_socket(pair[0].ws_url) as ws:
-        done = await ws.collect(await ws.start(CHAT, s=session_id, m="first", t=turn_id))
+        done = await ws.collect(await ws.start(CHAT_TURN, s=session_id, m="first", t=turn_id))
         assert not done.errors
         end_seq = done.events[-1]["seq"]
         cases: list[tuple[str, dict[str, Any], str]] = [
-            (CHAT, {"s": session_id, "m": "x", "t": "not-a-uuid"}, "BAD_USER_INPUT"),
-            (CHAT, {"s": other_session, "m": "x", "t": turn_id}, "BAD_USER_INPUT"),
+            (CHAT_TURN, {"s": session_id, "m": "x", "t": "not-a-uuid"}, "BAD_USER_INPUT"),
+            (CHAT_TURN, {"s": other_session, "m": "x", "t": turn_id}, "BAD_USER_INPUT"),
             (FOLLOW, {"s": session_id, "t": "1234"}, "BAD_USER_INPUT"),
             (FOLLOW, {"s": session_id, "t": str(uuid.uuid4())}, "NOT_FOUND"),
             (FOLLOW, {"s": session_id}, "NOT_FOUND"),  # nothing running
@@ -307,8 +260,8 @@ async def test_bad_turn_input_is_refused_and_changes_nothing(
     assert error_codes(await gql(http, STOP, s=session_id, t="nope")) == ["BAD_USER_INPUT"]
     assert error_codes(await gql(http, STOP, s=session_id, t=str(uuid.uuid4()))) == ["NOT_FOUND"]
     assert (await gql(http, STOP, s=session_id, t=turn_id))["data"] == {"stopTurn": False}
-    assert len(await stored_turns(http, session_id)) == 1
-    assert await stored_turns(http, other_session) == []
+    assert len(await history_of(http, session_id)) == 1
+    assert await history_of(http, other_session) == []
 
 
 async def test_rest_joins_by_turn_id_numbers_events_and_resumes_and_stops(
@@ -411,7 +364,7 @@ async def test_a_turn_waiting_for_its_first_token_is_stopped_from_another_proces
     turn_id = str(uuid.uuid4())
     gone = streams_gone(fake_groq)
     async with graphql_socket(pair[0].ws_url) as ws:
-        op = await ws.start(CHAT, s=session_id, m="!first_delay=30 silent", t=turn_id)
+        op = await ws.start(CHAT_TURN, s=session_id, m="!first_delay=30 silent", t=turn_id)
         async with httpx.AsyncClient(base_url=pair[1].url, timeout=30) as other:
             stopped = {"stopTurn": False}
             for _ in range(50):  # until the turn has begun (bounded)
@@ -430,5 +383,5 @@ async def test_a_turn_waiting_for_its_first_token_is_stopped_from_another_proces
             break
         await asyncio.sleep(0.05)
     assert streams_gone(fake_groq) > gone
-    stored = await stored_turns(http, session_id)
+    stored = await history_of(http, session_id)
     assert stored == [{"input": "!first_delay=30 silent", "output": ""}]
