@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -316,6 +317,23 @@ class TurnStreamResponse(Response):
         return _sse("token", {"token": event.token}, event.seq)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream until the end, or until the client goes away (the turn goes on without
+        it; this reader stops at once rather than at the turn's end)."""
+        streaming = asyncio.ensure_future(self._stream(send))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait({streaming, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, gone):
+                task.cancel()
+            await asyncio.wait({streaming, gone})
+            aclose = getattr(self._rest, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if streaming.done() and not streaming.cancelled():
+            streaming.result()
+
+    async def _stream(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         if self._preamble:
             await send({"type": "http.response.body", "body": self._preamble, "more_body": True})
@@ -332,6 +350,12 @@ class TurnStreamResponse(Response):
         except OSError:
             return  # the client went away; the turn goes on without it
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone away (bounded: one message per receive)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _sse(event: str, data: dict[str, str], seq: int | None = None) -> bytes:

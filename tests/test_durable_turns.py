@@ -205,6 +205,13 @@ async def test_a_killed_process_ends_its_followers_with_a_clear_failure(
         assert ended.errors[0]["extensions"]["status"] == "FAILED"
         assert "stopped before the reply was stored" in ended.errors[0]["message"]
         assert await history_of(http, session_id) == []
+        # The follower wrote the end the dead process could not: the same id replays it.
+        async with graphql_socket(follower.ws_url) as ws:
+            again = await ws.collect(
+                await ws.start(CHAT_TURN, s=session_id, m="doomed", t=first[0]["turnId"])
+            )
+        assert again.codes == ["UNAVAILABLE"]
+        assert "new turn id" in again.errors[0]["message"]
         assert (await gql(http, MESSAGES, s=session_id))["data"]["session"]["activeTurn"] is None  # type: ignore[index]
 
 

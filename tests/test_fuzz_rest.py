@@ -92,6 +92,9 @@ DOCUMENTED = {
     "POST /guest": {200},
     "GET /session/{session_id}/history": {200, 400, 401, 404},
     "DELETE /session/{session_id}": {204, 400, 401, 404},
+    # 204: the client has seen the turn's last event (EventSource then stops).
+    "GET /session/{session_id}/turns/{turn_id}/events": {200, 204, 400, 401, 404},
+    "POST /session/{session_id}/stop": {200, 400, 401, 404, 422},
     "GET /healthz": {200},
     "GET /readyz": {200},
 }

@@ -101,7 +101,7 @@ async def test_a_reply_longer_than_the_turn_bound_fails_mid_stream(
         headers={"accept": "text/event-stream"},
     )
     assert response.status_code == 200
-    assert response.text.startswith("event: token")
+    assert response.text.startswith("id: 1\nevent: token")
     assert '"code": "LLM_ERROR"' in response.text
     assert time.monotonic() - began < 4
     assert await history_of(bounded, session_id) == []
@@ -247,7 +247,8 @@ async def test_a_lone_surrogate_from_the_provider_is_replaced_not_fatal(
         headers={"accept": "text/event-stream"},
     )
     assert sse.status_code == 200
-    assert sse.text.endswith(f'event: done\ndata: {{"response": "[n=2]\ufffd {message}"}}\n\n')
+    done = f'event: done\ndata: {{"response": "[n=2]\ufffd {message}", "status": "COMPLETE"}}\n\n'
+    assert sse.text.endswith(done)
     text = await client.post("/chat", json={"session_id": session_id, "message": message})
     assert text.status_code == 200
     assert text.text == f"[n=4]\ufffd {message}"

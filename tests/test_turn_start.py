@@ -1,8 +1,10 @@
-"""A turn whose caller goes away while it is being started gives its lock back."""
+"""A turn whose caller goes away while it is being started runs anyway (a client that
+goes away does not stop a turn), so the same turn id joins it, and its lock is freed."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
 from redis.asyncio import Redis
@@ -15,7 +17,7 @@ from tests.support import RedisServer
 from tests.support.redis_proxy import RedisProxy
 
 
-async def test_a_start_cancelled_after_the_lock_was_taken_releases_it(
+async def test_a_start_cancelled_after_the_lock_was_taken_runs_the_turn(
     redis_server: RedisServer, fresh_db: Callable[[], str]
 ) -> None:
     url = fresh_db()
@@ -34,9 +36,14 @@ async def test_a_start_cancelled_after_the_lock_was_taken_releases_it(
             turn_timeout=0,
             lock_seconds=20,
         )
+        warm = await store.create()  # the scripts loaded, so the start is one round trip
+        await store.release_lock(warm.id, (await store.begin_turn(warm.id)).token)
         session = await store.create()
+        turn_id = str(uuid.uuid4())
         with proxy.delayed(0.4):
-            starting = asyncio.create_task(runner.start(session_id=session.id, message="hi"))
+            starting = asyncio.create_task(
+                runner.start(session_id=session.id, message="hi", turn_id=turn_id)
+            )
             await asyncio.sleep(0.15)  # the lock's SET has reached Redis; its reply is held
             starting.cancel()
             await asyncio.gather(starting, return_exceptions=True)
@@ -46,5 +53,14 @@ async def test_a_start_cancelled_after_the_lock_was_taken_releases_it(
                 break
             await asyncio.sleep(0.05)
         assert await direct.exists(lock_key(session.id)) == 0
+        stored = await store.messages(session.id)
+        assert [(m.content, m.turn_id) for m in stored][:1] == [("hi", turn_id)]
+        assert len(stored) == 2
+        # The client, back with the same turn id, gets that turn: nothing runs again.
+        joined = await runner.start(session_id=session.id, message="hi", turn_id=turn_id)
+        reply = await asyncio.wait_for(joined.reply(), 10)
+        assert reply.content == stored[1].content
+        assert len(await store.messages(session.id)) == 2
+        await runner.drain(5)
         await slow.aclose()
     await direct.aclose()

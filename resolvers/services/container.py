@@ -119,6 +119,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             turn_timeout=settings.llm_turn_timeout_seconds,
             lock_seconds=settings.turn_lock_seconds,
             stream_min_gap=settings.stream_min_interval_ms / 1000,
+            follow_connections=settings.turn_follow_connections,
         )
         logger.info("redis: %s", where)
         logger.info("model: %s", settings.model_name)

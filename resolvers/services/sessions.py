@@ -108,7 +108,7 @@ end
 append(KEYS[5], ARGV[8], ARGV[9], ARGV[10], ARGV[14])
 redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', ARGV[14], ARGV[11] .. '-0', 's', ARGV[12], 'm', ARGV[3])
 redis.call('PEXPIRE', KEYS[5], ARGV[13])
-if #KEYS >= 6 then redis.call('PEXPIRE', KEYS[6], ARGV[13]) end
+if #KEYS >= 6 then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[13]) end
 redis.call('DEL', KEYS[3], KEYS[4])
 return 1
 """
@@ -205,18 +205,21 @@ if n > 0 then window = redis.call('LRANGE', KEYS[3], 0, n - 1) end
 return {1, prompt, window, owner, redis.call('LLEN', KEYS[3])}
 """
 
+# KEYS: lock[, active turn]. ARGV: token.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', unpack(KEYS)) end
 return 0
 """
 
-# KEYS: lock[, active turn, turn stream]. ARGV: token, lock ms[, stream ms].
+# KEYS: lock[, active turn, turn stream[, turn's session]]. ARGV: token, lock ms[, stream
+# ms, session id].
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   if #KEYS >= 3 then
     redis.call('PEXPIRE', KEYS[2], ARGV[2])
     redis.call('PEXPIRE', KEYS[3], ARGV[3])
   end
+  if #KEYS >= 4 then redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3]) end
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
@@ -321,8 +324,17 @@ class ActiveTurn:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenEntry:
+    """Tokens of a turn's stream: `tokens[0]` is event `first`, the last is event `seq`."""
+
+    seq: int
+    first: int
+    tokens: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class TurnEnd:
-    """How a turn's stream ends: the entry written after its last token."""
+    """How a turn's stream ends: the entry written after its last token (event `seq`)."""
 
     seq: int
     status: str
@@ -331,6 +343,22 @@ class TurnEnd:
     # FAILED: the error's code and message.
     code: str | None = None
     message: str | None = None
+
+
+def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> TokenEntry | TurnEnd:
+    """A stream entry as `_APPEND_LUA`, `flush_turns` and the end scripts write it."""
+    seq = int(str(entry_id).partition("-")[0])
+    values = {str(k): str(v) for k, v in fields.items()}
+    if "t" in values:
+        tokens = json.loads(values["t"])
+        return TokenEntry(seq=seq, first=int(values["f"]), tokens=[str(t) for t in tokens])
+    return TurnEnd(
+        seq=seq,
+        status=values.get("s", "FAILED"),
+        reply_json=values.get("m"),
+        code=values.get("c"),
+        message=values.get("e"),
+    )
 
 
 # Most entries a turn's stream keeps (approximately; writes are batched, see `turns`).
@@ -709,18 +737,25 @@ class SessionStore:
             raise BadInput("that turn id belongs to another session")
 
     async def renew_lock(self, session_id: str, token: str, turn_id: str | None = None) -> bool:
+        """Keep the turn's lock (and, given its id, its record, stream and id's session)."""
         keys = [lock_key(session_id)]
         args: list[EncodableT] = [token, self._lock_ms]
+        keep_ms = self._replay_ms + self._lock_ms
         if turn_id is not None:
             keys += [active_turn_key(session_id), turn_stream_key(session_id, turn_id)]
-            args.append(self._replay_ms + self._lock_ms)
-        return bool(await self._renew(keys=keys, args=args))
+            args.append(keep_ms)
+            if self._single:
+                keys.append(turn_session_key(turn_id))
+                args.append(session_id)
+        held = bool(await self._renew(keys=keys, args=args))
+        if held and turn_id is not None and not self._single:
+            with contextlib.suppress(Exception):  # in another slot; a later renewal retries
+                await self._redis.set(turn_session_key(turn_id), session_id, px=keep_ms)
+        return held
 
     async def release_lock(self, session_id: str, token: str) -> None:
-        async with self._redis.pipeline(transaction=self._single) as pipe:
-            await self._release(keys=[lock_key(session_id)], args=[token], client=pipe)  # type: ignore[arg-type]
-            pipe.delete(active_turn_key(session_id))
-            await pipe.execute()
+        """Free the lock and the active turn's record, if the lock is still `token`'s."""
+        await self._release(keys=[lock_key(session_id), active_turn_key(session_id)], args=[token])
 
     async def commit_turn(
         self,
@@ -775,7 +810,7 @@ class SessionStore:
         if result == 1 and not self._single:
             await self._index(session_id, now, owner=owner)
             with contextlib.suppress(Exception):
-                await self._redis.pexpire(turn_session_key(turn_id), self._replay_ms)
+                await self._redis.set(turn_session_key(turn_id), session_id, px=self._replay_ms)
         return result
 
     async def fail_turn(
@@ -893,7 +928,7 @@ class SessionStore:
 
     async def turn_entries(
         self, session_id: str, turn_id: str, after: int, *, block_ms: int | None = None
-    ) -> list[tuple[int, dict[str, str]]]:
+    ) -> list[TokenEntry | TurnEnd]:
         """The turn's stream entries whose last event comes after seq `after`, at most
         a bounded batch; with `block_ms`, waits that long for one (on the blocking pool).
         """
@@ -906,10 +941,15 @@ class SessionStore:
                 {key: f"{after}-0"}, count=_ENTRIES_PER_READ, block=block_ms
             )
             rows = reply[0][1] if reply else []  # RESP2: [[key, entries]]
-        return [
-            (int(str(entry_id).partition("-")[0]), {str(k): str(v) for k, v in fields.items()})
-            for entry_id, fields in rows or []
-        ]
+        return [_entry(entry_id, fields) for entry_id, fields in rows or []]
+
+    async def turn_exists(self, session_id: str, turn_id: str) -> bool:
+        """Whether the session has turn `turn_id`, running or ended and still kept."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(turn_stream_key(session_id, turn_id))
+            pipe.hget(active_turn_key(session_id), "turn_id")
+            kept, running = await pipe.execute()
+        return bool(kept) or running == turn_id
 
     async def _index(self, session_id: str, score: int, *, owner: str | None) -> None:
         """Move a session's index entries on a cluster, after the step that stored it.

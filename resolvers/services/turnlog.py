@@ -65,6 +65,11 @@ class LiveTurn:
         return self.end is not None
 
     @property
+    def seq(self) -> int:
+        """The number of the last token here."""
+        return len(self.tokens)
+
+    @property
     def end_seq(self) -> int:
         """The number the end event has (or will have)."""
         return len(self.tokens) + 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import secrets
@@ -45,7 +44,7 @@ from resolvers.services.history import (
 from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.limits import RateLimiter
 from resolvers.services.model import ChatModel
-from resolvers.services.sessions import SessionStore, TurnStart
+from resolvers.services.sessions import SessionStore, TokenEntry, TurnEnd, TurnStart
 from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent, TurnFailed
 from resolvers.services.validation import check_session_id, check_text, check_turn_id
 
@@ -82,6 +81,7 @@ class TurnRunner:
         turn_timeout: float,
         lock_seconds: float,
         stream_min_gap: float = 0.0,
+        follow_connections: int = 50,
     ) -> None:
         self._store = store
         self._model = model
@@ -100,6 +100,8 @@ class TurnRunner:
         self._mirrors: dict[tuple[str, str], LiveTurn] = {}
         self._mirror_tasks: set[asyncio.Task[None]] = set()
         self._writer = _StreamWriter(store)
+        # Blocking reads of followed turns at once: the follow pool's size.
+        self._follow_slots = asyncio.Semaphore(follow_connections)
 
     def check_message(self, message: str) -> str:
         if not isinstance(message, str) or not message.strip():
@@ -133,27 +135,40 @@ class TurnRunner:
                 # Only a session the caller may use counts, so nobody can use up (or
                 # learn of) another user's session by its turn limit.
                 await self._store.check_usable(session_id, who=who)
-                await self._limiter.check_turn(session_id, client)
+                # Joining a turn runs nothing: only a new turn counts.
+                if turn_id is None or not await self._store.turn_exists(session_id, turn_id):
+                    await self._limiter.check_turn(session_id, client)
             begin = asyncio.ensure_future(
                 self._store.begin_turn(session_id, who=who, turn_id=turn_id, message=message)
             )
             try:
                 start = await asyncio.shield(begin)
             except asyncio.CancelledError:
-                # The caller went away (a closed socket) mid-start: once the lock is
-                # taken, nobody would run the turn or release it, so give it back.
-                begin.add_done_callback(lambda done: self._give_back(session_id, done))
+                # The caller went away (a closed socket) mid-start. A client that goes
+                # away does not stop a turn: once the lock is taken, the turn runs, and a
+                # client that comes back with the same turn id joins it.
+                begin.add_done_callback(lambda done: self._run_orphan(session_id, message, done))
                 raise
             if start.joined:
                 return await self._follow(session_id, start.turn_id)
         except Exception as exc:
             raise _client_error(exc) from exc
+        return self._launch(session_id, message, start)
+
+    def _launch(self, session_id: str, message: str, start: TurnStart) -> LiveTurn:
         live = LiveTurn(session_id, start.turn_id, min_gap=self._min_gap)
         self._running[(session_id, start.turn_id)] = live
         task = asyncio.create_task(self._run(live, message, start))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return live
+
+    def _run_orphan(self, session_id: str, message: str, begin: asyncio.Future[TurnStart]) -> None:
+        if begin.cancelled() or begin.exception() is not None:
+            return
+        start = begin.result()
+        if not start.joined:
+            self._launch(session_id, message, start)
 
     async def follow(
         self,
@@ -207,30 +222,20 @@ class TurnRunner:
 
     async def _mirror(self, live: LiveTurn) -> None:
         """Follow a turn another process runs, from its stream, until it ends; a turn
-        whose process died (its lock gone, no end written) ends as failed."""
+        whose process died (its lock gone, no end written) is ended here as failed."""
         session_id, turn_id = live.session_id, live.turn_id
         try:
             while not live.ended:
-                rows = await self._store.turn_entries(
-                    session_id, turn_id, len(live.tokens), block_ms=FOLLOW_BLOCK_MS
-                )
-                if rows:
-                    _apply(live, rows)
+                entries = await self._read_on(live)
+                if entries:
+                    _apply(live, entries)
                     continue
                 if await self._store.turn_running(session_id, turn_id):
                     continue
                 # Ended meanwhile (its end written after the read began), or died.
-                rows = await self._store.turn_entries(session_id, turn_id, len(live.tokens))
-                _apply(live, rows)
+                _apply(live, await self._store.turn_entries(session_id, turn_id, live.seq))
                 if not live.ended:
-                    live.finish(
-                        TurnFailed(
-                            "UNAVAILABLE",
-                            "the server process running this turn stopped before the reply "
-                            "was stored; send the message again",
-                            turn_id=turn_id,
-                        )
-                    )
+                    await self._end_orphan(live)
         except asyncio.CancelledError:
             # The turn goes on elsewhere: its followers follow it again on another process.
             live.finish(
@@ -245,6 +250,41 @@ class TurnRunner:
         finally:
             if self._mirrors.get((session_id, turn_id)) is live:
                 del self._mirrors[(session_id, turn_id)]
+
+    async def _read_on(self, live: LiveTurn) -> list[TokenEntry | TurnEnd]:
+        """The next entries of a followed turn: a blocking read while a connection of the
+        follow pool is free, else a look now and a short pause (never an error)."""
+        session_id, turn_id = live.session_id, live.turn_id
+        if self._follow_slots.locked():
+            entries = await self._store.turn_entries(session_id, turn_id, live.seq)
+            if not entries:
+                await asyncio.sleep(STOP_POLL_SECONDS)
+            return entries
+        async with self._follow_slots:
+            return await self._store.turn_entries(
+                session_id, turn_id, live.seq, block_ms=FOLLOW_BLOCK_MS
+            )
+
+    async def _end_orphan(self, live: LiveTurn) -> None:
+        """End, for every follower anywhere, a turn whose process died: nobody else will."""
+        failure = TurnFailed(
+            "UNAVAILABLE",
+            "the server process running this turn stopped before the reply was stored; "
+            "send the message again, with a new turn id",
+            turn_id=live.turn_id,
+        )
+        with contextlib.suppress(Exception):  # if not written, the next follower looks again
+            await self._store.fail_turn(
+                live.session_id,
+                "",  # no lock to free: it has expired
+                turn_id=live.turn_id,
+                pending=(live.seq + 1, []),
+                code=failure.code,
+                message=failure.message,
+            )
+        # What was written first (this end, or one that came meanwhile) is the end.
+        _apply(live, await self._store.turn_entries(live.session_id, live.turn_id, live.seq))
+        live.finish(failure)
 
     async def stop(
         self, session_id: str, turn_id: str | None = None, *, who: Identity = ANONYMOUS
@@ -262,28 +302,6 @@ class TurnRunner:
         if live is not None:
             live.request_stop()  # ours: at once, not at the next look at Redis
         return True
-
-    def _give_back(self, session_id: str, begin: asyncio.Future[TurnStart]) -> None:
-        if begin.cancelled() or begin.exception() is not None:
-            return
-        start = begin.result()
-        if start.joined:
-            return
-        release = asyncio.ensure_future(self._abandon(session_id, start))
-        self._tasks.add(release)
-        release.add_done_callback(self._tasks.discard)
-
-    async def _abandon(self, session_id: str, start: TurnStart) -> None:
-        # If Redis is down the lock simply expires; nobody waits on this to report it.
-        with contextlib.suppress(Exception):
-            await self._store.fail_turn(
-                session_id,
-                start.token,
-                turn_id=start.turn_id,
-                pending=(1, []),
-                code="LLM_ERROR",
-                message="the turn was not run: its client went away while it started",
-            )
 
     async def drain(self, seconds: float) -> None:
         """Let running turns finish (and be stored) for up to `seconds`."""
@@ -321,29 +339,40 @@ class TurnRunner:
             self._writer.remove(live)
             user_id = message_id(start.length, secrets.token_hex(4))
             reply_id = message_id(start.length + 1, secrets.token_hex(4))
-            outcome = await self._store.commit_turn(
-                session_id,
-                start.token,
-                user_json=encode(
-                    stamped(
-                        HumanMessage(content=message), user_at, identifier=user_id, turn_id=turn_id
-                    )
-                ),
-                reply_json=encode(
-                    stamped(
-                        AIMessage(content=reply),
-                        reply_at,
-                        identifier=reply_id,
-                        turn_id=turn_id,
-                        status=status,
-                    )
-                ),
-                first_message=message,
-                owner=start.owner,
-                turn_id=turn_id,
-                pending=written.pending(live),
-                status=status.value,
+            commit = asyncio.ensure_future(
+                self._store.commit_turn(
+                    session_id,
+                    start.token,
+                    user_json=encode(
+                        stamped(
+                            HumanMessage(content=message),
+                            user_at,
+                            identifier=user_id,
+                            turn_id=turn_id,
+                        )
+                    ),
+                    reply_json=encode(
+                        stamped(
+                            AIMessage(content=reply),
+                            reply_at,
+                            identifier=reply_id,
+                            turn_id=turn_id,
+                            status=status,
+                        )
+                    ),
+                    first_message=message,
+                    owner=start.owner,
+                    turn_id=turn_id,
+                    pending=written.pending(live),
+                    status=status.value,
+                )
             )
+            try:
+                outcome = await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                # A shutdown cut the wait: the write goes on, and its outcome is what the
+                # followers are told (a stored turn reported as lost would be sent again).
+                outcome = await commit
             _check_commit(outcome)
             stored = True
             done = StoredMessage(
@@ -537,37 +566,33 @@ class _StreamWriter:
                     live.request_stop()
 
 
-def _apply(live: LiveTurn, rows: list[tuple[int, dict[str, str]]]) -> None:
+def _apply(live: LiveTurn, entries: list[TokenEntry | TurnEnd]) -> None:
     """Add stream entries to a followed turn, each token once (entries may overlap when
     a write was retried)."""
-    for seq, fields in rows:
+    for entry in entries:
         if live.ended:
             return
         have = len(live.tokens)
-        if "t" in fields:
-            if seq <= have:
+        if isinstance(entry, TokenEntry):
+            if entry.seq <= have:
                 continue
-            first = int(fields["f"])
-            tokens = json.loads(fields["t"])
             # Entries dropped by the stream's cap leave a gap: keep the numbering.
-            gap = [""] * max(0, first - have - 1)
-            live.extend(gap + tokens[max(0, have + 1 - first) :])
+            gap = [""] * max(0, entry.first - have - 1)
+            live.extend(gap + entry.tokens[max(0, have + 1 - entry.first) :])
             continue
-        live.extend([""] * max(0, seq - have - 1))
-        status = fields.get("s", "FAILED")
-        if status == TurnStatus.FAILED.value:
-            reason = fields.get("e") or "the turn failed"
-            live.finish(TurnFailed(fields.get("c") or "LLM_ERROR", reason, turn_id=live.turn_id))
+        live.extend([""] * max(0, entry.seq - have - 1))
+        if entry.status == TurnStatus.FAILED.value:
+            reason = entry.message or "the turn failed"
+            live.finish(TurnFailed(entry.code or "LLM_ERROR", reason, turn_id=live.turn_id))
             return
-        message = decode(fields.get("m") or "", seq)
         live.finish(
             TurnEvent(
                 token="",
                 done=True,
-                message=message,
+                message=decode(entry.reply_json or "", entry.seq),
                 turn_id=live.turn_id,
                 seq=live.end_seq,
-                status=TurnStatus(status),
+                status=TurnStatus(entry.status),
             )
         )
 
