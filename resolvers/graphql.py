@@ -136,6 +136,29 @@ async def delete_session(info: Info, session_id: str) -> bool:
 
 
 @graphql_errors
+async def update_session(
+    info: Info, session_id: str, title: str | None, system_prompt: str | None
+) -> SessionInfo:
+    return await info.context.services.conversations.update(
+        session_id, title=title, system_prompt=system_prompt, who=await _who(info)
+    )
+
+
+@graphql_errors
+async def rewind(info: Info, session_id: str, message_id: str) -> SessionInfo:
+    conversations = info.context.services.conversations
+    return await conversations.rewind(session_id, message_id, who=await _who(info))
+
+
+@graphql_errors
+async def messages_page(
+    info: Info, session_id: str, last: int, before: str | None
+) -> list[StoredMessage]:
+    conversations = info.context.services.conversations
+    return await conversations.page(session_id, last=last, before=before, who=await _who(info))
+
+
+@graphql_errors
 async def active_turn(info: Info, session_id: str) -> ActiveTurn | None:
     return await info.context.services.sessions.active_turn(session_id, who=await _who(info))
 

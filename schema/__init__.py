@@ -104,6 +104,29 @@ class Mutation:
 
     @strawberry.mutation(
         description=(
+            "Changes the title and the system prompt (a field left null is unchanged; a "
+            "blank title clears it, a blank prompt restores the default); the session."
+        )
+    )
+    async def update_session(
+        self, info: resolve.Info, id: strawberry.ID, input: CreateSessionInput
+    ) -> Session:
+        changed = await resolve.update_session(info, str(id), input.title, input.system_prompt)
+        return Session.of(changed)
+
+    @strawberry.mutation(
+        description=(
+            "Forgets the message with this id and every later one (then send a new message "
+            "to edit)."
+        )
+    )
+    async def rewind(
+        self, info: resolve.Info, session_id: strawberry.ID, message_id: strawberry.ID
+    ) -> Session:
+        return Session.of(await resolve.rewind(info, str(session_id), str(message_id)))
+
+    @strawberry.mutation(
+        description=(
             "Stops the running turn from any process: the reply so far is stored with "
             "status STOPPED. false when nothing was running."
         )

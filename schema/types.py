@@ -111,6 +111,19 @@ class Session:
     async def turns(self, info: strawberry.Info[Context]) -> list[Turn]:
         return [Turn.of(t) for t in await resolve.history(info, str(self.id))]
 
+    @strawberry.field(
+        description=(
+            "The last `last` messages before the message `before` (exclusive), oldest first."
+        )
+    )
+    async def messages_page(
+        self, info: strawberry.Info[Context], last: int = 50, before: strawberry.ID | None = None
+    ) -> list[Message]:
+        found = await resolve.messages_page(
+            info, str(self.id), last, None if before is None else str(before)
+        )
+        return [Message.of(m) for m in found]
+
     @strawberry.field(description="The turn running now; null when none is.")
     async def active_turn(self, info: strawberry.Info[Context]) -> ActiveTurn | None:
         running = await resolve.active_turn(info, str(self.id))

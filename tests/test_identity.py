@@ -353,6 +353,8 @@ SESSION_OPERATIONS: dict[str, str] = {
     "chat": 'subscription($s: ID!) { chat(sessionId: $s, message: "x") { token } }',
     "turn": "subscription($s: ID!) { turn(sessionId: $s) { token } }",
     "stopTurn": "mutation($s: ID!) { stopTurn(sessionId: $s) }",
+    "updateSession": 'mutation($s: ID!) { updateSession(id: $s, input: {title: "x"}) { id } }',
+    "rewind": 'mutation($s: ID!) { rewind(sessionId: $s, messageId: "0") { id } }',
 }
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis, RedisCluster
 
+from resolvers.services.conversation import Conversations
 from resolvers.services.errors import Unauthenticated
 from resolvers.services.identity import Authenticator, Identity
 from resolvers.services.limits import RateLimiter
@@ -39,6 +40,7 @@ class Services:
     settings: Settings
     redis: Redis | RedisCluster
     sessions: SessionStore
+    conversations: Conversations
     turns: TurnRunner
     limiter: RateLimiter
     model_name: str
@@ -135,6 +137,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             settings=settings,
             redis=redis,
             sessions=sessions,
+            conversations=Conversations(redis, sessions),
             turns=turns,
             limiter=limiter,
             model_name=settings.model_name,

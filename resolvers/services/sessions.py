@@ -418,13 +418,7 @@ class SessionStore:
         owner: str | None = None,
     ) -> SessionInfo:
         """A new session; owned by `owner` (a user id), or by nobody when None."""
-        if title is not None:
-            check_text(check_length(title, MAX_TITLE_CHARS, "title"), "title")
-        if system_prompt is not None:
-            check_length(system_prompt, self._max_prompt, "system prompt")
-            check_text(system_prompt, "system prompt")
-        if system_prompt is not None and not system_prompt.strip():
-            system_prompt = None
+        title, system_prompt = self.check_fields(title, system_prompt)
         prompt = system_prompt if system_prompt is not None else self._default_prompt
         session_id = str(uuid.uuid4())
         now = self._now()
@@ -455,6 +449,20 @@ class SessionStore:
             message_count=0,
             owner_id=owner,
         )
+
+    def check_fields(
+        self, title: str | None, system_prompt: str | None
+    ) -> tuple[str | None, str | None]:
+        """A session's title and system prompt, checked (BadInput past their limits); a
+        blank prompt is the default one."""
+        if title is not None:
+            check_text(check_length(title, MAX_TITLE_CHARS, "title"), "title")
+        if system_prompt is not None:
+            check_length(system_prompt, self._max_prompt, "system prompt")
+            check_text(system_prompt, "system prompt")
+            if not system_prompt.strip():
+                system_prompt = self._default_prompt
+        return title, system_prompt
 
     async def get(self, session_id: str, *, who: Identity = ANONYMOUS) -> SessionInfo | None:
         """The session, or None when there is none or `who` may not use it (the same

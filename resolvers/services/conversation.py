@@ -1,0 +1,188 @@
+"""Changing a conversation after the fact: renaming a session or changing its prompt,
+paging back through its messages by id, and rewinding it to before a message.
+
+Message ids name a position in the list (see `history.message_id`), so a page or a
+rewind finds its message with one `LINDEX` and checks the whole id there, in the same
+script that reads or trims: never a read of the whole list.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis, RedisCluster
+
+from resolvers.services.errors import BadInput, NotFound, SessionBusy
+from resolvers.services.history import StoredMessage, decode_newest_first, position_of
+from resolvers.services.identity import ANONYMOUS, Identity
+from resolvers.services.keys import lock_key, messages_key, meta_key
+from resolvers.services.sessions import MAX_PAGE, SessionInfo, SessionStore
+from resolvers.services.validation import check_session_id
+
+# The id of the element `raw` at `position`: its own `message_id`, or its position.
+_ID_AT_LUA = """
+local function id_at(raw, position)
+  local ok, data = pcall(cjson.decode, raw)
+  if ok and type(data) == 'table' and type(data['data']) == 'table' then
+    local extra = data['data']['additional_kwargs']
+    if type(extra) == 'table' and type(extra['message_id']) == 'string'
+        and extra['message_id'] ~= '' then
+      return extra['message_id']
+    end
+  end
+  return tostring(position)
+end
+local function owner_refuses(owner)
+  return owner and ARGV[1] ~= '1' and owner ~= ARGV[2]
+end
+"""
+
+# KEYS: messages, meta. ARGV: '1' admin, caller's user id, last, position of `before`
+# (-1: none), its id. Returns {0} no session (or not the caller's), {-2} no message with
+# that id, or {1, list length, the elements before it (newest first), newest position}.
+_PAGE = (
+    _ID_AT_LUA
+    + """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return {0} end
+if owner_refuses(redis.call('HGET', KEYS[2], 'owner')) then return {0} end
+local n = redis.call('LLEN', KEYS[1])
+local upto = n
+local p = tonumber(ARGV[4])
+if p >= 0 then
+  if p >= n or id_at(redis.call('LINDEX', KEYS[1], n - 1 - p), p) ~= ARGV[5] then
+    return {-2}
+  end
+  upto = p
+end
+local from = math.max(0, upto - tonumber(ARGV[3]))
+if upto <= from then return {1, n, {}, upto - 1} end
+return {1, n, redis.call('LRANGE', KEYS[1], n - upto, n - 1 - from), upto - 1}
+"""
+)
+
+# KEYS: messages, meta, lock. ARGV: '1' admin, caller's user id, position, id. Returns
+# {0} no session (or not the caller's), {-1} a turn is running, {-2} no message with that
+# id, {1} the message and every later one forgotten.
+_REWIND = (
+    _ID_AT_LUA
+    + """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return {0} end
+if owner_refuses(redis.call('HGET', KEYS[2], 'owner')) then return {0} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-1} end
+local n = redis.call('LLEN', KEYS[1])
+local p = tonumber(ARGV[3])
+if p >= n or id_at(redis.call('LINDEX', KEYS[1], n - 1 - p), p) ~= ARGV[4] then
+  return {-2}
+end
+if p == 0 then redis.call('DEL', KEYS[1]) else redis.call('LTRIM', KEYS[1], n - p, -1) end
+return {1}
+"""
+)
+
+# KEYS: meta. ARGV: '1' admin, caller's user id, title ('' keep, '-' clear, '=<title>'
+# set), prompt ('' keep, '=<prompt>' set). Returns {0} no session (or not the caller's),
+# {1} changed.
+_UPDATE = (
+    _ID_AT_LUA
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+if owner_refuses(redis.call('HGET', KEYS[1], 'owner')) then return {0} end
+if ARGV[3] == '-' then redis.call('HDEL', KEYS[1], 'title') end
+if string.sub(ARGV[3], 1, 1) == '=' then
+  redis.call('HSET', KEYS[1], 'title', string.sub(ARGV[3], 2))
+end
+if string.sub(ARGV[4], 1, 1) == '=' then
+  redis.call('HSET', KEYS[1], 'system_prompt', string.sub(ARGV[4], 2))
+end
+return {1}
+"""
+)
+
+_NO_SESSION = "no session with that id"
+_NO_MESSAGE = "no message with that id in this session"
+
+
+class Conversations:
+    """Edits and reads of a session's conversation; ownership as for every session
+    operation (NotFound for a session `who` may not use)."""
+
+    def __init__(self, redis: Redis | RedisCluster, sessions: SessionStore) -> None:
+        self._sessions = sessions
+        self._page = redis.register_script(_PAGE)
+        self._rewind = redis.register_script(_REWIND)
+        self._update = redis.register_script(_UPDATE)
+
+    async def update(
+        self,
+        session_id: str,
+        *,
+        title: str | None,
+        system_prompt: str | None,
+        who: Identity = ANONYMOUS,
+    ) -> SessionInfo:
+        """Change the title and the system prompt (None: unchanged; a blank title
+        clears it, a blank prompt restores the default); the session as it now is."""
+        title, system_prompt = self._sessions.check_fields(title, system_prompt)
+        await self._sessions.require(session_id, who=who)  # adopts a foreign list first
+        title_arg = "" if title is None else ("=" + title if title.strip() else "-")
+        prompt_arg = "" if system_prompt is None else "=" + system_prompt
+        outcome = await self._update(
+            keys=[meta_key(session_id)], args=[*_caller(who), title_arg, prompt_arg]
+        )
+        if int(outcome[0]) == 0:
+            raise NotFound(_NO_SESSION)
+        return await self._sessions.require(session_id, who=who)
+
+    async def page(
+        self,
+        session_id: str,
+        *,
+        last: int,
+        before: str | None,
+        who: Identity = ANONYMOUS,
+    ) -> list[StoredMessage]:
+        """The last `last` messages before the message `before` (all the latest when
+        None), oldest first, in one round trip whatever the session's length."""
+        check_session_id(session_id)
+        if last < 0:
+            raise BadInput("last must not be negative")
+        position = -1 if before is None else _position(before)
+        result = await self._page(
+            keys=[messages_key(session_id), meta_key(session_id)],
+            args=[*_caller(who), min(last, MAX_PAGE), position, before or ""],
+        )
+        outcome = int(result[0])
+        if outcome == 0:
+            raise NotFound(_NO_SESSION)
+        if outcome == -2:
+            raise NotFound(_NO_MESSAGE)
+        return decode_newest_first(result[2], int(result[3]) + 1)
+
+    async def rewind(
+        self, session_id: str, message_id: str, *, who: Identity = ANONYMOUS
+    ) -> SessionInfo:
+        """Forget the message `message_id` and every later one, at once; SessionBusy
+        while a turn runs. The session as it now is."""
+        check_session_id(session_id)
+        position = _position(message_id)
+        result = await self._rewind(
+            keys=[messages_key(session_id), meta_key(session_id), lock_key(session_id)],
+            args=[*_caller(who), position, message_id],
+        )
+        outcome = int(result[0])
+        if outcome == 0:
+            raise NotFound(_NO_SESSION)
+        if outcome == -1:
+            raise SessionBusy("a turn is running on this session; stop it or wait")
+        if outcome == -2:
+            raise NotFound(_NO_MESSAGE)
+        return await self._sessions.require(session_id, who=who)
+
+
+def _caller(who: Identity) -> list[str]:
+    return ["1" if who.is_admin else "0", who.user_id or ""]
+
+
+def _position(message_id: str) -> int:
+    position = position_of(message_id) if isinstance(message_id, str) else None
+    if position is None:
+        raise BadInput("message id is not one this server gave")
+    return position
