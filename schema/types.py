@@ -16,10 +16,21 @@ from resolvers.services.identity import Identity
 from resolvers.services.sessions import ActiveTurn as RunningTurn
 from resolvers.services.sessions import SessionInfo, SessionPage
 from resolvers.services.turnlog import TurnEvent
+from resolvers.services.usage import Usage as StoredUsage
 
 # Registers the stored enums as the GraphQL enums `Role` and `TurnStatus`.
 strawberry.enum(StoredRole, name="Role")
 strawberry.enum(StoredTurnStatus, name="TurnStatus")
+
+
+@strawberry.type(description="Tokens, as the model provider counted them.")
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+    @classmethod
+    def of(cls, usage: StoredUsage) -> Usage:
+        return cls(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
 
 
 @strawberry.type
@@ -32,6 +43,12 @@ class Message:
     status: StoredTurnStatus = strawberry.field(
         description="STOPPED when the reply was cut short by stopTurn; COMPLETE otherwise."
     )
+    usage: Usage | None = strawberry.field(
+        description="A reply's tokens, when its provider reported them."
+    )
+    finish_reason: str | None = strawberry.field(
+        description="Why the provider ended the reply (stop, length, ...), when it said."
+    )
 
     @classmethod
     def of(cls, message: StoredMessage) -> Message:
@@ -42,6 +59,8 @@ class Message:
             id=strawberry.ID(message.id),
             turn_id=strawberry.ID(message.turn_id) if message.turn_id else None,
             status=message.status,
+            usage=Usage.of(message.usage) if message.usage else None,
+            finish_reason=message.finish_reason,
         )
 
 
@@ -78,6 +97,9 @@ class Session:
     owner_id: strawberry.ID | None = strawberry.field(
         description="Visible to the owner and admins.", default=None
     )
+    usage: Usage = strawberry.field(
+        description="The sum of its replies' tokens, as the provider reported them."
+    )
     # Read with the session, or (in a listing) only when the field is asked for.
     prompt: strawberry.Private[str | None] = None
 
@@ -91,6 +113,7 @@ class Session:
             updated_at=info.updated_at,
             message_count=info.message_count,
             owner_id=strawberry.ID(info.owner_id) if info.owner_id else None,
+            usage=Usage.of(info.usage),
         )
 
     @strawberry.field

@@ -16,6 +16,8 @@ import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
+from resolvers.services.usage import ReplyReport
+
 
 def is_groq(model: BaseChatModel) -> bool:
     return type(model).__name__ == "ChatGroq" and hasattr(model, "async_client")
@@ -28,9 +30,12 @@ class ProviderStreamError(Exception):
     """The provider reported an error inside its stream."""
 
 
-async def groq_stream(model: Any, messages: Sequence[BaseMessage]) -> AsyncIterator[str]:
+async def groq_stream(
+    model: Any, messages: Sequence[BaseMessage], report: ReplyReport
+) -> AsyncIterator[str]:
     """`ChatGroq`'s own request (its message conversion, parameters, client, retries and
-    timeout), with the server-sent events read straight off the response.
+    timeout), with the server-sent events read straight off the response; Groq's own
+    token counts (`x_groq.usage`) and finish reason go to `report`.
 
     What it skips is per-chunk work a turn does not use: the SDK building a pydantic
     object for every chunk, and LangChain's chunk objects and callbacks. That is most of
@@ -62,9 +67,15 @@ async def groq_stream(model: Any, messages: Sequence[BaseMessage]) -> AsyncItera
                 raise ProviderStreamError(str(chunk["error"].get("message", "stream error")))
             choices = chunk.get("choices")
             if choices:
-                text = (choices[0].get("delta") or {}).get("content")
+                choice = choices[0]
+                text = (choice.get("delta") or {}).get("content")
                 if text:
                     yield text
+                if choice.get("finish_reason"):
+                    report.finish_reason = str(choice["finish_reason"])
+            usage = (chunk.get("x_groq") or {}).get("usage") or chunk.get("usage")
+            if isinstance(usage, dict):
+                report.add_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
     finally:
         await response.aclose()
     if not finished:

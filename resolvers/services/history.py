@@ -26,6 +26,7 @@ from langchain_core.messages import (
 from redis.asyncio import Redis, RedisCluster
 
 from resolvers.services.keys import messages_key
+from resolvers.services.usage import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class StoredMessage:
     id: str = ""
     turn_id: str | None = None
     status: TurnStatus = TurnStatus.COMPLETE
+    # A reply's token counts and finish reason, as its provider reported them.
+    usage: Usage | None = None
+    finish_reason: str | None = None
 
 
 def message_id(position: int, nonce: str) -> str:
@@ -106,6 +110,7 @@ def stamped(
     identifier: str | None = None,
     turn_id: str | None = None,
     status: TurnStatus | None = None,
+    finish_reason: str | None = None,
 ) -> BaseMessage:
     """`message` with its creation time, id, turn and status kept where LangChain passes
     them along untouched (`response_metadata`, `additional_kwargs`)."""
@@ -116,6 +121,8 @@ def stamped(
         message.additional_kwargs[TURN_ID] = turn_id
     if status is not None:
         message.additional_kwargs[TURN_STATUS] = status.value
+    if finish_reason is not None:
+        message.response_metadata["finish_reason"] = finish_reason
     return message
 
 
@@ -153,6 +160,13 @@ def decode(raw: str | bytes, position: int = 0) -> StoredMessage | None:
             created_at = None
         if created_at is not None and created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=UTC)
+    usage = None
+    counts = fields.get("usage_metadata") if isinstance(fields, dict) else None
+    if isinstance(counts, dict):
+        tokens_in, tokens_out = counts.get("input_tokens"), counts.get("output_tokens")
+        if isinstance(tokens_in, int) and isinstance(tokens_out, int):
+            usage = Usage(input_tokens=tokens_in, output_tokens=tokens_out)
+    reason = metadata.get("finish_reason")
     own_id = extra.get(MESSAGE_ID)
     turn_id = extra.get(TURN_ID)
     try:
@@ -166,6 +180,8 @@ def decode(raw: str | bytes, position: int = 0) -> StoredMessage | None:
         id=own_id if isinstance(own_id, str) and own_id else str(position),
         turn_id=turn_id if isinstance(turn_id, str) else None,
         status=status,
+        usage=usage,
+        finish_reason=reason if isinstance(reason, str) else None,
     )
 
 

@@ -23,6 +23,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from resolvers.services.errors import ModelFailed
 from resolvers.services.groq_fast import groq_stream, is_groq
 from resolvers.services.settings import OFFLINE_MODEL
+from resolvers.services.usage import ReplyReport
 
 logger = logging.getLogger(__name__)
 
@@ -112,16 +113,20 @@ class ChatModel:
         for pool in self._pools:
             await pool.aclose()
 
-    async def stream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: Sequence[BaseMessage], report: ReplyReport | None = None
+    ) -> AsyncIterator[str]:
         """The reply's pieces, as valid text (a lone surrogate becomes U+FFFD).
 
         Each model gets `first_token_wait` seconds for its first piece, its SDK's own
-        retries included; past it, or on a failure, the next model is tried.
+        retries included; past it, or on a failure, the next model is tried. `report`
+        gets the provider's own token counts and finish reason, when it sends them.
         """
+        report = report if report is not None else ReplyReport()
         models = self._shards[next(self._next)]
         last = len(models) - 1
         for index, model in enumerate(models):
-            pieces = _valid_text(self._stream_one(model, messages))
+            pieces = _valid_text(self._stream_one(model, messages, report))
             try:
                 async with asyncio.timeout(self.first_token_wait):
                     first = await anext(pieces)
@@ -151,11 +156,11 @@ class ChatModel:
             return
 
     def _stream_one(
-        self, model: BaseChatModel, messages: Sequence[BaseMessage]
+        self, model: BaseChatModel, messages: Sequence[BaseMessage], report: ReplyReport
     ) -> AsyncIterator[str]:
         if self._fast and is_groq(model):
-            return groq_stream(model, messages)
-        return _langchain_stream(model, messages)
+            return groq_stream(model, messages, report)
+        return _langchain_stream(model, messages, report)
 
 
 async def _valid_text(pieces: AsyncIterator[str]) -> AsyncGenerator[str, None]:
@@ -181,9 +186,15 @@ async def _valid_text(pieces: AsyncIterator[str]) -> AsyncGenerator[str, None]:
 
 
 async def _langchain_stream(
-    model: BaseChatModel, messages: Sequence[BaseMessage]
+    model: BaseChatModel, messages: Sequence[BaseMessage], report: ReplyReport
 ) -> AsyncIterator[str]:
     async for chunk in model.astream(list(messages)):
+        usage = getattr(chunk, "usage_metadata", None)
+        if usage:
+            report.add_usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        reason = chunk.response_metadata.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            report.finish_reason = reason
         text = chunk.text
         if text:
             yield text
@@ -203,6 +214,10 @@ _TAKES_TIMEOUT_AND_RETRIES = {
     "together",
     "xai",
 }
+
+
+# Providers whose LangChain class reports usage in a stream only when asked.
+_STREAMS_USAGE_ON_REQUEST = {"openai", "azure_openai"}
 
 
 # Connections per HTTP pool: httpcore's pool bookkeeping grows with its size squared.
@@ -230,6 +245,8 @@ def _chat_model(
         options = {"timeout": timeout, "max_retries": max_retries}
     if provider in _TAKES_HTTP_CLIENT:
         options["http_async_client"] = http
+    if provider in _STREAMS_USAGE_ON_REQUEST:
+        options["stream_usage"] = True  # the token counts, in the stream's last chunk
     try:
         model = init_chat_model(name, **options)
     except (ImportError, AttributeError) as exc:

@@ -46,6 +46,7 @@ from resolvers.services.keys import (
     turn_session_key,
     turn_stream_key,
 )
+from resolvers.services.usage import NO_USAGE, Usage
 from resolvers.services.validation import (
     check_length,
     check_session_id,
@@ -60,7 +61,7 @@ MAX_TITLE_CHARS = 200
 MAX_PAGE = 1000  # larger pages are cut to this; the cursor gives the rest
 AUTO_TITLE_CHARS = 60
 # What a listing shows of each session (not the system prompt: see SessionInfo).
-_LISTED_FIELDS = ("title", "created_at", "updated_at", "owner")
+_LISTED_FIELDS = ("title", "created_at", "updated_at", "owner", "input_tokens", "output_tokens")
 _NOT_FOUND = "no session with that id"
 
 # Appends the tokens not yet in a turn's stream as one entry, then (optionally) an end
@@ -81,7 +82,8 @@ end
 # index]] (the last three on one Redis only: on a cluster they live in other slots, and
 # the caller writes them after a successful commit).
 # ARGV: token, user json, reply json, now (us), ttl (s), session id, title guess,
-# first seq, last seq, tokens json (or ''), done seq, status, replay ms, stream cap.
+# first seq, last seq, tokens json (or ''), done seq, status, replay ms, stream cap,
+# the reply's input and output tokens ('' when the provider gave none).
 # Returns 1 stored (also when this very turn was stored by an earlier try of the same
 # call), 0 session deleted meanwhile, -1 lock lost.
 _COMMIT_TURN = (
@@ -98,6 +100,10 @@ end
 redis.call('LPUSH', KEYS[1], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[4], 'last_turn', ARGV[1])
 if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[7]) end
+if ARGV[15] ~= '' then
+  redis.call('HINCRBY', KEYS[2], 'input_tokens', ARGV[15])
+  redis.call('HINCRBY', KEYS[2], 'output_tokens', ARGV[16])
+end
 if #KEYS >= 7 then redis.call('ZADD', KEYS[7], ARGV[4], ARGV[6]) end
 if #KEYS >= 8 then redis.call('ZADD', KEYS[8], ARGV[4], ARGV[6]) end
 local ttl = tonumber(ARGV[5])
@@ -283,6 +289,8 @@ class SessionInfo:
     message_count: int
     # The user who created it; None for a session created anonymously.
     owner_id: str | None = None
+    # The sum of its replies' token counts, as the provider reported them.
+    usage: Usage = NO_USAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -777,6 +785,7 @@ class SessionStore:
         turn_id: str | None = None,
         pending: tuple[int, list[str]] = (0, []),
         status: str = "COMPLETE",
+        usage: Usage | None = None,
     ) -> int:
         """Store a finished turn atomically, and end its stream with the done entry
         (after the tokens in `pending`: the first one's seq, the tokens); see
@@ -812,6 +821,8 @@ class SessionStore:
                     status,
                     self._replay_ms,
                     TURN_STREAM_CAP,
+                    "" if usage is None else usage.input_tokens,
+                    "" if usage is None else usage.output_tokens,
                 ],
             )
         )
@@ -1067,4 +1078,8 @@ class SessionStore:
             updated_at=_from_micros(fields.get("updated_at")),
             message_count=count,
             owner_id=fields.get("owner") or None,
+            usage=Usage(
+                input_tokens=int(fields.get("input_tokens") or 0),
+                output_tokens=int(fields.get("output_tokens") or 0),
+            ),
         )

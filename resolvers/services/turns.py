@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages.ai import UsageMetadata
 
 from resolvers.services.errors import (
     BadInput,
@@ -46,6 +47,7 @@ from resolvers.services.limits import RateLimiter
 from resolvers.services.model import ChatModel
 from resolvers.services.sessions import SessionStore, TokenEntry, TurnEnd, TurnStart
 from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent, TurnFailed
+from resolvers.services.usage import ReplyReport, Usage
 from resolvers.services.validation import check_session_id, check_text, check_turn_id
 
 __all__ = ["BACKLOG_TO_MERGE", "LiveTurn", "TurnEvent", "TurnFailed", "TurnRunner"]
@@ -333,7 +335,8 @@ class TurnRunner:
             prompt: list[BaseMessage] = [SystemMessage(content=start.system_prompt)]
             prompt += as_langchain(start.window)
             prompt.append(HumanMessage(content=message))
-            status = await self._stream_reply(live, prompt)
+            report = ReplyReport()
+            status = await self._stream_reply(live, prompt, report)
             reply = "".join(live.tokens)
             reply_at = datetime.now(UTC)
             self._writer.remove(live)
@@ -353,11 +356,12 @@ class TurnRunner:
                     ),
                     reply_json=encode(
                         stamped(
-                            AIMessage(content=reply),
+                            _reply_message(reply, report.usage),
                             reply_at,
                             identifier=reply_id,
                             turn_id=turn_id,
                             status=status,
+                            finish_reason=report.finish_reason,
                         )
                     ),
                     first_message=message,
@@ -365,6 +369,7 @@ class TurnRunner:
                     turn_id=turn_id,
                     pending=written.pending(live),
                     status=status.value,
+                    usage=report.usage,
                 )
             )
             try:
@@ -382,6 +387,8 @@ class TurnRunner:
                 id=reply_id,
                 turn_id=turn_id,
                 status=status,
+                usage=report.usage,
+                finish_reason=report.finish_reason,
             )
             live.finish(
                 TurnEvent(
@@ -425,7 +432,9 @@ class TurnRunner:
                 if self._running.get((session_id, turn_id)) is live:
                     del self._running[(session_id, turn_id)]
 
-    async def _stream_reply(self, live: LiveTurn, prompt: list[BaseMessage]) -> TurnStatus:
+    async def _stream_reply(
+        self, live: LiveTurn, prompt: list[BaseMessage], report: ReplyReport
+    ) -> TurnStatus:
         """Relay the model's reply into the turn until it ends or a stop is asked for.
 
         The relay runs in a task of its own, which a stop cancels: that closes the
@@ -434,7 +443,7 @@ class TurnRunner:
         """
         if live.stop_requested:
             return TurnStatus.STOPPED
-        relay = asyncio.create_task(self._relay(live, prompt))
+        relay = asyncio.create_task(self._relay(live, prompt, report))
         live.on_stop(relay.cancel)
         try:
             await relay
@@ -447,7 +456,7 @@ class TurnRunner:
             live.on_stop(None)
         return TurnStatus.COMPLETE
 
-    async def _relay(self, live: LiveTurn, prompt: list[BaseMessage]) -> None:
+    async def _relay(self, live: LiveTurn, prompt: list[BaseMessage], report: ReplyReport) -> None:
         """Relay the model's pieces into the turn.
 
         One deadline, moved after every piece: the first piece may take the first-token
@@ -458,7 +467,7 @@ class TurnRunner:
         loop = asyncio.get_running_loop()
         turn_end = loop.time() + self._turn_timeout if self._turn_timeout else math.inf
         wait = self._first_timeout
-        stream = self._model.stream(prompt)
+        stream = self._model.stream(prompt, report)
         try:
             async with asyncio.timeout_at(min(loop.time() + wait, turn_end)) as deadline:
                 async for piece in stream:
@@ -595,6 +604,18 @@ def _apply(live: LiveTurn, entries: list[TokenEntry | TurnEnd]) -> None:
                 status=TurnStatus(entry.status),
             )
         )
+
+
+def _reply_message(text: str, usage: Usage | None) -> AIMessage:
+    """The reply as LangChain keeps it: the provider's counts in `usage_metadata`."""
+    if usage is None:
+        return AIMessage(content=text)
+    counts = UsageMetadata(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.input_tokens + usage.output_tokens,
+    )
+    return AIMessage(content=text, usage_metadata=counts)
 
 
 def _check_commit(outcome: int) -> None:
