@@ -169,9 +169,10 @@ async def stop_turn(info: Info, session_id: str, turn_id: str | None) -> bool:
 
 
 async def chat(
-    info: Info, session_id: str, message: str, turn_id: str | None
+    info: Info, session_id: str, message: str, turn_id: str | None, *, regenerate: bool = False
 ) -> AsyncGenerator[TurnEvent, None]:
-    """The turn's events; errors before or during the stream carry their code."""
+    """The turn's events; errors before or during the stream carry their code. With
+    `regenerate`, the turn runs the last user message again in place of the last reply."""
     try:
         context = info.context
         turn = await context.services.turns.start(
@@ -180,6 +181,7 @@ async def chat(
             client=context.client,
             who=await context.identity(),
             turn_id=turn_id,
+            regenerate=regenerate,
         )
         async for event in turn.events():
             yield event

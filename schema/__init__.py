@@ -155,6 +155,18 @@ class Subscription:
                 yield ChatEvent.of(event)
 
     @strawberry.subscription(
+        description="Runs the last user message again in place of the last reply."
+    )
+    async def regenerate(
+        self, info: resolve.Info, session_id: strawberry.ID, turn_id: strawberry.ID | None = None
+    ) -> AsyncGenerator[ChatEvent, None]:
+        chosen = _optional(turn_id)
+        events = resolve.chat(info, str(session_id), "", chosen, regenerate=True)
+        async with aclosing(events) as running:
+            async for event in running:
+                yield ChatEvent.of(event)
+
+    @strawberry.subscription(
         description=(
             "Replays the turn's events after `after`, then follows it live to its end; the "
             "running turn when turnId is null. NOT_FOUND when there is no such turn (or it "

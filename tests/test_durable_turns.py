@@ -20,6 +20,7 @@ from resolvers.services.keys import messages_key
 from tests.support import AppServer, FakeGroq, error_codes, gql, new_session
 from tests.support.turns import (
     CHAT_TURN,
+    EVENT,
     FOLLOW,
     STOP,
     assert_numbered,
@@ -392,3 +393,106 @@ async def test_a_turn_waiting_for_its_first_token_is_stopped_from_another_proces
     assert streams_gone(fake_groq) > gone
     stored = await history_of(http, session_id)
     assert stored == [{"input": "!first_delay=30 silent", "output": ""}]
+
+
+REGENERATE = f"""
+subscription($s: ID!, $t: ID) {{ regenerate(sessionId: $s, turnId: $t) {{ {EVENT} }} }}
+"""
+
+
+async def seed(app: AppServer, session_id: str, *messages: tuple[str, str]) -> None:
+    """Messages as another LangChain program writes them (oldest first)."""
+    redis = Redis.from_url(app.env["REDIS_URL"], decode_responses=True)
+    try:
+        for kind, text in messages:
+            entry = {"type": kind, "data": {"content": text, "additional_kwargs": {}}}
+            await redis.lpush(messages_key(session_id), json.dumps(entry))
+    finally:
+        await redis.aclose()
+
+
+async def test_regenerate_replaces_the_last_reply_and_sends_what_the_turn_sent(
+    pair: list[AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    session_id = await new_session(http)
+    await http.post("/chat", json={"session_id": session_id, "message": "first"})
+    await http.post("/chat", json={"session_id": session_id, "message": "regen me"})
+    before = await gql(http, MESSAGES, s=session_id)
+    old = before["data"]["session"]["messages"]  # type: ignore[index]
+    sent_then = fake_groq.requests()["last"]
+    count = requests_made(fake_groq)
+    turn_id = str(uuid.uuid4())
+    async with graphql_socket(pair[1].ws_url) as ws:
+        got = await ws.collect(await ws.start(REGENERATE, s=session_id, t=turn_id))
+    assert not got.errors, got.errors
+    done = got.events[-1]
+    assert done["done"] and done["turnId"] == turn_id and done["status"] == "COMPLETE"
+    assert requests_made(fake_groq) == count + 1
+    assert fake_groq.requests()["last"] == sent_then  # the same prompt, the old reply left out
+    after = (await gql(http, MESSAGES, s=session_id))["data"]["session"]["messages"]  # type: ignore[index]
+    assert [m["content"] for m in after] == [m["content"] for m in old]
+    assert after[:3] == old[:3]  # everything before the reply is as it was
+    assert after[3]["id"] == done["message"]["id"] != old[3]["id"]
+    assert after[3]["id"].split(".")[0] == old[3]["id"].split(".")[0] == "3"
+    assert after[3]["turnId"] == turn_id
+    assert len(await history_of(http, session_id)) == 2
+
+
+async def test_a_failed_regenerate_keeps_the_old_reply(
+    pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(http)
+    await seed(pair[0], session_id, ("human", "!cut=2 a b c d"), ("ai", "the kept reply"))
+    async with graphql_socket(pair[0].ws_url) as ws:
+        got = await ws.collect(await ws.start(REGENERATE, s=session_id))
+    assert got.codes == ["LLM_ERROR"]
+    assert await history_of(http, session_id) == [
+        {"input": "!cut=2 a b c d", "output": "the kept reply"}
+    ]
+
+
+async def test_regenerate_needs_a_reply_to_replace_and_a_free_session(
+    pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    empty = await new_session(http)
+    asked = await new_session(http)
+    await seed(pair[0], asked, ("human", "no reply yet"))
+    running = await new_session(http)
+    await http.post("/chat", json={"session_id": running, "message": "one"})
+    async with graphql_socket(pair[0].ws_url) as ws:
+        for session_id in (empty, asked):
+            got = await ws.collect(await ws.start(REGENERATE, s=session_id))
+            assert got.codes == ["BAD_USER_INPUT"], session_id
+        op = await ws.start(CHAT_TURN, s=running, m="!delay=0.05 !tokens=40 busy")
+        await read_events(ws, op, 1)
+        async with graphql_socket(pair[1].ws_url) as other:
+            raced = await other.collect(await other.start(REGENERATE, s=running))
+        assert raced.codes == ["SESSION_BUSY"]
+        rest = await ws.collect(op)
+        assert rest.events[-1]["done"]
+    assert len(await history_of(http, running)) == 2
+
+
+async def test_a_regenerate_is_followed_and_stopped_from_another_process(
+    pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(http)
+    await seed(pair[0], session_id, ("human", "!delay=0.1 !tokens=100 slow"), ("ai", "old"))
+    turn_id = str(uuid.uuid4())
+    async with graphql_socket(pair[0].ws_url) as ws:
+        op = await ws.start(REGENERATE, s=session_id, t=turn_id)
+        first = await read_events(ws, op, 3)
+        async with graphql_socket(pair[1].ws_url) as other:
+            follow = await other.start(FOLLOW, s=session_id, a=first[-1]["seq"])
+            stopped = await gql(http, STOP, s=session_id, t=turn_id)
+            assert stopped["data"] == {"stopTurn": True}
+            followed = await other.collect(follow)
+        rest = await ws.collect(op)
+    assert followed.events[-1] == rest.events[-1]
+    partial = rest.events[-1]["message"]["content"]
+    assert partial.startswith("".join(e["token"] for e in first))
+    messages = (await gql(http, MESSAGES, s=session_id))["data"]["session"]["messages"]  # type: ignore[index]
+    assert [(m["content"], m["status"]) for m in messages] == [
+        ("!delay=0.1 !tokens=100 slow", "COMPLETE"),
+        (partial, "STOPPED"),
+    ]

@@ -355,6 +355,7 @@ SESSION_OPERATIONS: dict[str, str] = {
     "stopTurn": "mutation($s: ID!) { stopTurn(sessionId: $s) }",
     "updateSession": 'mutation($s: ID!) { updateSession(id: $s, input: {title: "x"}) { id } }',
     "rewind": 'mutation($s: ID!) { rewind(sessionId: $s, messageId: "0") { id } }',
+    "regenerate": "subscription($s: ID!) { regenerate(sessionId: $s) { token } }",
 }
 
 

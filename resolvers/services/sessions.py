@@ -83,9 +83,11 @@ end
 # the caller writes them after a successful commit).
 # ARGV: token, user json, reply json, now (us), ttl (s), session id, title guess,
 # first seq, last seq, tokens json (or ''), done seq, status, replay ms, stream cap,
-# the reply's input and output tokens ('' when the provider gave none).
+# the reply's input and output tokens ('' when the provider gave none), the reply it
+# replaces ('' for a new turn; the user message is then not written).
 # Returns 1 stored (also when this very turn was stored by an earlier try of the same
-# call), 0 session deleted meanwhile, -1 lock lost.
+# call), 0 session deleted meanwhile, -1 lock lost, -3 the reply to replace is no longer
+# the last message.
 _COMMIT_TURN = (
     _APPEND_LUA
     + """
@@ -97,7 +99,13 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[3], KEYS[4])
   return 0
 end
-redis.call('LPUSH', KEYS[1], ARGV[2], ARGV[3])
+if ARGV[17] == '' then
+  redis.call('LPUSH', KEYS[1], ARGV[2], ARGV[3])
+else
+  -- A regenerated reply takes the old one's place, if it is still the last message.
+  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[17] then return -3 end
+  redis.call('LSET', KEYS[1], 0, ARGV[3])
+end
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[4], 'last_turn', ARGV[1])
 if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[7]) end
 if ARGV[15] ~= '' then
@@ -163,11 +171,31 @@ return {-1}
 # Returns {0} no such session (or one the caller may not use), {-1} busy, {-2} the turn
 # id belongs to another session, {2} the turn exists (join it), or {1, system prompt or
 # false, window, owner or false, list length}. A retry of the same call (a reply lost on
-# the wire) finds its own token and succeeds.
+# the wire) finds its own token and succeeds. With ARGV[13] '1' the turn regenerates the
+# last reply: {-3} unless the list ends with a user message and a reply; the window then
+# leaves both out, and the result adds the reply and the user message as stored.
 # A started turn is activity: with a TTL, the keys' expiry and the index score move
 # together, so the listing never drops a live session (on a cluster the caller moves
 # the score, the index being in another slot).
 _BEGIN_TURN = """
+local function regenerable()
+  local reply = redis.call('LINDEX', KEYS[3], 0)
+  local asked = redis.call('LINDEX', KEYS[3], 1)
+  if not reply or not asked then return nil end
+  local ok_reply, r = pcall(cjson.decode, reply)
+  local ok_asked, a = pcall(cjson.decode, asked)
+  if not ok_reply or not ok_asked or type(r) ~= 'table' or type(a) ~= 'table' then
+    return nil
+  end
+  if (r['type'] ~= 'ai' and r['type'] ~= 'AIMessageChunk') or a['type'] ~= 'human' then
+    return nil
+  end
+  local text = ''
+  if type(a['data']) == 'table' and type(a['data']['content']) == 'string' then
+    text = a['data']['content']
+  end
+  return reply, asked, text
+end
 local held = redis.call('GET', KEYS[1])
 if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
   if held == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[4]) end
@@ -182,14 +210,21 @@ if #KEYS >= 6 then
   local home = redis.call('GET', KEYS[6])
   if home and home ~= ARGV[6] then return {-2} end
 end
+local regenerating = ARGV[13] == '1'
 if held ~= ARGV[1] then
   if redis.call('EXISTS', KEYS[5]) == 1 then return {2} end
   if held and redis.call('HGET', KEYS[4], 'turn_id') == ARGV[10] then return {2} end
   if held then return {-1} end
+  local message = ARGV[11]
+  if regenerating then
+    local reply, asked, text = regenerable()
+    if not reply then return {-3} end
+    message = text
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   redis.call('DEL', KEYS[4])
   redis.call('HSET', KEYS[4], 'turn_id', ARGV[10], 'token', ARGV[1], 'started_at', ARGV[5],
-    'message', ARGV[11])
+    'message', message)
   redis.call('PEXPIRE', KEYS[4], ARGV[2])
   if #KEYS >= 6 then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[12]) end
 end
@@ -207,8 +242,14 @@ end
 local prompt = redis.call('HGET', KEYS[2], 'system_prompt')
 local window = {}
 local n = tonumber(ARGV[3])
-if n > 0 then window = redis.call('LRANGE', KEYS[3], 0, n - 1) end
-return {1, prompt, window, owner, redis.call('LLEN', KEYS[3])}
+local skip = 0
+local reply, asked = false, false
+if regenerating then
+  reply, asked = regenerable()
+  skip = 2
+end
+if n > 0 then window = redis.call('LRANGE', KEYS[3], skip, skip + n - 1) end
+return {1, prompt, window, owner, redis.call('LLEN', KEYS[3]), reply or false, asked or false}
 """
 
 # KEYS: lock[, active turn]. ARGV: token.
@@ -322,6 +363,9 @@ class TurnStart:
     # Messages in the list when the turn began: the new ones' positions follow.
     length: int = 0
     joined: bool = False
+    # Regenerating: the reply to replace and the user message, as the list holds them.
+    replaces: str | None = None
+    asked: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -663,6 +707,7 @@ class SessionStore:
         who: Identity = ANONYMOUS,
         turn_id: str | None = None,
         message: str = "",
+        regenerate: bool = False,
     ) -> TurnStart:
         """Take the session's lock for turn `turn_id` (a new id when None) and read what
         the model needs, in one round trip; NotFound as for a missing session when `who`
@@ -708,6 +753,7 @@ class SessionStore:
                 turn_id,
                 message,
                 home_ms,
+                "1" if regenerate else "0",
             ],
         )
         outcome = int(result[0])
@@ -717,6 +763,8 @@ class SessionStore:
             raise SessionBusy("a turn is already running on this session")
         if outcome == -2:
             raise BadInput("that turn id belongs to another session")
+        if outcome == -3:
+            raise BadInput("nothing to regenerate: the conversation does not end with a reply")
         if outcome == 2:
             return TurnStart(token="", system_prompt="", window=[], turn_id=turn_id, joined=True)
         prompt, raw_window = result[1], result[2]
@@ -738,6 +786,8 @@ class SessionStore:
             owner=owner,
             turn_id=turn_id,
             length=length,
+            replaces=str(result[5]) if regenerate and result[5] is not None else None,
+            asked=str(result[6]) if regenerate and result[6] is not None else None,
         )
 
     async def _claim_turn_id(self, session_id: str, turn_id: str, ms: int) -> None:
@@ -786,6 +836,7 @@ class SessionStore:
         pending: tuple[int, list[str]] = (0, []),
         status: str = "COMPLETE",
         usage: Usage | None = None,
+        replaces: str | None = None,
     ) -> int:
         """Store a finished turn atomically, and end its stream with the done entry
         (after the tokens in `pending`: the first one's seq, the tokens); see
@@ -823,6 +874,7 @@ class SessionStore:
                     TURN_STREAM_CAP,
                     "" if usage is None else usage.input_tokens,
                     "" if usage is None else usage.output_tokens,
+                    replaces or "",
                 ],
             )
         )

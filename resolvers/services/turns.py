@@ -120,8 +120,11 @@ class TurnRunner:
         client: str | None = None,
         who: Identity = ANONYMOUS,
         turn_id: str | None = None,
+        regenerate: bool = False,
     ) -> LiveTurn:
         """Validate, take the session's lock, and start the model; errors raise here.
+        With `regenerate`, the turn runs the last user message again (`message` unused),
+        and its reply takes the last reply's place when stored.
 
         `client` is the caller's address, for the per-session rate limit. With a
         `turn_id` that is already a turn of the session (running, or ended and still
@@ -129,7 +132,8 @@ class TurnRunner:
         again.
         """
         check_session_id(session_id)
-        self.check_message(message)
+        if not regenerate:
+            self.check_message(message)
         try:
             if turn_id is not None:
                 turn_id = check_turn_id(turn_id)
@@ -141,7 +145,9 @@ class TurnRunner:
                 if turn_id is None or not await self._store.turn_exists(session_id, turn_id):
                     await self._limiter.check_turn(session_id, client)
             begin = asyncio.ensure_future(
-                self._store.begin_turn(session_id, who=who, turn_id=turn_id, message=message)
+                self._store.begin_turn(
+                    session_id, who=who, turn_id=turn_id, message=message, regenerate=regenerate
+                )
             )
             try:
                 start = await asyncio.shield(begin)
@@ -330,6 +336,9 @@ class TurnRunner:
         error: ChatError | None = None
         renewer = asyncio.create_task(self._keep_lock(session_id, start.token, turn_id))
         written = self._writer.add(live)
+        asked = decode(start.asked) if start.asked is not None else None
+        if asked is not None:
+            message = asked.content
         try:
             user_at = datetime.now(UTC)
             prompt: list[BaseMessage] = [SystemMessage(content=start.system_prompt)]
@@ -341,7 +350,9 @@ class TurnRunner:
             reply_at = datetime.now(UTC)
             self._writer.remove(live)
             user_id = message_id(start.length, secrets.token_hex(4))
-            reply_id = message_id(start.length + 1, secrets.token_hex(4))
+            # A regenerated reply takes the place (the position) of the one it replaces.
+            reply_at_position = start.length - 1 if asked is not None else start.length + 1
+            reply_id = message_id(reply_at_position, secrets.token_hex(4))
             commit = asyncio.ensure_future(
                 self._store.commit_turn(
                     session_id,
@@ -364,12 +375,13 @@ class TurnRunner:
                             finish_reason=report.finish_reason,
                         )
                     ),
-                    first_message=message,
+                    first_message="" if asked is not None else message,
                     owner=start.owner,
                     turn_id=turn_id,
                     pending=written.pending(live),
                     status=status.value,
                     usage=report.usage,
+                    replaces=start.replaces,
                 )
             )
             try:
@@ -621,6 +633,8 @@ def _reply_message(text: str, usage: Usage | None) -> AIMessage:
 def _check_commit(outcome: int) -> None:
     if outcome == 0:
         raise NotFound("the session was deleted while the reply streamed")
+    if outcome == -3:
+        raise SessionBusy("the last reply changed while it was regenerated; nothing stored")
     if outcome < 0:
         raise SessionBusy("the session's lock expired before the reply was stored")
 
