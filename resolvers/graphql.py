@@ -17,6 +17,7 @@ from graphql import GraphQLError
 
 from resolvers.context import Context
 from resolvers.services.container import Services
+from resolvers.services.context import ContextPlan
 from resolvers.services.errors import RateLimited, client_error
 from resolvers.services.history import StoredMessage, TurnPair, TurnStatus
 from resolvers.services.identity import GuestToken, Identity
@@ -156,6 +157,12 @@ async def messages_page(
 ) -> list[StoredMessage]:
     conversations = info.context.services.conversations
     return await conversations.page(session_id, last=last, before=before, who=await _who(info))
+
+
+@graphql_errors
+async def session_context(info: Info, session_id: str) -> ContextPlan:
+    conversations = info.context.services.conversations
+    return await conversations.context(session_id, who=await _who(info))
 
 
 @graphql_errors

@@ -8,6 +8,7 @@ import strawberry
 
 from resolvers import graphql as resolve
 from resolvers.context import Context
+from resolvers.services.context import ContextPlan
 from resolvers.services.history import Role as StoredRole
 from resolvers.services.history import StoredMessage, TurnPair
 from resolvers.services.history import TurnStatus as StoredTurnStatus
@@ -61,6 +62,29 @@ class Message:
             status=message.status,
             usage=Usage.of(message.usage) if message.usage else None,
             finish_reason=message.finish_reason,
+        )
+
+
+@strawberry.type(description="What the next turn would send of the session's history.")
+class ContextReceipt:
+    message_ids: list[strawberry.ID] = strawberry.field(
+        description=(
+            "What the next turn would send: the ids of the history messages included, oldest first."
+        )
+    )
+    trimmed: int = strawberry.field(description="Earlier messages left out to fit the budget.")
+    summary: str | None = strawberry.field(
+        description="A summary of trimmed messages, sent as a system message, when one is kept."
+    )
+    estimated_tokens: int
+
+    @classmethod
+    def of(cls, plan: ContextPlan) -> ContextReceipt:
+        return cls(
+            message_ids=[strawberry.ID(i) for i in plan.message_ids],
+            trimmed=plan.trimmed,
+            summary=None,
+            estimated_tokens=plan.estimated_tokens,
         )
 
 
@@ -146,6 +170,10 @@ class Session:
             info, str(self.id), last, None if before is None else str(before)
         )
         return [Message.of(m) for m in found]
+
+    @strawberry.field(description="What the next turn would send of the history.")
+    async def context(self, info: strawberry.Info[Context]) -> ContextReceipt:
+        return ContextReceipt.of(await resolve.session_context(info, str(self.id)))
 
     @strawberry.field(description="The turn running now; null when none is.")
     async def active_turn(self, info: strawberry.Info[Context]) -> ActiveTurn | None:

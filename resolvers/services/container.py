@@ -122,6 +122,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             lock_seconds=settings.turn_lock_seconds,
             stream_min_gap=settings.stream_min_interval_ms / 1000,
             follow_connections=settings.turn_follow_connections,
+            history_tokens=settings.history_max_tokens,
         )
         logger.info("redis: %s", where)
         logger.info("model: %s", settings.model_name)
@@ -137,7 +138,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             settings=settings,
             redis=redis,
             sessions=sessions,
-            conversations=Conversations(redis, sessions),
+            conversations=Conversations(
+                redis,
+                sessions,
+                history_window=settings.history_window,
+                history_tokens=settings.history_max_tokens,
+            ),
             turns=turns,
             limiter=limiter,
             model_name=settings.model_name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis, RedisCluster
 
+from resolvers.services.context import ContextPlan, plan_context
 from resolvers.services.errors import BadInput, NotFound, SessionBusy
 from resolvers.services.history import StoredMessage, decode_newest_first, position_of
 from resolvers.services.identity import ANONYMOUS, Identity
@@ -104,8 +105,18 @@ class Conversations:
     """Edits and reads of a session's conversation; ownership as for every session
     operation (NotFound for a session `who` may not use)."""
 
-    def __init__(self, redis: Redis | RedisCluster, sessions: SessionStore) -> None:
+    def __init__(
+        self,
+        redis: Redis | RedisCluster,
+        sessions: SessionStore,
+        *,
+        history_window: int = 40,
+        history_tokens: int = 8000,
+    ) -> None:
+        self._redis = redis
         self._sessions = sessions
+        self._window = history_window
+        self._history_tokens = history_tokens
         self._page = redis.register_script(_PAGE)
         self._rewind = redis.register_script(_REWIND)
         self._update = redis.register_script(_UPDATE)
@@ -155,6 +166,27 @@ class Conversations:
         if outcome == -2:
             raise NotFound(_NO_MESSAGE)
         return decode_newest_first(result[2], int(result[3]) + 1)
+
+    async def context(self, session_id: str, *, who: Identity = ANONYMOUS) -> ContextPlan:
+        """What the next turn would send: the same choice the turn makes, on the same
+        reads (the system prompt, the window, the list's length)."""
+        check_session_id(session_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(meta_key(session_id), messages_key(session_id))
+            pipe.hmget(meta_key(session_id), ["owner", "system_prompt"])
+            pipe.llen(messages_key(session_id))
+            if self._window:
+                pipe.lrange(messages_key(session_id), 0, self._window - 1)
+            exists, (owner, prompt), length, *read = await pipe.execute()
+        if not exists or not who.may_use(owner):
+            raise NotFound(_NO_SESSION)
+        window = decode_newest_first(read[0] if read else [], int(length))
+        return plan_context(
+            self._sessions.prompt_or_default(prompt),
+            window,
+            total=int(length),
+            max_tokens=self._history_tokens,
+        )
 
     async def rewind(
         self, session_id: str, message_id: str, *, who: Identity = ANONYMOUS

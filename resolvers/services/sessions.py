@@ -502,6 +502,10 @@ class SessionStore:
             owner_id=owner,
         )
 
+    def prompt_or_default(self, prompt: str | None) -> str:
+        """A session's system prompt as a turn sends it (an adopted list has none)."""
+        return str(prompt) if prompt else self._default_prompt
+
     def check_fields(
         self, title: str | None, system_prompt: str | None
     ) -> tuple[str | None, str | None]:

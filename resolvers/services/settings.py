@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
     history_window: int = Field(default=40, ge=0)
+    # The history a turn sends is cut, oldest first, to this estimate of tokens too.
+    history_max_tokens: int = Field(default=8000, ge=1)
     max_message_chars: int = Field(default=32000, ge=1)
     session_ttl_seconds: int = Field(default=0, ge=0)
     # How long a turn's lock lives without renewal: bounds how long a session stays

@@ -17,12 +17,14 @@ import contextlib
 import logging
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.messages.ai import UsageMetadata
 
+from resolvers.services.context import is_context_too_long, plan_context
 from resolvers.services.errors import (
     BadInput,
     ChatError,
@@ -36,7 +38,6 @@ from resolvers.services.history import (
     Role,
     StoredMessage,
     TurnStatus,
-    as_langchain,
     decode,
     encode,
     message_id,
@@ -49,6 +50,9 @@ from resolvers.services.sessions import SessionStore, TokenEntry, TurnEnd, TurnS
 from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent, TurnFailed
 from resolvers.services.usage import ReplyReport, Usage
 from resolvers.services.validation import check_session_id, check_text, check_turn_id
+
+# The prompt of a turn for a budget of history tokens.
+PromptFor = Callable[[int], list[BaseMessage]]
 
 __all__ = ["BACKLOG_TO_MERGE", "LiveTurn", "TurnEvent", "TurnFailed", "TurnRunner"]
 
@@ -84,6 +88,7 @@ class TurnRunner:
         lock_seconds: float,
         stream_min_gap: float = 0.0,
         follow_connections: int = 50,
+        history_tokens: int = 8000,
     ) -> None:
         self._store = store
         self._model = model
@@ -102,6 +107,7 @@ class TurnRunner:
         self._mirrors: dict[tuple[str, str], LiveTurn] = {}
         self._mirror_tasks: set[asyncio.Task[None]] = set()
         self._writer = _StreamWriter(store)
+        self._history_tokens = history_tokens
         # Blocking reads of followed turns at once: the follow pool's size.
         self._follow_slots = asyncio.Semaphore(follow_connections)
 
@@ -341,11 +347,17 @@ class TurnRunner:
             message = asked.content
         try:
             user_at = datetime.now(UTC)
-            prompt: list[BaseMessage] = [SystemMessage(content=start.system_prompt)]
-            prompt += as_langchain(start.window)
-            prompt.append(HumanMessage(content=message))
+            earlier = start.length - 2 if asked is not None else start.length
+            asking = HumanMessage(content=message)
+
+            def prompt_for(budget: int) -> list[BaseMessage]:
+                plan = plan_context(
+                    start.system_prompt, start.window, total=earlier, max_tokens=budget
+                )
+                return [SystemMessage(content=start.system_prompt), *plan.messages, asking]
+
             report = ReplyReport()
-            status = await self._stream_reply(live, prompt, report)
+            status = await self._stream_reply(live, prompt_for, report)
             reply = "".join(live.tokens)
             reply_at = datetime.now(UTC)
             self._writer.remove(live)
@@ -445,7 +457,7 @@ class TurnRunner:
                     del self._running[(session_id, turn_id)]
 
     async def _stream_reply(
-        self, live: LiveTurn, prompt: list[BaseMessage], report: ReplyReport
+        self, live: LiveTurn, prompt_for: PromptFor, report: ReplyReport
     ) -> TurnStatus:
         """Relay the model's reply into the turn until it ends or a stop is asked for.
 
@@ -455,7 +467,7 @@ class TurnRunner:
         """
         if live.stop_requested:
             return TurnStatus.STOPPED
-        relay = asyncio.create_task(self._relay(live, prompt, report))
+        relay = asyncio.create_task(self._relay(live, prompt_for, report))
         live.on_stop(relay.cancel)
         try:
             await relay
@@ -468,7 +480,25 @@ class TurnRunner:
             live.on_stop(None)
         return TurnStatus.COMPLETE
 
-    async def _relay(self, live: LiveTurn, prompt: list[BaseMessage], report: ReplyReport) -> None:
+    async def _relay(self, live: LiveTurn, prompt_for: PromptFor, report: ReplyReport) -> None:
+        """Relay the model's pieces into the turn; the prompt is `prompt_for(budget)`,
+        the budget the history's tokens. A provider that answers the context is too long
+        (before any token) is asked once more with half the budget."""
+        budget = self._history_tokens
+        for attempt in range(2):
+            try:
+                await self._relay_once(live, prompt_for(budget), report)
+            except ModelFailed as failure:
+                if attempt or live.tokens or not is_context_too_long(failure):
+                    raise
+                budget //= 2
+                logger.warning("the provider found the context too long; retrying with half")
+                continue
+            return
+
+    async def _relay_once(
+        self, live: LiveTurn, prompt: list[BaseMessage], report: ReplyReport
+    ) -> None:
         """Relay the model's pieces into the turn.
 
         One deadline, moved after every piece: the first piece may take the first-token

@@ -33,6 +33,8 @@ numbers, the last occurrence wins, anything not matching is ordinary text):
 - ``!keepalive_after=K``: stream the role chunk and K content chunks, then only SSE comment
   lines (``: keep-alive``) every 0.1 s until the client goes away (a provider that holds a
   stream open without tokens; K=0 sends none before the first token).
+- ``!context=N``: answer 400 ``context_length_exceeded`` (as Groq does) when the request's
+  messages hold more than N words in all (a model's context window).
 - ``!lone_surrogate``: the first content piece carries a lone UTF-16 surrogate (``\\ud800``,
   escaped in the JSON as providers do).
 
@@ -69,7 +71,7 @@ from starlette.routing import Route
 _INT = r"\d+"
 _NUM = r"\d+(?:\.\d+)?"
 _DIRECTIVE_RE = re.compile(
-    rf"!(?:(status|cut|tokens|fail_times|keepalive_after)=({_INT})|(retry_after|first_delay|delay)=({_NUM}))"
+    rf"!(?:(status|cut|tokens|fail_times|keepalive_after|context)=({_INT})|(retry_after|first_delay|delay)=({_NUM}))"
 )
 _FAIL_MODEL_RE = re.compile(r"!fail_model=([\w.:-]+)")
 _HANG_RE = re.compile(r"!hang(?![\w=])")
@@ -118,6 +120,7 @@ class Directives:
     fail_model: str | None = None
     keepalive_after: int | None = None
     lone_surrogate: bool = False
+    context: int | None = None
 
 
 def parse_directives(text: str) -> Directives:
@@ -339,6 +342,20 @@ def create_app(state: FakeGroqState | None = None) -> Starlette:
         d = completion.directives
         if d.fail_model is not None and body.get("model") == d.fail_model:
             return _error_response(500, f"fake_groq: model {d.fail_model} fails on purpose")
+        if d.context is not None:
+            words = sum(
+                len(_content_text(m.get("content")).split())
+                for m in _messages(body)
+                if isinstance(m, dict)
+            )
+            if words > d.context:
+                error = {
+                    "message": "Please reduce the length of the messages or completion.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+                return JSONResponse({"error": error}, status_code=400)
         if d.status is not None and d.fail_times is not None:
             key = _last_user_text(_messages(body))
             st.failures[key] = st.failures.get(key, 0) + 1

@@ -1,0 +1,98 @@
+"""What history a turn sends: the last `HISTORY_WINDOW` messages, cut oldest first to an
+estimate of `HISTORY_MAX_TOKENS` tokens with LangChain's `trim_messages`, so a session
+that grew long never makes its turns fail. Messages go whole; only a newest message
+larger than the budget by itself is sent cut (its end kept), never dropped.
+
+The estimate is LangChain's `count_tokens_approximately` (4 characters a token, 3 tokens
+a message): it needs no tokenizer and fits every provider, at the price of being an
+estimate (docs/usage.md says how close it came to the provider's own count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+
+from resolvers.services.history import Role, StoredMessage
+
+# A message cut to fit is cut at these boundaries (characters), keeping its end.
+_CUT_CHARS = 64
+
+_KINDS: dict[Role, type[BaseMessage]] = {
+    Role.USER: HumanMessage,
+    Role.ASSISTANT: AIMessage,
+    Role.SYSTEM: SystemMessage,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ContextPlan:
+    """The history a turn sends, oldest first, and how it was chosen."""
+
+    messages: list[BaseMessage]
+    message_ids: list[str]
+    # Earlier messages of the session left out (beyond the window, or over the budget).
+    trimmed: int
+    # The estimate of the system prompt and the history together.
+    estimated_tokens: int
+
+
+def plan_context(
+    system_prompt: str, window: Sequence[StoredMessage], *, total: int, max_tokens: int
+) -> ContextPlan:
+    """The history to send from `window` (the last messages, oldest first, of `total`)."""
+    tagged = [_KINDS[m.role](content=m.content, id=m.id) for m in window]
+    budget = max(1, max_tokens)
+    # Whole messages, newest first back; only when the newest alone is over the budget
+    # is it sent cut (its end kept).
+    kept = trim_messages(
+        tagged, max_tokens=budget, token_counter=count_tokens_approximately, strategy="last"
+    )
+    if not kept and tagged:
+        kept = trim_messages(
+            tagged[-1:],
+            max_tokens=budget,
+            token_counter=count_tokens_approximately,
+            strategy="last",
+            allow_partial=True,
+            text_splitter=_cut,
+        )
+    # The provider gets plain messages: the ids are ours.
+    messages = [type(m)(content=m.content) for m in kept]
+    system = SystemMessage(content=system_prompt)
+    return ContextPlan(
+        messages=messages,
+        message_ids=[str(m.id) for m in kept],
+        trimmed=max(0, total - len(kept)),
+        estimated_tokens=count_tokens_approximately([system, *messages]),
+    )
+
+
+def _cut(text: str) -> list[str]:
+    return [text[i : i + _CUT_CHARS] for i in range(0, len(text), _CUT_CHARS)]
+
+
+def is_context_too_long(exc: BaseException) -> bool:
+    """Whether a provider refused a request for its length (Groq and OpenAI say
+    `context_length_exceeded`; a 413 is a request too large)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "status_code", None) == 413:
+            return True
+        body = getattr(current, "body", None)
+        code = getattr(current, "code", None)
+        if isinstance(body, dict):
+            error = body.get("error", body)
+            code = code or (error.get("code") if isinstance(error, dict) else None)
+        text = str(current).lower()
+        if code == "context_length_exceeded" or "context_length_exceeded" in text:
+            return True
+        if "reduce the length" in text or "maximum context length" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -1,0 +1,128 @@
+"""The history a turn sends is cut to HISTORY_MAX_TOKENS (an estimate) as well as
+HISTORY_WINDOW messages, so a long session keeps answering; `Session.context` says
+exactly what the next turn would send; a provider's "context too long" is retried once
+with half the budget."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages.utils import count_tokens_approximately
+from redis.asyncio import Redis
+
+from resolvers.services.keys import messages_key
+from tests.support import AppServer, FakeGroq, gql, new_session
+from tests.support.turns import requests_made
+
+pytestmark = pytest.mark.slow
+
+BUDGET = 2000
+CONTEXT = """
+query($s: ID!) {
+  session(id: $s) {
+    context { messageIds trimmed summary estimatedTokens }
+    messages { id content }
+  }
+}
+"""
+KINDS = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+
+
+@pytest.fixture(scope="module")
+def app(make_app: Callable[..., AppServer]) -> AppServer:
+    return make_app(HISTORY_MAX_TOKENS=str(BUDGET))
+
+
+@pytest.fixture
+async def http(app: AppServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as client:
+        yield client
+
+
+async def seed(app: AppServer, session_id: str, texts: list[str]) -> None:
+    """Messages as another LangChain program writes them, oldest first, alternating."""
+    redis = Redis.from_url(app.env["REDIS_URL"], decode_responses=True)
+    try:
+        for i, text in enumerate(texts):
+            kind = "human" if i % 2 == 0 else "ai"
+            await redis.lpush(
+                messages_key(session_id), json.dumps({"type": kind, "data": {"content": text}})
+            )
+    finally:
+        await redis.aclose()
+
+
+def sent_history(fake: FakeGroq) -> list[dict[str, Any]]:
+    """The history messages of the last request: all but the system prompt and the new
+    message."""
+    body = fake.requests()["last"]
+    assert isinstance(body, dict)
+    messages: list[dict[str, Any]] = body["messages"]
+    return messages[1:-1]
+
+
+def estimate(messages: list[dict[str, Any]]) -> int:
+    return count_tokens_approximately([KINDS[m["role"]](content=m["content"]) for m in messages])
+
+
+async def test_a_session_far_past_the_budget_keeps_answering_within_it(
+    app: AppServer, http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    session_id = await new_session(http)
+    texts = [f"message {i} " + "lorem " * 400 for i in range(40)]  # about 600 tokens each
+    await seed(app, session_id, texts)
+    before = (await gql(http, CONTEXT, s=session_id))["data"]["session"]  # type: ignore[index]
+    reply = await http.post("/chat", json={"session_id": session_id, "message": "still there?"})
+    assert reply.status_code == 200
+    history = sent_history(fake_groq)
+    assert 0 < len(history) < 40
+    assert estimate(history) <= BUDGET
+    assert [m["content"] for m in history] == texts[-len(history) :]  # the newest kept
+    # The receipt said exactly this, before the turn.
+    receipt = before["context"]
+    by_id = {m["id"]: m["content"] for m in before["messages"]}
+    assert [by_id[i] for i in receipt["messageIds"]] == [m["content"] for m in history]
+    assert receipt["trimmed"] == 40 - len(history)
+    assert receipt["summary"] is None
+    body = fake_groq.requests()["last"]
+    assert isinstance(body, dict)
+    assert receipt["estimatedTokens"] == estimate(body["messages"][:-1])
+
+
+async def test_a_message_larger_than_the_budget_is_sent_cut(
+    app: AppServer, http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    session_id = await new_session(http)
+    huge = "start " + "x" * 30_000 + " end"  # about 7,500 tokens, over the budget alone
+    await seed(app, session_id, ["question", huge])
+    reply = await http.post("/chat", json={"session_id": session_id, "message": "and?"})
+    assert reply.status_code == 200
+    history = sent_history(fake_groq)
+    assert len(history) == 1
+    assert huge.endswith(history[0]["content"]) and len(history[0]["content"]) < len(huge)
+    assert estimate(history) <= BUDGET
+
+
+async def test_the_providers_context_too_long_is_retried_once_with_half_the_budget(
+    app: AppServer, http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    session_id = await new_session(http)
+    await seed(app, session_id, ["w " * 100] * 40)  # about 53 tokens, 100 words, each
+    count = requests_made(fake_groq)
+    # The full budget sends about 3,700 words of history; half of it about 1,800.
+    reply = await http.post(
+        "/chat", json={"session_id": session_id, "message": "!context=3000 short please"}
+    )
+    assert reply.status_code == 200, reply.text
+    assert requests_made(fake_groq) == count + 2
+    assert estimate(sent_history(fake_groq)) <= BUDGET // 2
+    # A context too long even at half the budget fails as the provider's failure.
+    refused = await http.post(
+        "/chat", json={"session_id": session_id, "message": "!context=10 tiny window"}
+    )
+    assert refused.status_code == 502
