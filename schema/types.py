@@ -83,7 +83,7 @@ class ContextReceipt:
         return cls(
             message_ids=[strawberry.ID(i) for i in plan.message_ids],
             trimmed=plan.trimmed,
-            summary=None,
+            summary=plan.summary,
             estimated_tokens=plan.estimated_tokens,
         )
 

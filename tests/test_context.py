@@ -5,6 +5,7 @@ with half the budget."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -126,3 +127,36 @@ async def test_the_providers_context_too_long_is_retried_once_with_half_the_budg
         "/chat", json={"session_id": session_id, "message": "!context=10 tiny window"}
     )
     assert refused.status_code == 502
+
+
+async def test_with_summaries_the_trimmed_part_is_summarized_and_sent_first(
+    make_app: Callable[..., AppServer], fake_groq: FakeGroq
+) -> None:
+    app = make_app(HISTORY_MAX_TOKENS="500", HISTORY_SUMMARY="true")
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        session_id = await new_session(http)
+        # The fake answers the summary request with the directives of its last user
+        # message, the transcript: five short pieces, after a pause.
+        texts = ["!tokens=5 !first_delay=0.5 " + "w " * 100] + ["w " * 100] * 19
+        await seed(app, session_id, texts)
+        reply = await http.post("/chat", json={"session_id": session_id, "message": "hi"})
+        assert reply.status_code == 200
+        # The reply did not wait for the summary, which comes after it.
+        receipt = (await gql(http, CONTEXT, s=session_id))["data"]["session"]["context"]  # type: ignore[index]
+        assert receipt["summary"] is None
+        for _ in range(100):  # bounded wait for the background summary
+            receipt = (await gql(http, CONTEXT, s=session_id))["data"]["session"]["context"]  # type: ignore[index]
+            if receipt["summary"]:
+                break
+            await asyncio.sleep(0.05)
+        summary = receipt["summary"]
+        assert summary == "[n=2] t0 t1 t2 t3 t4"  # what the model answered
+        # Kept in the list in LangChain's layout, as a SYSTEM message.
+        messages = (await gql(http, CONTEXT, s=session_id))["data"]["session"]["messages"]  # type: ignore[index]
+        assert summary in [m["content"] for m in messages]
+        await http.post("/chat", json={"session_id": session_id, "message": "again"})
+        recent = fake_groq.requests()["recent"]
+        assert isinstance(recent, list)
+        [body] = [b for b in recent if b["messages"][-1]["content"] == "again"]
+        assert body["messages"][1] == {"role": "system", "content": summary}
+        assert estimate(body["messages"][1:-1]) <= 500

@@ -166,6 +166,14 @@ def test_requests_are_recorded_and_reset(fake_server: str) -> None:
         {"role": "user", "content": "remember me"},
     ]
     assert recorded["open"] == 0 and recorded["max_open"] == 1 and recorded["gone"] == 0
+    assert recorded["recent"] == [last]
     httpx.post(f"{fake_server}/reset")
     after = httpx.get(f"{fake_server}/requests").json()
-    assert after == {"count": 0, "last": None, "open": 0, "max_open": 0, "gone": 0}
+    assert after == {
+        "count": 0,
+        "last": None,
+        "recent": [],
+        "open": 0,
+        "max_open": 0,
+        "gone": 0,
+    }

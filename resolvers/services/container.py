@@ -23,6 +23,7 @@ from resolvers.services.storage import (
     ensure_dir_writable,
     make_client,
 )
+from resolvers.services.summaries import Summarizer
 from resolvers.services.turns import TurnRunner
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             stream_min_gap=settings.stream_min_interval_ms / 1000,
             follow_connections=settings.turn_follow_connections,
             history_tokens=settings.history_max_tokens,
+            summarizer=(
+                Summarizer(sessions, model, timeout=settings.llm_timeout_seconds * 2)
+                if settings.history_summary
+                else None
+            ),
         )
         logger.info("redis: %s", where)
         logger.info("model: %s", settings.model_name)
@@ -143,6 +149,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 sessions,
                 history_window=settings.history_window,
                 history_tokens=settings.history_max_tokens,
+                summaries=settings.history_summary,
             ),
             turns=turns,
             limiter=limiter,

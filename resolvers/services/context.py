@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 
-from resolvers.services.history import Role, StoredMessage
+from resolvers.services.history import Role, StoredMessage, position_of
 
 # A message cut to fit is cut at these boundaries (characters), keeping its end.
 _CUT_CHARS = 64
@@ -36,16 +36,36 @@ class ContextPlan:
     message_ids: list[str]
     # Earlier messages of the session left out (beyond the window, or over the budget).
     trimmed: int
-    # The estimate of the system prompt and the history together.
+    # The estimate of the system prompt, the summary and the history together.
     estimated_tokens: int
+    # The summary of trimmed history, sent first (a system message), when one is kept.
+    summary: str | None = None
+    # The position of the oldest message sent (None: none sent).
+    oldest_sent: int | None = None
+
+    def prompt(self, system_prompt: str, message: BaseMessage) -> list[BaseMessage]:
+        """What the model is sent: the system prompt, the summary, the history, `message`."""
+        head: list[BaseMessage] = [SystemMessage(content=system_prompt)]
+        if self.summary is not None:
+            head.append(SystemMessage(content=self.summary))
+        return [*head, *self.messages, message]
 
 
 def plan_context(
-    system_prompt: str, window: Sequence[StoredMessage], *, total: int, max_tokens: int
+    system_prompt: str,
+    window: Sequence[StoredMessage],
+    *,
+    total: int,
+    max_tokens: int,
+    summary: StoredMessage | None = None,
 ) -> ContextPlan:
-    """The history to send from `window` (the last messages, oldest first, of `total`)."""
+    """The history to send from `window` (the last messages, oldest first, of `total`),
+    after `summary` when one is given (its tokens count against the budget)."""
+    head = [SystemMessage(content=summary.content)] if summary is not None else []
+    if summary is not None:
+        window = [m for m in window if m.id != summary.id]
     tagged = [_KINDS[m.role](content=m.content, id=m.id) for m in window]
-    budget = max(1, max_tokens)
+    budget = max(1, max_tokens - (count_tokens_approximately(head) if head else 0))
     # Whole messages, newest first back; only when the newest alone is over the budget
     # is it sent cut (its end kept).
     kept = trim_messages(
@@ -63,11 +83,15 @@ def plan_context(
     # The provider gets plain messages: the ids are ours.
     messages = [type(m)(content=m.content) for m in kept]
     system = SystemMessage(content=system_prompt)
+    ids = [str(m.id) for m in kept]
+    positions = [p for p in (position_of(i) for i in ids) if p is not None]
     return ContextPlan(
         messages=messages,
-        message_ids=[str(m.id) for m in kept],
-        trimmed=max(0, total - len(kept)),
-        estimated_tokens=count_tokens_approximately([system, *messages]),
+        message_ids=ids,
+        trimmed=max(0, total - len(kept) - (1 if summary is not None else 0)),
+        estimated_tokens=count_tokens_approximately([system, *head, *messages]),
+        summary=summary.content if summary is not None else None,
+        oldest_sent=min(positions) if positions else None,
     )
 
 

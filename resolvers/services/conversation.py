@@ -12,7 +12,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from resolvers.services.context import ContextPlan, plan_context
 from resolvers.services.errors import BadInput, NotFound, SessionBusy
-from resolvers.services.history import StoredMessage, decode_newest_first, position_of
+from resolvers.services.history import Role, StoredMessage, decode_newest_first, position_of
 from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.keys import lock_key, messages_key, meta_key
 from resolvers.services.sessions import MAX_PAGE, SessionInfo, SessionStore
@@ -112,11 +112,13 @@ class Conversations:
         *,
         history_window: int = 40,
         history_tokens: int = 8000,
+        summaries: bool = False,
     ) -> None:
         self._redis = redis
         self._sessions = sessions
         self._window = history_window
         self._history_tokens = history_tokens
+        self._summaries = summaries
         self._page = redis.register_script(_PAGE)
         self._rewind = redis.register_script(_REWIND)
         self._update = redis.register_script(_UPDATE)
@@ -173,19 +175,25 @@ class Conversations:
         check_session_id(session_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(meta_key(session_id), messages_key(session_id))
-            pipe.hmget(meta_key(session_id), ["owner", "system_prompt"])
+            pipe.hmget(meta_key(session_id), ["owner", "system_prompt", "summary_at"])
             pipe.llen(messages_key(session_id))
             if self._window:
                 pipe.lrange(messages_key(session_id), 0, self._window - 1)
-            exists, (owner, prompt), length, *read = await pipe.execute()
+            exists, (owner, prompt, at), length, *read = await pipe.execute()
         if not exists or not who.may_use(owner):
             raise NotFound(_NO_SESSION)
-        window = decode_newest_first(read[0] if read else [], int(length))
+        length = int(length)
+        window = decode_newest_first(read[0] if read else [], length)
+        summary = None
+        if self._summaries and at is not None and int(at) < length:
+            found = await self._sessions.messages_between(session_id, int(at), int(at), length)
+            summary = found[0] if found and found[0].role is Role.SYSTEM else None
         return plan_context(
             self._sessions.prompt_or_default(prompt),
             window,
-            total=int(length),
+            total=length,
             max_tokens=self._history_tokens,
+            summary=summary,
         )
 
     async def rewind(

@@ -29,8 +29,10 @@ from redis.typing import EncodableT, FieldT
 
 from resolvers.services.errors import BadInput, NotFound, SessionBusy, StoreUnavailable
 from resolvers.services.history import (
+    Role,
     StoredMessage,
     TurnPair,
+    decode,
     decode_newest_first,
     pair_turns,
 )
@@ -249,7 +251,31 @@ if regenerating then
   skip = 2
 end
 if n > 0 then window = redis.call('LRANGE', KEYS[3], skip, skip + n - 1) end
-return {1, prompt, window, owner, redis.call('LLEN', KEYS[3]), reply or false, asked or false}
+local length = redis.call('LLEN', KEYS[3])
+local summary = false
+local at = tonumber(redis.call('HGET', KEYS[2], 'summary_at') or '')
+if at and at < length then summary = redis.call('LINDEX', KEYS[3], length - 1 - at) end
+return {1, prompt, window, owner, length, reply or false, asked or false, summary, at or false}
+"""
+
+# Keeps a summary of trimmed history in the list. KEYS: messages, meta, lock. ARGV: the
+# summary element, the last position it covers, the old summary's position (-1: none).
+# Returns 1 kept, 0 not (the session is gone, or a turn runs and there is no summary to
+# replace: a new element would move the positions the turn gave its messages).
+_SUMMARIZE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local length = redis.call('LLEN', KEYS[1])
+local at = tonumber(ARGV[3])
+if at >= 0 and at < length and redis.call('HGET', KEYS[2], 'summary_at') == ARGV[3] then
+  redis.call('LSET', KEYS[1], length - 1 - at, ARGV[1])
+elseif redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('LPUSH', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[2], 'summary_at', length)
+else
+  return 0
+end
+redis.call('HSET', KEYS[2], 'summary_covers', ARGV[2])
+return 1
 """
 
 # KEYS: lock[, active turn]. ARGV: token.
@@ -296,6 +322,14 @@ def _token_args(first: int, tokens: list[str]) -> list[EncodableT]:
     if not tokens:
         return [first, first, ""]
     return [first, first + len(tokens) - 1, json.dumps(tokens, ensure_ascii=False)]
+
+
+def _summary(raw: Any, at: Any) -> StoredMessage | None:
+    """The summary element read with a turn's start (its id is its position)."""
+    if raw is None or at is None:
+        return None
+    found = decode(str(raw), int(at))
+    return found if found is not None and found.role is Role.SYSTEM else None
 
 
 def _micros(at: datetime) -> int:
@@ -366,6 +400,8 @@ class TurnStart:
     # Regenerating: the reply to replace and the user message, as the list holds them.
     replaces: str | None = None
     asked: str | None = None
+    # The summary of trimmed history kept in the list, if there is one.
+    summary: StoredMessage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,6 +490,7 @@ class SessionStore:
         self._adopt = redis.register_script(_ADOPT)
         self._fail = redis.register_script(_FAIL_TURN)
         self._stop = redis.register_script(_STOP_TURN)
+        self._summarize = redis.register_script(_SUMMARIZE)
 
     def _now(self) -> int:
         # Strictly increasing within the process, so "most recent first" is exact
@@ -792,6 +829,7 @@ class SessionStore:
             length=length,
             replaces=str(result[5]) if regenerate and result[5] is not None else None,
             asked=str(result[6]) if regenerate and result[6] is not None else None,
+            summary=_summary(result[7], result[8]),
         )
 
     async def _claim_turn_id(self, session_id: str, turn_id: str, ms: int) -> None:
@@ -1017,6 +1055,42 @@ class SessionStore:
             )
             rows = reply[0][1] if reply else []  # RESP2: [[key, entries]]
         return [_entry(entry_id, fields) for entry_id, fields in rows or []]
+
+    async def summary_state(self, session_id: str) -> tuple[int | None, int, int]:
+        """Where the session's summary is (its position, or None), the last position it
+        covers (-1: none), and the list's length."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(meta_key(session_id), ["summary_at", "summary_covers"])
+            pipe.llen(messages_key(session_id))
+            (at, covers), length = await pipe.execute()
+        return (
+            int(at) if at is not None else None,
+            int(covers) if covers is not None else -1,
+            int(length),
+        )
+
+    async def messages_between(
+        self, session_id: str, first: int, last: int, length: int
+    ) -> list[StoredMessage]:
+        """Messages at positions `first` to `last` (from the oldest), oldest first."""
+        if last < first:
+            return []
+        raw = await self._redis.lrange(
+            messages_key(session_id), length - 1 - last, length - 1 - first
+        )
+        return decode_newest_first(raw, last + 1)
+
+    async def store_summary(
+        self, session_id: str, *, text_json: str, covers: int, at: int | None
+    ) -> bool:
+        """Keep a summary in the list: in the place of the old one (`at`), or as the newest
+        message when there is none yet (only while no turn runs, whose new messages'
+        positions it would move). Whether it was kept."""
+        result = await self._summarize(
+            keys=[messages_key(session_id), meta_key(session_id), lock_key(session_id)],
+            args=[text_json, covers, -1 if at is None else at],
+        )
+        return bool(int(result))
 
     async def turn_exists(self, session_id: str, turn_id: str) -> bool:
         """Whether the session has turn `turn_id`, running or ended and still kept."""

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     history_window: int = Field(default=40, ge=0)
     # The history a turn sends is cut, oldest first, to this estimate of tokens too.
     history_max_tokens: int = Field(default=8000, ge=1)
+    # Summarize the history left out of turns into a SYSTEM message sent first.
+    history_summary: bool = False
     max_message_chars: int = Field(default=32000, ge=1)
     session_ttl_seconds: int = Field(default=0, ge=0)
     # How long a turn's lock lives without renewal: bounds how long a session stays

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
 
-from resolvers.services.context import is_context_too_long, plan_context
+from resolvers.services.context import ContextPlan, is_context_too_long, plan_context
 from resolvers.services.errors import (
     BadInput,
     ChatError,
@@ -47,6 +47,7 @@ from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.limits import RateLimiter
 from resolvers.services.model import ChatModel
 from resolvers.services.sessions import SessionStore, TokenEntry, TurnEnd, TurnStart
+from resolvers.services.summaries import Summarizer
 from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent, TurnFailed
 from resolvers.services.usage import ReplyReport, Usage
 from resolvers.services.validation import check_session_id, check_text, check_turn_id
@@ -89,6 +90,7 @@ class TurnRunner:
         stream_min_gap: float = 0.0,
         follow_connections: int = 50,
         history_tokens: int = 8000,
+        summarizer: Summarizer | None = None,
     ) -> None:
         self._store = store
         self._model = model
@@ -108,6 +110,7 @@ class TurnRunner:
         self._mirror_tasks: set[asyncio.Task[None]] = set()
         self._writer = _StreamWriter(store)
         self._history_tokens = history_tokens
+        self._summarizer = summarizer
         # Blocking reads of followed turns at once: the follow pool's size.
         self._follow_slots = asyncio.Semaphore(follow_connections)
 
@@ -325,6 +328,8 @@ class TurnRunner:
             await self._drain(seconds)
         finally:
             await self._writer.close()
+            if self._summarizer is not None:
+                await self._summarizer.close()
 
     async def _drain(self, seconds: float) -> None:
         if not self._tasks:
@@ -350,11 +355,19 @@ class TurnRunner:
             earlier = start.length - 2 if asked is not None else start.length
             asking = HumanMessage(content=message)
 
+            summary = start.summary if self._summarizer is not None else None
+            planned: list[ContextPlan] = []
+
             def prompt_for(budget: int) -> list[BaseMessage]:
                 plan = plan_context(
-                    start.system_prompt, start.window, total=earlier, max_tokens=budget
+                    start.system_prompt,
+                    start.window,
+                    total=earlier,
+                    max_tokens=budget,
+                    summary=summary,
                 )
-                return [SystemMessage(content=start.system_prompt), *plan.messages, asking]
+                planned.append(plan)
+                return plan.prompt(start.system_prompt, asking)
 
             report = ReplyReport()
             status = await self._stream_reply(live, prompt_for, report)
@@ -414,6 +427,10 @@ class TurnRunner:
                 usage=report.usage,
                 finish_reason=report.finish_reason,
             )
+            if self._summarizer is not None and planned:
+                # Off the turn's path: the reply is out before a summary is asked for.
+                oldest = planned[-1].oldest_sent
+                self._summarizer.want(session_id, (earlier if oldest is None else oldest) - 1)
             live.finish(
                 TurnEvent(
                     token="",

@@ -43,7 +43,8 @@ log record is filtered out), so httpx raises ``httpx.RemoteProtocolError``.
 
 Control: ``GET /requests`` -> ``{"count": <chat requests>, "last": <last JSON body>,
 "open": <streams in flight>, "max_open": <most in flight at once>, "gone": <streams whose client
-went away before their end>}``; ``POST /reset`` zeroes them. Run:
+went away before their end>, "recent": <the last 20 JSON bodies, oldest first>}``;
+``POST /reset`` zeroes them. Run:
 ``python tests/support/fake_groq.py`` prints ``READY <port>``; on SIGTERM/SIGINT it exits 0 at
 once (a hanging request gets a 503, a sleeping stream is dropped).
 """
@@ -184,6 +185,8 @@ def _sse(payload: dict[str, Any]) -> bytes:
 class FakeGroqState:
     count: int = 0
     last: Any = None
+    # The last bodies received, newest last (a bounded window).
+    recent: list[Any] = field(default_factory=list)
     failures: dict[str, int] = field(default_factory=dict)
     open: int = 0
     max_open: int = 0
@@ -334,6 +337,7 @@ def create_app(state: FakeGroqState | None = None) -> Starlette:
         st.last = None
         try:
             st.last = body = await request.json()
+            st.recent = [*st.recent[-19:], body]
         except ValueError:
             return _error_response(400, "fake_groq: request body is not JSON")
         if not isinstance(body, dict):
@@ -392,6 +396,7 @@ def create_app(state: FakeGroqState | None = None) -> Starlette:
             {
                 "count": st.count,
                 "last": st.last,
+                "recent": st.recent,
                 "open": st.open,
                 "max_open": st.max_open,
                 "gone": st.gone,
@@ -401,6 +406,7 @@ def create_app(state: FakeGroqState | None = None) -> Starlette:
     async def reset(request: Request) -> Response:
         st.count = 0
         st.last = None
+        st.recent = []
         st.max_open = st.open
         st.gone = 0
         return JSONResponse({"count": 0, "last": None})

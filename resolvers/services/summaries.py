@@ -1,0 +1,100 @@
+"""Summaries of trimmed history (`HISTORY_SUMMARY=true`): when a turn leaves earlier
+messages out of its context, the model summarizes them, after the turn and off its path
+(the reply never waits for a summary), into one `SYSTEM` message kept in the session's
+list in LangChain's layout. Later turns send it first; it is rewritten in its place as
+more is trimmed.
+
+The summary's element carries no `message_id`: its id is its position, which never
+moves (it is written as the newest message only while no turn runs, and refreshed in
+place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from resolvers.services.history import Role, encode
+from resolvers.services.model import ChatModel
+from resolvers.services.sessions import SessionStore
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = (
+    "You keep a running summary of a conversation between a user and an assistant, for "
+    "the assistant to remember what was said before. Merge the summary so far with the "
+    "new part of the conversation. Keep names, facts, numbers, decisions and open "
+    "questions; drop pleasantries. Write only the summary, in under 200 words."
+)
+# Bounds on one refresh: the messages read, each message's length, the summary kept.
+MAX_MESSAGES = 200
+MAX_CHARS_EACH = 2000
+MAX_SUMMARY_CHARS = 4000
+COVERS = "summary_covers"
+
+
+class Summarizer:
+    """Refreshes sessions' summaries in the background, one at a time per session."""
+
+    def __init__(self, store: SessionStore, model: ChatModel, *, timeout: float) -> None:
+        self._store = store
+        self._model = model
+        self._timeout = timeout
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def want(self, session_id: str, upto: int) -> None:
+        """Make sure the summary covers the messages up to position `upto`, soon."""
+        if upto < 0 or session_id in self._busy:
+            return
+        self._busy.add(session_id)
+        task = asyncio.create_task(self._refresh(session_id, upto))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def _refresh(self, session_id: str, upto: int) -> None:
+        try:
+            at, covers, length = await self._store.summary_state(session_id)
+            if upto <= covers or upto >= length:
+                return
+            first = max(covers + 1, upto - MAX_MESSAGES + 1)
+            new = await self._store.messages_between(session_id, first, upto, length)
+            old = "(none yet)"
+            if at is not None:
+                kept = await self._store.messages_between(session_id, at, at, length)
+                old = kept[0].content if kept else old
+            lines = [
+                f"{'User' if m.role is Role.USER else 'Assistant'}: {m.content[:MAX_CHARS_EACH]}"
+                for m in new
+                if m.role is not Role.SYSTEM
+            ]
+            if not lines:
+                return
+            asked = HumanMessage(
+                content=f"Summary so far:\n{old}\n\nNew part of the conversation:\n"
+                + "\n".join(lines)
+            )
+            async with asyncio.timeout(self._timeout):
+                pieces = [p async for p in self._model.stream([SystemMessage(INSTRUCTIONS), asked])]
+            text = "".join(pieces).strip()[:MAX_SUMMARY_CHARS]
+            if not text:
+                return
+            element = encode(SystemMessage(content=text, additional_kwargs={COVERS: upto}))
+            if not await self._store.store_summary(
+                session_id, text_json=element, covers=upto, at=at
+            ):
+                logger.info("summary of session %s left for a later turn", session_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("summary of session %s failed: %s", session_id, type(exc).__name__)
+        finally:
+            self._busy.discard(session_id)
