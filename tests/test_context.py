@@ -160,3 +160,9 @@ async def test_with_summaries_the_trimmed_part_is_summarized_and_sent_first(
         [body] = [b for b in recent if b["messages"][-1]["content"] == "again"]
         assert body["messages"][1] == {"role": "system", "content": summary}
         assert estimate(body["messages"][1:-1]) <= 500
+        # Rewound to before the summary's place: the summary goes with it.
+        first_id = messages[0]["id"]
+        rewind = "mutation($s: ID!, $m: ID!) { rewind(sessionId: $s, messageId: $m) { id } }"
+        assert "errors" not in await gql(http, rewind, s=session_id, m=first_id)
+        receipt = (await gql(http, CONTEXT, s=session_id))["data"]["session"]["context"]  # type: ignore[index]
+        assert receipt["summary"] is None and receipt["messageIds"] == []

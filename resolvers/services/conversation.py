@@ -74,6 +74,12 @@ if p >= n or id_at(redis.call('LINDEX', KEYS[1], n - 1 - p), p) ~= ARGV[4] then
   return {-2}
 end
 if p == 0 then redis.call('DEL', KEYS[1]) else redis.call('LTRIM', KEYS[1], n - p, -1) end
+-- A summary that was forgotten goes with its place; one that covered forgotten messages
+-- covers no more than what is left.
+local at = tonumber(redis.call('HGET', KEYS[2], 'summary_at') or '')
+if at and at >= p then redis.call('HDEL', KEYS[2], 'summary_at', 'summary_covers') end
+local covers = tonumber(redis.call('HGET', KEYS[2], 'summary_covers') or '')
+if covers and covers >= p then redis.call('HSET', KEYS[2], 'summary_covers', p - 1) end
 return {1}
 """
 )

@@ -260,13 +260,21 @@ return {1, prompt, window, owner, length, reply or false, asked or false, summar
 
 # Keeps a summary of trimmed history in the list. KEYS: messages, meta, lock. ARGV: the
 # summary element, the last position it covers, the old summary's position (-1: none).
-# Returns 1 kept, 0 not (the session is gone, or a turn runs and there is no summary to
-# replace: a new element would move the positions the turn gave its messages).
+# Returns 1 kept, 0 not (the session is gone, its covered messages were rewound, or a turn
+# runs and there is no summary to replace: a new element would move the positions the
+# turn gave its messages).
 _SUMMARIZE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 local length = redis.call('LLEN', KEYS[1])
+-- The messages it covers were rewound meanwhile: it summarizes what is gone.
+if tonumber(ARGV[2]) >= length then return 0 end
 local at = tonumber(ARGV[3])
-if at >= 0 and at < length and redis.call('HGET', KEYS[2], 'summary_at') == ARGV[3] then
+local function is_summary(raw)
+  local ok, data = pcall(cjson.decode, raw or '')
+  return ok and type(data) == 'table' and data['type'] == 'system'
+end
+if at >= 0 and at < length and redis.call('HGET', KEYS[2], 'summary_at') == ARGV[3]
+    and is_summary(redis.call('LINDEX', KEYS[1], length - 1 - at)) then
   redis.call('LSET', KEYS[1], length - 1 - at, ARGV[1])
 elseif redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('LPUSH', KEYS[1], ARGV[1])
