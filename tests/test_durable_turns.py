@@ -496,3 +496,25 @@ async def test_a_regenerate_is_followed_and_stopped_from_another_process(
         ("!delay=0.1 !tokens=100 slow", "COMPLETE"),
         (partial, "STOPPED"),
     ]
+
+
+async def test_rewind_on_another_process_is_refused_while_a_turn_runs(
+    pair: list[AppServer], http: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(http)
+    await http.post("/chat", json={"session_id": session_id, "message": "kept"})
+    first = (await gql(http, MESSAGES, s=session_id))["data"]["session"]["messages"][0]  # type: ignore[index]
+    rewind = "mutation($s: ID!, $m: ID!) { rewind(sessionId: $s, messageId: $m) { id } }"
+    async with graphql_socket(pair[0].ws_url) as ws:
+        op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.05 !tokens=40 running")
+        await read_events(ws, op, 1)
+        async with httpx.AsyncClient(base_url=pair[1].url, timeout=30) as other:
+            refused = await gql(other, rewind, s=session_id, m=first["id"])
+        assert error_codes(refused) == ["SESSION_BUSY"]
+        rest = await ws.collect(op)
+        assert rest.events[-1]["done"]
+    assert len(await history_of(http, session_id)) == 2
+    # Once the turn is stored, the same rewind goes through (from either process).
+    async with httpx.AsyncClient(base_url=pair[1].url, timeout=30) as other:
+        assert error_codes(await gql(other, rewind, s=session_id, m=first["id"])) == []
+    assert await history_of(http, session_id) == []
