@@ -215,3 +215,19 @@ def test_tokens_in_a_query_string_are_hidden_in_access_logs() -> None:
     line = record.getMessage()
     assert "secret" not in line
     assert "access_token=[hidden]&x=1" in line and "after=2" in line
+
+
+def test_the_quick_token_estimate_is_langchains_approximate_count() -> None:
+    """The context's fast path counts without building messages; LangChain's
+    `count_tokens_approximately` must agree, or a release changed it."""
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+    from langchain_core.messages.utils import count_tokens_approximately
+
+    from resolvers.services.context import estimate
+    from resolvers.services.history import Role, StoredMessage
+
+    kinds = {Role.USER: HumanMessage, Role.ASSISTANT: AIMessage, Role.SYSTEM: SystemMessage}
+    for role in Role:
+        for text in ("", "a", "four", "hello world", "é" * 33, "x" * 4001):
+            stored = StoredMessage(role=role, content=text, created_at=None)
+            assert estimate(stored) == count_tokens_approximately([kinds[role](content=text)])
