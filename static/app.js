@@ -1,28 +1,32 @@
 // @ts-check
 // The chat page: sessions in the sidebar, a conversation, replies streamed through the
 // `chat` subscription (followed with `turn` after a reload or a lost connection, stopped
-// with `stopTurn`). It uses the public GraphQL API only.
+// with `stopTurn`), the last reply regenerated and the last message edited, the title
+// renamed in place, earlier messages loaded on scrolling up, the tokens used shown. It
+// uses the public GraphQL API only.
 //
 // The entry point: it wires the page's events to the flows and starts the page. The
 // modules, each loaded by the browser as it is (no build):
 //   queries.js  the GraphQL documents, the client, who the page is (guest or admin token)
 //   state.js    the page's state
 //   view.js     what the page shows (DOM only)
-//   flows.js    what the page does: the list, opening/creating/deleting a chat, a turn
-//               (sent, followed, taken up again after a lost connection, stopped)
+//   flows.js    what the page does: the list, opening/creating/renaming/deleting a chat,
+//               paging back through it, a turn (sent, regenerated, edited, followed,
+//               taken up again after a lost connection, stopped)
 //   graphql.js  the GraphQL client (HTTP and graphql-transport-ws)
 //   markdown.js the safe Markdown renderer
 
 import {
-  connectionChanged, deleteOpenSession, identityChanged, loadSessions, newChat, openSession, send,
-  stopReply, useAdminToken,
+  cancelEdit, connectionChanged, deleteOpenSession, identityChanged, loadOlder, loadSessions,
+  newChat, openSession, regenerate, saveTitle, send, startEdit, startRenaming, stopRenaming,
+  stopReply, titleLeft, useAdminToken,
 } from "./flows.js";
 import {
   adminToken, client, identityReady, onConnectionStatus, onIdentityChange, queryServerInfo,
 } from "./queries.js";
 import { state } from "./state.js";
 import {
-  autosize, openDrawer, showConnection, showError, showListMode, showModel, ui,
+  autosize, nearTop, openDrawer, showConnection, showError, showListMode, showModel, ui,
 } from "./view.js";
 
 onConnectionStatus((status) => {
@@ -44,7 +48,14 @@ ui.input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     send(ui.input.value);
+  } else if (event.key === "Escape" && state.editing) {
+    event.preventDefault();
+    cancelEdit();
   }
+});
+ui.editCancel.addEventListener("click", () => {
+  cancelEdit();
+  ui.input.focus();
 });
 ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -59,6 +70,30 @@ ui.newForm.addEventListener("submit", (event) => {
 });
 
 ui.del.addEventListener("click", () => deleteOpenSession());
+
+// The title: Rename turns it into an input; Enter saves, Escape (or leaving it) cancels.
+ui.rename.addEventListener("click", () => startRenaming());
+ui.titleForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  saveTitle();
+});
+ui.titleInput.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") {
+    event.preventDefault();
+    stopRenaming();
+  }
+});
+ui.titleInput.addEventListener("blur", () => titleLeft());
+
+// The last turn's buttons, and earlier messages once the person scrolls to the top.
+ui.messages.addEventListener("click", (event) => {
+  const button = event.target instanceof Element ? event.target.closest("button[data-action]") : null;
+  const item = button?.closest(".msg");
+  if (!(button instanceof HTMLButtonElement) || !(item instanceof HTMLElement)) return;
+  if (button.dataset.action === "regenerate") regenerate();
+  else if (button.dataset.action === "edit") startEdit(item);
+});
+ui.messages.addEventListener("scroll", () => { if (nearTop()) loadOlder(); }, { passive: true });
 
 ui.adminForm.addEventListener("submit", (event) => {
   event.preventDefault();

@@ -1,8 +1,14 @@
 // @ts-check
-// What the page does: loads the list of chats, opens, creates and deletes a chat, sends
-// a message and streams its reply through the `chat` subscription, follows a reply that
-// streams on the server (found running when a chat is opened or the socket reconnects),
-// takes a reply up again after a lost connection where it was cut off, and stops one.
+// What the page does: loads the list of chats, opens, creates, renames and deletes a
+// chat, pages back through its earlier messages, sends a message and streams its reply
+// through the `chat` subscription, regenerates the last reply (`regenerate`) and edits the
+// last message (`rewind`, then a new turn), follows a reply that streams on the server
+// (found running when a chat is opened or the socket reconnects), takes a reply up again
+// after a lost connection where it was cut off, and stops one.
+//
+// A regenerated reply is a turn like the others (the same streaming, following, resuming
+// and stopping): it streams into the last reply's node, and the old reply comes back if
+// the new one is not stored.
 //
 // A turn sent by the page has an id the page chooses, so nothing the page does can run
 // a message twice: after a lost connection it follows the turn by that id with
@@ -11,14 +17,17 @@
 // server does have it after all.
 
 import {
-  checkIdentity, client, identityReady, mutateCreateSession, mutateDeleteSession, mutateStopTurn,
-  newTurnId, querySession, querySessions, saveAdminToken, subscribeChat, subscribeTurn,
+  MESSAGES_PAGE, checkIdentity, client, identityReady, mutateCreateSession, mutateDeleteSession,
+  mutateRewind, mutateStopTurn, mutateTitle, newTurnId, queryHeader, queryOlder, querySession,
+  querySessions, saveAdminToken, subscribeChat, subscribeRegenerate, subscribeTurn,
 } from "./queries.js";
 import { state } from "./state.js";
 import {
-  clearInput, endReply, giveBack, hideNotice, markCurrentInList, openDrawer, showAdminRejected,
-  showBusy, showDeletable, showError, showListMode, showMessages, showNotice, showReply,
-  showSessions, showStop, showTitle, showTurn, switchDraft, tell, ui,
+  autosize, clearInput, endReply, findMessage, giveBack, hideNotice, lastTurn, markCurrentInList,
+  markStored, nearTop, openDrawer, prependMessages, removeFrom, restartReply, showAdminRejected,
+  showBusy, showDeletable, showEditing, showError, showListMode, showMessages, showNotice,
+  showRenaming, showReply, showSessions, showStop, showTitle, showTurn, showTurnActions, showUsage,
+  switchDraft, tell, ui, updateListed,
 } from "./view.js";
 
 /** @import { ConnectionStatus, GraphQLError, Sink } from "./graphql.js" */
@@ -48,6 +57,21 @@ function updateBusy() {
     showBusy(busy);
   }
   showStop(open !== undefined, open?.stopping ?? false);
+  updateActions();
+}
+
+/** Regenerate and Edit on the open chat's last turn, unless a reply streams or an edit is on. */
+function updateActions() {
+  showTurnActions(state.current !== null && !state.streaming && state.editing === null);
+}
+
+/**
+ * The position a message id names (ids start with the message's position in the chat).
+ * @param {string} id
+ * @returns {number}
+ */
+function positionOf(id) {
+  return Number.parseInt(id, 10);
 }
 
 /**
@@ -62,20 +86,62 @@ function holdsTurn(messages, turnId, role = "ASSISTANT") {
   return messages.some((m) => m.turnId === turnId && m.role === role);
 }
 
-// The messages stored in a chat; then its turn still streaming, unless stored meanwhile
-// (each message once: the person's message is left out if the history has it).
+// The last messages stored in a chat (a page: earlier ones load as the person scrolls up);
+// then its turn still streaming, unless stored meanwhile (each message once: the
+// person's message is left out if the history has it; a regenerated reply streams in
+// the place of the reply it replaces).
 /**
- * @param {Message[]} messages
+ * @param {Message[]} messages the chat's last MESSAGES_PAGE messages (fewer: all of them)
  * @param {string | null} [sessionId]
  */
 function showChat(messages, sessionId = null) {
   const live = sessionId === null ? undefined : state.turns.get(sessionId);
+  let shown = messages;
   /** @type {HTMLElement[]} */
   let streaming = [];
   if (live && !holdsTurn(messages, live.turnId)) {
-    streaming = holdsTurn(messages, live.turnId, "USER") ? [live.reply] : [live.mine, live.reply];
+    if (live.kind === "regenerate") {
+      if (messages.at(-1)?.id === live.replaces) shown = messages.slice(0, -1);
+      streaming = [live.reply];
+    } else {
+      streaming = holdsTurn(messages, live.turnId, "USER") ? [live.reply] : [live.mine, live.reply];
+    }
   }
-  showMessages(messages, streaming);
+  showMessages(shown, streaming);
+  state.older = sessionId === null ? null : {
+    sessionId, before: messages[0]?.id ?? null, more: messages.length >= MESSAGES_PAGE, loading: false,
+  };
+  if (state.editing) showEditing(state.editing.messageId);
+  updateActions();
+  if (nearTop()) loadOlder(); // the page does not fill the view: no scrolling would ask
+}
+
+/**
+ * The page of messages before the oldest shown, put before them (the view stays where
+ * it was); none once a page came back shorter than asked (the chat's first messages).
+ */
+export async function loadOlder() {
+  const older = state.older;
+  if (!older || !older.more || older.loading || older.before === null) return;
+  if (older.sessionId !== state.current) return;
+  older.loading = true;
+  let messages;
+  try {
+    messages = (await queryOlder(older.sessionId, older.before)).session?.messages ?? [];
+  } catch (error) {
+    older.loading = false;
+    // NOT_FOUND: that message is gone (the chat was rewound elsewhere), or the chat is.
+    if (/** @type {GraphQLError} */ (error).code === "NOT_FOUND") older.more = false;
+    else if (state.older === older) showError(error);
+    return;
+  }
+  older.loading = false;
+  if (state.older !== older) return; // the chat was shown anew meanwhile
+  older.more = messages.length >= MESSAGES_PAGE;
+  if (!messages.length) return;
+  older.before = messages[0].id;
+  prependMessages(messages);
+  if (older.more && nearTop()) loadOlder();
 }
 
 // ---------- sessions ----------
@@ -127,13 +193,17 @@ export function identityChanged(change) {
  * @param {string | null} id
  */
 export async function openSession(id) {
+  cancelEdit();
+  stopRenaming();
   switchDraft(state.current, id);
   state.current = id;
+  state.older = null;
   markCurrentInList();
   hideNotice();
   updateBusy();
   if (!id) {
     showTitle(null);
+    showUsage(null);
     showDeletable(false);
     showChat([]);
     return;
@@ -153,11 +223,13 @@ export async function openSession(id) {
     showNotice("NOT_FOUND");
     history.replaceState(null, "", location.pathname);
     state.current = null;
+    showUsage(null);
     showDeletable(false);
     showChat([]);
     return;
   }
   showTitle(session.title);
+  showUsage(session.usage);
   showDeletable(true);
   showChat(session.messages, id);
   if (session.activeTurn) follow(id, session.activeTurn, session.messages);
@@ -174,13 +246,16 @@ export async function openSession(id) {
 async function createSession(title) {
   const data = await mutateCreateSession(title);
   const session = data.createSession;
+  cancelEdit();
+  stopRenaming();
   if (state.current) switchDraft(state.current, session.id); // from no chat, the text comes along
   state.current = session.id;
   updateBusy();
   history.pushState(null, "", `#/s/${session.id}`);
   showTitle(session.title);
+  showUsage({ inputTokens: 0, outputTokens: 0 });
   showDeletable(true);
-  showChat([]);
+  showChat([], session.id);
   await loadSessions();
   return session.id;
 }
@@ -215,14 +290,105 @@ export async function deleteOpenSession() {
 }
 
 /**
- * Shows the chat's title as stored (the server may have named it from the first message).
+ * Shows the chat's header as stored after a turn (the server may have named it from the
+ * first message; the tokens it used grew), and gives the nodes of its last turn the ids
+ * of their messages (the page learns the person's message's only from the history).
  * @param {string} sessionId
  */
-async function refreshTitle(sessionId) {
+async function refreshHeader(sessionId) {
+  let session;
   try {
-    const data = await querySession(sessionId);
-    if (data.session && sessionId === state.current) showTitle(data.session.title);
-  } catch { /* the title can wait for the next load */ }
+    session = (await queryHeader(sessionId)).session;
+  } catch {
+    return; // the header can wait for the next load
+  }
+  if (!session || sessionId !== state.current) return;
+  showTitle(session.title);
+  showUsage(session.usage);
+  for (const message of session.messages) {
+    if (findMessage(message.id) || !message.turnId) continue;
+    const node = ui.messages.querySelector(
+      `:scope > .msg:not([data-id])[data-turn-id="${CSS.escape(message.turnId)}"][data-role="${message.role}"]`,
+    );
+    if (node instanceof HTMLElement && !node.classList.contains("failed")) markStored(node, message);
+  }
+  updateActions();
+}
+
+// ---------- the title ----------
+
+/** Whether a new title is on its way to the server. */
+let savingTitle = false;
+
+/** The Rename button: the title shows as an input (Enter saves, Escape cancels). */
+export function startRenaming() {
+  if (!state.current || state.renaming) return;
+  state.renaming = true;
+  showRenaming(true);
+}
+
+/** The title shows as it was: nothing is saved. */
+export function stopRenaming() {
+  if (!state.renaming) return;
+  state.renaming = false;
+  showRenaming(false);
+}
+
+/** The title input lost the focus: as Escape, unless its title is being saved. */
+export function titleLeft() {
+  if (!savingTitle) stopRenaming();
+}
+
+/** Saves the title typed (a blank one clears it); the header and the list show it. */
+export async function saveTitle() {
+  const id = state.current;
+  if (!id || !state.renaming || savingTitle) return;
+  savingTitle = true;
+  try {
+    const { updateSession: session } = await mutateTitle(id, ui.titleInput.value.trim());
+    updateListed(session);
+    if (state.current !== id) return;
+    showTitle(session.title);
+    showUsage(session.usage);
+    stopRenaming();
+  } catch (error) {
+    if (state.current === id) showError(error); // the input stays, to try again or cancel
+  } finally {
+    savingTitle = false;
+  }
+}
+
+// ---------- editing the last message ----------
+
+/**
+ * Edit on the person's last message: its text goes into the input (what was typed
+ * there waits); sent, the chat is rewound to before that message first.
+ * @param {HTMLElement} item the message's node
+ */
+export function startEdit(item) {
+  const sessionId = state.current;
+  const messageId = item.dataset.id;
+  if (!sessionId || !messageId || state.streaming || state.editing) return;
+  state.editing = { sessionId, messageId, draft: ui.input.value };
+  ui.input.value = item.querySelector(".bubble")?.textContent ?? "";
+  autosize();
+  ui.input.focus();
+  ui.input.setSelectionRange(ui.input.value.length, ui.input.value.length);
+  showEditing(messageId);
+  updateActions();
+}
+
+/** Ends an edit without sending: the input holds what it held before, nothing changed. */
+export function cancelEdit() {
+  const editing = state.editing;
+  if (!editing) return;
+  state.editing = null;
+  if (editing.sessionId === state.current) {
+    ui.input.value = editing.draft;
+    autosize();
+  }
+  showEditing(null);
+  updateActions();
 }
 
 // ---------- a turn ----------
@@ -252,18 +418,109 @@ export async function send(text) {
     showError(error);
     return;
   }
-  state.sending = false;
   if (sessionId !== state.current) {
     // Another chat was opened while this one connected: the text waits in its draft.
+    state.sending = false;
+    updateBusy();
+    return;
+  }
+  const editing = state.editing?.sessionId === sessionId ? state.editing : null;
+  if (editing && !(await rewindTo(editing))) return;
+  state.sending = false;
+  if (sessionId !== state.current) {
     updateBusy();
     return;
   }
   clearInput();
+  if (editing?.draft) giveBack(sessionId, editing.draft); // what was typed before the edit
   const { mine, reply } = showTurn(text);
   const turn = liveTurn(sessionId, newTurnId(), text, true, mine, reply);
   state.turns.set(sessionId, turn);
   updateBusy();
   stream(turn, "chat");
+}
+
+/**
+ * An edit being sent: the chat forgets the edited message and every later one (then
+ * the edited text goes as a new turn). Refused (a turn runs, the message is gone), the
+ * edit stays as it was and the notice says why.
+ * @param {import("./state.js").Editing} editing
+ * @returns {Promise<boolean>} whether the chat was rewound
+ */
+async function rewindTo(editing) {
+  state.editing = null; // the edit ends here, whichever chat is open when it returns
+  let session;
+  try {
+    session = (await mutateRewind(editing.sessionId, editing.messageId)).rewind;
+  } catch (error) {
+    state.sending = false;
+    if (editing.sessionId === state.current && !state.editing) state.editing = editing;
+    updateBusy();
+    tell(editing.sessionId, /** @type {GraphQLError} */ (error).code, /** @type {GraphQLError} */ (error).message);
+    return false;
+  }
+  updateListed(session);
+  if (editing.sessionId === state.current) {
+    showEditing(null);
+    removeFrom(editing.messageId);
+    showUsage(session.usage);
+  }
+  return true;
+}
+
+/** Regenerate on the last reply: the person's last message runs again, its new reply
+ * streams in the old one's place (which comes back if the new one is not stored). */
+export async function regenerate() {
+  const sessionId = state.current;
+  if (!sessionId || state.streaming || state.editing) return;
+  const last = lastTurn();
+  if (!last) return;
+  hideNotice();
+  state.sending = true;
+  updateBusy();
+  try {
+    await identityReady();
+    await client.ready();
+  } catch (error) {
+    state.sending = false;
+    updateBusy();
+    showError(error);
+    return;
+  }
+  state.sending = false;
+  if (sessionId !== state.current || !last.reply.isConnected) {
+    updateBusy();
+    return;
+  }
+  const text = last.mine.querySelector(".bubble")?.textContent ?? "";
+  const turn = liveTurn(sessionId, newTurnId(), text, true, last.mine, last.reply, "regenerate");
+  replaceReply(turn);
+  state.turns.set(sessionId, turn);
+  updateBusy();
+  stream(turn, "regenerate");
+}
+
+/**
+ * A regenerated reply begins: the last reply is kept aside (it comes back if the new
+ * one is not stored) and its node emptied for the new one.
+ * @param {LiveTurn} turn
+ */
+function replaceReply(turn) {
+  const previous = /** @type {HTMLElement} */ (turn.reply.cloneNode(true));
+  previous.querySelector(".actions")?.remove();
+  turn.previous = previous;
+  turn.replaces = turn.reply.dataset.id ?? null;
+  restartReply(turn.reply);
+  turn.reply.dataset.turnId = turn.turnId;
+}
+
+/**
+ * A regenerated reply that was not stored: the reply it was to replace shows again.
+ * @param {LiveTurn} turn
+ */
+function restore(turn) {
+  turn.mine.classList.remove("pending");
+  if (turn.previous && turn.reply.isConnected) turn.reply.replaceWith(turn.previous);
 }
 
 /**
@@ -274,11 +531,16 @@ export async function send(text) {
  * @param {boolean} own
  * @param {HTMLElement} mine
  * @param {HTMLElement} reply
+ * @param {LiveTurn["kind"]} [kind]
  * @returns {LiveTurn}
  */
-function liveTurn(sessionId, turnId, text, own, mine, reply) {
+function liveTurn(sessionId, turnId, text, own, mine, reply, kind = "chat") {
+  if (kind === "chat") {
+    mine.dataset.turnId = turnId; // given its id once the turn is stored (refreshHeader)
+    reply.dataset.turnId = turnId;
+  }
   return {
-    sessionId, turnId, text, own, mine, reply,
+    sessionId, turnId, kind, text, own, mine, reply, previous: null, replaces: null,
     lastSeq: 0, content: "", frame: 0,
     resumed: false, stopping: false, stopAgain: false, renewed: false, resent: false, ended: false,
   };
@@ -293,6 +555,8 @@ function liveTurn(sessionId, turnId, text, own, mine, reply) {
  */
 function follow(sessionId, active, messages) {
   if (state.turns.has(sessionId) || holdsTurn(messages, active.turnId)) return;
+  if (state.editing?.sessionId === sessionId) cancelEdit(); // the chat changes under it
+  if (followRegenerated(sessionId, active, messages)) return;
   const { mine, reply } = showTurn(active.message, active.startedAt, sessionId === state.current);
   if (holdsTurn(messages, active.turnId, "USER")) mine.remove(); // the history shows it
   const turn = liveTurn(sessionId, active.turnId, active.message, false, mine, reply);
@@ -302,10 +566,37 @@ function follow(sessionId, active, messages) {
 }
 
 /**
- * Subscribes to the turn's events: `chat` sends its message (with its id: sent again,
- * it joins the turn); `turn` follows it after the last event shown.
+ * Follows a running turn that regenerates the chat's last reply, in that reply's place.
+ * The server does not say a turn is one: a turn is taken for one when the chat ends
+ * with the person's message it answers and a reply (the reply's id, once stored, tells
+ * whether it took the old one's place; if not, the chat is shown anew).
+ * @param {string} sessionId
+ * @param {ActiveTurn} active
+ * @param {Message[]} messages
+ * @returns {boolean} whether it was followed so
+ */
+function followRegenerated(sessionId, active, messages) {
+  const last = messages.at(-1);
+  const asked = messages.at(-2);
+  if (sessionId !== state.current || last?.role !== "ASSISTANT" || asked?.role !== "USER") return false;
+  if (asked.content !== active.message || holdsTurn(messages, active.turnId, "USER")) return false;
+  const reply = findMessage(last.id);
+  const mine = findMessage(asked.id);
+  if (!reply || !mine) return false;
+  const turn = liveTurn(sessionId, active.turnId, active.message, false, mine, reply, "regenerate");
+  replaceReply(turn);
+  state.turns.set(sessionId, turn);
+  updateBusy();
+  stream(turn, "turn");
+  return true;
+}
+
+/**
+ * Subscribes to the turn's events: `chat` sends its message and `regenerate` runs the
+ * last one again (with the turn's id: sent again, either joins the turn); `turn`
+ * follows it after the last event shown.
  * @param {LiveTurn} turn
- * @param {"chat" | "turn"} how
+ * @param {"chat" | "regenerate" | "turn"} how
  */
 function stream(turn, how) {
   /** @type {Sink<ChatEvent>} */
@@ -316,6 +607,8 @@ function stream(turn, how) {
   };
   if (how === "chat") {
     subscribeChat(turn.sessionId, turn.text, turn.turnId, { ...sink, next: (data) => sink.next(data.chat) });
+  } else if (how === "regenerate") {
+    subscribeRegenerate(turn.sessionId, turn.turnId, { ...sink, next: (data) => sink.next(data.regenerate) });
   } else {
     subscribeTurn(turn.sessionId, turn.turnId, turn.lastSeq, { ...sink, next: (data) => sink.next(data.turn) });
   }
@@ -349,7 +642,7 @@ function onEvent(turn, event) {
 /**
  * The turn's subscription ended in an error.
  * @param {LiveTurn} turn
- * @param {"chat" | "turn"} how
+ * @param {"chat" | "regenerate" | "turn"} how
  * @param {GraphQLError} error
  */
 function onError(turn, how, error) {
@@ -357,12 +650,18 @@ function onError(turn, how, error) {
   cancelAnimationFrame(turn.frame);
   turn.frame = 0;
   if (error.code === "CONNECTION_LOST") {
-    if (how === "chat" && error.sent === false && !turn.resumed) {
-      // The message never left: nothing was stored, the text goes back.
+    if (how !== "turn" && error.sent === false && !turn.resumed) {
+      // The message never left: nothing was stored, the text goes back (a regenerated
+      // reply: the old one shows again).
       drop(turn);
-      turn.mine.remove();
-      giveBack(turn.sessionId, turn.text);
+      if (turn.kind === "regenerate") {
+        restore(turn);
+      } else {
+        turn.mine.remove();
+        giveBack(turn.sessionId, turn.text);
+      }
       if (turn.sessionId === state.current) showNotice("CONNECTION_LOST");
+      updateBusy();
       return;
     }
     // The turn goes on on the server: take it up again where the reply was cut off.
@@ -421,14 +720,18 @@ async function lost(turn) {
   }
   if (turn.own && turn.lastSeq === 0 && !turn.resent && messages) {
     turn.resent = true;
-    stream(turn, "chat");
+    stream(turn, turn.kind);
     return;
   }
   if (!turn.own) {
     // A turn the page followed and that is gone: the chat shows what is stored.
     drop(turn);
-    turn.mine.remove();
-    turn.reply.remove();
+    if (turn.kind === "regenerate") {
+      restore(turn);
+    } else {
+      turn.mine.remove();
+      turn.reply.remove();
+    }
     if (messages && turn.sessionId === state.current) showChat(messages, turn.sessionId);
     settle(turn);
     return;
@@ -447,8 +750,14 @@ function finish(turn, event) {
   turn.content = message?.content ?? turn.content;
   const stopped = (event.status ?? message?.status) === "STOPPED";
   endReply(turn.reply, turn.content, message?.createdAt ?? new Date().toISOString(), stopped);
+  if (message) markStored(turn.reply, message);
   turn.mine.classList.remove("pending");
   settle(turn);
+  if (turn.kind === "regenerate" && message && turn.replaces !== null
+    && positionOf(message.id) !== positionOf(turn.replaces) && turn.sessionId === state.current) {
+    // Followed as a regenerated reply, it was a new turn with the same words after all.
+    followOpenChat();
+  }
 }
 
 /**
@@ -460,11 +769,18 @@ function finish(turn, event) {
  */
 function fail(turn, code, message) {
   drop(turn);
-  turn.reply.remove();
   turn.mine.classList.remove("pending");
-  turn.mine.classList.add("failed");
-  if (turn.own) giveBack(turn.sessionId, turn.text);
-  tell(turn.sessionId, turn.own ? code : "REPLY_FAILED", message);
+  if (turn.kind === "regenerate") {
+    // A failure keeps the old reply (the server stored nothing).
+    restore(turn);
+    const own = ["SESSION_BUSY", "UNAVAILABLE", "NETWORK", "BAD_USER_INPUT"];
+    tell(turn.sessionId, turn.own && own.includes(code) ? code : "REGENERATE_FAILED", message);
+  } else {
+    turn.reply.remove();
+    turn.mine.classList.add("failed");
+    if (turn.own) giveBack(turn.sessionId, turn.text);
+    tell(turn.sessionId, turn.own ? code : "REPLY_FAILED", message);
+  }
   updateBusy();
 }
 
@@ -487,7 +803,7 @@ function drop(turn) {
 function settle(turn) {
   updateBusy();
   if (turn.sessionId === state.current) loadSessions().then(markCurrentInList);
-  refreshTitle(turn.sessionId);
+  refreshHeader(turn.sessionId);
 }
 
 // ---------- stopping a reply ----------

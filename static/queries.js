@@ -1,6 +1,7 @@
 // @ts-check
 // What the page asks the server: the GraphQL documents, the one client that sends them
-// (HTTP for queries and mutations, the socket for the `chat` and `turn` subscriptions),
+// (HTTP for queries and mutations, the socket for the `chat`, `regenerate` and `turn`
+// subscriptions),
 // who the page is to the server (a guest token, or the admin token in admin mode) and one
 // typed helper per document. It uses the public API only.
 //
@@ -22,15 +23,24 @@ import { GraphQLClient } from "./graphql.js";
 /** @typedef {"RUNNING" | "COMPLETE" | "STOPPED" | "FAILED"} TurnStatus */
 
 /**
+ * Tokens, as the model provider counted them.
+ * @typedef {object} Usage
+ * @property {number} inputTokens
+ * @property {number} outputTokens
+ */
+
+/**
  * A message of a chat, as stored.
  * @typedef {object} Message
- * @property {string} id
+ * @property {string} id unique in its chat; it starts with the message's position
  * @property {string | null} turnId the turn that stored it (none for messages written by
  *   other programs)
  * @property {TurnStatus} status STOPPED for a reply cut short by stopTurn
  * @property {Role} role
  * @property {string} content
  * @property {string | null} createdAt ISO date and time
+ * @property {Usage | null} usage a reply's tokens, when its provider reported them
+ * @property {string | null} finishReason why the provider ended the reply, when it said
  */
 
 /**
@@ -51,12 +61,28 @@ import { GraphQLClient } from "./graphql.js";
  */
 
 /**
- * A chat with its messages, oldest first, and the turn running on it, if any.
+ * A chat with its last messages (a page of at most MESSAGES_PAGE, oldest first), the
+ * tokens it used and the turn running on it, if any.
  * @typedef {object} Session
  * @property {string} id
  * @property {string | null} title
+ * @property {Usage} usage the sum of its replies' tokens
  * @property {ActiveTurn | null} activeTurn
  * @property {Message[]} messages
+ */
+
+/**
+ * What the chat's header shows, and its last turn's messages (their ids).
+ * @typedef {object} SessionHeader
+ * @property {string} id
+ * @property {string | null} title
+ * @property {Usage} usage
+ * @property {Message[]} messages its last two messages, oldest first
+ */
+
+/**
+ * A chat as a mutation that changes it returns it: for the list and the header.
+ * @typedef {SessionSummary & { usage: Usage }} ChangedSession
  */
 
 /**
@@ -90,8 +116,12 @@ const ADMIN_KEY = "chat.adminToken";
 const GUEST_KEY = "chat.guestToken";
 /** How many chats one page of the list holds. */
 export const PAGE = 50;
+/** How many messages a chat opens with, and each page of earlier ones holds. */
+export const MESSAGES_PAGE = 50;
 
-const MESSAGE = "id turnId status role content createdAt";
+const USAGE = "usage { inputTokens outputTokens }";
+const MESSAGE = `id turnId status role content createdAt ${USAGE} finishReason`;
+const CHANGED = `id title updatedAt messageCount ${USAGE}`;
 const EVENT = `token done turnId seq status message { ${MESSAGE} }`;
 const SESSION_PAGE = `edges { node { id title updatedAt messageCount } }
       pageInfo { hasNextPage endCursor }`;
@@ -108,8 +138,23 @@ const Q = {
   }`,
   // activeTurn before messages: asked first, a turn that ends meanwhile shows in the
   // messages read after it (the page shows a turn found in both once).
-  session: `query Session($id: ID!) {
-    session(id: $id) { id title activeTurn { turnId startedAt message } messages { ${MESSAGE} } }
+  session: `query Session($id: ID!, $last: Int!) {
+    session(id: $id) {
+      id title ${USAGE} activeTurn { turnId startedAt message }
+      messages: messagesPage(last: $last) { ${MESSAGE} }
+    }
+  }`,
+  older: `query Older($id: ID!, $last: Int!, $before: ID) {
+    session(id: $id) { id messages: messagesPage(last: $last, before: $before) { ${MESSAGE} } }
+  }`,
+  header: `query Header($id: ID!) {
+    session(id: $id) { id title ${USAGE} messages: messagesPage(last: 2) { ${MESSAGE} } }
+  }`,
+  update: `mutation Rename($id: ID!, $input: CreateSessionInput!) {
+    updateSession(id: $id, input: $input) { ${CHANGED} }
+  }`,
+  rewind: `mutation Rewind($sessionId: ID!, $messageId: ID!) {
+    rewind(sessionId: $sessionId, messageId: $messageId) { ${CHANGED} }
   }`,
   create: `mutation Create($input: CreateSessionInput) {
     createSession(input: $input) { id title updatedAt messageCount }
@@ -117,6 +162,9 @@ const Q = {
   remove: "mutation Delete($id: ID!) { deleteSession(id: $id) }",
   chat: `subscription Chat($sessionId: ID!, $message: String!, $turnId: ID) {
     chat(sessionId: $sessionId, message: $message, turnId: $turnId) { ${EVENT} }
+  }`,
+  regenerate: `subscription Regenerate($sessionId: ID!, $turnId: ID) {
+    regenerate(sessionId: $sessionId, turnId: $turnId) { ${EVENT} }
   }`,
   turn: `subscription Turn($sessionId: ID!, $turnId: ID, $after: Int!) {
     turn(sessionId: $sessionId, turnId: $turnId, after: $after) { ${EVENT} }
@@ -326,11 +374,52 @@ export async function querySessions(after) {
 }
 
 /**
+ * The chat with its last MESSAGES_PAGE messages.
  * @param {string} id
  * @returns {Promise<{ session: Session | null }>} null when there is no such chat
  */
 export function querySession(id) {
-  return call(Q.session, { id });
+  return call(Q.session, { id, last: MESSAGES_PAGE });
+}
+
+/**
+ * The MESSAGES_PAGE messages before the message `before` (oldest first); fewer when
+ * they are the chat's first. NOT_FOUND when the chat no longer has that message.
+ * @param {string} id
+ * @param {string} before
+ * @returns {Promise<{ session: { id: string, messages: Message[] } | null }>}
+ */
+export function queryOlder(id, before) {
+  return call(Q.older, { id, last: MESSAGES_PAGE, before });
+}
+
+/**
+ * @param {string} id
+ * @returns {Promise<{ session: SessionHeader | null }>}
+ */
+export function queryHeader(id) {
+  return call(Q.header, { id });
+}
+
+/**
+ * Renames the chat (a blank title clears it).
+ * @param {string} id
+ * @param {string} title
+ * @returns {Promise<{ updateSession: ChangedSession }>}
+ */
+export function mutateTitle(id, title) {
+  return call(Q.update, { id, input: { title } });
+}
+
+/**
+ * Forgets the message `messageId` of the chat and every later one. SESSION_BUSY while
+ * a turn runs on it.
+ * @param {string} sessionId
+ * @param {string} messageId
+ * @returns {Promise<{ rewind: ChangedSession }>}
+ */
+export function mutateRewind(sessionId, messageId) {
+  return call(Q.rewind, { sessionId, messageId });
 }
 
 /**
@@ -376,6 +465,19 @@ export function newTurnId() {
  */
 export function subscribeChat(sessionId, message, turnId, sink) {
   return client.subscribe(Q.chat, { sessionId, message, turnId }, sink);
+}
+
+/**
+ * Runs the chat's last message again as the turn `turnId` (chosen by the page) and
+ * streams the new reply into `sink`; stored, it takes the last reply's place (a failure
+ * keeps the old one). Sent again with the same `turnId`, it joins that turn.
+ * @param {string} sessionId
+ * @param {string} turnId
+ * @param {Sink<{ regenerate: ChatEvent }>} sink
+ * @returns {() => void} cancels the subscription
+ */
+export function subscribeRegenerate(sessionId, turnId, sink) {
+  return client.subscribe(Q.regenerate, { sessionId, turnId }, sink);
 }
 
 /**

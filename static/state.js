@@ -1,17 +1,24 @@
 // @ts-check
 // The page's state, one object shared by the view and the flows: the open chat, whether
-// the composer waits for a reply, the list's paging, the turns whose replies the page
+// the composer waits for a reply, the list's paging, the paging back through the open
+// chat's earlier messages, the message being edited, the turns whose replies the page
 // shows as they stream, and what waits per chat (the text typed in it, a notice for it).
 
 /**
  * A turn whose reply the page streams: one it sent, or one it follows (found running
  * when a chat was opened, after a reload or a lost connection). Its events are numbered;
- * `lastSeq` is the last one shown, so a new subscription resumes right after it.
+ * `lastSeq` is the last one shown, so a new subscription resumes right after it. A
+ * regenerated reply streams in the last reply's place: that reply (`previous`) comes back
+ * if the new one is not stored.
  * @typedef {object} LiveTurn
  * @property {string} sessionId
  * @property {string} turnId
+ * @property {"chat" | "regenerate"} kind a new message, or the last one run again
  * @property {string} text the person's message it answers
  * @property {boolean} own whether this page sent it (its text goes back if it fails)
+ * @property {HTMLElement | null} previous for a regenerated reply: the node of the reply
+ *   it replaces, as it was
+ * @property {string | null} replaces for a regenerated reply: the id of that reply
  * @property {number} lastSeq the number of the last event shown; 0 for none
  * @property {string} content the reply so far
  * @property {boolean} resumed whether its subscription was lost and taken up again
@@ -24,6 +31,26 @@
  * @property {number} frame the animation frame that paints the reply, 0 when none
  * @property {HTMLElement} mine the node of the person's message
  * @property {HTMLElement} reply the node of the reply
+ */
+
+/**
+ * Paging back through the open chat's messages: the id of the oldest shown, whether the
+ * chat may have earlier ones (the last page was as long as asked), whether a page is
+ * being loaded. Replaced whenever the chat is shown anew.
+ * @typedef {object} Older
+ * @property {string} sessionId
+ * @property {string | null} before the id of the oldest message shown; null for none
+ * @property {boolean} more
+ * @property {boolean} loading
+ */
+
+/**
+ * The person's last message being edited: its text is in the input; sent, the chat is
+ * rewound to before it first. `draft` is what the input held before (back on cancel).
+ * @typedef {object} Editing
+ * @property {string} sessionId
+ * @property {string} messageId
+ * @property {string} draft
  */
 
 /**
@@ -45,6 +72,9 @@
  * @property {Map<string, string>} drafts chat id ("" for no chat) -> text waiting in its input
  * @property {Map<string, Note>} notes chat id -> notice to show when that chat is opened
  * @property {Map<string, LiveTurn>} turns chat id -> the turn whose reply the page streams
+ * @property {Older | null} older paging back through the open chat; null for no chat
+ * @property {Editing | null} editing the message being edited, if one is
+ * @property {boolean} renaming whether the open chat's title is being edited
  */
 
 /** @type {State} */
@@ -59,4 +89,7 @@ export const state = {
   drafts: new Map(),
   notes: new Map(),
   turns: new Map(),
+  older: null,
+  editing: null,
+  renaming: false,
 };

@@ -1,14 +1,16 @@
 // @ts-check
 // What the page shows: the elements of index.html, notices, the connection state, the
-// layout's drawer, the composer (with its Stop button) and each chat's draft in it, the
-// messages of a chat (a stopped reply marked so) and the list of chats. It builds DOM
-// nodes only; nothing here talks to the server.
+// layout's drawer, the header (the title, renamed in place, and the tokens the chat
+// used), the composer (with its Stop button, and the bar of an edit) and each chat's
+// draft in it, the messages of a chat (a stopped reply marked so, a reply's tokens on
+// hover, earlier pages put before them, Regenerate and Edit on the last turn) and the
+// list of chats. It builds DOM nodes only; nothing here talks to the server.
 
 import { renderMarkdown } from "./markdown.js";
 import { state } from "./state.js";
 
 /** @import { ConnectionStatus } from "./graphql.js" */
-/** @import { Message, SessionPage, SessionSummary } from "./queries.js" */
+/** @import { Message, SessionPage, SessionSummary, Usage } from "./queries.js" */
 
 /**
  * The element with this id, checked to be of this kind.
@@ -39,12 +41,18 @@ export const ui = {
   adminToken: byId("admin-token", HTMLInputElement),
   adminError: byId("admin-error", HTMLParagraphElement),
   title: byId("chat-title", HTMLHeadingElement),
+  titleForm: byId("title-form", HTMLFormElement),
+  titleInput: byId("title-input", HTMLInputElement),
+  rename: byId("rename", HTMLButtonElement),
   model: byId("model", HTMLSpanElement),
+  usage: byId("usage", HTMLSpanElement),
   conn: byId("conn", HTMLSpanElement),
   del: byId("delete", HTMLButtonElement),
   messages: byId("messages", HTMLElement),
   welcome: byId("welcome", HTMLDivElement),
   notice: byId("notice", HTMLDivElement),
+  editBar: byId("edit-bar", HTMLDivElement),
+  editCancel: byId("edit-cancel", HTMLButtonElement),
   composer: byId("composer", HTMLFormElement),
   input: byId("input", HTMLTextAreaElement),
   send: byId("send", HTMLButtonElement),
@@ -65,6 +73,7 @@ const MESSAGES_OF_CODE = {
     "Your message is back in the input; send it again.",
   NETWORK: "The server cannot be reached.",
   REPLY_FAILED: "The reply stopped before its end and was not stored.",
+  REGENERATE_FAILED: "The reply could not be regenerated; the previous reply is kept.",
   UNAUTHENTICATED: "The server did not accept this browser's identity. Reload the page to try again.",
 };
 
@@ -121,14 +130,54 @@ export function openDrawer(open) {
   ui.scrim.hidden = !open;
 }
 
+/** The open chat's title as stored (null: none), for the rename input. */
+let shownTitle = /** @type {string | null} */ (null);
+
 /** @param {string | null} title the open chat's title; none for "New chat" */
 export function showTitle(title) {
+  shownTitle = title;
   ui.title.textContent = title || "New chat";
 }
 
-/** @param {boolean} on whether the open chat can be deleted (there is one) */
+/**
+ * Whether the open chat's title shows as an input (filled with the title, focused), or
+ * as the heading (the focus back on the Rename button if it was in the input).
+ * @param {boolean} on
+ */
+export function showRenaming(on) {
+  const focused = document.activeElement === ui.titleInput;
+  ui.title.hidden = on;
+  ui.titleForm.hidden = !on;
+  ui.rename.hidden = on || state.current === null;
+  if (on) {
+    ui.titleInput.value = shownTitle ?? "";
+    ui.titleInput.focus();
+    ui.titleInput.select();
+  } else if (focused) {
+    ui.rename.focus();
+  }
+}
+
+/**
+ * @param {boolean} on whether there is an open chat (it can be deleted and renamed)
+ */
 export function showDeletable(on) {
   ui.del.hidden = !on;
+  ui.rename.hidden = !on || !ui.titleForm.hidden;
+}
+
+/**
+ * @param {Usage} usage
+ * @returns {string}
+ */
+export function formatUsage({ inputTokens, outputTokens }) {
+  return `${inputTokens.toLocaleString()} in / ${outputTokens.toLocaleString()} out tokens`;
+}
+
+/** @param {Usage | null} usage the open chat's total (null: no chat, nothing shown) */
+export function showUsage(usage) {
+  ui.usage.hidden = usage === null;
+  ui.usage.textContent = usage ? formatUsage(usage) : "";
 }
 
 /** @param {string} model */
@@ -250,6 +299,56 @@ export function messageNode(role, content, createdAt, status = "COMPLETE") {
 }
 
 /**
+ * A stored message's node: its id (for the Regenerate and Edit of the last turn), and a
+ * reply's tokens shown on hover.
+ * @param {Message} message
+ * @returns {HTMLElement}
+ */
+function storedNode(message) {
+  const item = messageNode(message.role, message.content, message.createdAt, message.status);
+  markStored(item, message);
+  return item;
+}
+
+/**
+ * Marks a node as the stored `message`: its id, its turn, its tokens (on hover).
+ * @param {HTMLElement} item a node from messageNode
+ * @param {Message} message
+ */
+export function markStored(item, message) {
+  item.dataset.id = message.id;
+  if (message.turnId) item.dataset.turnId = message.turnId;
+  if (message.usage) {
+    const finish = message.finishReason && message.finishReason !== "stop"
+      ? ` · ended by ${message.finishReason}` : "";
+    item.title = `${formatUsage(message.usage)}${finish}`;
+  } else {
+    item.removeAttribute("title");
+  }
+}
+
+/**
+ * Empties a reply for a new one to stream in its place (Regenerate): no text, no time,
+ * no id, no tokens, no "stopped" mark.
+ * @param {HTMLElement} item a node from messageNode
+ */
+export function restartReply(item) {
+  item.classList.remove("stopped");
+  item.querySelector(".note")?.remove();
+  item.querySelector(".actions")?.remove();
+  delete item.dataset.id;
+  delete item.dataset.turnId;
+  item.removeAttribute("title");
+  const meta = /** @type {HTMLTimeElement} */ (item.querySelector(".meta"));
+  meta.textContent = "";
+  meta.removeAttribute("datetime");
+  meta.removeAttribute("title");
+  /** @type {HTMLElement} */ (item.querySelector(".bubble")).replaceChildren();
+  item.classList.add("streaming");
+  item.setAttribute("aria-busy", "true");
+}
+
+/**
  * Marks a reply as cut short by Stop: a small note under it says so.
  * @param {HTMLElement} item a node from messageNode
  */
@@ -292,9 +391,136 @@ export function showMessages(messages, streaming = []) {
     ui.messages.append(ui.welcome);
     return;
   }
-  for (const m of messages) ui.messages.append(messageNode(m.role, m.content, m.createdAt, m.status));
+  for (const m of messages) ui.messages.append(storedNode(m));
   ui.messages.append(...streaming);
   scrollToEnd();
+}
+
+/** @returns {boolean} whether the messages are scrolled to (near) their top */
+export function nearTop() {
+  return ui.messages.scrollTop < 80;
+}
+
+/**
+ * Puts earlier messages before those shown, the view staying where it was (what was on
+ * screen stays there: the messages grow above it).
+ * @param {Message[]} messages oldest first
+ */
+export function prependMessages(messages) {
+  if (!messages.length) return;
+  const box = ui.messages;
+  const fromEnd = box.scrollHeight - box.scrollTop;
+  box.prepend(...messages.map(storedNode));
+  box.scrollTop = box.scrollHeight - fromEnd;
+}
+
+/**
+ * @param {HTMLElement} item
+ * @param {"regenerate" | "edit"} action
+ * @param {string} text
+ * @param {string} label
+ */
+function addAction(item, action, text, label) {
+  let bar = item.querySelector(".actions");
+  if (!bar) {
+    bar = document.createElement("div");
+    bar.className = "actions";
+    item.append(bar);
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "action";
+  button.dataset.action = action;
+  button.textContent = text;
+  button.setAttribute("aria-label", label);
+  button.title = label;
+  bar.append(button);
+}
+
+/**
+ * The node of the stored message `id` in the open chat, if it shows.
+ * @param {string} id
+ * @returns {HTMLElement | null}
+ */
+export function findMessage(id) {
+  for (const node of ui.messages.querySelectorAll(":scope > .msg[data-id]")) {
+    if (node instanceof HTMLElement && node.dataset.id === id) return node;
+  }
+  return null;
+}
+
+/**
+ * The open chat's last stored turn, when it ends with a message of the person's and a
+ * reply (what Regenerate runs again).
+ * @returns {{ mine: HTMLElement, reply: HTMLElement } | null}
+ */
+export function lastTurn() {
+  /** @type {HTMLElement[]} */
+  const stored = Array.from(ui.messages.querySelectorAll(":scope > .msg[data-id]"));
+  const [mine, reply] = stored.slice(-2);
+  if (mine?.dataset.role !== "USER" || reply?.dataset.role !== "ASSISTANT") return null;
+  return { mine, reply };
+}
+
+/**
+ * The buttons of the chat's last turn: Regenerate on its reply (when the chat ends with
+ * a message of the person's and a reply), Edit on the person's message; none when `on`
+ * is false (a reply streams, a message is being edited).
+ * @param {boolean} on
+ */
+export function showTurnActions(on) {
+  /** @type {Array<[HTMLElement, "regenerate" | "edit"]>} */
+  const wanted = [];
+  if (on) {
+    const turn = lastTurn();
+    /** @type {HTMLElement[]} */
+    const stored = Array.from(ui.messages.querySelectorAll(":scope > .msg[data-id]"));
+    const last = stored.at(-1);
+    if (turn) wanted.push([turn.mine, "edit"], [turn.reply, "regenerate"]);
+    else if (last?.dataset.role === "USER") wanted.push([last, "edit"]);
+  }
+  /** @type {HTMLButtonElement[]} */
+  const shown = Array.from(ui.messages.querySelectorAll(".actions button"));
+  const same = shown.length === wanted.length && wanted.every(
+    ([item, action], k) => shown[k].closest(".msg") === item && shown[k].dataset.action === action,
+  );
+  if (same) return;
+  const box = ui.messages;
+  const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 8;
+  const focused = document.activeElement instanceof HTMLElement
+    && document.activeElement.closest(".actions") !== null;
+  for (const bar of box.querySelectorAll(".actions")) bar.remove();
+  if (focused && !ui.input.disabled) ui.input.focus();
+  for (const [item, action] of wanted) {
+    if (action === "edit") addAction(item, "edit", "Edit", "Edit your last message");
+    else addAction(item, "regenerate", "Regenerate", "Regenerate the last reply");
+  }
+  if (atEnd) scrollToEnd(); // the buttons do not push the end of the chat out of view
+}
+
+/**
+ * The bar that says a message is being edited, and that message marked; none for null.
+ * @param {string | null} messageId
+ */
+export function showEditing(messageId) {
+  ui.editBar.hidden = messageId === null;
+  for (const item of ui.messages.querySelectorAll(".msg.editing")) item.classList.remove("editing");
+  if (messageId === null) return;
+  for (const item of ui.messages.querySelectorAll(":scope > .msg[data-id]")) {
+    if (/** @type {HTMLElement} */ (item).dataset.id === messageId) item.classList.add("editing");
+  }
+}
+
+/**
+ * Takes out of the chat the message `messageId` and everything shown after it (the chat
+ * was rewound to before it).
+ * @param {string} messageId
+ */
+export function removeFrom(messageId) {
+  const nodes = Array.from(ui.messages.children);
+  const at = nodes.findIndex((node) => node instanceof HTMLElement && node.dataset.id === messageId);
+  if (at < 0) return;
+  for (const node of nodes.slice(at)) node.remove();
 }
 
 /**
@@ -363,6 +589,16 @@ function sessionItem(session) {
   link.append(name, when);
   li.append(link);
   return li;
+}
+
+/**
+ * Shows a chat in the list as the server returned it (renamed, rewound), where it is.
+ * @param {SessionSummary} session
+ */
+export function updateListed(session) {
+  for (const link of ui.sessions.querySelectorAll("a")) {
+    if (link.dataset.id === session.id) link.closest("li")?.replaceWith(sessionItem(session));
+  }
 }
 
 /**
