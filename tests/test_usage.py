@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.support import AppServer, FakeGroq, gql, new_session
+from tests.support.ws_client import graphql_socket
 
 SESSION = """
 query($s: ID!) {
@@ -84,3 +85,34 @@ async def test_usage_sums_stay_exact_under_concurrent_turns(
             "inputTokens": sum(r["inputTokens"] for r in replies),
             "outputTokens": sum(r["outputTokens"] for r in replies),
         }
+
+
+async def test_the_session_usage_follows_its_stored_replies_through_rewind_and_regenerate(
+    app: AppServer, client: httpx.AsyncClient
+) -> None:
+    session_id = await new_session(client)
+    for message in ("one two", "three four five", "six"):
+        await client.post("/chat", json={"session_id": session_id, "message": message})
+
+    async def check() -> list[dict[str, Any]]:
+        session = await session_usage(client, session_id)
+        replies = [m["usage"] for m in session["messages"] if m["role"] == "ASSISTANT"]
+        assert session["usage"] == {
+            "inputTokens": sum(r["inputTokens"] for r in replies),
+            "outputTokens": sum(r["outputTokens"] for r in replies),
+        }
+        messages: list[dict[str, Any]] = session["messages"]
+        return messages
+
+    assert len(await check()) == 6
+    ids = await gql(client, "query($s: ID!) { session(id: $s) { messages { id } } }", s=session_id)
+    third = ids["data"]["session"]["messages"][4]["id"]  # type: ignore[index]
+    rewound = "mutation($s: ID!, $m: ID!) { rewind(sessionId: $s, messageId: $m) { id } }"
+    assert "errors" not in await gql(client, rewound, s=session_id, m=third)
+    assert len(await check()) == 4
+    async with graphql_socket(app.ws_url) as ws:
+        op = await ws.start(
+            "subscription($s: ID!) { regenerate(sessionId: $s) { done } }", s=session_id
+        )
+        assert (await ws.collect(op)).events[-1]["done"]
+    assert len(await check()) == 4

@@ -73,6 +73,22 @@ local p = tonumber(ARGV[3])
 if p >= n or id_at(redis.call('LINDEX', KEYS[1], n - 1 - p), p) ~= ARGV[4] then
   return {-2}
 end
+-- The session's usage is a sum over its replies: the forgotten ones' counts leave it.
+local spent_in, spent_out = 0, 0
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, n - p - 1)) do
+  local ok, data = pcall(cjson.decode, raw)
+  local counts = ok and type(data) == 'table' and type(data['data']) == 'table'
+    and data['data']['usage_metadata']
+  if type(counts) == 'table' and tonumber(counts['input_tokens'])
+      and tonumber(counts['output_tokens']) then
+    spent_in = spent_in + tonumber(counts['input_tokens'])
+    spent_out = spent_out + tonumber(counts['output_tokens'])
+  end
+end
+if spent_in ~= 0 or spent_out ~= 0 then
+  redis.call('HINCRBY', KEYS[2], 'input_tokens', -spent_in)
+  redis.call('HINCRBY', KEYS[2], 'output_tokens', -spent_out)
+end
 if p == 0 then redis.call('DEL', KEYS[1]) else redis.call('LTRIM', KEYS[1], n - p, -1) end
 -- A summary that was forgotten goes with its place; one that covered forgotten messages
 -- covers no more than what is left.

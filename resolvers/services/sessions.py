@@ -104,9 +104,18 @@ end
 if ARGV[17] == '' then
   redis.call('LPUSH', KEYS[1], ARGV[2], ARGV[3])
 else
-  -- A regenerated reply takes the old one's place, if it is still the last message.
+  -- A regenerated reply takes the old one's place, if it is still the last message;
+  -- the session's usage, a sum over its replies, loses the old one's.
   if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[17] then return -3 end
   redis.call('LSET', KEYS[1], 0, ARGV[3])
+  local ok, old = pcall(cjson.decode, ARGV[17])
+  local counts = ok and type(old) == 'table' and type(old['data']) == 'table'
+    and old['data']['usage_metadata']
+  if type(counts) == 'table' and tonumber(counts['input_tokens'])
+      and tonumber(counts['output_tokens']) then
+    redis.call('HINCRBY', KEYS[2], 'input_tokens', -tonumber(counts['input_tokens']))
+    redis.call('HINCRBY', KEYS[2], 'output_tokens', -tonumber(counts['output_tokens']))
+  end
 end
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[4], 'last_turn', ARGV[1])
 if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[7]) end
