@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from resolvers.services.keys import messages_key
 from tests.support import AppServer, FakeGroq, gql, new_session
 from tests.support.turns import requests_made
+from tests.support.ws_client import graphql_socket
 
 pytestmark = pytest.mark.slow
 
@@ -160,6 +161,20 @@ async def test_with_summaries_the_trimmed_part_is_summarized_and_sent_first(
         [body] = [b for b in recent if b["messages"][-1]["content"] == "again"]
         assert body["messages"][1] == {"role": "system", "content": summary}
         assert estimate(body["messages"][1:-1]) <= 500
+        # A regenerate right after the summary was written (it is then the newest
+        # element): the reply below it is replaced, and the summary is sent once.
+        async with graphql_socket(app.ws_url) as ws:
+            op = await ws.start(
+                "subscription($s: ID!) { regenerate(sessionId: $s) { done } }", s=session_id
+            )
+            regenerated = await ws.collect(op)
+        assert not regenerated.errors, regenerated.errors
+        recent = fake_groq.requests()["recent"]
+        assert isinstance(recent, list)
+        sent = [b for b in recent if b["messages"][-1]["content"] == "again"][-1]["messages"]
+        # The system prompt, then the summary (refreshed by now), once.
+        assert [m["role"] for m in sent].count("system") == 2
+        assert sent[1]["role"] == "system" and sent[1]["content"].startswith("[n=2]")
         # Rewound to before the summary's place: the summary goes with it.
         first_id = messages[0]["id"]
         rewind = "mutation($s: ID!, $m: ID!) { rewind(sessionId: $s, messageId: $m) { id } }"

@@ -101,6 +101,8 @@ async def test_a_long_conversation_is_paged_back_to_its_start_each_message_once(
         got = await gql(client, PAGE, s=session_id, last=5, before=bad)
         assert error_codes(got) == [code], bad
     assert error_codes(await gql(client, PAGE, s=session_id, last=-1)) == ["BAD_USER_INPUT"]
+    # Past the largest page: refused, not cut (a cut page would read as the start).
+    assert error_codes(await gql(client, PAGE, s=session_id, last=1001)) == ["BAD_USER_INPUT"]
 
 
 async def test_rewind_forgets_a_message_and_the_rest_and_a_new_message_edits(

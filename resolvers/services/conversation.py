@@ -77,8 +77,11 @@ end
 local spent_in, spent_out = 0, 0
 for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, n - p - 1)) do
   local ok, data = pcall(cjson.decode, raw)
-  local counts = ok and type(data) == 'table' and type(data['data']) == 'table'
-    and data['data']['usage_metadata']
+  local fields = ok and type(data) == 'table' and type(data['data']) == 'table' and data['data']
+  local extra = fields and type(fields['additional_kwargs']) == 'table'
+    and fields['additional_kwargs']
+  -- Only replies this server stored were added to the sum.
+  local counts = extra and type(extra['message_id']) == 'string' and fields['usage_metadata']
   if type(counts) == 'table' and tonumber(counts['input_tokens'])
       and tonumber(counts['output_tokens']) then
     spent_in = spent_in + tonumber(counts['input_tokens'])
@@ -94,8 +97,11 @@ if p == 0 then redis.call('DEL', KEYS[1]) else redis.call('LTRIM', KEYS[1], n - 
 -- covers no more than what is left.
 local at = tonumber(redis.call('HGET', KEYS[2], 'summary_at') or '')
 if at and at >= p then redis.call('HDEL', KEYS[2], 'summary_at', 'summary_covers') end
+-- One kept that summarized forgotten messages is stale: not sent, and rebuilt anew.
 local covers = tonumber(redis.call('HGET', KEYS[2], 'summary_covers') or '')
-if covers and covers >= p then redis.call('HSET', KEYS[2], 'summary_covers', p - 1) end
+if covers and covers >= p and redis.call('HEXISTS', KEYS[2], 'summary_at') == 1 then
+  redis.call('HSET', KEYS[2], 'summary_stale', '1', 'summary_covers', -1)
+end
 return {1}
 """
 )
@@ -177,12 +183,12 @@ class Conversations:
         """The last `last` messages before the message `before` (all the latest when
         None), oldest first, in one round trip whatever the session's length."""
         check_session_id(session_id)
-        if last < 0:
-            raise BadInput("last must not be negative")
+        if not 0 <= last <= MAX_PAGE:
+            raise BadInput(f"last must be from 0 to {MAX_PAGE}")
         position = -1 if before is None else _position(before)
         result = await self._page(
             keys=[messages_key(session_id), meta_key(session_id)],
-            args=[*_caller(who), min(last, MAX_PAGE), position, before or ""],
+            args=[*_caller(who), last, position, before or ""],
         )
         outcome = int(result[0])
         if outcome == 0:
@@ -197,18 +203,20 @@ class Conversations:
         check_session_id(session_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(meta_key(session_id), messages_key(session_id))
-            pipe.hmget(meta_key(session_id), ["owner", "system_prompt", "summary_at"])
+            pipe.hmget(
+                meta_key(session_id), ["owner", "system_prompt", "summary_at", "summary_stale"]
+            )
             pipe.llen(messages_key(session_id))
             if self._window:
                 pipe.lrange(messages_key(session_id), 0, self._window - 1)
-            exists, (owner, prompt, at), length, *read = await pipe.execute()
+            exists, (owner, prompt, at, stale), length, *read = await pipe.execute()
         if not exists or not who.may_use(owner):
             raise NotFound(_NO_SESSION)
         length = int(length)
         window = decode_newest_first(read[0] if read else [], length)
         summary = None
-        if self._summaries and at is not None and int(at) < length:
-            found = await self._sessions.messages_between(session_id, int(at), int(at), length)
+        if self._summaries and at is not None and stale is None and int(at) < length:
+            found = await self._sessions.messages_between(session_id, int(at), int(at))
             summary = found[0] if found and found[0].role is Role.SYSTEM else None
         return plan_context(
             self._sessions.prompt_or_default(prompt),

@@ -106,11 +106,20 @@ if ARGV[17] == '' then
 else
   -- A regenerated reply takes the old one's place, if it is still the last message;
   -- the session's usage, a sum over its replies, loses the old one's.
-  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[17] then return -3 end
-  redis.call('LSET', KEYS[1], 0, ARGV[3])
+  local place = 0
+  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[17] then
+    local ok_top, top = pcall(cjson.decode, redis.call('LINDEX', KEYS[1], 0) or '')
+    local below_summary = ok_top and type(top) == 'table' and top['type'] == 'system'
+    if not below_summary or redis.call('LINDEX', KEYS[1], 1) ~= ARGV[17] then return -3 end
+    place = 1
+  end
+  redis.call('LSET', KEYS[1], place, ARGV[3])
   local ok, old = pcall(cjson.decode, ARGV[17])
-  local counts = ok and type(old) == 'table' and type(old['data']) == 'table'
-    and old['data']['usage_metadata']
+  local fields = ok and type(old) == 'table' and type(old['data']) == 'table' and old['data']
+  local extra = fields and type(fields['additional_kwargs']) == 'table'
+    and fields['additional_kwargs']
+  -- Only replies this server stored were added to the sum.
+  local counts = extra and type(extra['message_id']) == 'string' and fields['usage_metadata']
   if type(counts) == 'table' and tonumber(counts['input_tokens'])
       and tonumber(counts['output_tokens']) then
     redis.call('HINCRBY', KEYS[2], 'input_tokens', -tonumber(counts['input_tokens']))
@@ -189,9 +198,19 @@ return {-1}
 # together, so the listing never drops a live session (on a cluster the caller moves
 # the score, the index being in another slot).
 _BEGIN_TURN = """
+local function kind_at(index)
+  local raw = redis.call('LINDEX', KEYS[3], index)
+  local ok, data = pcall(cjson.decode, raw or '')
+  if ok and type(data) == 'table' then return data['type'] end
+  return nil
+end
+-- The reply to replace and its message: the newest two, or the two below a summary
+-- written after them. Returns reply, asked, asked's text, how many messages they skip.
 local function regenerable()
-  local reply = redis.call('LINDEX', KEYS[3], 0)
-  local asked = redis.call('LINDEX', KEYS[3], 1)
+  local offset = 0
+  if kind_at(0) == 'system' then offset = 1 end
+  local reply = redis.call('LINDEX', KEYS[3], offset)
+  local asked = redis.call('LINDEX', KEYS[3], offset + 1)
   if not reply or not asked then return nil end
   local ok_reply, r = pcall(cjson.decode, reply)
   local ok_asked, a = pcall(cjson.decode, asked)
@@ -205,7 +224,7 @@ local function regenerable()
   if type(a['data']) == 'table' and type(a['data']['content']) == 'string' then
     text = a['data']['content']
   end
-  return reply, asked, text
+  return reply, asked, text, offset + 2
 end
 local held = redis.call('GET', KEYS[1])
 if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
@@ -256,15 +275,19 @@ local n = tonumber(ARGV[3])
 local skip = 0
 local reply, asked = false, false
 if regenerating then
-  reply, asked = regenerable()
-  skip = 2
+  local _
+  reply, asked, _, skip = regenerable()
+  skip = skip or 2
 end
 if n > 0 then window = redis.call('LRANGE', KEYS[3], skip, skip + n - 1) end
 local length = redis.call('LLEN', KEYS[3])
 local summary = false
 local at = tonumber(redis.call('HGET', KEYS[2], 'summary_at') or '')
-if at and at < length then summary = redis.call('LINDEX', KEYS[3], length - 1 - at) end
-return {1, prompt, window, owner, length, reply or false, asked or false, summary, at or false}
+if at and at < length and not redis.call('HGET', KEYS[2], 'summary_stale') then
+  summary = redis.call('LINDEX', KEYS[3], length - 1 - at)
+end
+return {1, prompt, window, owner, length, reply or false, asked or false, summary, at or false,
+  skip}
 """
 
 # Keeps a summary of trimmed history in the list. KEYS: messages, meta, lock. ARGV: the
@@ -278,6 +301,13 @@ local length = redis.call('LLEN', KEYS[1])
 -- The messages it covers were rewound meanwhile: it summarizes what is gone.
 if tonumber(ARGV[2]) >= length then return 0 end
 local at = tonumber(ARGV[3])
+local stored_at = redis.call('HGET', KEYS[2], 'summary_at')
+-- Another process wrote one meanwhile, or covered more: this one is not needed.
+if at < 0 and stored_at then return 0 end
+if not redis.call('HGET', KEYS[2], 'summary_stale')
+    and tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[2], 'summary_covers') or '-1') then
+  return 0
+end
 local function is_summary(raw)
   local ok, data = pcall(cjson.decode, raw or '')
   return ok and type(data) == 'table' and data['type'] == 'system'
@@ -292,6 +322,7 @@ else
   return 0
 end
 redis.call('HSET', KEYS[2], 'summary_covers', ARGV[2])
+redis.call('HDEL', KEYS[2], 'summary_stale')
 return 1
 """
 
@@ -419,6 +450,9 @@ class TurnStart:
     asked: str | None = None
     # The summary of trimmed history kept in the list, if there is one.
     summary: StoredMessage | None = None
+    # Newest messages left out of the window (a regenerate's reply and message, and a
+    # summary written after them).
+    skip: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -840,13 +874,15 @@ class SessionStore:
         return TurnStart(
             token=token,
             system_prompt=str(prompt) if prompt else self._default_prompt,
-            window=decode_newest_first(raw_window, length),
+            # A regenerate's window starts below the reply and the message it replaces.
+            window=decode_newest_first(raw_window, length - int(result[9])),
             owner=owner,
             turn_id=turn_id,
             length=length,
             replaces=str(result[5]) if regenerate and result[5] is not None else None,
             asked=str(result[6]) if regenerate and result[6] is not None else None,
             summary=_summary(result[7], result[8]),
+            skip=int(result[9]),
         )
 
     async def _claim_turn_id(self, session_id: str, turn_id: str, ms: int) -> None:
@@ -1073,28 +1109,27 @@ class SessionStore:
             rows = reply[0][1] if reply else []  # RESP2: [[key, entries]]
         return [_entry(entry_id, fields) for entry_id, fields in rows or []]
 
-    async def summary_state(self, session_id: str) -> tuple[int | None, int, int]:
+    async def summary_state(self, session_id: str) -> tuple[int | None, int, int, bool]:
         """Where the session's summary is (its position, or None), the last position it
-        covers (-1: none), and the list's length."""
+        covers (-1: none), the list's length, and whether a rewind made it stale."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(meta_key(session_id), ["summary_at", "summary_covers"])
+            pipe.hmget(meta_key(session_id), ["summary_at", "summary_covers", "summary_stale"])
             pipe.llen(messages_key(session_id))
-            (at, covers), length = await pipe.execute()
+            (at, covers, stale), length = await pipe.execute()
         return (
             int(at) if at is not None else None,
             int(covers) if covers is not None else -1,
             int(length),
+            stale is not None,
         )
 
-    async def messages_between(
-        self, session_id: str, first: int, last: int, length: int
-    ) -> list[StoredMessage]:
-        """Messages at positions `first` to `last` (from the oldest), oldest first."""
+    async def messages_between(self, session_id: str, first: int, last: int) -> list[StoredMessage]:
+        """Messages at positions `first` to `last` (from the oldest), oldest first. The
+        indexes count from the list's oldest end, which messages added meanwhile (at
+        the newest end) do not move."""
         if last < first:
             return []
-        raw = await self._redis.lrange(
-            messages_key(session_id), length - 1 - last, length - 1 - first
-        )
+        raw = await self._redis.lrange(messages_key(session_id), -(last + 1), -(first + 1))
         return decode_newest_first(raw, last + 1)
 
     async def store_summary(

@@ -32,6 +32,9 @@ INSTRUCTIONS = (
 MAX_MESSAGES = 200
 MAX_CHARS_EACH = 2000
 MAX_SUMMARY_CHARS = 4000
+# What one request may send of the conversation (about 6,000 tokens at 4 characters a
+# token): within any provider's context, and the same request is not retried each turn.
+MAX_TRANSCRIPT_CHARS = 24_000
 COVERS = "summary_covers"
 
 
@@ -62,20 +65,29 @@ class Summarizer:
 
     async def _refresh(self, session_id: str, upto: int) -> None:
         try:
-            at, covers, length = await self._store.summary_state(session_id)
+            at, covers, length, stale = await self._store.summary_state(session_id)
+            if stale:
+                covers = -1  # a rewind took back what it covered: summarize anew
             if upto <= covers or upto >= length:
                 return
             first = max(covers + 1, upto - MAX_MESSAGES + 1)
-            new = await self._store.messages_between(session_id, first, upto, length)
+            new = await self._store.messages_between(session_id, first, upto)
             old = "(none yet)"
-            if at is not None:
-                kept = await self._store.messages_between(session_id, at, at, length)
-                old = kept[0].content if kept else old
-            lines = [
-                f"{'User' if m.role is Role.USER else 'Assistant'}: {m.content[:MAX_CHARS_EACH]}"
-                for m in new
-                if m.role is not Role.SYSTEM
-            ]
+            if at is not None and not stale:
+                kept = await self._store.messages_between(session_id, at, at)
+                if kept and kept[0].role is Role.SYSTEM:
+                    old = kept[0].content
+            lines: list[str] = []
+            size = 0
+            for m in reversed(new):  # the newest first, within MAX_TRANSCRIPT_CHARS
+                if m.role is Role.SYSTEM:
+                    continue
+                line = f"{'User' if m.role is Role.USER else 'Assistant'}: "
+                line += m.content[:MAX_CHARS_EACH]
+                size += len(line)
+                if size > MAX_TRANSCRIPT_CHARS and lines:
+                    break
+                lines.insert(0, line)
             if not lines:
                 return
             asked = HumanMessage(

@@ -352,7 +352,7 @@ class TurnRunner:
             message = asked.content
         try:
             user_at = datetime.now(UTC)
-            earlier = start.length - 2 if asked is not None else start.length
+            earlier = start.length - start.skip if asked is not None else start.length
             asking = HumanMessage(content=message)
 
             summary = start.summary if self._summarizer is not None else None
@@ -376,7 +376,9 @@ class TurnRunner:
             self._writer.remove(live)
             user_id = message_id(start.length, secrets.token_hex(4))
             # A regenerated reply takes the place (the position) of the one it replaces.
-            reply_at_position = start.length - 1 if asked is not None else start.length + 1
+            reply_at_position = (
+                start.length - 1 - (start.skip - 2) if asked is not None else start.length + 1
+            )
             reply_id = message_id(reply_at_position, secrets.token_hex(4))
             commit = asyncio.ensure_future(
                 self._store.commit_turn(
@@ -429,7 +431,7 @@ class TurnRunner:
             )
             if self._summarizer is not None and planned:
                 # Off the turn's path: the reply is out before a summary is asked for.
-                oldest = planned[-1].oldest_sent
+                oldest = planned[0].oldest_sent  # the full budget's: what turns send
                 self._summarizer.want(session_id, (earlier if oldest is None else oldest) - 1)
             live.finish(
                 TurnEvent(
@@ -501,10 +503,13 @@ class TurnRunner:
         """Relay the model's pieces into the turn; the prompt is `prompt_for(budget)`,
         the budget the history's tokens. A provider that answers the context is too long
         (before any token) is asked once more with half the budget."""
+        loop = asyncio.get_running_loop()
+        # One bound on the whole reply, the retry included.
+        turn_end = loop.time() + self._turn_timeout if self._turn_timeout else math.inf
         budget = self._history_tokens
         for attempt in range(2):
             try:
-                await self._relay_once(live, prompt_for(budget), report)
+                await self._relay_once(live, prompt_for(budget), report, turn_end)
             except ModelFailed as failure:
                 if attempt or live.tokens or not is_context_too_long(failure):
                     raise
@@ -514,7 +519,7 @@ class TurnRunner:
             return
 
     async def _relay_once(
-        self, live: LiveTurn, prompt: list[BaseMessage], report: ReplyReport
+        self, live: LiveTurn, prompt: list[BaseMessage], report: ReplyReport, turn_end: float
     ) -> None:
         """Relay the model's pieces into the turn.
 
@@ -524,7 +529,6 @@ class TurnRunner:
         held open by keep-alive comments that carry no token all count against it.
         """
         loop = asyncio.get_running_loop()
-        turn_end = loop.time() + self._turn_timeout if self._turn_timeout else math.inf
         wait = self._first_timeout
         stream = self._model.stream(prompt, report)
         try:
