@@ -130,8 +130,10 @@ export async function loadOlder() {
     messages = (await queryOlder(older.sessionId, older.before)).session?.messages ?? [];
   } catch (error) {
     older.loading = false;
-    // NOT_FOUND: that message is gone (the chat was rewound elsewhere), or the chat is.
-    if (/** @type {GraphQLError} */ (error).code === "NOT_FOUND") older.more = false;
+    // BAD_USER_INPUT: that message is gone (the chat was rewound elsewhere); NOT_FOUND:
+    // the chat is.
+    const code = /** @type {GraphQLError} */ (error).code;
+    if (code === "BAD_USER_INPUT" || code === "NOT_FOUND") older.more = false;
     else if (state.older === older) showError(error);
     return;
   }

@@ -384,7 +384,7 @@ export function querySession(id) {
 
 /**
  * The MESSAGES_PAGE messages before the message `before` (oldest first); fewer when
- * they are the chat's first. NOT_FOUND when the chat no longer has that message.
+ * they are the chat's first. BAD_USER_INPUT when the chat no longer has that message.
  * @param {string} id
  * @param {string} before
  * @returns {Promise<{ session: { id: string, messages: Message[] } | null }>}

@@ -194,7 +194,7 @@ class Conversations:
         if outcome == 0:
             raise NotFound(_NO_SESSION)
         if outcome == -2:
-            raise NotFound(_NO_MESSAGE)
+            raise BadInput(_NO_MESSAGE)
         return decode_newest_first(result[2], int(result[3]) + 1)
 
     async def context(self, session_id: str, *, who: Identity = ANONYMOUS) -> ContextPlan:
@@ -243,7 +243,7 @@ class Conversations:
         if outcome == -1:
             raise SessionBusy("a turn is running on this session; stop it or wait")
         if outcome == -2:
-            raise NotFound(_NO_MESSAGE)
+            raise BadInput(_NO_MESSAGE)
         return await self._sessions.require(session_id, who=who)
 
 
