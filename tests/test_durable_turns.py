@@ -130,12 +130,12 @@ async def test_the_active_turn_is_shown_and_followed_without_its_id(
 ) -> None:
     session_id = await new_session(http)
     async with graphql_socket(pair[0].ws_url) as ws:
-        op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.05 !tokens=20 active")
+        op = await ws.start(CHAT_TURN, s=session_id, m="!delay=0.05 !tokens=60 active")
         first = await read_events(ws, op, 1)
         body = await gql(http, MESSAGES, s=session_id)
         active = body["data"]["session"]["activeTurn"]  # type: ignore[index]
         assert active["turnId"] == first[0]["turnId"]
-        assert active["message"] == "!delay=0.05 !tokens=20 active"
+        assert active["message"] == "!delay=0.05 !tokens=60 active"
         async with graphql_socket(pair[1].ws_url) as other:
             followed = await other.collect(await other.start(FOLLOW, s=session_id))
         assert followed.events[-1]["done"]
@@ -483,7 +483,7 @@ async def test_a_regenerate_is_followed_and_stopped_from_another_process(
         op = await ws.start(REGENERATE, s=session_id, t=turn_id)
         first = await read_events(ws, op, 3)
         async with graphql_socket(pair[1].ws_url) as other:
-            follow = await other.start(FOLLOW, s=session_id, a=first[-1]["seq"])
+            follow = await other.start(FOLLOW, s=session_id, t=turn_id, a=first[-1]["seq"])
             stopped = await gql(http, STOP, s=session_id, t=turn_id)
             assert stopped["data"] == {"stopTurn": True}
             followed = await other.collect(follow)

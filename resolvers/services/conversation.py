@@ -15,7 +15,7 @@ from resolvers.services.errors import BadInput, NotFound, SessionBusy
 from resolvers.services.history import Role, StoredMessage, decode_newest_first, position_of
 from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.keys import lock_key, messages_key, meta_key
-from resolvers.services.sessions import MAX_PAGE, SessionInfo, SessionStore
+from resolvers.services.sessions import COUNTED_LUA, MAX_PAGE, SessionInfo, SessionStore
 from resolvers.services.validation import check_session_id
 
 # The id of the element `raw` at `position`: its own `message_id`, or its position.
@@ -64,6 +64,7 @@ return {1, n, redis.call('LRANGE', KEYS[1], n - upto, n - 1 - from), upto - 1}
 # id, {1} the message and every later one forgotten.
 _REWIND = (
     _ID_AT_LUA
+    + COUNTED_LUA
     + """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return {0} end
 if owner_refuses(redis.call('HGET', KEYS[2], 'owner')) then return {0} end
@@ -76,17 +77,9 @@ end
 -- The session's usage is a sum over its replies: the forgotten ones' counts leave it.
 local spent_in, spent_out = 0, 0
 for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, n - p - 1)) do
-  local ok, data = pcall(cjson.decode, raw)
-  local fields = ok and type(data) == 'table' and type(data['data']) == 'table' and data['data']
-  local extra = fields and type(fields['additional_kwargs']) == 'table'
-    and fields['additional_kwargs']
-  -- Only replies this server stored were added to the sum.
-  local counts = extra and type(extra['message_id']) == 'string' and fields['usage_metadata']
-  if type(counts) == 'table' and tonumber(counts['input_tokens'])
-      and tonumber(counts['output_tokens']) then
-    spent_in = spent_in + tonumber(counts['input_tokens'])
-    spent_out = spent_out + tonumber(counts['output_tokens'])
-  end
+  local tokens_in, tokens_out = counted(raw)
+  spent_in = spent_in + tokens_in
+  spent_out = spent_out + tokens_out
 end
 if spent_in ~= 0 or spent_out ~= 0 then
   redis.call('HINCRBY', KEYS[2], 'input_tokens', -spent_in)

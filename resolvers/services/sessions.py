@@ -66,6 +66,23 @@ AUTO_TITLE_CHARS = 60
 _LISTED_FIELDS = ("title", "created_at", "updated_at", "owner", "input_tokens", "output_tokens")
 _NOT_FOUND = "no session with that id"
 
+# The tokens a stored element added to its session's usage: a reply this server stored
+# (it carries a message_id) with the provider's counts; 0, 0 for anything else.
+COUNTED_LUA = """
+local function counted(raw)
+  local ok, data = pcall(cjson.decode, raw)
+  local fields = ok and type(data) == 'table' and type(data['data']) == 'table' and data['data']
+  local extra = fields and type(fields['additional_kwargs']) == 'table'
+    and fields['additional_kwargs']
+  local counts = extra and type(extra['message_id']) == 'string' and fields['usage_metadata']
+  if type(counts) == 'table' and tonumber(counts['input_tokens'])
+      and tonumber(counts['output_tokens']) then
+    return tonumber(counts['input_tokens']), tonumber(counts['output_tokens'])
+  end
+  return 0, 0
+end
+"""
+
 # Appends the tokens not yet in a turn's stream as one entry, then (optionally) an end
 # entry. Entry ids are `<seq>-0`, seq the number of the entry's last event; an entry of
 # tokens holds the first one's seq (`f`) and the tokens as a JSON list (`t`). A retried
@@ -92,6 +109,7 @@ end
 # the last message.
 _COMMIT_TURN = (
     _APPEND_LUA
+    + COUNTED_LUA
     + """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   if redis.call('HGET', KEYS[2], 'last_turn') == ARGV[1] then return 1 end
@@ -114,16 +132,10 @@ else
     place = 1
   end
   redis.call('LSET', KEYS[1], place, ARGV[3])
-  local ok, old = pcall(cjson.decode, ARGV[17])
-  local fields = ok and type(old) == 'table' and type(old['data']) == 'table' and old['data']
-  local extra = fields and type(fields['additional_kwargs']) == 'table'
-    and fields['additional_kwargs']
-  -- Only replies this server stored were added to the sum.
-  local counts = extra and type(extra['message_id']) == 'string' and fields['usage_metadata']
-  if type(counts) == 'table' and tonumber(counts['input_tokens'])
-      and tonumber(counts['output_tokens']) then
-    redis.call('HINCRBY', KEYS[2], 'input_tokens', -tonumber(counts['input_tokens']))
-    redis.call('HINCRBY', KEYS[2], 'output_tokens', -tonumber(counts['output_tokens']))
+  local spent_in, spent_out = counted(ARGV[17])
+  if spent_in ~= 0 or spent_out ~= 0 then
+    redis.call('HINCRBY', KEYS[2], 'input_tokens', -spent_in)
+    redis.call('HINCRBY', KEYS[2], 'output_tokens', -spent_out)
   end
 end
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[4], 'last_turn', ARGV[1])
