@@ -97,7 +97,8 @@ async def test_a_long_conversation_is_paged_back_to_its_start_each_message_once(
     last = await gql(client, PAGE, s=session_id, last=2, before=None)
     ids = [m["id"] for m in last["data"]["session"]["messagesPage"]]  # type: ignore[index]
     assert [i.split(".")[0] for i in ids] == ["10000", "10001"]
-    for bad in ("nope", "99999", "5.bad"):  # malformed, or no such message: a bad argument
+    # Malformed, too long, or no such message: a bad argument.
+    for bad in ("nope", "99999", "5.bad", "5." + "a" * 100):
         got = await gql(client, PAGE, s=session_id, last=5, before=bad)
         assert error_codes(got) == ["BAD_USER_INPUT"], bad
     assert error_codes(await gql(client, PAGE, s=session_id, last=-1)) == ["BAD_USER_INPUT"]

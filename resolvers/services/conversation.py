@@ -244,8 +244,14 @@ def _caller(who: Identity) -> list[str]:
     return ["1" if who.is_admin else "0", who.user_id or ""]
 
 
+# Longer than any id this server gives (a position, a dot, eight hex digits).
+MAX_MESSAGE_ID_CHARS = 64
+
+
 def _position(message_id: str) -> int:
-    position = position_of(message_id) if isinstance(message_id, str) else None
+    if not isinstance(message_id, str) or len(message_id) > MAX_MESSAGE_ID_CHARS:
+        raise BadInput("message id is not one this server gave")
+    position = position_of(message_id)
     if position is None:
         raise BadInput("message id is not one this server gave")
     return position

@@ -645,14 +645,19 @@ class SessionStore:
             return None
         return str(prompt)
 
-    async def check_usable(self, session_id: str, *, who: Identity = ANONYMOUS) -> None:
-        """NotFound unless the session exists and `who` may use it (one round trip)."""
+    async def _owner_if_usable(self, session_id: str, who: Identity) -> tuple[bool, str | None]:
+        """Whether the session exists and `who` may use it, and its owner (one round trip)."""
         check_session_id(session_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(meta_key(session_id), messages_key(session_id))
             pipe.hget(meta_key(session_id), "owner")
             exists, owner = await pipe.execute()
-        if not exists or not who.may_use(owner):
+        return bool(exists) and who.may_use(owner), owner
+
+    async def check_usable(self, session_id: str, *, who: Identity = ANONYMOUS) -> None:
+        """NotFound unless the session exists and `who` may use it (one round trip)."""
+        usable, _ = await self._owner_if_usable(session_id, who)
+        if not usable:
             raise NotFound(_NOT_FOUND)
 
     async def require(self, session_id: str, *, who: Identity = ANONYMOUS) -> SessionInfo:
@@ -663,12 +668,8 @@ class SessionStore:
 
     async def delete(self, session_id: str, *, who: Identity = ANONYMOUS) -> bool:
         """False when there is no such session, or `who` may not use it."""
-        check_session_id(session_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(meta_key(session_id), messages_key(session_id))
-            pipe.hget(meta_key(session_id), "owner")
-            exists, owner = await pipe.execute()
-        if not exists or not who.may_use(owner):
+        usable, owner = await self._owner_if_usable(session_id, who)
+        if not usable:
             return False
         for entry in [e for e in self._index_backlog if e[1] == session_id]:
             del self._index_backlog[entry]
