@@ -9,7 +9,6 @@ event after the last token, so a reader anywhere resumes after the last number i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -59,6 +58,8 @@ class LiveTurn:
         self._on_stop: Callable[[], object] | None = None
         self._min_gap = min_gap
         self._waiters: list[asyncio.Future[None]] = []
+        # Readers holding tokens back (min_gap) wait for the end only, not every token.
+        self._end_waiters: list[asyncio.Future[None]] = []
 
     @property
     def ended(self) -> bool:
@@ -97,12 +98,12 @@ class LiveTurn:
         if self.end is None:
             self.end = end
             self._wake()
+            _wake(self._end_waiters)
+            self._end_waiters = []
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        _wake(waiters)
 
     async def changed(self, within: float | None = None) -> None:
         """Wait for the next token or the end (at most `within` seconds)."""
@@ -111,9 +112,17 @@ class LiveTurn:
         if within is None:
             await waiter
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
-                await waiter
+        await _at_most(waiter, within)
+
+    async def _ended_within(self, within: float) -> None:
+        """Wait `within` seconds, or less if the turn ends meanwhile."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._end_waiters.append(waiter)
+        try:
+            await _at_most(waiter, within)
+        finally:
+            if waiter in self._end_waiters:
+                self._end_waiters.remove(waiter)
 
     async def events(
         self, after: int = 0, min_gap: float | None = None
@@ -137,9 +146,9 @@ class LiveTurn:
             available = len(self.tokens)
             if position < available:
                 hold = last_sent + min_gap - loop.time()
-                while hold > 0 and self.end is None:
-                    await self.changed(hold)
-                    hold = last_sent + min_gap - loop.time()
+                if hold > 0 and self.end is None:
+                    # One timer per event, however many tokens come meanwhile.
+                    await self._ended_within(hold)
                 available = len(self.tokens)
                 if available - position >= BACKLOG_TO_MERGE or min_gap > 0:
                     text = "".join(self.tokens[position:available])
@@ -169,3 +178,18 @@ class LiveTurn:
             if event.done and event.message is not None:
                 return event.message
         raise ModelFailed("the turn ended without a reply")
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+async def _at_most(waiter: asyncio.Future[None], seconds: float) -> None:
+    """Wait for `waiter`, for at most `seconds`."""
+    timer = asyncio.get_running_loop().call_later(seconds, _wake, [waiter])
+    try:
+        await waiter
+    finally:
+        timer.cancel()

@@ -22,7 +22,8 @@ numbers, the last occurrence wins, anything not matching is ordinary text):
 - ``!cut=K``: stream the role chunk and K content chunks (all, if fewer), then drop the
   connection (no last chunk, no ``[DONE]``).
   Non-streaming: headers with the full Content-Length, half the body, then drop.
-- ``!delay=S``: sleep S seconds (float) before each content chunk.
+- ``!delay=S``: content chunk i goes out (i + 1) * S seconds (float) after the role chunk:
+  one every S seconds, paced on a schedule rather than by a sleep per chunk.
 - ``!first_delay=S``: sleep S seconds after the 200 headers, before the first (role) chunk.
   Non-streaming: first_delay + delay * pieces is slept before the response is sent.
 - ``!hang``: never send response headers; wait until the client goes away.
@@ -244,6 +245,8 @@ class _Completion:
     async def _pause(self, seconds: float) -> None:
         """Sleeps; aborts the response if the server is shutting down meanwhile."""
         if seconds <= 0:
+            if self.state.stopping.is_set():
+                raise _Cut
             return
         # A plain sleep (wait_for makes a task per call, which the benchmark's fan-out of
         # thousands of pauses a second would pay for on the load generator's CPU).
@@ -269,12 +272,17 @@ class _Completion:
         d = self.directives
         await self._pause(d.first_delay)
         yield self._chunk({"role": "assistant", "content": ""}, x_groq={"id": self.request_id})
+        # Paced on a schedule (piece i is due i + 1 delays after the first chunk), so a
+        # reply of N pieces takes N delays, not N delays plus N sleeps' overshoot.
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         for i, piece in enumerate(self.pieces):
             if d.cut is not None and i >= d.cut:
                 raise _Cut
             if d.keepalive_after is not None and i >= d.keepalive_after:
                 break
-            await self._pause(d.delay)
+            if d.delay > 0:
+                await self._pause(max(0.0, began + (i + 1) * d.delay - loop.time()))
             yield self._chunk({"content": piece})
         if d.keepalive_after is not None:
             # Bounded: 10 minutes of comments at most, or until the client goes away.

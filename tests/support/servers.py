@@ -160,6 +160,12 @@ def app_env(redis_url: str | None, fake: FakeGroq | None, **overrides: str) -> d
         env["GROQ_API_KEY"] = "test-key"
         env["GROQ_API_BASE"] = fake.url
     env["LLM_TIMEOUT_SECONDS"] = "5"
+    # Every token its own event, so tests can compare the exact pieces the model sent;
+    # the default (tokens merged per 40 ms) has tests of its own (test_merging.py),
+    # which pass STREAM_MIN_INTERVAL_MS="" to get it.
+    env["STREAM_MIN_INTERVAL_MS"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
+    if env["STREAM_MIN_INTERVAL_MS"] == "":
+        del env["STREAM_MIN_INTERVAL_MS"]  # the server's default
     return env
