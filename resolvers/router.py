@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
 from cross_web import HTTPException
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from graphql.error import GraphQLSyntaxError
@@ -33,6 +35,15 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
 
     # The schema's token limit, for the look at an HTTP request's operation type.
     max_tokens = 2000
+
+    def encode_json(self, data: object) -> str:
+        # Every response and every subscription event: orjson is several times faster
+        # than json. What it refuses (a lone surrogate, an integer past 64 bits) goes
+        # through json, as before.
+        try:
+            return orjson.dumps(data).decode()
+        except TypeError:
+            return json.dumps(data, separators=(",", ":"))
 
     def parse_json(self, data: str | bytes) -> Any:
         # Strawberry assumes an object (or a batch list); a bare `true` or `1` in the

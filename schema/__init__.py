@@ -22,6 +22,7 @@ from strawberry.types import ExecutionContext
 from resolvers import graphql as resolve
 from resolvers.permissions import IsAdmin
 from schema.documents import DocumentCache, document_extension
+from schema.execution import EventExecutor
 from schema.types import (
     ChatEvent,
     CreateSessionInput,
@@ -226,7 +227,11 @@ def build_schema(
     if not introspection:
         extensions.append(DisableIntrospection)
     return ChatSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        execution_context_class=EventExecutor,
     )
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from redis.crc import key_slot
 
 from resolvers.context import bearer_token
 from resolvers.rest import _stream_mode
 from resolvers.services.errors import BadInput, ModelFailed
+from resolvers.services.groq_fast import _sse_data
 from resolvers.services.keys import (
     active_turn_key,
     lock_key,
@@ -231,3 +234,26 @@ def test_the_quick_token_estimate_is_langchains_approximate_count() -> None:
         for text in ("", "a", "four", "hello world", "é" * 33, "x" * 4001):
             stored = StoredMessage(role=role, content=text, created_at=None)
             assert estimate(stored) == count_tokens_approximately([kinds[role](content=text)])
+
+
+class _Blocks(httpx.AsyncByteStream):
+    def __init__(self, blocks: list[bytes]) -> None:
+        self.blocks = blocks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for block in self.blocks:
+            yield block
+
+
+async def test_sse_data_is_split_off_the_bytes_wherever_the_reads_end() -> None:
+    body = (
+        b': keep-alive\r\n\r\nevent: message\r\ndata: {"a": 1}\r\n\r\n'
+        b'data:{"b":"\xc3\xa9"}\n\nid: 7\ndata: [DONE]\n\n'
+    )
+    want = [b'{"a": 1}', b'{"b":"\xc3\xa9"}', b"[DONE]"]
+    for cut in range(len(body) + 1):
+        for blocks in ([body[:cut], body[cut:]], [bytes([b]) for b in body]):
+            response = httpx.Response(200, stream=_Blocks(blocks))
+            assert [data async for data in _sse_data(response)] == want, cut
+    unterminated = httpx.Response(200, stream=_Blocks([b'data: {"c": 2}']))
+    assert [data async for data in _sse_data(unterminated)] == [b'{"c": 2}']

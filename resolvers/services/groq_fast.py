@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
+import orjson
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
@@ -55,14 +56,13 @@ async def groq_stream(
     )
     try:
         finished = False
-        async for line in response.aiter_lines():
-            if finished or not line.startswith("data:"):
+        async for data in _sse_data(response):
+            if finished:
                 continue  # read to the end, so the connection goes back to the pool
-            data = line[5:].strip()
-            if data == "[DONE]":
+            if data == b"[DONE]":
                 finished = True
                 continue
-            chunk = json.loads(data)
+            chunk = _loads(data)
             if "error" in chunk:
                 raise ProviderStreamError(str(chunk["error"].get("message", "stream error")))
             choices = chunk.get("choices")
@@ -80,3 +80,36 @@ async def groq_stream(
         await response.aclose()
     if not finished:
         raise ProviderStreamError("the stream ended without its [DONE] event")
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # orjson refuses a lone surrogate's escape (`"\\ud800"`), which providers send
+        # and json reads; the reply's text path makes it U+FFFD.
+        return json.loads(data)
+
+
+# An SSE line longer than this without its end is not a provider's event.
+_MAX_LINE_BYTES = 1_048_576
+
+
+async def _sse_data(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The `data:` fields of the response's server-sent events, as bytes, split straight
+    off the body: a read that holds several events costs one split, and nothing is
+    decoded to text (comments, `event:` and `id:` lines are skipped). Lines end in LF
+    or CRLF, as every provider sends them."""
+    rest = b""
+    async for block in response.aiter_bytes():
+        if rest:
+            block = rest + block
+        lines = block.split(b"\n")
+        rest = lines.pop()
+        if len(rest) > _MAX_LINE_BYTES:
+            raise ProviderStreamError("the provider sent a line of more than 1 MiB")
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip()
+    if rest.startswith(b"data:"):
+        yield rest[5:].strip()
