@@ -79,9 +79,20 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    """CPU time of all the process's threads: from the scheduler's nanosecond counts
+    where the kernel keeps them, else from /proc/<pid>/stat's clock ticks (10 ms)."""
+    try:
+        return (
+            sum(
+                int((task / "schedstat").read_text().split()[0])
+                for task in Path(f"/proc/{pid}/task").iterdir()
+            )
+            / 1e9
+        )
+    except (OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
 
 
 @dataclass
@@ -628,6 +639,7 @@ async def relay_round(svc: Services, n: int, sessions: list[str]) -> dict[str, A
     alone = await model_alone(svc, n)
     tokens = sum(r.tokens for r in replies)
     ratios = [r.wall / RELAY_MODEL_SECONDS for r in replies]
+    alone_mean = sum(alone) / n
     return {
         "n": n,
         "done": sum(r.done for r in replies),
@@ -638,17 +650,20 @@ async def relay_round(svc: Services, n: int, sessions: list[str]) -> dict[str, A
         "events_per_reply_mean": round(sum(r.events for r in replies) / n, 1),
         "wall_over_model_mean": round(sum(ratios) / n, 2),
         "wall_over_model_p95": round(percentile(ratios, 95), 2),
-        "model_alone_over_model_mean": round(sum(alone) / n / RELAY_MODEL_SECONDS, 2),
+        "model_alone_over_model_mean": round(alone_mean / RELAY_MODEL_SECONDS, 2),
+        # The reply's time against the model's own (N replies read straight off the fake).
+        "wall_over_model_alone_mean": round(sum(r.wall for r in replies) / n / alone_mean, 2),
         "round_wall_s": round(wall, 2),
         # The fake and this client share CPU 1: near 100 means the load side was the limit.
         "load_cpu_pct": round(load / wall * 100),
     }
 
 
-async def relay(svc: Services, sizes: list[int]) -> dict[str, Any]:
-    """(g) N replies at once, each read over its own graphql-transport-ws socket."""
+async def relay(svc: Services, sizes: list[int], repeat: int = 3) -> dict[str, Any]:
+    """(g) N replies at once, each read over its own graphql-transport-ws socket;
+    `repeat` rounds of each N, their means reported."""
     async with httpx.AsyncClient(base_url=svc.app_url, timeout=60) as http:
-        sessions = await new_sessions(http, sum(sizes) + 1)
+        sessions = await new_sessions(http, sum(sizes) * repeat + 1)
     warm = await graphql_ws(svc.ws_url)
     try:
         await relay_reply(warm, sessions.pop(), "1")
@@ -656,27 +671,49 @@ async def relay(svc: Services, sizes: list[int]) -> dict[str, Any]:
         await warm.close()
     rounds: dict[str, Any] = {}
     for n in sizes:
-        await asyncio.sleep(1)
-        rounds[str(n)] = result = await relay_round(svc, n, sessions[:n])
-        del sessions[:n]
-        print(f"  relay N={n}: {result}", flush=True)
+        runs = []
+        for _ in range(repeat):
+            await asyncio.sleep(1)
+            runs.append(result := await relay_round(svc, n, sessions[:n]))
+            del sessions[:n]
+            print(f"  relay N={n}: {result}", flush=True)
+        rounds[str(n)] = mean_of(runs)
     return rounds
+
+
+def mean_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs' means (and the spread of CPU per token), for one N."""
+    merged: dict[str, Any] = {"runs": len(runs)}
+    for key, value in runs[0].items():
+        if isinstance(value, int | float) and key != "n":
+            mean = sum(r[key] for r in runs) / len(runs)
+            merged[key] = round(mean, 2) if isinstance(value, float) else round(mean)
+        else:
+            merged[key] = value
+    per_token = [r["server_cpu_us_per_token"] for r in runs]
+    merged["server_cpu_us_per_token_range"] = [min(per_token), max(per_token)]
+    merged["mismatches"] = sum(r["mismatches"] for r in runs)
+    merged["done"] = sum(r["done"] for r in runs)
+    return merged
 
 
 def relay_table(rounds: dict[str, Any]) -> str:
     lines = [
         f"(g) relay: N replies of {RELAY_TOKENS} tokens at {RELAY_RATE:g} tokens/s, each read "
-        "by its own client over graphql-transport-ws (`chat`)",
+        "by its own client over graphql-transport-ws (`chat`); means of the rounds",
         "",
-        "| N | server CPU µs/token | events/reply | wall / model time, mean | p95 "
-        "| model alone, mean | mismatches | load CPU % |",
+        "| N | server CPU µs/token (range) | events/reply | reply / model's own time "
+        "| reply / nominal time, mean, p95 | model alone / nominal | mismatches | load CPU % |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n, r in rounds.items():
+        low, high = r.get("server_cpu_us_per_token_range", ["", ""])
+        replies = int(n) * r.get("runs", 1)
         lines.append(
-            f"| {n} | {r['server_cpu_us_per_token']} | {r['events_per_reply_mean']} "
-            f"| {r['wall_over_model_mean']} | {r['wall_over_model_p95']} "
-            f"| {r['model_alone_over_model_mean']} | {r['mismatches']} of {n} "
+            f"| {n} | {r['server_cpu_us_per_token']} ({low}-{high}) "
+            f"| {r['events_per_reply_mean']} | {r['wall_over_model_alone_mean']} "
+            f"| {r['wall_over_model_mean']}, {r['wall_over_model_p95']} "
+            f"| {r['model_alone_over_model_mean']} | {r['mismatches']} of {replies} "
             f"| {r['load_cpu_pct']} |"
         )
     return "\n".join(lines)
@@ -731,7 +768,7 @@ async def main(args: argparse.Namespace) -> None:
             print(json.dumps(results["fan_out"], indent=1))
             return
         if args.relay_only:
-            results["relay"] = await relay(svc, args.relay)
+            results["relay"] = await relay(svc, args.relay, args.relay_repeat)
             print(relay_table(results["relay"]))
             return
         if args.turns_only:
@@ -764,7 +801,7 @@ async def main(args: argparse.Namespace) -> None:
         print("fan-out ...", flush=True)
         results["fan_out"] = await fan_out(svc, args.fan_out)
         print("relay ...", flush=True)
-        results["relay"] = await relay(svc, args.relay)
+        results["relay"] = await relay(svc, args.relay, args.relay_repeat)
         results["app_rss_end_mib"] = round(rss_kib(svc.app_pid) / 1024, 1)
     rest1 = results["rest"][1]["p50_ms"]
     results["derived"] = {
@@ -798,6 +835,7 @@ if __name__ == "__main__":
         help="concurrent replies for (g), in order",
     )  # fmt: skip
     parser.add_argument("--relay-only", action="store_true", help="measure only (g)")
+    parser.add_argument("--relay-repeat", type=int, default=3, help="rounds of each N in (g)")
     parser.add_argument(
         "--turns-only", type=lambda s: [int(x) for x in s.split(",")], metavar="C[,C...]",
         help="measure only the REST and subscription turns at these concurrencies",

@@ -533,10 +533,17 @@ class TurnRunner:
         stream = self._model.stream(prompt, report)
         try:
             async with asyncio.timeout_at(min(loop.time() + wait, turn_end)) as deadline:
+                moved = -math.inf
                 async for piece in stream:
                     live.push(piece)
-                    wait = self._timeout
-                    deadline.reschedule(min(loop.time() + wait, turn_end))
+                    now = loop.time()
+                    if now - moved >= _DEADLINE_SLACK:
+                        # Moved at most once per slack (a timer's cancel and re-arm per
+                        # piece is a twentieth of a relayed token's CPU), set a slack
+                        # later: every piece still has its whole wait, at most a slack more.
+                        wait = self._timeout
+                        deadline.reschedule(min(now + wait + _DEADLINE_SLACK, turn_end))
+                        moved = now
         except TimeoutError:
             if loop.time() >= turn_end:
                 raise ModelFailed(
@@ -636,6 +643,10 @@ class _StreamWriter:
                 written.next_look = now + STOP_POLL_SECONDS
                 if stop:
                     live.request_stop()
+
+
+# How late past its wait a model's silence may be noticed (see `_relay_once`).
+_DEADLINE_SLACK = 0.1
 
 
 def _apply(live: LiveTurn, entries: list[TokenEntry | TurnEnd]) -> None:
