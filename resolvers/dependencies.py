@@ -18,7 +18,13 @@ def get_services(connection: HTTPConnection) -> Services:
     return services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+async def _services(connection: HTTPConnection) -> Services:
+    # A dependency that is a plain `def` runs in FastAPI's thread pool: a hand-off to a
+    # thread and back on every request, for one attribute read.
+    return get_services(connection)
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
 
 
 async def get_identity(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -257,3 +259,35 @@ async def test_sse_data_is_split_off_the_bytes_wherever_the_reads_end() -> None:
             assert [data async for data in _sse_data(response)] == want, cut
     unterminated = httpx.Response(200, stream=_Blocks([b'data: {"c": 2}']))
     assert [data async for data in _sse_data(unterminated)] == [b'{"c": 2}']
+
+
+def test_no_route_has_a_dependency_that_runs_in_the_thread_pool() -> None:
+    """A plain `def` dependency costs every request a hand-off to a thread and back."""
+    from fastapi.dependencies.models import Dependant
+    from fastapi.routing import APIRoute
+
+    from main import create_app
+    from resolvers.services.settings import Settings
+
+    def calls(dependant: Dependant) -> Iterator[object]:
+        for sub in dependant.dependencies:
+            yield sub.call
+            yield from calls(sub)
+
+    def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route
+            included = getattr(route, "original_router", None)  # FastAPI's include_router
+            if included is not None:
+                yield from api_routes(included.routes)
+
+    routes = list(api_routes(create_app(Settings()).routes))
+    assert len(routes) >= 10, [route.path for route in routes]
+    sync = {
+        f"{route.path}: {getattr(call, '__name__', call)}"
+        for route in routes
+        for call in calls(route.dependant)
+        if call is not None and not inspect.iscoroutinefunction(call)
+    }
+    assert not sync, sync
