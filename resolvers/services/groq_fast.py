@@ -53,6 +53,7 @@ async def groq_stream(
         _GROQ_CHAT_PATH,
         cast_to=httpx.Response,
         body={"messages": message_dicts, **params, "stream": True},
+        options={"timeout": _stream_timeout(client.timeout)},
         stream=True,
         stream_cls=None,
     )
@@ -82,6 +83,19 @@ async def groq_stream(
         await response.aclose()
     if not finished:
         raise ProviderStreamError("the stream ended without its [DONE] event")
+
+
+def _stream_timeout(timeout: Any) -> Any:
+    """The SDK's timeout without its bound on each read of the body: the turn's own
+    deadline bounds the wait for every token (LLM_TIMEOUT_SECONDS), and a read bound
+    costs the transport a timer moved on every chunk it receives."""
+    if isinstance(timeout, int | float):
+        return httpx.Timeout(timeout, read=None)
+    if isinstance(timeout, httpx.Timeout):
+        return httpx.Timeout(
+            connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
+        )
+    return timeout
 
 
 def _loads(data: bytes) -> Any:
