@@ -497,6 +497,7 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
             await asyncio.sleep(0.2)
 
     sampler = asyncio.create_task(sample_rss())
+    load_before = cpu_seconds(svc.fake_pid) + time.process_time()
     began = time.perf_counter()
     try:
         # Clients arrive over RAMP_SECONDS, as users do, not in one microsecond.
@@ -510,6 +511,7 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
         sampler.cancel()
         wall = time.perf_counter() - began
         cpu = cpu_seconds(svc.app_pid) - cpu_before
+        load = cpu_seconds(svc.fake_pid) + time.process_time() - load_before
         for ws in sockets:
             await ws.close()
     return {
@@ -526,6 +528,9 @@ async def fan_out_round(svc: Services, n: int, sessions: list[str]) -> dict[str,
         "rss_peak_mib": round(peak / 1024, 1),
         "rss_per_stream_kib": round((peak - base_rss) / n, 1),
         "cpu_us_per_event": round(cpu / max(1, tokens_relayed) * 1e6, 1),
+        "server_cpu_pct": round(cpu / wall * 100),
+        # The fake and this client share CPU 1: near 100 means the load side was the limit.
+        "load_cpu_pct": round(load / wall * 100),
     }
 
 
@@ -727,15 +732,17 @@ def fan_out_table(fan: dict[str, Any]) -> str:
         "(f) fan-out: N subscriptions started over one second, each 40 tokens at 20 a second",
         "",
         "| N | completed | p99 gap ms | p50 gap ms | events | server CPU µs/event "
-        "| RSS growth KiB/stream | slow gaps (of them in the first 5) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| RSS growth KiB/stream | slow gaps (of them in the first 5) | wall s "
+        "| server CPU % | load CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in fan["rounds"]:
         slow = r["slow_gaps_by_position"]
         lines.append(
             f"| {r['n']} | {r['completed']} | {r['gap_p99_ms']} | {r['gap_p50_ms']} "
             f"| {r['events']} | {r['cpu_us_per_event']} | {r['rss_per_stream_kib']} "
-            f"| {slow['total']} ({slow['in_first_5']}) |"
+            f"| {slow['total']} ({slow['in_first_5']}) | {r['wall_s']} "
+            f"| {r.get('server_cpu_pct', '')} | {r.get('load_cpu_pct', '')} |"
         )
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -253,12 +254,31 @@ async def test_sse_data_is_split_off_the_bytes_wherever_the_reads_end() -> None:
         b'data:{"b":"\xc3\xa9"}\n\nid: 7\ndata: [DONE]\n\n'
     )
     want = [b'{"a": 1}', b'{"b":"\xc3\xa9"}', b"[DONE]"]
+
+    async def split(blocks: list[bytes]) -> list[list[bytes]]:
+        response = httpx.Response(200, stream=_Blocks(blocks))
+        return [found async for found in _sse_data(response, read_interval=0)]
+
     for cut in range(len(body) + 1):
         for blocks in ([body[:cut], body[cut:]], [bytes([b]) for b in body]):
-            response = httpx.Response(200, stream=_Blocks(blocks))
-            assert [data async for data in _sse_data(response)] == want, cut
-    unterminated = httpx.Response(200, stream=_Blocks([b'data: {"c": 2}']))
-    assert [data async for data in _sse_data(unterminated)] == [b'{"c": 2}']
+            assert [data for found in await split(blocks) for data in found] == want, cut
+    # One read that holds every event: one list.
+    assert await split([body]) == [want]
+    assert await split([b'data: {"c": 2}']) == [[b'{"c": 2}']]
+
+
+async def test_reads_of_a_fast_stream_are_paced_and_the_first_is_not() -> None:
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    blocks = [f"data: {n}\n\n".encode() for n in range(6)]
+    response = httpx.Response(200, stream=_Blocks(blocks))
+    began = loop.time()
+    async for _ in _sse_data(response, read_interval=0.05):
+        times.append(loop.time() - began)
+    # Six reads ready at once: the first two at once (a read waits only when the one
+    # before it came within the interval), then one read per interval.
+    assert times[1] < 0.05, times
+    assert all(b - a >= 0.045 for a, b in itertools.pairwise(times[1:])), times
 
 
 def test_no_route_has_a_dependency_that_runs_in_the_thread_pool() -> None:

@@ -35,7 +35,7 @@ class ProviderStreamError(Exception):
 
 async def groq_stream(
     model: Any, messages: Sequence[BaseMessage], report: ReplyReport
-) -> AsyncIterator[str]:
+) -> AsyncIterator[list[str]]:
     """`ChatGroq`'s own request (its message conversion, parameters, client, retries and
     timeout), with the server-sent events read straight off the response; Groq's own
     token counts (`x_groq.usage`) and finish reason go to `report`.
@@ -59,26 +59,31 @@ async def groq_stream(
     )
     try:
         finished = False
-        async for data in _sse_data(response):
+        async for lines in _sse_data(response):
             if finished:
                 continue  # read to the end, so the connection goes back to the pool
-            if data == b"[DONE]":
-                finished = True
-                continue
-            chunk = _loads(data)
-            if "error" in chunk:
-                raise ProviderStreamError(str(chunk["error"].get("message", "stream error")))
-            choices = chunk.get("choices")
-            if choices:
-                choice = choices[0]
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    yield text
-                if choice.get("finish_reason"):
-                    report.finish_reason = str(choice["finish_reason"])
-            usage = (chunk.get("x_groq") or {}).get("usage") or chunk.get("usage")
-            if isinstance(usage, dict):
-                report.add_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            texts: list[str] = []
+            for data in lines:
+                if data == b"[DONE]":
+                    finished = True
+                    break
+                chunk = _loads(data)
+                if "error" in chunk:
+                    message = chunk["error"].get("message", "stream error")
+                    raise ProviderStreamError(str(message))
+                choices = chunk.get("choices")
+                if choices:
+                    choice = choices[0]
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        texts.append(text)
+                    if choice.get("finish_reason"):
+                        report.finish_reason = str(choice["finish_reason"])
+                usage = (chunk.get("x_groq") or {}).get("usage") or chunk.get("usage")
+                if isinstance(usage, dict):
+                    report.add_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            if texts:
+                yield texts
     finally:
         await response.aclose()
     if not finished:
@@ -121,11 +126,11 @@ READ_INTERVAL = 0.01
 
 async def _sse_data(
     response: httpx.Response, read_interval: float = READ_INTERVAL
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[list[bytes]]:
     """The `data:` fields of the response's server-sent events, as bytes, split straight
-    off the body: a read that holds several events costs one split, and nothing is
-    decoded to text (comments, `event:` and `id:` lines are skipped). Lines end in LF
-    or CRLF, as every provider sends them."""
+    off the body, a list per read: a read that holds several events costs one split and
+    one pass up the stream's layers, and nothing is decoded to text (comments, `event:`
+    and `id:` lines are skipped). Lines end in LF or CRLF, as every provider sends them."""
     loop = asyncio.get_running_loop()
     last_read = -math.inf
     rest = b""
@@ -136,13 +141,13 @@ async def _sse_data(
         rest = lines.pop()
         if len(rest) > _MAX_LINE_BYTES:
             raise ProviderStreamError("the provider sent a line of more than 1 MiB")
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:].strip()
+        found = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+        if found:
+            yield found
         now = loop.time()
         if now - last_read < read_interval:
             await asyncio.sleep(last_read + read_interval - now)
             now = loop.time()
         last_read = now
     if rest.startswith(b"data:"):
-        yield rest[5:].strip()
+        yield [rest[5:].strip()]

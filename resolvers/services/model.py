@@ -116,8 +116,10 @@ class ChatModel:
 
     async def stream(
         self, messages: Sequence[BaseMessage], report: ReplyReport | None = None
-    ) -> AsyncIterator[str]:
-        """The reply's pieces, as valid text (a lone surrogate becomes U+FFFD).
+    ) -> AsyncIterator[list[str]]:
+        """The reply's pieces, in batches (the pieces that came together: one read of the
+        provider's stream), as valid text (a lone surrogate becomes U+FFFD); no batch is
+        empty.
 
         Each model gets `first_token_wait` seconds for its first piece, its SDK's own
         retries included; past it, or on a failure, the next model is tried. `report`
@@ -127,14 +129,14 @@ class ChatModel:
         models = self._shards[next(self._next)]
         last = len(models) - 1
         for index, model in enumerate(models):
-            pieces = _valid_text(self._stream_one(model, messages, report))
+            batches = _valid_text(self._stream_one(model, messages, report))
             try:
                 async with asyncio.timeout(self.first_token_wait):
-                    first = await anext(pieces)
+                    first = await anext(batches)
             except StopAsyncIteration:
                 return
             except Exception as exc:
-                await pieces.aclose()
+                await batches.aclose()
                 failure: Exception = exc
                 if isinstance(exc, TimeoutError):
                     failure = ModelFailed(
@@ -150,45 +152,54 @@ class ChatModel:
                 continue
             try:
                 yield first
-                async for text in pieces:
-                    yield text
+                async for batch in batches:
+                    yield batch
             finally:
-                await pieces.aclose()
+                await batches.aclose()
             return
+
+    async def text(self, messages: Sequence[BaseMessage]) -> str:
+        """The whole reply."""
+        return "".join([piece async for batch in self.stream(messages) for piece in batch])
 
     def _stream_one(
         self, model: BaseChatModel, messages: Sequence[BaseMessage], report: ReplyReport
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[list[str]]:
         if self._fast and is_groq(model):
             return groq_stream(model, messages, report)
         return _langchain_stream(model, messages, report)
 
 
-async def _valid_text(pieces: AsyncIterator[str]) -> AsyncGenerator[str, None]:
-    """`pieces` as text that encodes to UTF-8: a surrogate pair split between two pieces
-    is joined, a lone surrogate becomes U+FFFD (as the provider's JSON may carry)."""
+async def _valid_text(batches: AsyncIterator[list[str]]) -> AsyncGenerator[list[str], None]:
+    """`batches` as text that encodes to UTF-8: a surrogate pair split between two
+    pieces is joined, a lone surrogate becomes U+FFFD (as the provider's JSON may carry).
+    Empty pieces, and batches left empty, are dropped."""
     held = ""
     try:
-        async for piece in pieces:
-            text = held + piece
-            held = ""
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                if "\ud800" <= text[-1] <= "\udbff":
-                    held, text = text[-1], text[:-1]  # its pair may start the next piece
-                text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-            if text:
-                yield text
+        async for batch in batches:
+            valid: list[str] = []
+            for piece in batch:
+                text = held + piece
+                held = ""
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    if "\ud800" <= text[-1] <= "\udbff":
+                        held, text = text[-1], text[:-1]  # its pair may start the next piece
+                    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+                if text:
+                    valid.append(text)
+            if valid:
+                yield valid
     finally:
-        await pieces.aclose()  # type: ignore[attr-defined]
+        await batches.aclose()  # type: ignore[attr-defined]
     if held:
-        yield "\ufffd"
+        yield ["\ufffd"]
 
 
 async def _langchain_stream(
     model: BaseChatModel, messages: Sequence[BaseMessage], report: ReplyReport
-) -> AsyncIterator[str]:
+) -> AsyncIterator[list[str]]:
     async for chunk in model.astream(list(messages)):
         usage = getattr(chunk, "usage_metadata", None)
         if usage:
@@ -198,7 +209,7 @@ async def _langchain_stream(
             report.finish_reason = reason
         text = chunk.text
         if text:
-            yield text
+            yield [text]
 
 
 # Providers whose LangChain class takes `timeout` and `max_retries` (the SDK's own

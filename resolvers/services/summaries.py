@@ -95,8 +95,8 @@ class Summarizer:
                 + "\n".join(lines)
             )
             async with asyncio.timeout(self._timeout):
-                pieces = [p async for p in self._model.stream([SystemMessage(INSTRUCTIONS), asked])]
-            text = "".join(pieces).strip()[:MAX_SUMMARY_CHARS]
+                reply = await self._model.text([SystemMessage(INSTRUCTIONS), asked])
+            text = reply.strip()[:MAX_SUMMARY_CHARS]
             if not text:
                 return
             element = encode(SystemMessage(content=text, additional_kwargs={COVERS: upto}))

@@ -534,8 +534,8 @@ class TurnRunner:
         try:
             async with asyncio.timeout_at(min(loop.time() + wait, turn_end)) as deadline:
                 moved = -math.inf
-                async for piece in stream:
-                    live.push(piece)
+                async for pieces in stream:
+                    live.extend(pieces)
                     now = loop.time()
                     if now - moved >= _DEADLINE_SLACK:
                         # Moved at most once per slack (a timer's cancel and re-arm per
