@@ -17,7 +17,7 @@ import pytest
 from tests.support import AppServer, FakeGroq, new_session
 from tests.support.servers import app_env
 from tests.support.turns import CHAT_TURN, FOLLOW
-from tests.support.ws_client import graphql_socket
+from tests.support.ws_client import Received, graphql_socket
 
 INTERVAL = 0.040  # the documented default
 
@@ -31,16 +31,21 @@ def default_app(
     server.stop()
 
 
+async def chat(app: AppServer, message: str) -> tuple[str, Received]:
+    """A new session, and what a `chat` on it delivered."""
+    async with httpx.AsyncClient(base_url=app.url) as http:
+        session_id = await new_session(http)
+    async with graphql_socket(app.ws_url) as ws:
+        got = await ws.collect(await ws.start(CHAT_TURN, s=session_id, m=message))
+    return session_id, got
+
+
 async def test_fast_tokens_go_out_together_and_the_done_event_carries_them_all(
     default_app: AppServer,
 ) -> None:
-    async with httpx.AsyncClient(base_url=default_app.url) as http:
-        session_id = await new_session(http)
-    async with graphql_socket(default_app.ws_url) as ws:
-        began = time.monotonic()
-        op = await ws.start(CHAT_TURN, s=session_id, m="!tokens=199 !delay=0.002 fast")
-        got = await ws.collect(op)
-        elapsed = time.monotonic() - began
+    began = time.monotonic()
+    _, got = await chat(default_app, "!tokens=199 !delay=0.002 fast")
+    elapsed = time.monotonic() - began
     assert got.completed and not got.errors, got.errors
     *tokens, done = got.events
     assert done["done"] and done["status"] == "COMPLETE"
@@ -57,22 +62,14 @@ async def test_fast_tokens_go_out_together_and_the_done_event_carries_them_all(
 
 
 async def test_the_first_token_is_not_held_for_the_next(default_app: AppServer) -> None:
-    async with httpx.AsyncClient(base_url=default_app.url) as http:
-        session_id = await new_session(http)
-    async with graphql_socket(default_app.ws_url) as ws:
-        op = await ws.start(CHAT_TURN, s=session_id, m="!tokens=2 !delay=0.4 slow")
-        got = await ws.collect(op)
+    _, got = await chat(default_app, "!tokens=2 !delay=0.4 slow")
     # Pieces 0.4 s apart: each its own event, the first sent before the second came.
     assert [e["seq"] for e in got.events] == [1, 2, 3, 4]
     assert [e["token"] for e in got.events[:-1]][1:] == [" t0", " t1"]
 
 
 async def test_a_reader_resumes_after_a_merged_event(default_app: AppServer) -> None:
-    async with httpx.AsyncClient(base_url=default_app.url) as http:
-        session_id = await new_session(http)
-    async with graphql_socket(default_app.ws_url) as ws:
-        op = await ws.start(CHAT_TURN, s=session_id, m="!tokens=149 !delay=0.004 resume")
-        got = await ws.collect(op)
+    session_id, got = await chat(default_app, "!tokens=149 !delay=0.004 resume")
     *tokens, done = got.events
     merged = [e for e in tokens if e["seq"] > 1 and len(e["token"].split()) > 1]
     assert merged, [e["seq"] for e in tokens]
