@@ -105,9 +105,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, rest.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, rest.http_error_handler)
 
-    @app.get("/", include_in_schema=False)
+    # GET and HEAD: monitors and link checkers ask with HEAD.
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
+
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+    async def favicon() -> FileResponse:
+        # Browsers ask for it on every page (GraphiQL's and the API docs' too).
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     return app

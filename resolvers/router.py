@@ -11,6 +11,7 @@ from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from graphql.error import GraphQLSyntaxError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLRequestData
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from resolvers.context import Context
@@ -35,6 +36,16 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
 
     # The schema's token limit, for the look at an HTTP request's operation type.
     max_tokens = 2000
+
+    async def pick_websocket_subprotocol(self, request: Any) -> str | None:
+        """graphql-transport-ws when the client offers it, whatever its order: the legacy
+        graphql-ws runs only subscriptions here (Strawberry refuses its queries and
+        mutations), and clients such as gql offer it first."""
+        offered = list(request["subprotocols"])
+        for protocol in (GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL):
+            if protocol in offered and protocol in self.websocket_subprotocols:
+                return protocol
+        return None
 
     def encode_json(self, data: object) -> str:
         # Every response and every subscription event: orjson is several times faster

@@ -40,6 +40,9 @@ async def test_embedded_redis_keeps_history_across_a_restart(
         assert (await http.get("/sessions")).json()["sessions"] == [session_id]
     second.stop()
     assert "embedded redis-server" in second.output()
+    # The start log names the socket, so an operator can reach the data with redis-cli.
+    socket_path = data_dir.resolve() / "redis.sock"
+    assert f"redis-cli -s {socket_path}" in first.output()
 
 
 @pytest.mark.slow

@@ -122,6 +122,8 @@ async def embedded_redis(data_dir: Path) -> AsyncIterator[str]:
                         f"the embedded redis-server did not start; see {data_dir / 'redis.log'}"
                     )
             fcntl.flock(users, fcntl.LOCK_SH)
+        # The socket is where `redis-cli -s` reaches the same data.
+        logger.info("embedded redis-server at %s (redis-cli -s %s)", url, sock)
         yield url
     finally:
         try:
