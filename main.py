@@ -94,9 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["authorization", "content-type"],
-            expose_headers=["retry-after"],
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],
+            allow_headers=settings.cors_allow_header_list,
+            # What a page's script may read of a response.
+            expose_headers=["retry-after", "x-turn-id", "x-request-id"],
         )
     app.add_middleware(AllowedHosts, allowed=settings.allowed_host_list)
     app.add_middleware(ClientAddress, trusted=TrustedProxies(settings.forwarded_allow_list))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import orjson
@@ -15,6 +16,19 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types import ExecutionResult
 
 from resolvers.context import Context
+
+logger = logging.getLogger(__name__)
+
+
+class HideStrawberryOriginHint(logging.Filter):
+    """Drops Strawberry's own line about a refused WebSocket origin, which points at its
+    `allowed_origins` argument; the router logs one that names CORS_ORIGINS."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Rejected WebSocket connection from origin")
+
+
+logging.getLogger("strawberry.ws").addFilter(HideStrawberryOriginHint())
 
 
 def _is_subscription(query: str | None, operation_name: str | None, max_tokens: int) -> bool:
@@ -46,6 +60,16 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
             if protocol in offered and protocol in self.websocket_subprotocols:
                 return protocol
         return None
+
+    def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
+        if super().is_websocket_origin_allowed(request, origin):
+            return True
+        logger.warning(
+            "WebSocket from the page origin %r refused (403): to let pages there connect, "
+            "add it to CORS_ORIGINS (comma-separated origins, or *)",
+            origin,
+        )
+        return False
 
     def encode_json(self, data: object) -> str:
         # Every response and every subscription event: orjson is several times faster

@@ -187,6 +187,22 @@ async def test_cors_is_same_origin_unless_configured(
     assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
     evil = await http.options("/graphql", headers=preflight | {"origin": "https://evil.example"})
     assert "access-control-allow-origin" not in evil.headers
+    # Apollo Client's headers, a request id and the trace context pass the preflight.
+    sent = (
+        "content-type, authorization, apollographql-client-name, apollographql-client-version, "
+        "x-request-id, traceparent, tracestate"
+    )
+    apollo = await http.options(
+        "/graphql", headers=preflight | {"access-control-request-headers": sent}
+    )
+    assert apollo.status_code == 200, apollo.text
+    assert apollo.headers["access-control-allow-origin"] == "https://app.example.com"
+    unknown = preflight | {"access-control-request-headers": "x-made-up"}
+    assert (await http.options("/graphql", headers=unknown)).status_code == 400
+    # A page's script may read the turn id and the rate limit's wait.
+    response = await http.get("/healthz", headers={"origin": "https://app.example.com"})
+    exposed = response.headers["access-control-expose-headers"].lower()
+    assert {"x-turn-id", "retry-after"} <= {h.strip() for h in exposed.split(",")}
 
 
 async def test_websockets_from_other_origins_are_refused(strict: AppServer) -> None:
@@ -197,6 +213,14 @@ async def test_websockets_from_other_origins_are_refused(strict: AppServer) -> N
             origin=Origin("https://evil.example"),
         ):
             pass
+    # The log says which setting lets the origin in: this server's, not Strawberry's.
+    for _ in range(50):
+        if "https://evil.example" in strict.output():
+            break
+        await asyncio.sleep(0.1)
+    refused = [line for line in strict.output().splitlines() if "evil.example" in line]
+    assert refused and all("CORS_ORIGINS" in line for line in refused), refused
+    assert "allowed_origins" not in strict.output()
     async with websockets.connect(
         strict.ws_url,
         subprotocols=[TRANSPORT_WS],

@@ -17,6 +17,27 @@ DEFAULT_GROQ_MODEL = "groq:llama-3.1-8b-instant"
 OFFLINE_MODEL = "offline"
 
 
+# Request headers that pages on CORS_ORIGINS may send by default.
+DEFAULT_CORS_ALLOW_HEADERS = ",".join(
+    (
+        "authorization",
+        "content-type",
+        "last-event-id",
+        "x-request-id",
+        # Apollo Client and Apollo's tools.
+        "apollographql-client-name",
+        "apollographql-client-version",
+        "apollo-require-preflight",
+        "x-apollo-operation-name",
+        # Trace context (W3C) and Sentry.
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "sentry-trace",
+    )
+)
+
+
 class Settings(BaseSettings):
     """Every knob of the server; names match the environment variables."""
 
@@ -78,6 +99,9 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
     ws_max_message_bytes: int = Field(default=262_144, ge=1024)
     cors_origins: str = ""
+    # Request headers a page on an allowed origin may send (its preflight is refused
+    # otherwise): the API's own, Apollo Client's, and the trace context's.
+    cors_allow_headers: str = DEFAULT_CORS_ALLOW_HEADERS
     # A request body (REST or GraphQL) larger than this is refused with 413 as it
     # arrives; a GraphQL document larger than it is never parsed.
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
@@ -214,6 +238,10 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return _split(self.cors_origins)
+
+    @property
+    def cors_allow_header_list(self) -> list[str]:
+        return [header.lower() for header in _split(self.cors_allow_headers)]
 
     @property
     def rate_limit_exempt_set(self) -> frozenset[str]:
