@@ -22,8 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from strawberry.http.websocket_origin import normalize_allowed_origins
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from resolvers import rest
+from resolvers import logs, rest
 from resolvers.dependencies import get_context
+from resolvers.logs import RequestIds
 from resolvers.middleware import (
     AllowedHosts,
     BodyLimit,
@@ -101,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(AllowedHosts, allowed=settings.allowed_host_list)
     app.add_middleware(ClientAddress, trusted=TrustedProxies(settings.forwarded_allow_list))
+    # Outermost: every response, refusals included, carries the request's id.
+    app.add_middleware(RequestIds)
     for error in (ChatError, RedisConnectionError, RedisTimeoutError):
         app.add_exception_handler(error, rest.chat_error_handler)
     app.add_exception_handler(RequestValidationError, rest.validation_error_handler)
@@ -120,8 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(level: str, fmt: str) -> None:
+    logs.configure(level, fmt)
     logging.getLogger("uvicorn.access").addFilter(RedactQueryTokens())
 
 
@@ -133,7 +136,7 @@ def _app_from_environment() -> FastAPI:
             f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
         sys.exit(f"invalid configuration: {problems}")
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
 
 

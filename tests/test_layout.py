@@ -14,7 +14,16 @@ REPO = Path(__file__).resolve().parent.parent
 SERVICES = REPO / "resolvers" / "services"
 # Web frameworks and the edge modules: a service importing one of these is in the wrong room.
 FORBIDDEN = ("fastapi", "starlette", "strawberry", "graphql", "cross_web", "uvicorn", "schema")
-EDGES = ("context", "dependencies", "graphql", "middleware", "permissions", "rest", "router")
+EDGES = (
+    "context",
+    "dependencies",
+    "graphql",
+    "logs",
+    "middleware",
+    "permissions",
+    "rest",
+    "router",
+)
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -57,6 +66,12 @@ def test_the_strawberry_internals_the_router_overrides_still_exist() -> None:
     assert list(parse_json.parameters) == ["self", "data"]
     execute_single = inspect.signature(GraphQLRouter.execute_single)
     assert "request_data" in execute_single.parameters
+    pick = inspect.signature(GraphQLRouter.pick_websocket_subprotocol)
+    assert list(pick.parameters) == ["self", "request"]
+    allowed = inspect.signature(GraphQLRouter.is_websocket_origin_allowed)
+    assert list(allowed.parameters) == ["self", "request", "origin"]
+    encode = inspect.signature(GraphQLRouter.encode_json)
+    assert list(encode.parameters) == ["self", "data"]
 
 
 def test_the_groq_members_the_fast_path_uses_still_exist() -> None:
@@ -69,4 +84,10 @@ def test_the_groq_members_the_fast_path_uses_still_exist() -> None:
     assert dicts == [{"role": "user", "content": "hi"}]
     assert params["model"] == "some-model"
     post = inspect.signature(model.async_client._client.post)
-    assert {"cast_to", "body", "stream", "stream_cls"} <= set(post.parameters)
+    assert {"cast_to", "body", "options", "stream", "stream_cls"} <= set(post.parameters)
+    # The fast path asks for the SDK's own timeout without its read bound.
+    from resolvers.services.groq_fast import _stream_timeout
+
+    timed = ChatGroq(model_name="some-model", api_key="not-used", timeout=7.0)
+    stream_timeout = _stream_timeout(timed.async_client._client.timeout)
+    assert (stream_timeout.connect, stream_timeout.read) == (7.0, None)

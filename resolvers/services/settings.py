@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # at once, whatever the number of subscribers to it here).
     turn_follow_connections: int = Field(default=50, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # "json": one JSON object a line (for a log shipper); "text" for people.
+    log_format: Literal["text", "json"] = "text"
 
     # The model's failure modes.
     llm_fallback_model: str | None = None
@@ -132,6 +134,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator(
         "redis_url",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import secrets
@@ -598,7 +599,9 @@ class _StreamWriter:
         written = _Written(next_write=now, next_look=now + STOP_POLL_SECONDS)
         self._turns[live] = written
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._loop())
+            # The process's task, not the request's that happened to start it: its log
+            # lines carry no request id.
+            self._task = asyncio.create_task(self._loop(), context=contextvars.Context())
         return written
 
     def remove(self, live: LiveTurn) -> None:

@@ -108,6 +108,8 @@ class AppServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    # uvicorn's own log level ("info" writes its access lines).
+    uvicorn_log_level: str = "warning"
 
     @property
     def url(self) -> str:
@@ -123,7 +125,8 @@ class AppServer:
             self.process = subprocess.Popen(
                 [
                     sys.executable, "-m", "uvicorn", "main:app",
-                    "--host", LOOPBACK, "--port", str(self.port), "--log-level", "warning",
+                    "--host", LOOPBACK, "--port", str(self.port),
+                    "--log-level", self.uvicorn_log_level,
                 ],
                 cwd=REPO,
                 env=self.env,
