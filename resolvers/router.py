@@ -10,6 +10,8 @@ import orjson
 from cross_web import HTTPException
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from graphql.error import GraphQLSyntaxError
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
@@ -18,6 +20,9 @@ from strawberry.types import ExecutionResult
 from resolvers.context import Context
 
 logger = logging.getLogger(__name__)
+
+# The code of a refused HTTP request, by status.
+_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
 class HideStrawberryOriginHint(logging.Filter):
@@ -90,6 +95,19 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
         if not isinstance(parsed, dict | list):
             raise HTTPException(400, "The request body must be a JSON object")
         return parsed
+
+    async def run(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        """Strawberry's view, with its refusals of an HTTP request (a body that is not
+        JSON, no query, a mutation over GET, an unsupported content type) answered as
+        GraphQL clients read them: JSON with `errors` and a code, the status kept."""
+        try:
+            return await super().run(request, *args, **kwargs)
+        except HTTPException as refused:
+            if isinstance(request, WebSocket):
+                raise
+            code = _HTTP_CODES.get(refused.status_code, "BAD_REQUEST")
+            body = {"errors": [{"message": refused.reason, "extensions": {"code": code}}]}
+            return JSONResponse(body, status_code=refused.status_code)
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
         request_data = kwargs.get("request_data")

@@ -9,6 +9,7 @@ from contextlib import aclosing
 
 import strawberry
 from graphql import GraphQLError
+from graphql.error import GraphQLSyntaxError
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -199,8 +200,24 @@ class ChatSchema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         for error in errors:
-            code = (error.extensions or {}).get("code")
+            code = (error.extensions or {}).get("code") or _pre_execution_code(error)
+            if code is not None:
+                error.extensions = {**(error.extensions or {}), "code": code}
             logger.info("GraphQL error%s: %s", f" {code}" if code else "", error.message)
+
+
+def _pre_execution_code(error: GraphQLError) -> str | None:
+    """The code of an error found before anything ran (no path), as GraphQL clients know
+    them: the document does not parse (the token limit included), its variables are
+    not what the operation declares, or it fails validation (depth, aliases, fields,
+    introspection when off)."""
+    if error.path is not None:
+        return None
+    if isinstance(error, GraphQLSyntaxError) or error.message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.message.startswith("Variable '$"):
+        return "BAD_USER_INPUT"
+    return "GRAPHQL_VALIDATION_FAILED"
 
 
 def build_schema(

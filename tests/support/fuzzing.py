@@ -35,6 +35,10 @@ GRAPHQL_CODES = frozenset(
         "RATE_LIMITED",
     }
 )
+# The codes of errors found before anything runs (no `path`), as GraphQL clients know
+# them, and of an HTTP request that is not a GraphQL request at all (400).
+PRE_EXECUTION_CODES = frozenset({"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED"})
+REFUSAL_CODES = frozenset({"BAD_REQUEST"})
 
 # What an error text must never show: a traceback, or where the code lives.
 LEAKS = re.compile(r"Traceback|/work/|\.py\b|File \"")
