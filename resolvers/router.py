@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types import ExecutionResult
 
 from resolvers.context import Context
+from resolvers.services.persisted import is_query_hash, query_hash
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +113,13 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
         request_data = kwargs.get("request_data")
+        if isinstance(request_data, GraphQLRequestData) and request_data.extensions:
+            persisted = request_data.extensions.get("persistedQuery")
+            if persisted is not None:
+                found = await _persisted_document(kwargs["context"], request_data, persisted)
+                if isinstance(found, ExecutionResult):
+                    return found
+                kwargs["request_data"] = request_data = replace(request_data, query=found)
         if isinstance(request_data, GraphQLRequestData) and _is_subscription(
             request_data.query, request_data.operation_name, self.max_tokens
         ):
@@ -121,3 +130,42 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
             return ExecutionResult(data=None, errors=[error])
         result: ExecutionResult = await super().execute_single(*args, **kwargs)
         return result
+
+
+async def _persisted_document(
+    context: Context, request: GraphQLRequestData, persisted: object
+) -> str | ExecutionResult:
+    """The document of an automatic persisted query (Apollo's protocol): the one sent,
+    kept under its hash; or the one kept under the hash sent alone. A hash this server
+    does not hold answers `PersistedQueryNotFound`, and the client sends the document.
+    Redis unreachable: the hash is not found, and the document still runs when sent."""
+    digest = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
+    if (
+        not isinstance(persisted, dict)
+        or persisted.get("version") != 1
+        or not is_query_hash(digest)
+    ):
+        raise HTTPException(
+            400, "persistedQuery needs version 1 and a sha256Hash of 64 lowercase hex digits"
+        )
+    assert isinstance(digest, str)
+    queries = context.services.persisted
+    if request.query:
+        if query_hash(request.query) != digest:
+            raise HTTPException(400, "provided sha does not match query")
+        try:
+            await queries.put(digest, request.query)
+        except Exception as exc:
+            logger.warning("persisted query not kept: %s", type(exc).__name__)
+        return request.query
+    try:
+        document = await queries.get(digest)
+    except Exception as exc:
+        logger.warning("persisted query not read: %s", type(exc).__name__)
+        document = None
+    if document is None:
+        error = GraphQLError(
+            "PersistedQueryNotFound", extensions={"code": "PERSISTED_QUERY_NOT_FOUND"}
+        )
+        return ExecutionResult(data=None, errors=[error])
+    return document

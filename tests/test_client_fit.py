@@ -3,13 +3,22 @@ WebSocket subprotocol it settles on, HEAD and the favicon a browser asks for."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import pytest
 import websockets
 from websockets.typing import Subprotocol
 
-from tests.support import AppServer
+from tests.support import AppServer, FakeGroq
+from tests.support.servers import app_env
 from tests.support.ws_client import LEGACY_WS, TRANSPORT_WS
 
 
@@ -81,3 +90,119 @@ async def test_validation_errors_over_a_websocket_carry_a_code(app: AppServer) -
     assert message["type"] == "error", message
     codes = {e["extensions"]["code"] for e in message["payload"]}
     assert codes == {"GRAPHQL_VALIDATION_FAILED"}, message
+
+
+APQ_QUERY = "{ serverInfo { model } }"
+
+
+def apq(query: str | None, digest: str) -> dict[str, object]:
+    body: dict[str, object] = {
+        "extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+    }
+    if query is not None:
+        body["query"] = query
+    return body
+
+
+async def test_automatic_persisted_queries_by_apollo_s_protocol(
+    client: httpx.AsyncClient,
+) -> None:
+    query = APQ_QUERY + f" # {uuid.uuid4()}"  # a document no earlier run has kept
+    digest = hashlib.sha256(query.encode()).hexdigest()
+    unknown = await client.post("/graphql", json=apq(None, digest))
+    assert unknown.status_code == 200
+    assert unknown.json()["errors"] == [
+        {"message": "PersistedQueryNotFound", "extensions": {"code": "PERSISTED_QUERY_NOT_FOUND"}}
+    ]
+    sent = await client.post("/graphql", json=apq(query, digest))
+    assert sent.json()["data"]["serverInfo"]["model"]
+    by_hash = await client.post("/graphql", json=apq(None, digest))
+    assert by_hash.json() == sent.json()
+    # Apollo's link can send a hashed query with GET (useGETForHashedQueries).
+    as_get = await client.get(
+        "/graphql",
+        params={"extensions": json.dumps(apq(None, digest)["extensions"])},
+        headers={"accept": "application/json"},
+    )
+    assert as_get.json() == sent.json()
+    wrong = await client.post("/graphql", json=apq(query, "0" * 64))
+    assert wrong.status_code == 400
+    assert wrong.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    for bad in ({"version": 2, "sha256Hash": digest}, {"version": 1, "sha256Hash": "x"}, "x"):
+        refused = await client.post("/graphql", json={"extensions": {"persistedQuery": bad}})
+        assert refused.status_code == 400, bad
+
+
+async def test_persisted_documents_are_bounded(
+    start_app: type[AppServer], fresh_db: Callable[[], str], fake_groq: FakeGroq
+) -> None:
+    env = app_env(fresh_db(), fake_groq, APQ_MAX_DOCUMENTS="3", APQ_MAX_DOCUMENT_BYTES="200")
+    server = start_app(env=env).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            queries = [APQ_QUERY + f" # {n}" for n in range(5)]
+            for query in queries:
+                digest = hashlib.sha256(query.encode()).hexdigest()
+                sent = (await http.post("/graphql", json=apq(query, digest))).json()
+                assert sent["data"]["serverInfo"], sent
+            kept = []
+            for query in queries:
+                digest = hashlib.sha256(query.encode()).hexdigest()
+                found = (await http.post("/graphql", json=apq(None, digest))).json()
+                kept.append(found.get("data") is not None)
+            # The three used last are kept; the two oldest were dropped.
+            assert kept == [False, False, True, True, True]
+            big = APQ_QUERY + " #" + "x" * 300
+            digest = hashlib.sha256(big.encode()).hexdigest()
+            assert (await http.post("/graphql", json=apq(big, digest))).json()["data"]
+            again = (await http.post("/graphql", json=apq(None, digest))).json()
+            assert again["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    finally:
+        server.stop()
+
+
+# Apollo Client as npm has it (the registry is reachable here and in CI), installed once
+# under tests/artifacts/.
+APOLLO = ("@apollo/client@3.14.1", "graphql@16.15.0")
+APOLLO_DIR = Path(__file__).parent / "artifacts" / "apollo-client"
+
+
+def apollo_client_dir() -> Path:
+    """A folder with Apollo Client installed and the test's script beside it (an ES
+    module finds its packages in the node_modules of its own folder)."""
+    marker = APOLLO_DIR / "node_modules" / ".installed"
+    if not marker.exists():
+        APOLLO_DIR.mkdir(parents=True, exist_ok=True)
+        (APOLLO_DIR / "package.json").write_text('{"private": true}')
+        subprocess.run(
+            ["npm", "install", "--silent", "--no-audit", "--no-fund", *APOLLO],
+            cwd=APOLLO_DIR,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        marker.write_text(" ".join(APOLLO))
+    shutil.copy(Path(__file__).parent / "support" / "node" / "apq.mjs", APOLLO_DIR / "apq.mjs")
+    return APOLLO_DIR
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js runs Apollo Client")
+async def test_apollo_client_with_persisted_queries(app: AppServer) -> None:
+    folder = apollo_client_dir()
+    run = await asyncio.create_subprocess_exec(
+        "node", "apq.mjs", f"{app.url}/graphql",
+        cwd=folder,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(run.communicate(), 60)
+    assert run.returncode == 0, err.decode()
+    first, second = (json.loads(line) for line in out.decode().splitlines())
+    for result in (first, second):
+        assert "error" not in result, result
+        assert result["data"]["serverInfo"]["model"]
+    # The first time Apollo sent the hash alone, was told PersistedQueryNotFound, and
+    # sent the document; the second time (a new client) the hash alone was enough.
+    assert ["query" in body for body in first["sent"]] == [False, True]
+    assert ["query" in body for body in second["sent"]] == [False]

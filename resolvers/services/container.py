@@ -15,6 +15,7 @@ from resolvers.services.errors import Unauthenticated
 from resolvers.services.identity import Authenticator, Identity
 from resolvers.services.limits import RateLimiter
 from resolvers.services.model import build_model
+from resolvers.services.persisted import PersistedQueries
 from resolvers.services.sessions import SessionStore
 from resolvers.services.settings import Settings
 from resolvers.services.storage import (
@@ -46,6 +47,7 @@ class Services:
     limiter: RateLimiter
     model_name: str
     auth: Authenticator
+    persisted: PersistedQueries
 
     @property
     def admin_open(self) -> bool:
@@ -154,6 +156,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             turns=turns,
             limiter=limiter,
             model_name=settings.model_name,
+            persisted=PersistedQueries(
+                redis,
+                max_documents=settings.apq_max_documents,
+                max_bytes=settings.apq_max_document_bytes,
+                ttl=settings.apq_ttl_seconds,
+            ),
             auth=Authenticator(
                 redis,
                 secret=settings.auth_secret.get_secret_value() if settings.auth_secret else None,

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     ws_max_subscriptions: int = Field(default=20, ge=1)
     ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
     ws_max_message_bytes: int = Field(default=262_144, ge=1024)
+    # Automatic persisted queries: documents kept by hash (0: none kept), each at most
+    # this size, each for this long after its last use.
+    apq_max_documents: int = Field(default=1000, ge=0, le=100_000)
+    apq_max_document_bytes: int = Field(default=65_536, ge=1, le=1_048_576)
+    apq_ttl_seconds: int = Field(default=7 * 86_400, ge=1)
     cors_origins: str = ""
     # Request headers a page on an allowed origin may send (its preflight is refused
     # otherwise): the API's own, Apollo Client's, and the trace context's.
