@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Request, Response
 from fastapi.exception_handlers import http_exception_handler
@@ -399,9 +399,12 @@ async def my_sessions(
     services: ServicesDep, who: IdentityDep, limit: str | None = None, cursor: str | None = None
 ) -> JSONResponse:
     """The caller's own session ids, most recently active first (empty when anonymous)."""
+    size = _parse_limit(limit)
+    if size is not None and size < 1:
+        raise BadInput("limit must be at least 1")
     if who.user_id is None:
         return JSONResponse({"sessions": [], "next_cursor": None})
-    page = await services.sessions.ids(limit=_parse_limit(limit), cursor=cursor, owner=who.user_id)
+    page = await services.sessions.ids(limit=size, cursor=cursor, owner=who.user_id)
     return JSONResponse({"sessions": page.ids, "next_cursor": page.next_cursor})
 
 
@@ -444,3 +447,67 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     if await services.ready():
         return JSONResponse({"status": "ready"})
     return JSONResponse({"detail": "Redis cannot be reached"}, status_code=503)
+
+
+# -- the OpenAPI description ------------------------------------------------------------
+
+_BEARER = "bearer"
+# Routes no limit or token applies to.
+_PROBES = ("/healthz", "/readyz")
+
+
+def describe(spec: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's OpenAPI document, made true for generated clients: the bearer token as
+    a security scheme (optional: without one the caller is anonymous), `limit` an
+    integer (the route reads it as text so a bad one is the contract's 400), the 429 of
+    the rate limits with its `Retry-After`, and every schema named in the components."""
+    components = spec.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[_BEARER] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "ADMIN_TOKEN, a guest token from POST /guest, or an identity "
+        "provider's JWT. Optional: without one the caller is anonymous.",
+    }
+    schemas = components.setdefault("schemas", {})
+    schemas["ChatResponse"] = ChatResponse.model_json_schema()
+    for path, operations in spec.get("paths", {}).items():
+        for operation in operations.values():
+            if path in _PROBES:
+                continue
+            operation["security"] = [{}, {_BEARER: []}]
+            operation["parameters"] = [
+                _integer_limit(p)
+                for p in operation.get("parameters", [])
+                if not (p.get("in") == "header" and p.get("name") == "authorization")
+            ]
+            if not operation["parameters"]:
+                del operation["parameters"]
+            operation["responses"]["429"] = {
+                "description": "Too many requests from this address, or turns on this "
+                "session: retry after Retry-After seconds.",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+                },
+            }
+            for response in operation["responses"].values():
+                for media, content in response.get("content", {}).items():
+                    if media != "application/json":
+                        # A stream, read as bytes (a string schema makes generators
+                        # parse it as JSON).
+                        content["schema"] = {"type": "string", "format": "binary"}
+    chat = spec["paths"]["/chat"]["post"]["responses"]["200"]
+    chat["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/ChatResponse"}
+    chat["headers"] = {"X-Turn-Id": {"schema": {"type": "string"}, "description": "The turn."}}
+    return spec
+
+
+def _integer_limit(parameter: dict[str, Any]) -> dict[str, Any]:
+    if parameter.get("in") == "query" and parameter.get("name") == "limit":
+        return {
+            **parameter,
+            "schema": {"type": "integer", "minimum": 1, "title": "Limit"},
+            "description": "Page size (at most 1000): one page and a next_cursor. "
+            "Without it, every id.",
+        }
+    return parameter
