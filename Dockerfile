@@ -18,6 +18,7 @@ ARG EXTRAS=""
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_NO_CACHE=1 \
@@ -43,8 +44,8 @@ ENV PYTHONUNBUFFERED=1 \
 
 # A fixed, unprivileged user; /data is where the embedded Redis keeps its files when
 # REDIS_URL is unset, so it belongs to that user (a new named volume copies the owner).
-RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid app --home-dir /app --no-create-home --no-log-init \
         --shell /usr/sbin/nologin app \
     && mkdir -p /data \
     && chown app:app /data
@@ -57,7 +58,8 @@ COPY schema/ schema/
 COPY resolvers/ resolvers/
 COPY static/ static/
 
-USER app
+# By number, so an orchestrator can tell it is not root (runAsNonRoot).
+USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8000
 
