@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from resolvers.middleware import (
     TrustedProxies,
 )
 from resolvers.router import ChatGraphQLRouter
+from resolvers.services import metrics
 from resolvers.services.container import open_services
 from resolvers.services.errors import ChatError
 from resolvers.services.settings import Settings, get_settings
@@ -57,7 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # stall every stream for 150 ms or more each time one runs.
             gc.collect()
             gc.freeze()
-            yield
+            try:
+                yield
+            finally:
+                metrics.process_ended(os.getpid())
 
     app = FastAPI(
         # No redirect from /path/ to /path: a decoded %2F must not turn into another URL.

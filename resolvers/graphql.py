@@ -16,6 +16,7 @@ import strawberry
 from graphql import GraphQLError
 
 from resolvers.context import Context
+from resolvers.services import metrics
 from resolvers.services.container import Services
 from resolvers.services.context import ContextPlan
 from resolvers.services.errors import RateLimited, client_error
@@ -180,6 +181,7 @@ async def chat(
 ) -> AsyncGenerator[TurnEvent, None]:
     """The turn's events; errors before or during the stream carry their code. With
     `regenerate`, the turn runs the last user message again in place of the last reply."""
+    metrics.SUBSCRIPTIONS.inc()
     try:
         context = info.context
         turn = await context.services.turns.start(
@@ -196,12 +198,15 @@ async def chat(
         raise
     except Exception as exc:
         raise to_graphql_error(exc) from None
+    finally:
+        metrics.SUBSCRIPTIONS.dec()
 
 
 async def follow_turn(
     info: Info, session_id: str, turn_id: str | None, after: int
 ) -> AsyncGenerator[TurnEvent, None]:
     """A turn's events after `after`, from whichever process runs it."""
+    metrics.SUBSCRIPTIONS.inc()
     try:
         context = info.context
         turn = await context.services.turns.follow(
@@ -213,3 +218,5 @@ async def follow_turn(
         raise
     except Exception as exc:
         raise to_graphql_error(exc) from None
+    finally:
+        metrics.SUBSCRIPTIONS.dec()

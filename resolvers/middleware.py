@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from resolvers.services import metrics
 from resolvers.services.errors import RateLimited, client_error
 from resolvers.services.limits import RateLimiter
 
@@ -29,7 +30,8 @@ LOOPBACK_HOSTS = ("localhost", "*.localhost", "127.0.0.1", "[::1]")
 # server does not trust: never exempt from limits, and one bucket for all of them.
 UNTRUSTED_FORWARDER = "untrusted-forwarder"
 
-_PROBES = ("/healthz", "/readyz")
+# Asked by probes and scrapers, by address: no Host check, no rate limit.
+_PROBES = ("/healthz", "/readyz", "/metrics")
 
 # GraphQL messages that start an operation, in both WebSocket subprotocols.
 _OPERATION_STARTS = ("subscribe", "start")
@@ -244,6 +246,12 @@ class RequestLimits:
             return
         if kind == "websocket":
             receive, send = self._websocket(receive, send, limiter, address)
+            metrics.WEBSOCKETS.inc()
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                metrics.WEBSOCKETS.dec()
+            return
         await self.app(scope, receive, send)
 
     async def _allowed(

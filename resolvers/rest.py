@@ -23,6 +23,7 @@ from resolvers.dependencies import (
     client_address,
     require_admin,
 )
+from resolvers.services import metrics
 from resolvers.services.errors import BadInput, ChatError, NotFound, RateLimited, client_error
 from resolvers.services.turns import TurnEvent
 
@@ -441,6 +442,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.get("/metrics", response_class=Response, include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    """Prometheus metrics of every worker of this server (text exposition format)."""
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
 @router.get("/readyz", tags=["operations"], responses={503: {"model": ErrorResponse}})
 async def readyz(services: ServicesDep) -> JSONResponse:
     """200 when Redis answers, else 503."""
@@ -453,7 +461,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 _BEARER = "bearer"
 # Routes no limit or token applies to.
-_PROBES = ("/healthz", "/readyz")
+_PROBES = ("/healthz", "/readyz", "/metrics")
 
 
 def describe(spec: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis, RedisCluster
 
+from resolvers.services import metrics
 from resolvers.services.errors import RateLimited
 from resolvers.services.keys import address_rate_key, turn_rate_key
 
@@ -42,6 +43,7 @@ class RateLimiter:
                 lambda window: address_rate_key(address, window),
                 self._per_address,
                 "requests from your address",
+                name="address",
             )
 
     async def check_turn(self, session_id: str, address: str | None) -> None:
@@ -51,9 +53,10 @@ class RateLimiter:
                 lambda window: turn_rate_key(session_id, window),
                 self._per_session,
                 "turns on this session",
+                name="turns",
             )
 
-    async def _hit(self, key_of: Callable[[int], str], limit: int, what: str) -> None:
+    async def _hit(self, key_of: Callable[[int], str], limit: int, what: str, *, name: str) -> None:
         now = time.time()
         window = int(now // WINDOW_SECONDS)
         key = key_of(window)
@@ -62,6 +65,7 @@ class RateLimiter:
             pipe.expire(key, WINDOW_SECONDS * 2)
             count, _ = await pipe.execute()
         if int(count) > limit:
+            metrics.RATE_LIMITED.labels(name).inc()
             retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
             raise RateLimited(
                 f"too many {what}: at most {limit} a minute; retry in {retry_after} s",

@@ -21,6 +21,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from resolvers.services import metrics
 from resolvers.services.errors import ModelFailed
 from resolvers.services.groq_fast import groq_stream, is_groq
 from resolvers.services.settings import OFFLINE_MODEL
@@ -144,6 +145,7 @@ class ChatModel:
                     )
                 if index == last:
                     raise failure from None
+                metrics.FALLBACKS.inc()
                 logger.warning(
                     "model %d failed before its first token (%s); trying the next",
                     index,

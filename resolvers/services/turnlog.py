@@ -57,6 +57,8 @@ class LiveTurn:
         self.stop_requested = False
         self._on_stop: Callable[[], object] | None = None
         self._min_gap = min_gap
+        # When the turn began (loop time), in the process that runs it.
+        self.began: float | None = None
         self._waiters: list[asyncio.Future[None]] = []
         # Readers holding tokens back (min_gap) wait for the end only, not every token.
         self._end_waiters: list[asyncio.Future[None]] = []

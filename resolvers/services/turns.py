@@ -18,13 +18,16 @@ import contextvars
 import logging
 import math
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
 
+from resolvers.services import metrics
 from resolvers.services.context import ContextPlan, is_context_too_long, plan_context
 from resolvers.services.errors import (
     BadInput,
@@ -57,6 +60,8 @@ from resolvers.services.validation import check_session_id, check_text, check_tu
 PromptFor = Callable[[int], list[BaseMessage]]
 
 __all__ = ["BACKLOG_TO_MERGE", "LiveTurn", "TurnEvent", "TurnFailed", "TurnRunner"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +160,15 @@ class TurnRunner:
                 if turn_id is None or not await self._store.turn_exists(session_id, turn_id):
                     await self._limiter.check_turn(session_id, client)
             begin = asyncio.ensure_future(
-                self._store.begin_turn(
-                    session_id, who=who, turn_id=turn_id, message=message, regenerate=regenerate
+                _timed(
+                    "begin",
+                    self._store.begin_turn(
+                        session_id,
+                        who=who,
+                        turn_id=turn_id,
+                        message=message,
+                        regenerate=regenerate,
+                    ),
                 )
             )
             try:
@@ -344,7 +356,9 @@ class TurnRunner:
 
     async def _run(self, live: LiveTurn, message: str, start: TurnStart) -> None:
         session_id, turn_id = live.session_id, live.turn_id
+        live.began = asyncio.get_running_loop().time()
         stored = False
+        status = TurnStatus.COMPLETE
         error: ChatError | None = None
         renewer = asyncio.create_task(self._keep_lock(session_id, start.token, turn_id))
         written = self._writer.add(live)
@@ -382,34 +396,37 @@ class TurnRunner:
             )
             reply_id = message_id(reply_at_position, secrets.token_hex(4))
             commit = asyncio.ensure_future(
-                self._store.commit_turn(
-                    session_id,
-                    start.token,
-                    user_json=encode(
-                        stamped(
-                            HumanMessage(content=message),
-                            user_at,
-                            identifier=user_id,
-                            turn_id=turn_id,
-                        )
+                _timed(
+                    "commit",
+                    self._store.commit_turn(
+                        session_id,
+                        start.token,
+                        user_json=encode(
+                            stamped(
+                                HumanMessage(content=message),
+                                user_at,
+                                identifier=user_id,
+                                turn_id=turn_id,
+                            )
+                        ),
+                        reply_json=encode(
+                            stamped(
+                                _reply_message(reply, report.usage),
+                                reply_at,
+                                identifier=reply_id,
+                                turn_id=turn_id,
+                                status=status,
+                                finish_reason=report.finish_reason,
+                            )
+                        ),
+                        first_message="" if asked is not None else message,
+                        owner=start.owner,
+                        turn_id=turn_id,
+                        pending=written.pending(live),
+                        status=status.value,
+                        usage=report.usage,
+                        replaces=start.replaces,
                     ),
-                    reply_json=encode(
-                        stamped(
-                            _reply_message(reply, report.usage),
-                            reply_at,
-                            identifier=reply_id,
-                            turn_id=turn_id,
-                            status=status,
-                            finish_reason=report.finish_reason,
-                        )
-                    ),
-                    first_message="" if asked is not None else message,
-                    owner=start.owner,
-                    turn_id=turn_id,
-                    pending=written.pending(live),
-                    status=status.value,
-                    usage=report.usage,
-                    replaces=start.replaces,
                 )
             )
             try:
@@ -455,6 +472,10 @@ class TurnRunner:
                 logger.warning("turn failed on session %s: %s", session_id, error.code)
         finally:
             renewer.cancel()
+            metrics.TURNS.labels(
+                status.value if stored else error.code if error else "FAILED"
+            ).inc()
+            metrics.TURN_SECONDS.observe(asyncio.get_running_loop().time() - live.began)
             try:
                 self._writer.remove(live)
                 if not stored:
@@ -536,7 +557,10 @@ class TurnRunner:
             async with asyncio.timeout_at(min(loop.time() + wait, turn_end)) as deadline:
                 moved = -math.inf
                 async for pieces in stream:
+                    if not live.tokens and live.began is not None:
+                        metrics.FIRST_TOKEN.observe(loop.time() - live.began)
                     live.extend(pieces)
+                    metrics.TOKENS.inc(len(pieces))
                     now = loop.time()
                     if now - moved >= _DEADLINE_SLACK:
                         # Moved at most once per slack (a timer's cancel and re-arm per
@@ -631,7 +655,7 @@ class _StreamWriter:
                 continue
             batch = [(live.session_id, live.turn_id, first, new) for live, _, first, new in due]
             try:
-                answers = await self._store.flush_turns(batch)
+                answers = await _timed("flush", self._store.flush_turns(batch))
             except Exception as exc:
                 # Kept for the next tick (or the turn's end, which writes what is left).
                 logger.warning("could not write running turns to Redis: %s", type(exc).__name__)
@@ -646,6 +670,15 @@ class _StreamWriter:
                 written.next_look = now + STOP_POLL_SECONDS
                 if stop:
                     live.request_stop()
+
+
+async def _timed(step: str, work: Awaitable[T]) -> T:
+    """`work`, its time observed as the Redis step `step`."""
+    began = time.perf_counter()
+    try:
+        return await work
+    finally:
+        metrics.REDIS_SECONDS.labels(step).observe(time.perf_counter() - began)
 
 
 # How late past its wait a model's silence may be noticed (see `_relay_once`).

@@ -110,6 +110,7 @@ class AppServer:
     log: Path | None = None
     # uvicorn's own log level ("info" writes its access lines).
     uvicorn_log_level: str = "warning"
+    workers: int = 1
 
     @property
     def url(self) -> str:
@@ -126,7 +127,7 @@ class AppServer:
                 [
                     sys.executable, "-m", "uvicorn", "main:app",
                     "--host", LOOPBACK, "--port", str(self.port),
-                    "--log-level", self.uvicorn_log_level,
+                    "--log-level", self.uvicorn_log_level, "--workers", str(self.workers),
                 ],
                 cwd=REPO,
                 env=self.env,
