@@ -20,6 +20,7 @@ from langchain_core.callbacks import (
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langsmith.utils import tracing_is_enabled
 
 from resolvers.services import metrics
 from resolvers.services.errors import ModelFailed
@@ -167,7 +168,9 @@ class ChatModel:
     def _stream_one(
         self, model: BaseChatModel, messages: Sequence[BaseMessage], report: ReplyReport
     ) -> AsyncIterator[list[str]]:
-        if self._fast and is_groq(model):
+        # While LangChain's tracing is on (LANGSMITH_TRACING=true), the fast path steps
+        # aside: LangChain's own `astream` makes the run, with its callbacks.
+        if self._fast and is_groq(model) and not tracing_is_enabled():
             return groq_stream(model, messages, report)
         return _langchain_stream(model, messages, report)
 
