@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from strawberry.http.websocket_origin import normalize_allowed_origins
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from resolvers import logs, rest
+from resolvers import logs, pages, rest
 from resolvers.dependencies import get_context
 from resolvers.logs import RequestIds
 from resolvers.middleware import (
@@ -71,6 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="LLM chat sessions kept in Redis, replies streamed. GraphQL at /graphql.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served below, from this server's own copies of their scripts.
+        docs_url=None,
+        redoc_url=None,
     )
     graphql = ChatGraphQLRouter(
         build_schema(
@@ -119,6 +122,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return pages.swagger_ui(app.openapi_url or "/openapi.json", app.title)
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return pages.redoc(app.openapi_url or "/openapi.json", app.title)
 
     @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
     async def favicon() -> FileResponse:

@@ -18,6 +18,7 @@ from strawberry.http import GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
+from resolvers import pages
 from resolvers.context import Context
 from resolvers.services.persisted import is_query_hash, query_hash
 
@@ -57,6 +58,11 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
 
     # The schema's token limit, for the look at an HTTP request's operation type.
     max_tokens = 2000
+
+    @property
+    def graphql_ide_html(self) -> str:
+        # GraphiQL's scripts from this server, not unpkg: the page works offline.
+        return pages.graphiql(super().graphql_ide_html)
 
     async def pick_websocket_subprotocol(self, request: Any) -> str | None:
         """graphql-transport-ws when the client offers it, whatever its order: the legacy

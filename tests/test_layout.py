@@ -20,6 +20,7 @@ EDGES = (
     "graphql",
     "logs",
     "middleware",
+    "pages",
     "permissions",
     "rest",
     "router",
