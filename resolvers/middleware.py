@@ -187,6 +187,7 @@ _LIMITED_PREFIXES = (
     "/session/",
     "/guest",
     "/me/",
+    "/admin/",
 )
 
 

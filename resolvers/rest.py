@@ -8,10 +8,10 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
@@ -440,6 +440,33 @@ async def delete_session(session_id: str, services: ServicesDep, who: IdentityDe
 async def healthz() -> dict[str, str]:
     """200 while the process runs."""
     return {"status": "ok"}
+
+
+@router.get("/admin/export", dependencies=[Depends(require_admin)], include_in_schema=False)
+async def export_sessions(
+    services: ServicesDep, session_id: Annotated[list[str] | None, Query()] = None
+) -> StreamingResponse:
+    """Admin: every session (or those named by `session_id`) as JSON Lines."""
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for line in services.transfer.export(session_id):
+            yield (line + "\n").encode()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/admin/import", dependencies=[Depends(require_admin)], include_in_schema=False)
+async def import_sessions(
+    request: Request, services: ServicesDep, replace: bool = False
+) -> JSONResponse:
+    """Admin: sessions as JSON Lines (the export's form), in a body of at most
+    MAX_REQUEST_BYTES; every line is checked before any is written."""
+    try:
+        body = (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput("the body must be JSON Lines in UTF-8") from None
+    done = await services.transfer.import_lines(body.splitlines(), replace=replace)
+    return JSONResponse({"imported": done.written, "skipped": done.skipped})
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=False)

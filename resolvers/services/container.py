@@ -25,6 +25,7 @@ from resolvers.services.storage import (
     make_client,
 )
 from resolvers.services.summaries import Summarizer
+from resolvers.services.transfer import Transfer
 from resolvers.services.turns import TurnRunner
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Services:
     model_name: str
     auth: Authenticator
     persisted: PersistedQueries
+    transfer: Transfer
 
     @property
     def admin_open(self) -> bool:
@@ -156,6 +158,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             turns=turns,
             limiter=limiter,
             model_name=settings.model_name,
+            transfer=Transfer(redis, ttl_seconds=settings.session_ttl_seconds),
             persisted=PersistedQueries(
                 redis,
                 max_documents=settings.apq_max_documents,

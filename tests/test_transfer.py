@@ -1,0 +1,188 @@
+"""Export and import of sessions (JSON Lines), from the command line and the admin
+routes, and the import of a ChatGPT export: 1,000 sessions round-trip exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
+from redis import Redis
+
+from resolvers.services.keys import INDEX_KEY, messages_key, meta_key, owner_index_key
+from tests.support import AppServer, FakeGroq, new_session
+from tests.support.servers import REPO, app_env
+
+ADMIN = "transfer-admin-token"
+SESSIONS = 1000
+
+
+def cli(redis_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = app_env(redis_url, None)
+    return subprocess.run(
+        [sys.executable, "-m", "resolvers.services.transfer", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def seed(redis_url: str, count: int) -> None:
+    """`count` sessions in the server's layout, as turns would have left them."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    with redis.pipeline(transaction=False) as pipe:
+        for n in range(count):
+            session_id = str(uuid.uuid4())
+            at = 1_790_000_000_000_000 + n
+            messages = [
+                HumanMessage(content=f"question {n}", additional_kwargs={"message_id": f"0.{n:x}"}),
+                AIMessage(content=f"answer {n} \u00e9\U0001f600", usage_metadata={
+                    "input_tokens": n, "output_tokens": 2, "total_tokens": n + 2}),
+            ]  # fmt: skip
+            pipe.lpush(
+                messages_key(session_id), *(json.dumps(message_to_dict(m)) for m in messages)
+            )
+            meta: dict[str, str | int] = {"title": f"t{n}", "system_prompt": "be brief",
+                    "created_at": at, "updated_at": at, "input_tokens": n,
+                    "output_tokens": 2}  # fmt: skip
+            if n % 3 == 0:
+                meta["owner"] = owner = f"user-{n % 7}"
+                pipe.zadd(owner_index_key(owner), {session_id: at})
+            pipe.hset(meta_key(session_id), mapping=meta)  # type: ignore[arg-type]
+            pipe.zadd(INDEX_KEY, {session_id: at})
+        pipe.execute()
+    redis.close()
+
+
+def indexes(redis_url: str) -> dict[str, Any]:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    found = {
+        "index": redis.zrange(INDEX_KEY, 0, -1, withscores=True),
+        "owners": {
+            key: redis.zrange(key, 0, -1, withscores=True)
+            for key in redis.scan_iter(match="sessions:owner:*")
+        },
+        "counts": sorted(redis.llen(messages_key(str(s))) for s in redis.zrange(INDEX_KEY, 0, -1)),
+    }
+    redis.close()
+    return found
+
+
+@pytest.mark.slow
+def test_a_thousand_sessions_round_trip_exactly(
+    fresh_db: Callable[[], str], tmp_path: Path
+) -> None:
+    source, target = fresh_db(), fresh_db()
+    seed(source, SESSIONS)
+    exported = cli(source, "export")
+    assert exported.returncode == 0, exported.stderr
+    lines = exported.stdout.splitlines()
+    assert len(lines) == SESSIONS
+    record = json.loads(lines[0])
+    assert set(record) == {"session_id", "owner", "meta", "messages"}
+    assert record["messages"][0]["type"] == "human"  # oldest first, LangChain's form
+    imported = cli(target, "import", stdin=exported.stdout)
+    assert imported.returncode == 0, imported.stderr
+    assert f"imported {SESSIONS} sessions" in imported.stderr
+    again = cli(target, "export")
+    assert again.stdout == exported.stdout  # every id, message and field as it was
+    assert indexes(target) == indexes(source)  # counts and indexes rebuilt
+    # Importing again changes nothing unless asked to replace.
+    twice = cli(target, "import", stdin=exported.stdout)
+    assert f"imported 0 sessions, skipped {SESSIONS}" in twice.stderr
+
+
+def test_a_bad_line_imports_nothing(fresh_db: Callable[[], str]) -> None:
+    source, target = fresh_db(), fresh_db()
+    seed(source, 3)
+    good = cli(source, "export").stdout.splitlines()
+    alien = {"session_id": str(uuid.uuid4()), "messages": [{"type": "alien", "data": {}}]}
+    for bad in ('{"session_id": "nope"}', "not json", json.dumps(alien)):
+        done = cli(target, "import", stdin="\n".join([*good, bad]))
+        assert done.returncode == 2 and "line 4" in done.stderr, done.stderr
+        assert indexes(target)["index"] == []
+
+
+def test_a_chatgpt_export_becomes_sessions(fresh_db: Callable[[], str], tmp_path: Path) -> None:
+    def node(node_id: str, role: str, text: str, parent: str | None) -> dict[str, Any]:
+        return {
+            "id": node_id,
+            "parent": parent,
+            "message": {
+                "author": {"role": role},
+                "content": {"content_type": "text", "parts": [text]},
+            },
+        }
+
+    conversation = {
+        "id": "conv-1",
+        "title": "Trip",
+        "create_time": 1_700_000_000.5,
+        "update_time": 1_700_000_100.0,
+        "current_node": "a2",
+        "mapping": {
+            "root": {"id": "root", "parent": None, "message": None},
+            "s": node("s", "system", "hidden system text", "root"),
+            "u1": node("u1", "user", "Lisbon in 3 days?", "s"),
+            "a1": node("a1", "assistant", "an abandoned branch", "u1"),
+            "a2": node("a2", "assistant", "Day 1: Alfama.", "u1"),
+        },
+    }
+    file = tmp_path / "conversations.json"
+    file.write_text(json.dumps([conversation, {"id": "empty", "mapping": {}}]))
+    url = fresh_db()
+    done = cli(url, "import-chatgpt", str(file), "--owner", "user-9")
+    assert done.returncode == 0, done.stderr
+    assert "imported 1 sessions" in done.stderr
+    (line,) = cli(url, "export").stdout.splitlines()
+    record = json.loads(line)
+    assert [(m["type"], m["data"]["content"]) for m in record["messages"]] == [
+        ("human", "Lisbon in 3 days?"),
+        ("ai", "Day 1: Alfama."),
+    ]
+    assert record["owner"] == "user-9" and record["meta"]["title"] == "Trip"
+    assert record["meta"]["created_at"] == "1700000000500000"
+    assert uuid.UUID(record["session_id"]).version == 4
+    again = cli(url, "import-chatgpt", str(file), "--owner", "user-9")
+    assert "imported 0 sessions, skipped 1" in again.stderr
+
+
+async def test_the_admin_routes_export_and_import(
+    start_app: type[AppServer], fresh_db: Callable[[], str], fake_groq: FakeGroq
+) -> None:
+    server = start_app(env=app_env(fresh_db(), fake_groq, ADMIN_TOKEN=ADMIN)).start()
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            session_id = await new_session(http)
+            assert (
+                await http.post("/chat", json={"session_id": session_id, "message": "hi"})
+            ).status_code == 200
+            assert (await http.get("/admin/export")).status_code == 401
+            exported = await http.get(
+                "/admin/export", params={"session_id": session_id}, headers=admin
+            )
+            assert exported.headers["content-type"].startswith("application/x-ndjson")
+            (line,) = exported.text.splitlines()
+            assert json.loads(line)["session_id"] == session_id
+            assert (await http.delete(f"/session/{session_id}")).status_code == 204
+            refused = await http.post("/admin/import", content=line)
+            assert refused.status_code == 401
+            bad = await http.post("/admin/import", content=b"{", headers=admin)
+            assert bad.status_code == 400 and "line 1" in bad.json()["detail"]
+            imported = await http.post("/admin/import", content=line, headers=admin)
+            assert imported.json() == {"imported": 1, "skipped": 0}
+            history = (await http.get(f"/session/{session_id}/history")).json()["history"]
+            assert history[0]["input"] == "hi"
+    finally:
+        server.stop()
