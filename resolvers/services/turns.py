@@ -27,7 +27,7 @@ from typing import TypeVar
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
 
-from resolvers.services import metrics
+from resolvers.services import metrics, spans
 from resolvers.services.context import ContextPlan, is_context_too_long, plan_context
 from resolvers.services.errors import (
     BadInput,
@@ -357,6 +357,14 @@ class TurnRunner:
     async def _run(self, live: LiveTurn, message: str, start: TurnStart) -> None:
         session_id, turn_id = live.session_id, live.turn_id
         live.began = asyncio.get_running_loop().time()
+        span = spans.start(
+            "chat.turn",
+            {
+                "chat.session_id": session_id,
+                "chat.turn_id": turn_id,
+                "chat.model": self._model.name,
+            },
+        )
         stored = False
         status = TurnStatus.COMPLETE
         error: ChatError | None = None
@@ -472,9 +480,13 @@ class TurnRunner:
                 logger.warning("turn failed on session %s: %s", session_id, error.code)
         finally:
             renewer.cancel()
-            metrics.TURNS.labels(
-                status.value if stored else error.code if error else "FAILED"
-            ).inc()
+            ended = status.value if stored else error.code if error else "FAILED"
+            metrics.TURNS.labels(ended).inc()
+            spans.finish(
+                span,
+                {"chat.outcome": ended, "chat.tokens": len(live.tokens)},
+                error=None if stored else ended,
+            )
             metrics.TURN_SECONDS.observe(asyncio.get_running_loop().time() - live.began)
             try:
                 self._writer.remove(live)
