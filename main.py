@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # stall every stream for 150 ms or more each time one runs.
             gc.collect()
             gc.freeze()
+            metrics.forget_dead_processes()
             try:
                 yield
             finally:

@@ -68,7 +68,7 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
         """graphql-transport-ws when the client offers it, whatever its order: the legacy
         graphql-ws runs only subscriptions here (Strawberry refuses its queries and
         mutations), and clients such as gql offer it first."""
-        offered = list(request["subprotocols"])
+        offered = list(request.scope.get("subprotocols") or [])
         for protocol in (GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL):
             if protocol in offered and protocol in self.websocket_subprotocols:
                 return protocol

@@ -206,6 +206,11 @@ class ChatSchema(strawberry.Schema):
             logger.info("GraphQL error%s: %s", f" {code}" if code else "", error.message)
 
 
+# graphql-core's words for a variable's value it could not take (a variable that is
+# unused or undefined in the document is a validation error).
+_VALUE_PROBLEMS = ("invalid value", "was not provided", "must not be null")
+
+
 def _pre_execution_code(error: GraphQLError) -> str | None:
     """The code of an error found before anything ran (no path), as GraphQL clients know
     them: the document does not parse (the token limit included), its variables are
@@ -215,8 +220,10 @@ def _pre_execution_code(error: GraphQLError) -> str | None:
         return None
     if isinstance(error, GraphQLSyntaxError) or error.message.startswith("Syntax Error"):
         return "GRAPHQL_PARSE_FAILED"
-    if error.message.startswith("Variable '$"):
-        return "BAD_USER_INPUT"
+    if error.message.startswith("Variable '$") and any(
+        found in error.message for found in _VALUE_PROBLEMS
+    ):
+        return "BAD_USER_INPUT"  # a value that is not what the variable declares
     return "GRAPHQL_VALIDATION_FAILED"
 
 

@@ -12,7 +12,7 @@ them kept the sub-field cache is hit instead of grown.
 
 This relies on graphql-core's `Executor.build_per_event_executor` (a shallow copy of the
 subscription's executor) and `execute_collected_root_fields`, pinned by the lock file;
-`tests/test_subscriptions.py` fails loudly if either changes.
+`tests/test_event_execution.py` fails loudly if either changes.
 """
 
 from __future__ import annotations

@@ -66,6 +66,8 @@ async def test_every_refusal_of_graphql_is_json_with_a_code(client: httpx.AsyncC
         ({"json": {"query": "{ " + "serverInfo { model } " * 700 + "}"}}, 200,
          "GRAPHQL_PARSE_FAILED"),  # past the token limit
         ({"json": {"query": "query($s: ID!) { session(id: $s) { id } }"}}, 200, "BAD_USER_INPUT"),
+        ({"json": {"query": "query($unused: ID) { serverInfo { model } }"}}, 200,
+         "GRAPHQL_VALIDATION_FAILED"),
     ]  # fmt: skip
     for request, status, code in cases:
         response = await client.post("/graphql", **request)  # type: ignore[arg-type]

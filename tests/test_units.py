@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -183,8 +182,12 @@ async def test_with_a_minimum_gap_the_first_token_is_never_held() -> None:
     first = await asyncio.wait_for(anext(reader), 1.0)  # a bound on a hang, not on speed
     assert first.token == "first"
     turn.push(" second")
-    turn.finish(_done(turn))  # the end is never held either
-    assert [event.token async for event in reader] == [" second", ""]
+    turn.finish(_done(turn))  # the end is never held either: it cuts the 10 s hold short
+
+    async def rest() -> list[str]:
+        return [event.token async for event in reader]
+
+    assert await asyncio.wait_for(rest(), 2.0) == [" second", ""]  # a bound on a hang
 
 
 async def test_an_error_ends_the_stream_with_its_code() -> None:
@@ -268,17 +271,22 @@ async def test_sse_data_is_split_off_the_bytes_wherever_the_reads_end() -> None:
 
 
 async def test_reads_of_a_fast_stream_are_paced_and_the_first_is_not() -> None:
-    loop = asyncio.get_running_loop()
-    times: list[float] = []
+    waits: list[float] = []
+    got: list[tuple[int, list[bytes]]] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)  # recorded, not slept: the pacing asked for, exactly
+
     blocks = [f"data: {n}\n\n".encode() for n in range(6)]
     response = httpx.Response(200, stream=_Blocks(blocks))
-    began = loop.time()
-    async for _ in _sse_data(response, read_interval=0.05):
-        times.append(loop.time() - began)
-    # Six reads ready at once: the first two at once (a read waits only when the one
-    # before it came within the interval), then one read per interval.
-    assert times[1] < 0.05, times
-    assert all(b - a >= 0.045 for a, b in itertools.pairwise(times[1:])), times
+    async for found in _sse_data(response, read_interval=3600.0, sleep=sleep):
+        got.append((len(waits), found))
+    # Six reads ready at once: the first read's data goes out before any wait, and so
+    # does the second's (a read waits only when the one before came within the
+    # interval); after that each read waits the rest of the interval, never longer.
+    assert [n for n, _ in got] == [0, 0, 1, 2, 3, 4]
+    assert [data for _, found in got for data in found] == [str(n).encode() for n in range(6)]
+    assert len(waits) == 5 and all(0 < wait <= 3600.0 for wait in waits), waits
 
 
 def test_no_route_has_a_dependency_that_runs_in_the_thread_pool() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -63,14 +63,20 @@ async def groq_stream(
             if finished:
                 continue  # read to the end, so the connection goes back to the pool
             texts: list[str] = []
+            failure: Exception | None = None
             for data in lines:
                 if data == b"[DONE]":
                     finished = True
                     break
-                chunk = _loads(data)
+                try:
+                    chunk = _loads(data)
+                except ValueError as exc:
+                    failure = exc
+                    break
                 if "error" in chunk:
                     message = chunk["error"].get("message", "stream error")
-                    raise ProviderStreamError(str(message))
+                    failure = ProviderStreamError(str(message))
+                    break
                 choices = chunk.get("choices")
                 if choices:
                     choice = choices[0]
@@ -83,7 +89,9 @@ async def groq_stream(
                 if isinstance(usage, dict):
                     report.add_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
             if texts:
-                yield texts
+                yield texts  # what came before a failure in the same read goes out first
+            if failure is not None:
+                raise failure
     finally:
         await response.aclose()
     if not finished:
@@ -125,7 +133,9 @@ READ_INTERVAL = 0.01
 
 
 async def _sse_data(
-    response: httpx.Response, read_interval: float = READ_INTERVAL
+    response: httpx.Response,
+    read_interval: float = READ_INTERVAL,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncIterator[list[bytes]]:
     """The `data:` fields of the response's server-sent events, as bytes, split straight
     off the body, a list per read: a read that holds several events costs one split and
@@ -146,7 +156,7 @@ async def _sse_data(
             yield found
         now = loop.time()
         if now - last_read < read_interval:
-            await asyncio.sleep(last_read + read_interval - now)
+            await sleep(last_read + read_interval - now)
             now = loop.time()
         last_read = now
     if rest.startswith(b"data:"):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -29,6 +31,10 @@ def _multiprocess_dir() -> str:
         started = "0"
     folder = Path(tempfile.gettempdir()) / f"chat-server-metrics-{owner}-{started}"
     folder.mkdir(mode=0o700, exist_ok=True)
+    found = folder.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        # Made by someone else (the name is predictable): not a place to write to.
+        folder = Path(tempfile.mkdtemp(prefix="chat-server-metrics-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     return str(folder)
 
@@ -99,3 +105,19 @@ def exposition() -> tuple[bytes, str]:
 def process_ended(pid: int) -> None:
     """Drop a stopped process's live gauges (its counters stay in the sums)."""
     multiprocess.mark_process_dead(pid, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+
+
+def forget_dead_processes() -> None:
+    """Drop the live gauges of processes of this folder that are gone (a worker killed
+    rather than stopped never says so itself)."""
+    for path in Path(MULTIPROCESS_DIR).glob("gauge_live*_*.db"):
+        match = re.search(r"_(\d+)\.db$", path.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            process_ended(pid)
+        except PermissionError:
+            pass  # alive, another user's

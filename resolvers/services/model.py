@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -118,7 +119,7 @@ class ChatModel:
 
     async def stream(
         self, messages: Sequence[BaseMessage], report: ReplyReport | None = None
-    ) -> AsyncIterator[list[str]]:
+    ) -> AsyncGenerator[list[str], None]:
         """The reply's pieces, in batches (the pieces that came together: one read of the
         provider's stream), as valid text (a lone surrogate becomes U+FFFD); no batch is
         empty.
@@ -163,7 +164,8 @@ class ChatModel:
 
     async def text(self, messages: Sequence[BaseMessage]) -> str:
         """The whole reply."""
-        return "".join([piece async for batch in self.stream(messages) for piece in batch])
+        async with contextlib.aclosing(self.stream(messages)) as batches:
+            return "".join([piece async for batch in batches for piece in batch])
 
     def _stream_one(
         self, model: BaseChatModel, messages: Sequence[BaseMessage], report: ReplyReport

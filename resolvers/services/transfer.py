@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import sys
 import time
 import uuid
@@ -48,8 +49,14 @@ META_FIELDS = frozenset(
         "output_tokens",
         "summary_at",
         "summary_covers",
+        "summary_stale",
     }
 )
+# Fields that hold whole numbers (times in microseconds, token counts, positions).
+_WHOLE_FIELDS = frozenset(
+    {"created_at", "updated_at", "input_tokens", "output_tokens", "summary_at", "summary_covers"}
+)
+_WHOLE = re.compile(r"-?[0-9]{1,20}")
 _BATCH = 100
 
 
@@ -148,10 +155,16 @@ def _checked(record: object) -> dict[str, Any]:
     if not isinstance(session_id, str):
         raise TypeError("session_id must be a session id")
     session_id = check_session_id(session_id)
-    meta = record.get("meta") or {}
+    meta = record.get("meta")
     if not isinstance(meta, dict) or not set(meta) <= META_FIELDS:
         raise ValueError(f"meta must be an object of {sorted(META_FIELDS)}")
-    meta = {str(k): str(v) for k, v in meta.items() if v is not None}
+    meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    for name in ("system_prompt", "created_at", "updated_at"):
+        if name not in meta:
+            raise ValueError(f"meta needs {name}")
+    for name in _WHOLE_FIELDS & set(meta):
+        if not _WHOLE.fullmatch(meta[name]):
+            raise ValueError(f"meta.{name} must be a whole number")
     owner = record.get("owner")
     if owner is not None and (not isinstance(owner, str) or not owner):
         raise ValueError("owner must be a user id")

@@ -481,13 +481,14 @@ class TurnRunner:
         finally:
             renewer.cancel()
             ended = status.value if stored else error.code if error else "FAILED"
-            metrics.TURNS.labels(ended).inc()
-            spans.finish(
-                span,
-                {"chat.outcome": ended, "chat.tokens": len(live.tokens)},
-                error=None if stored else ended,
-            )
-            metrics.TURN_SECONDS.observe(asyncio.get_running_loop().time() - live.began)
+            with contextlib.suppress(Exception):  # never in the way of the turn's end
+                metrics.TURNS.labels(ended).inc()
+                metrics.TURN_SECONDS.observe(asyncio.get_running_loop().time() - live.began)
+                spans.finish(
+                    span,
+                    {"chat.outcome": ended, "chat.tokens": len(live.tokens)},
+                    error=None if stored else ended,
+                )
             try:
                 self._writer.remove(live)
                 if not stored:
@@ -593,7 +594,7 @@ class TurnRunner:
             raise ModelFailed(f"the model provider failed: {_describe(exc)}") from exc
         finally:
             with contextlib.suppress(Exception):
-                await stream.aclose()  # type: ignore[attr-defined]
+                await stream.aclose()
 
     async def _keep_lock(self, session_id: str, token: str, turn_id: str) -> None:
         while True:

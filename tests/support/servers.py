@@ -156,7 +156,9 @@ def app_env(redis_url: str | None, fake: FakeGroq | None, **overrides: str) -> d
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("GROQ_", "OPENAI_", "REDIS_", "LLM_", "ADMIN_", "SESSION_"))
+        if not key.startswith(
+            ("GROQ_", "OPENAI_", "REDIS_", "LLM_", "ADMIN_", "SESSION_", "PROMETHEUS_")
+        )
     }
     if redis_url:
         env["REDIS_URL"] = redis_url
