@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,35 +157,39 @@ def test_a_chatgpt_export_becomes_sessions(fresh_db: Callable[[], str], tmp_path
     assert "imported 0 sessions, skipped 1" in again.stderr
 
 
-async def test_the_admin_routes_export_and_import(
+@pytest.fixture(scope="module")
+def admin_app(
     start_app: type[AppServer], fresh_db: Callable[[], str], fake_groq: FakeGroq
-) -> None:
+) -> Iterator[AppServer]:
     server = start_app(env=app_env(fresh_db(), fake_groq, ADMIN_TOKEN=ADMIN)).start()
-    admin = {"authorization": f"Bearer {ADMIN}"}
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            session_id = await new_session(http)
-            assert (
-                await http.post("/chat", json={"session_id": session_id, "message": "hi"})
-            ).status_code == 200
-            assert (await http.get("/admin/export")).status_code == 401
-            exported = await http.get(
-                "/admin/export", params={"session_id": session_id}, headers=admin
-            )
-            assert exported.headers["content-type"].startswith("application/x-ndjson")
-            (line,) = exported.text.splitlines()
-            assert json.loads(line)["session_id"] == session_id
-            assert (await http.delete(f"/session/{session_id}")).status_code == 204
-            refused = await http.post("/admin/import", content=line)
-            assert refused.status_code == 401
-            bad = await http.post("/admin/import", content=b"{", headers=admin)
-            assert bad.status_code == 400 and "line 1" in bad.json()["detail"]
-            imported = await http.post("/admin/import", content=line, headers=admin)
-            assert imported.json() == {"imported": 1, "skipped": 0}
-            history = (await http.get(f"/session/{session_id}/history")).json()["history"]
-            assert history[0]["input"] == "hi"
-    finally:
-        server.stop()
+    yield server
+    server.stop()
+
+
+ADMIN_HEADERS = {"authorization": f"Bearer {ADMIN}"}
+
+
+async def test_the_admin_routes_export_and_import(admin_app: AppServer) -> None:
+    admin = ADMIN_HEADERS
+    async with httpx.AsyncClient(base_url=admin_app.url, timeout=30) as http:
+        session_id = await new_session(http)
+        assert (
+            await http.post("/chat", json={"session_id": session_id, "message": "hi"})
+        ).status_code == 200
+        assert (await http.get("/admin/export")).status_code == 401
+        exported = await http.get("/admin/export", params={"session_id": session_id}, headers=admin)
+        assert exported.headers["content-type"].startswith("application/x-ndjson")
+        (line,) = exported.text.splitlines()
+        assert json.loads(line)["session_id"] == session_id
+        assert (await http.delete(f"/session/{session_id}")).status_code == 204
+        refused = await http.post("/admin/import", content=line)
+        assert refused.status_code == 401
+        bad = await http.post("/admin/import", content=b"{", headers=admin)
+        assert bad.status_code == 400 and "line 1" in bad.json()["detail"]
+        imported = await http.post("/admin/import", content=line, headers=admin)
+        assert imported.json() == {"imported": 1, "skipped": 0}
+        history = (await http.get(f"/session/{session_id}/history")).json()["history"]
+        assert history[0]["input"] == "hi"
 
 
 async def test_export_and_import_need_the_admin_token_even_when_admin_is_open(
@@ -197,37 +201,29 @@ async def test_export_and_import_need_the_admin_token_even_when_admin_is_open(
 
 
 async def test_what_a_rewind_leaves_and_odd_text_round_trip_over_http(
-    start_app: type[AppServer], fresh_db: Callable[[], str], fake_groq: FakeGroq
+    admin_app: AppServer,
 ) -> None:
-    server = start_app(env=app_env(fresh_db(), fake_groq, ADMIN_TOKEN=ADMIN)).start()
-    admin = {"authorization": f"Bearer {ADMIN}"}
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            session_id = await new_session(http)
-            odd = "line\u2028separator \u0085 and \u2029 too"
-            turn = await http.post("/chat", json={"session_id": session_id, "message": odd})
-            assert turn.status_code == 200
-            bad_id = await http.get("/admin/export", params={"session_id": "x"}, headers=admin)
-            assert bad_id.status_code == 400
-            exported = await http.get(
-                "/admin/export", params={"session_id": session_id}, headers=admin
-            )
-            record = json.loads(exported.text.split("\n")[0])
-            record["meta"]["summary_stale"] = "1"  # as a rewind past a summary leaves it
-            line = json.dumps(record, ensure_ascii=False)
-            for meta in ({}, {**record["meta"], "updated_at": 1.5}, {"system_prompt": "x"}):
-                bad = json.dumps({**record, "meta": meta})
-                refused = await http.post("/admin/import", content=bad, headers=admin)
-                assert refused.status_code == 400, meta
-            replaced = await http.post(
-                "/admin/import", params={"replace": "true"}, content=line.encode(), headers=admin
-            )
-            assert replaced.json() == {"imported": 1, "skipped": 0}
-            again = await http.get(
-                "/admin/export", params={"session_id": session_id}, headers=admin
-            )
-            assert json.loads(again.text.split("\n")[0]) == record
-            history = (await http.get(f"/session/{session_id}/history")).json()["history"]
-            assert history[0]["input"] == odd
-    finally:
-        server.stop()
+    admin = ADMIN_HEADERS
+    async with httpx.AsyncClient(base_url=admin_app.url, timeout=30) as http:
+        session_id = await new_session(http)
+        odd = "line\u2028separator \u0085 and \u2029 too"
+        turn = await http.post("/chat", json={"session_id": session_id, "message": odd})
+        assert turn.status_code == 200
+        bad_id = await http.get("/admin/export", params={"session_id": "x"}, headers=admin)
+        assert bad_id.status_code == 400
+        exported = await http.get("/admin/export", params={"session_id": session_id}, headers=admin)
+        record = json.loads(exported.text.split("\n")[0])
+        record["meta"]["summary_stale"] = "1"  # as a rewind past a summary leaves it
+        line = json.dumps(record, ensure_ascii=False)
+        for meta in ({}, {**record["meta"], "updated_at": 1.5}, {"system_prompt": "x"}):
+            bad = json.dumps({**record, "meta": meta})
+            refused = await http.post("/admin/import", content=bad, headers=admin)
+            assert refused.status_code == 400, meta
+        replaced = await http.post(
+            "/admin/import", params={"replace": "true"}, content=line.encode(), headers=admin
+        )
+        assert replaced.json() == {"imported": 1, "skipped": 0}
+        again = await http.get("/admin/export", params={"session_id": session_id}, headers=admin)
+        assert json.loads(again.text.split("\n")[0]) == record
+        history = (await http.get(f"/session/{session_id}/history")).json()["history"]
+        assert history[0]["input"] == odd
