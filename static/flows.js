@@ -409,17 +409,8 @@ export async function send(text) {
   hideNotice();
   state.sending = true;
   updateBusy();
-  let sessionId = state.current;
-  try {
-    if (!sessionId) sessionId = await createSession(ui.newTitle.value.trim() || null);
-    await identityReady(); // the socket sends the page's token when it opens
-    await client.ready();
-  } catch (error) {
-    state.sending = false;
-    updateBusy();
-    showError(error);
-    return;
-  }
+  const sessionId = await connectedTo(state.current);
+  if (sessionId === null) return;
   if (sessionId !== state.current) {
     // Another chat was opened while this one connected: the text waits in its draft.
     state.sending = false;
@@ -470,6 +461,33 @@ async function rewindTo(editing) {
   return true;
 }
 
+/** Waits for the page's identity and the socket (which sends the page's token when it
+ * opens); false, with the error shown and sending over, when either fails.
+ * @returns {Promise<boolean>}
+ */
+async function connected() {
+  return (await connectedTo("")) !== null;
+}
+
+/** `connected()`, for the session `sessionId`, made first when there is none yet: its
+ * id, or null (the error shown) when anything fails.
+ * @param {string | null} sessionId
+ * @returns {Promise<string | null>}
+ */
+async function connectedTo(sessionId) {
+  try {
+    const id = sessionId ?? (await createSession(ui.newTitle.value.trim() || null));
+    await identityReady();
+    await client.ready();
+    return id;
+  } catch (error) {
+    state.sending = false;
+    updateBusy();
+    showError(error);
+    return null;
+  }
+}
+
 /** Regenerate on the last reply: the person's last message runs again, its new reply
  * streams in the old one's place (which comes back if the new one is not stored). */
 export async function regenerate() {
@@ -480,15 +498,7 @@ export async function regenerate() {
   hideNotice();
   state.sending = true;
   updateBusy();
-  try {
-    await identityReady();
-    await client.ready();
-  } catch (error) {
-    state.sending = false;
-    updateBusy();
-    showError(error);
-    return;
-  }
+  if (!(await connected())) return;
   state.sending = false;
   if (sessionId !== state.current || !last.reply.isConnected) {
     updateBusy();

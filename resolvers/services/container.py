@@ -18,12 +18,7 @@ from resolvers.services.model import build_model
 from resolvers.services.persisted import PersistedQueries
 from resolvers.services.sessions import SessionStore
 from resolvers.services.settings import Settings
-from resolvers.services.storage import (
-    describe_url,
-    embedded_redis,
-    ensure_dir_writable,
-    make_client,
-)
+from resolvers.services.storage import describe_url, make_client, redis_url
 from resolvers.services.summaries import Summarizer
 from resolvers.services.transfer import Transfer
 from resolvers.services.turns import TurnRunner
@@ -85,12 +80,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         offline_token_delay=settings.offline_token_delay_seconds,
     )
     async with contextlib.AsyncExitStack() as stack:
+        url = await redis_url(settings.redis_url, settings.data_dir, stack)
         if settings.redis_url:
-            url = settings.redis_url
             where = describe_url(url) + (" (Redis Cluster)" if settings.redis_cluster else "")
         else:
-            ensure_dir_writable(settings.data_dir)
-            url = await stack.enter_async_context(embedded_redis(settings.data_dir))
             where = f"embedded redis-server, data in {settings.data_dir.resolve()}"
         redis = make_client(
             url, max_connections=settings.redis_max_connections, cluster=settings.redis_cluster

@@ -203,6 +203,15 @@ async def _stop_server(url: str, process: asyncio.subprocess.Process | None) -> 
     logger.info("stopped the embedded redis-server")
 
 
+async def redis_url(url: str | None, data_dir: Path, stack: contextlib.AsyncExitStack) -> str:
+    """`url` (REDIS_URL), or the embedded server's under `data_dir`, started here and
+    stopped when `stack` closes."""
+    if url:
+        return url
+    ensure_dir_writable(data_dir)
+    return await stack.enter_async_context(embedded_redis(data_dir))
+
+
 def ensure_dir_writable(path: Path) -> None:
     """Fail at start, with the variable's name, when DATA_DIR cannot be used."""
     try:

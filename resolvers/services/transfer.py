@@ -251,7 +251,7 @@ def _micros(seconds: object) -> int | None:
 
 async def _main(argv: list[str]) -> int:
     from resolvers.services.settings import get_settings
-    from resolvers.services.storage import embedded_redis, ensure_dir_writable, make_client
+    from resolvers.services.storage import make_client, redis_url
 
     parser = argparse.ArgumentParser(prog="python -m resolvers.services.transfer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -267,10 +267,7 @@ async def _main(argv: list[str]) -> int:
 
     settings = get_settings()
     async with contextlib.AsyncExitStack() as stack:
-        url = settings.redis_url
-        if not url:
-            ensure_dir_writable(settings.data_dir)
-            url = await stack.enter_async_context(embedded_redis(settings.data_dir))
+        url = await redis_url(settings.redis_url, settings.data_dir, stack)
         redis = make_client(url, max_connections=4, cluster=settings.redis_cluster)
         stack.push_async_callback(redis.aclose)
         transfer = Transfer(redis, ttl_seconds=settings.session_ttl_seconds)
