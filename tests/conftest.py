@@ -25,6 +25,7 @@ from tests.support import (
     start_redis,
     stop,
 )
+from tests.support.zygote import Zygote
 
 # Databases of the test Redis: one per module or test that needs its own.
 DATABASES = 128
@@ -61,8 +62,17 @@ def fake_groq() -> Iterator[FakeGroq]:
 
 
 @pytest.fixture(scope="session")
+def zygote() -> Iterator[Zygote]:
+    """Forks app processes off one that has the app's libraries imported (seconds each
+    saved); see tests/support/zygote.py."""
+    forker = Zygote()
+    yield forker
+    forker.close()
+
+
+@pytest.fixture(scope="session")
 def start_app(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, zygote: Zygote
 ) -> Iterator[type[AppServer]]:
     """Starts app servers on demand; every one is stopped at the end of the session."""
     started: list[AppServer] = []
@@ -71,6 +81,8 @@ def start_app(
     class Tracked(AppServer):
         def start(self) -> AppServer:
             self.log = self.log or logs / f"app-{self.port}.log"
+            if self.zygote is None:
+                self.zygote = zygote
             started.append(self)
             return super().start()
 

@@ -51,11 +51,12 @@ def make_store(redis: Redis, *, window: int = 40, ttl: int = 0, lock: float = 20
         "nope",
         "../../etc",
         "*",
-        str(uuid.uuid4()).upper(),
-        str(uuid.uuid1()),
-        "{" + str(uuid.uuid4()) + "}",
-        str(uuid.uuid4()).replace("-", ""),
-        str(uuid.uuid4()) + "\n",
+        # Fixed values: every test worker must collect the same parameters.
+        "C55790C0-26A3-4892-A11B-24CF0B66DFDD",
+        "435a8f38-f250-11f1-9043-02fc00000001",  # a UUID1
+        "{555cd06c-a73a-423b-bba8-052ccf349434}",
+        "593288b206424e32a00a6ef4463fda40",
+        "99382dd6-848f-4384-b462-7e802b7e90af\n",
     ],
 )
 def test_only_canonical_uuid4_is_a_session_id(bad: str) -> None:

