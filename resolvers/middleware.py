@@ -315,7 +315,7 @@ class RequestLimits:
             return None
         try:
             parsed = json.loads(frame)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None  # the protocol handler answers malformed frames
         if not isinstance(parsed, dict) or parsed.get("type") not in _OPERATION_STARTS:
             return None

@@ -597,7 +597,22 @@ async def test_kill_9_mid_turns_loses_no_acknowledged_turn_and_leaves_no_half_tu
                 killed = time.monotonic()
                 await asyncio.to_thread(redis.process.wait, 5)
 
-                await asyncio.sleep(1.5)  # the loop keeps sending turns at the dead Redis
+                # New turns sent at the dead Redis are refused at once (the loop itself
+                # may wait: a turn whose commit was in flight waits to learn its fate).
+                probes = []
+                for k in range(3):
+                    sent = time.monotonic()
+                    message = f"while down {k}"
+                    response = await http.post(
+                        "/chat",
+                        json={"session_id": sessions[k % 3], "message": message},
+                        headers=JSON_REPLY,
+                    )
+                    done = time.monotonic()
+                    probes.append(
+                        Attempt(sessions[k % 3], message, sent, done, response.status_code)
+                    )
+                await asyncio.sleep(0.5)
                 ready_down = (await http.get("/readyz")).status_code
                 create = await gql(http, "mutation { createSession { id } }")
                 read = await gql(http, ROLES_QUERY, id=sessions[0])
@@ -630,7 +645,7 @@ async def test_kill_9_mid_turns_loses_no_acknowledged_turn_and_leaves_no_half_tu
 
     acked = [a for a in attempts if a.status == 200]
     acked_before_kill = [a for a in acked if a.done < killed]
-    down = [a for a in attempts if killed < a.sent and a.done < restarting]
+    down = probes + [a for a in attempts if killed < a.sent and a.done < restarting]
     stored = {(sid, turn["input"]) for sid, turns in histories.items() for turn in turns}
     lost = [a for a in acked_before_kill if (a.session_id, a.message) not in stored]
     lost_old = [a for a in lost if a.done < killed - 1.0]
@@ -671,6 +686,9 @@ async def test_kill_9_mid_turns_loses_no_acknowledged_turn_and_leaves_no_half_tu
     assert len(acked_before_kill) >= 10
     assert not lost_old, lost_old
     assert not half_written, half_written
+    # A turn is never stored without being acknowledged: one whose commit's answer was
+    # lost with Redis waits to learn whether it landed.
+    assert not stored_unacked, stored_unacked
     assert down and {a.status for a in down} == {503}
     assert max(down_latency) < 3
     assert ready_down == 503

@@ -304,6 +304,7 @@ class Model:
     turns: list[tuple[str, str]] = field(default_factory=list)
     lock: str | None = None  # the token of the running turn
     last_turn: str | None = None  # the token of the last stored turn
+    stored: set[str] = field(default_factory=set)  # the tokens of every stored turn
     activity: int = 0  # order of last activity (create or stored turn)
     title: str | None = None
 
@@ -343,6 +344,7 @@ class SessionMachine(AsyncMachine):
         self.model: dict[str, Model] = {}
         self.clock = 0
         self.spent_tokens: list[str] = []  # released, lost or already committed tokens
+        self.turn_ids: dict[str, str] = {}  # each begun turn's token -> its turn id
         self.walk: Walk | None = None
 
     # -- helpers
@@ -402,6 +404,7 @@ class SessionMachine(AsyncMachine):
         session_id = data.draw(st.sampled_from(free), label="session")
         self.step("whole turn")
         start = self.run(self.stores[first].begin_turn(session_id))
+        self.turn_ids[start.token] = start.turn_id
         self.model[session_id].lock = start.token
         self.commit_running(then, session_id)
 
@@ -428,6 +431,7 @@ class SessionMachine(AsyncMachine):
         else:
             self.step("begin_turn")
             start = self.run(self.stores[who].begin_turn(session_id))
+            self.turn_ids[start.token] = start.turn_id
             window = [m.content for m in start.window]
             flat = [text for turn in model.turns for text in turn]
             assert window == flat[-4:]
@@ -452,7 +456,12 @@ class SessionMachine(AsyncMachine):
             self.commit_running(who, session_id)
             return
         result = self.commit(who, session_id, token, "stale question", "stale answer")
-        if model.exists and token == model.last_turn:
+        if not model.exists:
+            # Whoever holds the token: the session is gone, and nothing is stored.
+            self.step("commit_turn (deleted session)")
+            assert result == 0
+        elif token in model.stored:
+            # A retry of a stored turn's commit (its answer lost) learns it was stored.
             self.step("commit_turn (retried)")
             assert result == 1
         else:
@@ -473,6 +482,7 @@ class SessionMachine(AsyncMachine):
             assert result == 1
             model.turns.append((question, answer))
             model.last_turn = token
+            model.stored.add(token)
             model.activity = self.tick()
             self.touch(session_id)
         else:
@@ -590,6 +600,7 @@ class SessionMachine(AsyncMachine):
                 user_json=encode(stamped(HumanMessage(content=question), now)),
                 reply_json=encode(stamped(AIMessage(content=answer), now)),
                 first_message=question,
+                turn_id=self.turn_ids.get(token, str(uuid.uuid4())),
             )
         )
 

@@ -119,7 +119,7 @@ async def test_regenerate_replaces_the_last_reply_in_the_page_and_in_history(
     await send(page, "an earlier question")
     await expect(page.locator(".msg.assistant .bubble")).to_have_text(["[n=2] an earlier question"])
     # The last reply is one cut short by Stop: the regenerated one is whole, so it shows.
-    text = "!delay=0.05 !tokens=30 again please"
+    text = "!delay=0.1 !tokens=30 again please"
     partial = await stopped_reply(page, text)
     before = await stored(app, page, session_id)
     asked, old = before["messages"][-2:]

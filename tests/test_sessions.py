@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from resolvers.services.errors import BadInput, NotFound, SessionBusy
 from resolvers.services.keys import INDEX_KEY, lock_key, messages_key, meta_key
-from resolvers.services.sessions import SessionStore
+from resolvers.services.sessions import SessionStore, TurnStart
 from resolvers.services.validation import check_session_id
 
 PROMPT = "be brief"
@@ -150,20 +150,27 @@ async def test_begin_turn_reads_exactly_the_last_window_messages(db: Redis) -> N
     session = await store.create(system_prompt="custom")
     for i in range(4):
         start = await store.begin_turn(session.id)
-        await commit(store, session.id, start.token, f"q{i}", f"a{i}")
+        await commit(store, session.id, start, f"q{i}", f"a{i}")
     start = await store.begin_turn(session.id)
     assert start.system_prompt == "custom"
     assert [m.content for m in start.window] == ["a2", "q3", "a3"]
     await store.release_lock(session.id, start.token)
 
 
-async def commit(store: SessionStore, session_id: str, token: str, q: str, a: str) -> int:
+async def commit(
+    store: SessionStore, session_id: str, start: TurnStart | str, q: str, a: str
+) -> int:
+    """Commit the turn `start` began (a bare token: one no turn holds)."""
+    token, turn_id = (
+        (start, str(uuid.uuid4())) if isinstance(start, str) else (start.token, start.turn_id)
+    )
     return await store.commit_turn(
         session_id,
         token,
         user_json=json.dumps(message_to_dict(HumanMessage(content=q))),
         reply_json=json.dumps(message_to_dict(AIMessageChunk(content=a))),
         first_message=q,
+        turn_id=turn_id,
     )
 
 
@@ -172,9 +179,9 @@ async def test_commit_is_atomic_idempotent_and_moves_the_session_first(db: Redis
     older = await store.create()
     newer = await store.create()
     start = await store.begin_turn(older.id)
-    assert await commit(store, older.id, start.token, "hello  world", "hi") == 1
+    assert await commit(store, older.id, start, "hello  world", "hi") == 1
     # A retried commit of the same turn (say after a dropped connection) stores nothing twice.
-    assert await commit(store, older.id, start.token, "hello  world", "hi") == 1
+    assert await commit(store, older.id, start, "hello  world", "hi") == 1
     assert await db.llen(messages_key(older.id)) == 2
     info = await store.require(older.id)
     assert info.message_count == 2 and info.title == "hello world"
@@ -196,7 +203,7 @@ async def test_commit_to_a_deleted_session_stores_nothing(db: Redis) -> None:
     session = await store.create()
     start = await store.begin_turn(session.id)
     assert await store.delete(session.id)
-    assert await commit(store, session.id, start.token, "q", "a") == 0
+    assert await commit(store, session.id, start, "q", "a") == 0
     assert await db.exists(messages_key(session.id), meta_key(session.id)) == 0
 
 
@@ -204,7 +211,7 @@ async def test_delete_removes_every_key_and_the_index_entry(db: Redis) -> None:
     store = make_store(db)
     session = await store.create()
     start = await store.begin_turn(session.id)
-    await commit(store, session.id, start.token, "q", "a")
+    await commit(store, session.id, start, "q", "a")
     assert await store.delete(session.id) is True
     assert await store.delete(session.id) is False
     assert await db.exists(messages_key(session.id), meta_key(session.id)) == 0
@@ -215,7 +222,7 @@ async def test_idle_sessions_expire_whole(db: Redis) -> None:
     store = make_store(db, ttl=1)
     session = await store.create()
     start = await store.begin_turn(session.id)
-    await commit(store, session.id, start.token, "q", "a")
+    await commit(store, session.id, start, "q", "a")
     assert 0 < await db.ttl(messages_key(session.id)) <= 1
     await asyncio.sleep(2.1)
     assert await store.get(session.id) is None
@@ -269,22 +276,32 @@ async def test_adopted_sessions_get_the_ttl_too(db: Redis) -> None:
     assert 0 < await db.ttl(messages_key(session_id)) <= 30
 
 
-async def test_a_turn_start_and_a_refusal_keep_ttl_and_index_in_step(db: Redis) -> None:
-    store = make_store(db, ttl=100)
+async def test_a_running_turn_keeps_its_session_alive_and_listed(db: Redis) -> None:
+    """SESSION_TTL_SECONDS counts from the end of the last turn: while one runs, the
+    session's keys live a lock's life past the TTL (renewed with the lock), and a
+    listing keeps every session that exists, however old its last activity."""
+    store = make_store(db, ttl=100, lock=20)
     session = await store.create()
-    created = await db.zscore(INDEX_KEY, session.id)
     await db.expire(meta_key(session.id), 50)  # as if the session had idled 50 s
     start = await store.begin_turn(session.id)
-    started = await db.zscore(INDEX_KEY, session.id)
-    assert created is not None and started is not None and started > created
-    assert await db.ttl(meta_key(session.id)) > 90
-    # A refused start (busy) is no activity: it moves neither the expiry nor the score.
+    assert await db.ttl(meta_key(session.id)) > 100
+    # A refused start (busy) is no activity: it moves no expiry.
     await db.expire(meta_key(session.id), 50)
     with pytest.raises(SessionBusy):
         await store.begin_turn(session.id)
     assert await db.ttl(meta_key(session.id)) <= 50
-    assert await db.zscore(INDEX_KEY, session.id) == started
-    await store.release_lock(session.id, start.token)
+    assert await store.renew_lock(session.id, start.token, start.turn_id)
+    assert await db.ttl(meta_key(session.id)) > 100
+    # A score older than the TTL (an import, a long turn): listed while it exists.
+    await db.zadd(INDEX_KEY, {session.id: 1})
+    assert (await store.ids(limit=None, cursor=None)).ids == [session.id]
+    assert await commit(store, session.id, start, "q", "a") == 1
+    assert 90 < await db.ttl(meta_key(session.id)) <= 100
+    assert 90 < await db.ttl(messages_key(session.id)) <= 100
+    # Gone (expired) sessions leave the index at the next listing.
+    await db.delete(meta_key(session.id), messages_key(session.id))
+    await db.zadd(INDEX_KEY, {session.id: 1})
+    assert (await store.ids(limit=None, cursor=None)).ids == []
 
 
 async def test_message_count_is_what_the_list_holds_after_outside_writes(db: Redis) -> None:
@@ -292,7 +309,12 @@ async def test_message_count_is_what_the_list_holds_after_outside_writes(db: Red
     session = await store.create()
     start = await store.begin_turn(session.id)
     await store.commit_turn(
-        session.id, start.token, user_json=_human("q"), reply_json=_human("a"), first_message="q"
+        session.id,
+        start.token,
+        user_json=_human("q"),
+        reply_json=_human("a"),
+        first_message="q",
+        turn_id=start.turn_id,
     )
     for text in ("one", "two", "three"):  # another LangChain program appends
         await db.lpush(messages_key(session.id), _human(text))

@@ -48,6 +48,13 @@ class StoreUnavailable(ChatError):
     code = "UNAVAILABLE"
 
 
+class DataConflict(ChatError):
+    """A key of a session holds what this server did not write there (another program
+    set it to another type): nothing was changed."""
+
+    code = "INTERNAL"
+
+
 class RateLimited(ChatError):
     code = "RATE_LIMITED"
 

@@ -148,7 +148,8 @@ def decode(raw: str | bytes, position: int = 0) -> StoredMessage | None:
             extra = message.additional_kwargs
         if not isinstance(extra, dict):
             extra = {}
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser goes (another program's).
         logger.warning("skipping an unreadable message_store element")
         return None
     created = metadata.get(CREATED_AT)

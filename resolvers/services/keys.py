@@ -18,6 +18,8 @@ The keys of one session:
   its token
 - `{message_store:<id>}:turn:<turn_id>`: a Redis Stream of the turn's events, kept
   while it runs and for TURN_REPLAY_SECONDS after it ends
+- `{message_store:<id>}:turn_ids`: the session's turns whose events are kept, each scored
+  by when they are forgotten (ms), so a delete finds every stream
 - `{message_store:<id>}:turns:<minute>`: turns started in that minute (rate limit)
 
 and, each in a slot of its own:
@@ -62,12 +64,22 @@ def turn_stream_key(session_id: str, turn_id: str) -> str:
     return f"{session_tag(session_id)}:turn:{turn_id}"
 
 
+def turn_ids_key(session_id: str) -> str:
+    return f"{session_tag(session_id)}:turn_ids"
+
+
+TURN_SESSION_PREFIX = "turns:"
+
+
 def turn_session_key(turn_id: str) -> str:
-    return f"turns:{turn_id}"
+    return f"{TURN_SESSION_PREFIX}{turn_id}"
+
+
+OWNER_INDEX_PREFIX = "sessions:owner:"
 
 
 def owner_index_key(user_id: str) -> str:
-    return f"sessions:owner:{user_id}"
+    return f"{OWNER_INDEX_PREFIX}{user_id}"
 
 
 def turn_rate_key(session_id: str, window: int) -> str:

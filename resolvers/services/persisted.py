@@ -15,31 +15,13 @@ import time
 
 from redis.asyncio import Redis, RedisCluster
 
+from resolvers.services.scripts import Script
+
 logger = logging.getLogger(__name__)
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 _INDEX = "{apq}:index"
 _PREFIX = "{apq}:doc:"
-
-# KEYS: the document, the index. ARGV: hash, document, ttl (s), now (ms), most kept.
-# Keeps the document and its place in the index; past the most kept, drops the least
-# recently used documents with their entries.
-_PUT = (
-    """
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
-if over > 0 then
-  local oldest = redis.call('ZPOPMIN', KEYS[2], over)
-  for i = 1, #oldest, 2 do
-    redis.call('DEL', '"""
-    + _PREFIX
-    + """' .. oldest[i])
-  end
-end
-return 1
-"""
-)
 
 
 def is_query_hash(value: object) -> bool:
@@ -63,7 +45,7 @@ class PersistedQueries:
         self._max_documents = max_documents
         self._max_bytes = max_bytes
         self._ttl = ttl
-        self._put = redis.register_script(_PUT)
+        self._keep = Script(redis, "keep_document")
 
     async def get(self, digest: str) -> str | None:
         """The document with this hash, if kept (its time to live starts again)."""
@@ -76,14 +58,22 @@ class PersistedQueries:
         return str(document)
 
     async def put(self, digest: str, document: str) -> bool:
-        """Keep `document` under its hash; False when it is too large to keep."""
+        """Keep `document` under its hash; False when it is too large to keep (or the
+        index holds what this server did not write)."""
         if self._max_documents == 0 or len(document.encode()) > self._max_bytes:
             return False
-        await self._put(
-            keys=[_PREFIX + digest, _INDEX],
-            args=[digest, document, self._ttl, _now_ms(), self._max_documents],
+        kept = await self._keep(
+            keys={"document": _PREFIX + digest, "index": _INDEX},
+            args={
+                "hash": digest,
+                "document": document,
+                "ttl": self._ttl,
+                "now": _now_ms(),
+                "most": self._max_documents,
+                "prefix": _PREFIX,
+            },
         )
-        return True
+        return bool(int(kept))
 
 
 def _now_ms() -> int:

@@ -15,6 +15,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -27,7 +28,13 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
-from resolvers.services.errors import BadInput, NotFound, SessionBusy, StoreUnavailable
+from resolvers.services.errors import (
+    BadInput,
+    DataConflict,
+    NotFound,
+    SessionBusy,
+    StoreUnavailable,
+)
 from resolvers.services.history import (
     Role,
     StoredMessage,
@@ -40,14 +47,20 @@ from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.keys import (
     INDEX_KEY,
     MESSAGES_PREFIX,
+    OWNER_INDEX_PREFIX,
+    TURN_SESSION_PREFIX,
     active_turn_key,
     lock_key,
     messages_key,
     meta_key,
     owner_index_key,
+    session_tag,
+    turn_ids_key,
+    turn_rate_key,
     turn_session_key,
     turn_stream_key,
 )
+from resolvers.services.scripts import Script
 from resolvers.services.usage import NO_USAGE, Usage
 from resolvers.services.validation import (
     check_length,
@@ -66,339 +79,16 @@ AUTO_TITLE_CHARS = 60
 _LISTED_FIELDS = ("title", "created_at", "updated_at", "owner", "input_tokens", "output_tokens")
 _NOT_FOUND = "no session with that id"
 
-# The tokens a stored element added to its session's usage: a reply this server stored
-# (it carries a message_id) with the provider's counts; 0, 0 for anything else.
-COUNTED_LUA = """
-local function counted(raw)
-  local ok, data = pcall(cjson.decode, raw)
-  local fields = ok and type(data) == 'table' and type(data['data']) == 'table' and data['data']
-  local extra = fields and type(fields['additional_kwargs']) == 'table'
-    and fields['additional_kwargs']
-  local counts = extra and type(extra['message_id']) == 'string' and fields['usage_metadata']
-  if type(counts) == 'table' and tonumber(counts['input_tokens'])
-      and tonumber(counts['output_tokens']) then
-    return tonumber(counts['input_tokens']), tonumber(counts['output_tokens'])
-  end
-  return 0, 0
-end
-"""
-
-# Appends the tokens not yet in a turn's stream as one entry, then (optionally) an end
-# entry. Entry ids are `<seq>-0`, seq the number of the entry's last event; an entry of
-# tokens holds the first one's seq (`f`) and the tokens as a JSON list (`t`). A retried
-# write (a reply lost on the wire) finds its ids taken and changes nothing.
-_APPEND_LUA = """
-local function append(key, first, last, tokens, maxlen)
-  if tokens ~= '' then
-    redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, last .. '-0', 'f', first, 't', tokens)
-  end
-end
-"""
-
-# Writes a finished turn, only while the caller still holds the session's lock, and ends
-# the turn's stream with the done entry in the same step.
-# KEYS: messages, meta, lock, active turn, turn stream[, turn's session, index[, owner's
-# index]] (the last three on one Redis only: on a cluster they live in other slots, and
-# the caller writes them after a successful commit).
-# ARGV: token, user json, reply json, now (us), ttl (s), session id, title guess,
-# first seq, last seq, tokens json (or ''), done seq, status, replay ms, stream cap,
-# the reply's input and output tokens ('' when the provider gave none), the reply it
-# replaces ('' for a new turn; the user message is then not written).
-# Returns 1 stored (also when this very turn was stored by an earlier try of the same
-# call), 0 session deleted meanwhile, -1 lock lost, -3 the reply to replace is no longer
-# the last message.
-_COMMIT_TURN = (
-    _APPEND_LUA
-    + COUNTED_LUA
-    + """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then
-  if redis.call('HGET', KEYS[2], 'last_turn') == ARGV[1] then return 1 end
-  return -1
-end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[3], KEYS[4])
-  return 0
-end
-if ARGV[17] == '' then
-  redis.call('LPUSH', KEYS[1], ARGV[2], ARGV[3])
-else
-  -- A regenerated reply takes the old one's place, if it is still the last message;
-  -- the session's usage, a sum over its replies, loses the old one's.
-  local place = 0
-  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[17] then
-    local ok_top, top = pcall(cjson.decode, redis.call('LINDEX', KEYS[1], 0) or '')
-    local below_summary = ok_top and type(top) == 'table' and top['type'] == 'system'
-    if not below_summary or redis.call('LINDEX', KEYS[1], 1) ~= ARGV[17] then return -3 end
-    place = 1
-  end
-  redis.call('LSET', KEYS[1], place, ARGV[3])
-  local spent_in, spent_out = counted(ARGV[17])
-  if spent_in ~= 0 or spent_out ~= 0 then
-    redis.call('HINCRBY', KEYS[2], 'input_tokens', -spent_in)
-    redis.call('HINCRBY', KEYS[2], 'output_tokens', -spent_out)
-  end
-end
-redis.call('HSET', KEYS[2], 'updated_at', ARGV[4], 'last_turn', ARGV[1])
-if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[2], 'title', ARGV[7]) end
-if ARGV[15] ~= '' then
-  redis.call('HINCRBY', KEYS[2], 'input_tokens', ARGV[15])
-  redis.call('HINCRBY', KEYS[2], 'output_tokens', ARGV[16])
-end
-if #KEYS >= 7 then redis.call('ZADD', KEYS[7], ARGV[4], ARGV[6]) end
-if #KEYS >= 8 then redis.call('ZADD', KEYS[8], ARGV[4], ARGV[6]) end
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-end
-append(KEYS[5], ARGV[8], ARGV[9], ARGV[10], ARGV[14])
-redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', ARGV[14], ARGV[11] .. '-0', 's', ARGV[12], 'm', ARGV[3])
-redis.call('PEXPIRE', KEYS[5], ARGV[13])
-if #KEYS >= 6 then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[13]) end
-redis.call('DEL', KEYS[3], KEYS[4])
-return 1
-"""
-)
-
-# Ends a turn that will not be stored: frees the lock if this turn still holds it, and
-# ends the stream with a FAILED entry (followers learn why at once).
-# KEYS: lock, active turn, turn stream. ARGV: token, first seq, last seq, tokens json (or
-# ''), end seq, code, message, replay ms, stream cap.
-_FAIL_TURN = (
-    _APPEND_LUA
-    + """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if redis.call('HGET', KEYS[2], 'token') == ARGV[1] then redis.call('DEL', KEYS[2]) end
-append(KEYS[3], ARGV[2], ARGV[3], ARGV[4], ARGV[9])
-redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], ARGV[5] .. '-0',
-  's', 'FAILED', 'c', ARGV[6], 'e', ARGV[7])
-redis.call('PEXPIRE', KEYS[3], ARGV[8])
-return 1
-"""
-)
-
-# A running turn's new tokens, and a look for a stop, in one command (one Redis: a cluster
-# pipeline takes no scripts). KEYS: turn stream, active turn. ARGV: first seq, last seq,
-# tokens json (or '' to only look), stream cap, stream ms, turn id. Returns {written (0
-# when Redis refused the entry: its id is taken), stop asked (1 or 0)}.
-_FLUSH_TURN = """
-local written = 1
-if ARGV[3] ~= '' then
-  local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], ARGV[2] .. '-0',
-    'f', ARGV[1], 't', ARGV[3])
-  if type(added) == 'table' and added.err then written = 0 end
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-end
-local active = redis.call('HMGET', KEYS[2], 'turn_id', 'stop')
-if active[1] == ARGV[6] and active[2] then return {written, 1} end
-return {written, 0}
-"""
-
-# Asks the running turn to stop (its process watches the `stop` field). KEYS: active
-# turn, lock, the named turn's stream (any key of the slot when no turn is named).
-# ARGV: turn id or ''. Returns {1, turn id} asked, {0} nothing running (or the named turn
-# has ended), {-1} no such turn.
-_STOP_TURN = """
-local active = redis.call('HMGET', KEYS[1], 'turn_id', 'token')
-local running = active[1] and redis.call('GET', KEYS[2]) == active[2]
-if running and (ARGV[1] == '' or ARGV[1] == active[1]) then
-  redis.call('HSET', KEYS[1], 'stop', '1')
-  return {1, active[1]}
-end
-if ARGV[1] == '' or active[1] == ARGV[1] or redis.call('EXISTS', KEYS[3]) == 1 then
-  return {0}
-end
-return {-1}
-"""
-
-# Takes the session's lock for a new turn and reads what the model needs, in one step;
-# or finds the turn with this id already there (to be joined, not run again).
-# KEYS: lock, meta, messages, active turn, turn stream[, turn's session, index] (the last
-# two on one Redis only). ARGV: token, lock ms, window, ttl (s), now (us), session id,
-# caller's user id (or ''), '1' when the caller is an admin, the owners' index prefix,
-# turn id, message, the turn's session key ms.
-# Returns {0} no such session (or one the caller may not use), {-1} busy, {-2} the turn
-# id belongs to another session, {2} the turn exists (join it), or {1, system prompt or
-# false, window, owner or false, list length}. A retry of the same call (a reply lost on
-# the wire) finds its own token and succeeds. With ARGV[13] '1' the turn regenerates the
-# last reply: {-3} unless the list ends with a user message and a reply; the window then
-# leaves both out, and the result adds the reply and the user message as stored.
-# A started turn is activity: with a TTL, the keys' expiry and the index score move
-# together, so the listing never drops a live session (on a cluster the caller moves
-# the score, the index being in another slot).
-_BEGIN_TURN = """
-local function kind_at(index)
-  local raw = redis.call('LINDEX', KEYS[3], index)
-  local ok, data = pcall(cjson.decode, raw or '')
-  if ok and type(data) == 'table' then return data['type'] end
-  return nil
-end
--- The reply to replace and its message: the newest two, or the two below a summary
--- written after them. Returns reply, asked, asked's text, how many messages they skip.
-local function regenerable()
-  local offset = 0
-  if kind_at(0) == 'system' then offset = 1 end
-  local reply = redis.call('LINDEX', KEYS[3], offset)
-  local asked = redis.call('LINDEX', KEYS[3], offset + 1)
-  if not reply or not asked then return nil end
-  local ok_reply, r = pcall(cjson.decode, reply)
-  local ok_asked, a = pcall(cjson.decode, asked)
-  if not ok_reply or not ok_asked or type(r) ~= 'table' or type(a) ~= 'table' then
-    return nil
-  end
-  if (r['type'] ~= 'ai' and r['type'] ~= 'AIMessageChunk') or a['type'] ~= 'human' then
-    return nil
-  end
-  local text = ''
-  if type(a['data']) == 'table' and type(a['data']['content']) == 'string' then
-    text = a['data']['content']
-  end
-  return reply, asked, text, offset + 2
-end
-local held = redis.call('GET', KEYS[1])
-if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
-  if held == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[4]) end
-  return {0}
-end
-local owner = redis.call('HGET', KEYS[2], 'owner')
-if owner and ARGV[8] ~= '1' and owner ~= ARGV[7] then
-  if held == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[4]) end
-  return {0}
-end
-if #KEYS >= 6 then
-  local home = redis.call('GET', KEYS[6])
-  if home and home ~= ARGV[6] then return {-2} end
-end
-local regenerating = ARGV[13] == '1'
-if held ~= ARGV[1] then
-  if redis.call('EXISTS', KEYS[5]) == 1 then return {2} end
-  if held and redis.call('HGET', KEYS[4], 'turn_id') == ARGV[10] then return {2} end
-  if held then return {-1} end
-  local message = ARGV[11]
-  if regenerating then
-    local reply, asked, text = regenerable()
-    if not reply then return {-3} end
-    message = text
-  end
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('DEL', KEYS[4])
-  redis.call('HSET', KEYS[4], 'turn_id', ARGV[10], 'token', ARGV[1], 'started_at', ARGV[5],
-    'message', message)
-  redis.call('PEXPIRE', KEYS[4], ARGV[2])
-  if #KEYS >= 6 then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[12]) end
-end
-local ttl = tonumber(ARGV[4])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
-  if #KEYS >= 7 then
-    redis.call('ZADD', KEYS[7], 'GT', ARGV[5], ARGV[6])
-    -- One node only (a cluster's caller writes the indexes): the owner's index is named
-    -- by what the hash holds.
-    if owner then redis.call('ZADD', ARGV[9] .. owner, 'GT', ARGV[5], ARGV[6]) end
-  end
-end
-local prompt = redis.call('HGET', KEYS[2], 'system_prompt')
-local window = {}
-local n = tonumber(ARGV[3])
-local skip = 0
-local reply, asked = false, false
-if regenerating then
-  local _
-  reply, asked, _, skip = regenerable()
-  skip = skip or 2
-end
-if n > 0 then window = redis.call('LRANGE', KEYS[3], skip, skip + n - 1) end
-local length = redis.call('LLEN', KEYS[3])
-local summary = false
-local at = tonumber(redis.call('HGET', KEYS[2], 'summary_at') or '')
-if at and at < length and not redis.call('HGET', KEYS[2], 'summary_stale') then
-  summary = redis.call('LINDEX', KEYS[3], length - 1 - at)
-end
-return {1, prompt, window, owner, length, reply or false, asked or false, summary, at or false,
-  skip}
-"""
-
-# Keeps a summary of trimmed history in the list. KEYS: messages, meta, lock. ARGV: the
-# summary element, the last position it covers, the old summary's position (-1: none).
-# Returns 1 kept, 0 not (the session is gone, its covered messages were rewound, or a turn
-# runs and there is no summary to replace: a new element would move the positions the
-# turn gave its messages).
-_SUMMARIZE = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-local length = redis.call('LLEN', KEYS[1])
--- The messages it covers were rewound meanwhile: it summarizes what is gone.
-if tonumber(ARGV[2]) >= length then return 0 end
-local at = tonumber(ARGV[3])
-local stored_at = redis.call('HGET', KEYS[2], 'summary_at')
--- Another process wrote one meanwhile, or covered more: this one is not needed.
-if at < 0 and stored_at then return 0 end
-if not redis.call('HGET', KEYS[2], 'summary_stale')
-    and tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[2], 'summary_covers') or '-1') then
-  return 0
-end
-local function is_summary(raw)
-  local ok, data = pcall(cjson.decode, raw or '')
-  return ok and type(data) == 'table' and data['type'] == 'system'
-end
-if at >= 0 and at < length and redis.call('HGET', KEYS[2], 'summary_at') == ARGV[3]
-    and is_summary(redis.call('LINDEX', KEYS[1], length - 1 - at)) then
-  redis.call('LSET', KEYS[1], length - 1 - at, ARGV[1])
-elseif redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('LPUSH', KEYS[1], ARGV[1])
-  redis.call('HSET', KEYS[2], 'summary_at', length)
-else
-  return 0
-end
-redis.call('HSET', KEYS[2], 'summary_covers', ARGV[2])
-redis.call('HDEL', KEYS[2], 'summary_stale')
-return 1
-"""
-
-# KEYS: lock[, active turn]. ARGV: token.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', unpack(KEYS)) end
-return 0
-"""
-
-# KEYS: lock[, active turn, turn stream[, turn's session]]. ARGV: token, lock ms[, stream
-# ms, session id].
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  if #KEYS >= 3 then
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
-    redis.call('PEXPIRE', KEYS[3], ARGV[3])
-  end
-  if #KEYS >= 4 then redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3]) end
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-# Gives a message list written by another LangChain program metadata and an index
-# entry. KEYS: messages, meta[, index]. ARGV: now (us), session id, default prompt, ttl.
-_ADOPT = """
-if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'created_at', ARGV[1], 'updated_at', ARGV[1],
-  'system_prompt', ARGV[3])
-if #KEYS >= 3 then redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[2]) end
-if tonumber(ARGV[4]) > 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-return 1
-"""
-
-
 # Stream entries read at once (each holds many tokens).
 _ENTRIES_PER_READ = 500
 
 
-def _token_args(first: int, tokens: list[str]) -> list[EncodableT]:
+def _token_args(first: int, tokens: list[str]) -> dict[str, EncodableT]:
     """The first seq, the last seq and the JSON list of tokens (or '' for none)."""
     if not tokens:
-        return [first, first, ""]
-    return [first, first + len(tokens) - 1, json.dumps(tokens, ensure_ascii=False)]
+        return {"first": first, "last": first, "tokens": ""}
+    last = first + len(tokens) - 1
+    return {"first": first, "last": last, "tokens": json.dumps(tokens, ensure_ascii=False)}
 
 
 def _summary(raw: Any, at: Any) -> StoredMessage | None:
@@ -414,7 +104,13 @@ def _micros(at: datetime) -> int:
 
 
 def _from_micros(value: bytes | str | int | None) -> datetime:
-    return datetime.fromtimestamp(int(value or 0) / 1_000_000, tz=UTC)
+    """A time this server stored (µs since the epoch); the epoch itself for a value
+    another program left that is not one (a read never fails on it)."""
+    try:
+        micros = int(value or 0)
+        return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(0, tz=UTC)
 
 
 def encode_cursor(score: float, session_id: str) -> str:
@@ -511,21 +207,32 @@ class TurnEnd:
     # FAILED: the error's code and message.
     code: str | None = None
     message: str | None = None
+    # False for a FAILED end, and for a STOPPED one that stored nothing (`reply_json` is
+    # then the reply that stays: a regenerate stopped before its first token).
+    stored: bool = True
 
 
 def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> TokenEntry | TurnEnd:
-    """A stream entry as `_APPEND_LUA`, `flush_turns` and the end scripts write it."""
+    """A stream entry as the turn scripts write it (`scripts/_stream.lua`)."""
     seq = int(str(entry_id).partition("-")[0])
     values = {str(k): str(v) for k, v in fields.items()}
     if "t" in values:
-        tokens = json.loads(values["t"])
-        return TokenEntry(seq=seq, first=int(values["f"]), tokens=[str(t) for t in tokens])
+        try:
+            tokens = json.loads(values["t"])
+            first = int(values["f"])
+        except (ValueError, KeyError, RecursionError):
+            tokens, first = [], seq + 1  # not written by this server: nothing in it
+        if not isinstance(tokens, list):
+            tokens = []
+        return TokenEntry(seq=seq, first=first, tokens=[str(t) for t in tokens])
+    status = values.get("s", "FAILED")
     return TurnEnd(
         seq=seq,
-        status=values.get("s", "FAILED"),
+        status=status,
         reply_json=values.get("m"),
         code=values.get("c"),
         message=values.get("e"),
+        stored=status in ("COMPLETE", "STOPPED") and "u" not in values,
     )
 
 
@@ -563,15 +270,18 @@ class SessionStore:
         self._last_stamp = 0
         # Index entries a cluster could not write after their commit: (index, id) -> score.
         self._index_backlog: dict[tuple[str, str], int] = {}
-        self._begin = redis.register_script(_BEGIN_TURN)
-        self._commit = redis.register_script(_COMMIT_TURN)
-        self._release = redis.register_script(_RELEASE)
-        self._renew = redis.register_script(_RENEW)
-        self._adopt = redis.register_script(_ADOPT)
-        self._fail = redis.register_script(_FAIL_TURN)
-        self._stop = redis.register_script(_STOP_TURN)
-        self._summarize = redis.register_script(_SUMMARIZE)
-        self._flush = redis.register_script(_FLUSH_TURN)
+        self._begin = Script(redis, "begin_turn")
+        self._commit = Script(redis, "commit_turn")
+        self._release = Script(redis, "release_lock")
+        self._renew = Script(redis, "renew_lock")
+        self._adopt = Script(redis, "adopt")
+        self._abandon = Script(redis, "abandon_turn")
+        self._stop = Script(redis, "stop_turn")
+        self._summarize = Script(redis, "summarize")
+        self._flush = Script(redis, "flush_turn")
+        self._read = Script(redis, "read_session")
+        self._history = Script(redis, "read_history")
+        self._delete = Script(redis, "delete_session")
 
     def _now(self) -> int:
         # Strictly increasing within the process, so "most recent first" is exact
@@ -579,6 +289,12 @@ class SessionStore:
         stamp = max(time.time_ns() // 1000, self._last_stamp + 1)
         self._last_stamp = stamp
         return stamp
+
+    @property
+    def _alive_seconds(self) -> int:
+        """A session's time to live while a turn runs: its TTL counts from the turn's
+        end, and a process that dies mid-turn leaves it to expire a lock's life later."""
+        return self._ttl + math.ceil(self._lock_ms / 1000) if self._ttl else 0
 
     async def create(
         self,
@@ -596,6 +312,7 @@ class SessionStore:
             "system_prompt": prompt,
             "created_at": now,
             "updated_at": now,
+            "list_mark": "0:",
         }
         if title:
             fields["title"] = title
@@ -642,19 +359,31 @@ class SessionStore:
         """The session, or None when there is none or `who` may not use it (the same
         answer: a session of another user is indistinguishable from a missing one)."""
         check_session_id(session_id)
-        meta, count = await self._read_meta(session_id)
-        if not meta and await self._adopt_one(session_id):
-            meta, count = await self._read_meta(session_id)
-        if not meta or not who.may_use(meta.get("owner")):
-            return None
-        return self._info(session_id, meta, count)
+        found = await self._read_info(session_id, who)
+        if found is None and await self._adopt_one(session_id):
+            found = await self._read_info(session_id, who)
+        return found
 
-    async def _read_meta(self, session_id: str) -> tuple[dict[str, str], int]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(meta_key(session_id))
-            pipe.llen(messages_key(session_id))
-            meta, count = await pipe.execute()
-        return meta, int(count)
+    async def _read_info(
+        self, session_id: str, who: Identity | None, fields: tuple[str, ...] = ()
+    ) -> SessionInfo | None:
+        result = await self._read(
+            keys={"meta": meta_key(session_id), "messages": messages_key(session_id)},
+            args={**_caller(who), "fields": " ".join(fields)},
+        )
+        return self._read_result(session_id, result)
+
+    def _read_result(self, session_id: str, result: Any) -> SessionInfo | None:
+        outcome = int(result["outcome"])
+        _check_types(outcome)
+        if outcome != 1:
+            return None
+        flat = [str(v) for v in result["fields"]]
+        meta = dict(zip(flat[::2], flat[1::2], strict=True))
+        usage = Usage(
+            input_tokens=int(result["input_tokens"]), output_tokens=int(result["output_tokens"])
+        )
+        return self._info(session_id, meta, int(result["length"]), usage)
 
     async def system_prompt(self, session_id: str, *, who: Identity = ANONYMOUS) -> str | None:
         check_session_id(session_id)
@@ -685,19 +414,45 @@ class SessionStore:
         return info
 
     async def delete(self, session_id: str, *, who: Identity = ANONYMOUS) -> bool:
-        """False when there is no such session, or `who` may not use it."""
-        usable, owner = await self._owner_if_usable(session_id, who)
-        if not usable:
+        """Delete the session and everything kept for it (its turns' events, their
+        records, the running turn's lock and record, its index entries). False when
+        there is no such session, or `who` may not use it."""
+        check_session_id(session_id)
+        window = int(time.time() // 60)
+        counters = [turn_rate_key(session_id, w) for w in (window - 1, window, window + 1)]
+        args: dict[str, EncodableT] = {
+            **_caller(who),
+            "session_id": session_id,
+            "tag": session_tag(session_id),
+            "extra": " ".join(counters),
+        }
+        keys = {
+            "meta": meta_key(session_id),
+            "messages": messages_key(session_id),
+            "lock": lock_key(session_id),
+            "active": active_turn_key(session_id),
+            "turn_ids": turn_ids_key(session_id),
+        }
+        if self._single:
+            keys["index"] = INDEX_KEY
+            args["turn_prefix"] = TURN_SESSION_PREFIX
+            args["owner_prefix"] = OWNER_INDEX_PREFIX
+        result = await self._delete(keys=keys, args=args)
+        outcome = int(result["outcome"])
+        _check_types(outcome)
+        if outcome != 1:
             return False
         for entry in [e for e in self._index_backlog if e[1] == session_id]:
             del self._index_backlog[entry]
-        async with self._redis.pipeline(transaction=self._single) as pipe:
-            pipe.delete(meta_key(session_id), messages_key(session_id))
-            pipe.zrem(INDEX_KEY, session_id)
-            if owner is not None:
-                pipe.zrem(owner_index_key(owner), session_id)
-            deleted = (await pipe.execute())[0]
-        return bool(deleted)
+        if not self._single:
+            # Other slots: the indexes and the turn ids' records.
+            owner = result["owner"]
+            await self._redis.zrem(INDEX_KEY, session_id)
+            if owner:
+                await self._redis.zrem(owner_index_key(str(owner)), session_id)
+            for turn_id in result["turn_ids"] or []:
+                await self._redis.delete(turn_session_key(str(turn_id)))
+        return True
 
     async def messages(
         self, session_id: str, *, last: int | None = None, who: Identity = ANONYMOUS
@@ -707,32 +462,49 @@ class SessionStore:
         if last is not None and last < 0:
             raise BadInput("last must not be negative")
         if last == 0:
+            await self.check_usable(session_id, who=who)
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(meta_key(session_id), "owner")
-            pipe.lrange(messages_key(session_id), 0, -1 if last is None else last - 1)
-            pipe.llen(messages_key(session_id))
-            owner, raw, length = await pipe.execute()
-        if not who.may_use(owner):
-            raise NotFound(_NOT_FOUND)
-        return decode_newest_first(raw, int(length))
+        raw, length = await self._read_history(session_id, who, -1 if last is None else last)
+        return decode_newest_first(raw, length)
 
     async def turns(self, session_id: str, *, who: Identity = ANONYMOUS) -> list[TurnPair]:
         """The session's turns, oldest first; NotFound when there is no session."""
         check_session_id(session_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(meta_key(session_id), messages_key(session_id))
-            pipe.hget(meta_key(session_id), "owner")
-            pipe.lrange(messages_key(session_id), 0, -1)
-            exists, owner, raw = await pipe.execute()
-        if not exists or not who.may_use(owner):
-            raise NotFound(_NOT_FOUND)
+        raw, _ = await self._read_history(session_id, who, -1)
         return pair_turns(decode_newest_first(raw))
 
+    async def _read_history(
+        self, session_id: str, who: Identity, newest: int
+    ) -> tuple[list[Any], int]:
+        """The newest `newest` elements (-1: all) and the list's length, read only once
+        the owner is checked, in the same step (a refused caller reads nothing)."""
+        result = await self._history(
+            keys={"meta": meta_key(session_id), "messages": messages_key(session_id)},
+            args={**_caller(who), "newest": newest},
+        )
+        outcome = int(result["outcome"])
+        _check_types(outcome)
+        if outcome != 1:
+            raise NotFound(_NOT_FOUND)
+        return list(result["elements"] or []), int(result["length"])
+
     async def _prune_expired(self, index: str) -> None:
-        if self._ttl:
-            oldest = self._now() - self._ttl * 1_000_000
-            await self._redis.zremrangebyscore(index, "-inf", f"({oldest}")
+        """Drop index entries of sessions that expired (their TTL): only those whose
+        metadata is gone, a bounded batch at a time, so a session that exists is never
+        left out of a listing, however old its last activity."""
+        if not self._ttl:
+            return
+        oldest = self._now() - self._ttl * 1_000_000
+        stale = await self._redis.zrangebyscore(index, "-inf", f"({oldest}", start=0, num=200)
+        if not stale:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id in stale:
+                pipe.exists(meta_key(str(session_id)))
+            alive = await pipe.execute()
+        gone = [str(sid) for sid, found in zip(stale, alive, strict=True) if not found]
+        if gone:
+            await self._redis.zrem(index, *gone)
 
     async def page(
         self,
@@ -752,18 +524,23 @@ class SessionStore:
         index = INDEX_KEY if owner is None else owner_index_key(owner)
         await self._prune_expired(index)
         entries, has_next, total = await self._index_slice(index, first, after)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for session_id, _ in entries:
-                pipe.hmget(meta_key(session_id), _LISTED_FIELDS)
-                pipe.llen(messages_key(session_id))
-            replies = await pipe.execute() if entries else []
+        replies = await self._each(
+            self._read,
+            [
+                (
+                    {"meta": meta_key(session_id), "messages": messages_key(session_id)},
+                    {"admin": "*", "user": "", "fields": " ".join(_LISTED_FIELDS)},
+                )
+                for session_id, _ in entries
+            ],
+        )
         sessions, cursors = [], []
-        for (session_id, score), values, count in zip(
-            entries, replies[::2], replies[1::2], strict=True
-        ):
-            meta = {k: v for k, v in zip(_LISTED_FIELDS, values, strict=True) if v is not None}
-            if meta and (who is None or who.may_use(meta.get("owner"))):
-                sessions.append(self._info(session_id, meta, int(count)))
+        for (session_id, score), reply in zip(entries, replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise reply
+            info = self._read_result(session_id, reply)
+            if info is not None and (who is None or who.may_use(info.owner_id)):
+                sessions.append(info)
                 cursors.append(encode_cursor(score, session_id))
         # The page ends where the walk stopped, even at a session this caller may not see:
         # its id is no secret (the open REST listing names every id) and gives no access.
@@ -840,46 +617,45 @@ class SessionStore:
         chosen = turn_id is not None
         turn_id = check_turn_id(turn_id) if turn_id is not None else str(uuid.uuid4())
         token = secrets.token_hex(16)
-        home_ms = self._replay_ms + self._lock_ms
-        keys = [
-            lock_key(session_id),
-            meta_key(session_id),
-            messages_key(session_id),
-            active_turn_key(session_id),
-            turn_stream_key(session_id, turn_id),
-        ]
+        keep_ms = self._replay_ms + self._lock_ms
+        keys = {
+            "lock": lock_key(session_id),
+            "meta": meta_key(session_id),
+            "messages": messages_key(session_id),
+            "active": active_turn_key(session_id),
+            "stream": turn_stream_key(session_id, turn_id),
+            "turn_ids": turn_ids_key(session_id),
+        }
         if self._single:
-            keys += [turn_session_key(turn_id), INDEX_KEY]
+            keys["turn_session"] = turn_session_key(turn_id)
         elif chosen:
-            await self._claim_turn_id(session_id, turn_id, home_ms)
+            await self._claim_turn_id(session_id, turn_id, keep_ms)
         else:
             # A new random id collides with nothing: its record is for later reuse checks
             # only, and a node that refuses it (in a slot none of the session's keys is
             # in) must not fail the turn.
             try:
-                await self._claim_turn_id(session_id, turn_id, home_ms)
+                await self._claim_turn_id(session_id, turn_id, keep_ms)
             except Exception as exc:
                 logger.warning("turn id %s not recorded: %s", turn_id, type(exc).__name__)
-        now = self._now()
         result = await self._begin(
             keys=keys,
-            args=[
-                token,
-                self._lock_ms,
-                self._window,
-                self._ttl,
-                now,
-                session_id,
-                who.user_id or "",
-                "1" if who.is_admin else "0",
-                owner_index_key(""),
-                turn_id,
-                message,
-                home_ms,
-                "1" if regenerate else "0",
-            ],
+            args={
+                "token": token,
+                "lock_ms": self._lock_ms,
+                "window": self._window,
+                "alive_s": self._alive_seconds,
+                "now": self._now(),
+                "session_id": session_id,
+                **_caller(who),
+                "turn_id": turn_id,
+                "message": message,
+                "keep_ms": keep_ms,
+                "regenerate": "1" if regenerate else "0",
+            },
         )
-        outcome = int(result[0])
+        outcome = int(result["outcome"])
+        _check_types(outcome)
         if outcome == 0:
             raise NotFound(_NOT_FOUND)
         if outcome == -1:
@@ -890,11 +666,10 @@ class SessionStore:
             raise BadInput("nothing to regenerate: the conversation does not end with a reply")
         if outcome == 2:
             return TurnStart(token="", system_prompt="", window=[], turn_id=turn_id, joined=True)
-        prompt, raw_window = result[1], result[2]
-        owner = str(result[3]) if result[3] is not None else None
-        length = int(result[4])
-        if self._ttl and not self._single:
-            await self._index(session_id, now, owner=owner)
+        prompt = result["prompt"]
+        owner = str(result["owner"]) if result["owner"] is not None else None
+        length = int(result["length"])
+        skip = int(result["skip"])
         if prompt is None:
             # A list written by another LangChain program and not adopted yet.
             try:
@@ -906,14 +681,14 @@ class SessionStore:
             token=token,
             system_prompt=str(prompt) if prompt else self._default_prompt,
             # A regenerate's window starts below the reply and the message it replaces.
-            window=decode_newest_first(raw_window, length - int(result[9])),
+            window=decode_newest_first(result["window"] or [], length - skip),
             owner=owner,
             turn_id=turn_id,
             length=length,
-            replaces=str(result[5]) if regenerate and result[5] is not None else None,
-            asked=str(result[6]) if regenerate and result[6] is not None else None,
-            summary=_summary(result[7], result[8]),
-            skip=int(result[9]),
+            replaces=str(result["reply"]) if regenerate and result["reply"] else None,
+            asked=str(result["asked"]) if regenerate and result["asked"] else None,
+            summary=_summary(result["summary"], result["summary_at"]),
+            skip=skip,
         )
 
     async def _claim_turn_id(self, session_id: str, turn_id: str, ms: int) -> None:
@@ -928,26 +703,45 @@ class SessionStore:
         if home is not None and home != session_id:
             raise BadInput("that turn id belongs to another session")
 
-    async def renew_lock(self, session_id: str, token: str, turn_id: str | None = None) -> bool:
-        """Keep the turn's lock (and, given its id, its record, stream and id's session)."""
-        keys = [lock_key(session_id)]
-        args: list[EncodableT] = [token, self._lock_ms]
+    async def renew_lock(self, session_id: str, token: str, turn_id: str) -> bool:
+        """Keep the turn's lock, its record, its stream, its id's session, and the
+        session itself (a running turn keeps its session alive)."""
         keep_ms = self._replay_ms + self._lock_ms
-        if turn_id is not None:
-            keys += [active_turn_key(session_id), turn_stream_key(session_id, turn_id)]
-            args.append(keep_ms)
-            if self._single:
-                keys.append(turn_session_key(turn_id))
-                args.append(session_id)
-        held = bool(await self._renew(keys=keys, args=args))
-        if held and turn_id is not None and not self._single:
+        keys = {
+            "lock": lock_key(session_id),
+            "active": active_turn_key(session_id),
+            "stream": turn_stream_key(session_id, turn_id),
+            "turn_ids": turn_ids_key(session_id),
+            "meta": meta_key(session_id),
+            "messages": messages_key(session_id),
+        }
+        if self._single:
+            keys["turn_session"] = turn_session_key(turn_id)
+        held = bool(
+            await self._renew(
+                keys=keys,
+                args={
+                    "token": token,
+                    "lock_ms": self._lock_ms,
+                    "keep_ms": keep_ms,
+                    "alive_s": self._alive_seconds,
+                    "turn_id": turn_id,
+                    "session_id": session_id,
+                    "now_ms": time.time_ns() // 1_000_000,
+                },
+            )
+        )
+        if held and not self._single:
             with contextlib.suppress(Exception):  # in another slot; a later renewal retries
                 await self._redis.set(turn_session_key(turn_id), session_id, px=keep_ms)
         return held
 
     async def release_lock(self, session_id: str, token: str) -> None:
         """Free the lock and the active turn's record, if the lock is still `token`'s."""
-        await self._release(keys=[lock_key(session_id), active_turn_key(session_id)], args=[token])
+        await self._release(
+            keys={"lock": lock_key(session_id), "active": active_turn_key(session_id)},
+            args={"token": token},
+        )
 
     async def commit_turn(
         self,
@@ -958,153 +752,165 @@ class SessionStore:
         reply_json: str,
         first_message: str,
         owner: str | None = None,
-        turn_id: str | None = None,
-        pending: tuple[int, list[str]] = (0, []),
+        turn_id: str,
+        pending: tuple[int, list[str]] = (1, []),
         status: str = "COMPLETE",
         usage: Usage | None = None,
         replaces: str | None = None,
     ) -> int:
         """Store a finished turn atomically, and end its stream with the done entry
-        (after the tokens in `pending`: the first one's seq, the tokens); see
-        `_COMMIT_TURN` for the result."""
+        (after the tokens in `pending`: the first one's seq, the tokens); the outcome
+        of `scripts/commit_turn.lua`. A retry after a reply lost on the wire stores
+        nothing twice and answers as the first try did."""
         title = " ".join(first_message.split())[:AUTO_TITLE_CHARS]
-        turn_id = turn_id or str(uuid.uuid4())
-        keys = [
-            messages_key(session_id),
-            meta_key(session_id),
-            lock_key(session_id),
-            active_turn_key(session_id),
-            turn_stream_key(session_id, turn_id),
-        ]
+        keys = {
+            "messages": messages_key(session_id),
+            "meta": meta_key(session_id),
+            "lock": lock_key(session_id),
+            "active": active_turn_key(session_id),
+            "stream": turn_stream_key(session_id, turn_id),
+            "turn_ids": turn_ids_key(session_id),
+        }
         if self._single:
-            keys += [turn_session_key(turn_id), INDEX_KEY]
+            keys["turn_session"] = turn_session_key(turn_id)
+            keys["index"] = INDEX_KEY
             if owner is not None:
-                keys.append(owner_index_key(owner))
+                keys["owner_index"] = owner_index_key(owner)
         first, tokens = pending
         now = self._now()
         result = int(
             await self._commit(
                 keys=keys,
-                args=[
-                    token,
-                    user_json,
-                    reply_json,
-                    now,
-                    self._ttl,
-                    session_id,
-                    title,
-                    *_token_args(first, tokens),
-                    first + len(tokens),
-                    status,
-                    self._replay_ms,
-                    TURN_STREAM_CAP,
-                    "" if usage is None else usage.input_tokens,
-                    "" if usage is None else usage.output_tokens,
-                    replaces or "",
-                ],
+                args={
+                    "token": token,
+                    "turn_id": turn_id,
+                    "user_json": user_json,
+                    "reply_json": reply_json,
+                    "now": now,
+                    "ttl": self._ttl,
+                    "session_id": session_id,
+                    "title": title,
+                    **_token_args(first, tokens),
+                    "done_seq": first + len(tokens),
+                    "status": status,
+                    "keep_ms": self._replay_ms,
+                    "cap": TURN_STREAM_CAP,
+                    "input_tokens": "" if usage is None else usage.input_tokens,
+                    "output_tokens": "" if usage is None else usage.output_tokens,
+                    "replaces": replaces or "",
+                },
             )
         )
+        _check_types(result)
         if result == 1 and not self._single:
             await self._index(session_id, now, owner=owner)
             with contextlib.suppress(Exception):
                 await self._redis.set(turn_session_key(turn_id), session_id, px=self._replay_ms)
         return result
 
-    async def fail_turn(
+    async def turn_stored(self, session_id: str, turn_id: str) -> bool | None:
+        """Whether turn `turn_id` was stored: its stream's end says COMPLETE or STOPPED
+        (written in the same step as the turn). None while it has no end yet."""
+        rows: Any = await self._redis.xrevrange(turn_stream_key(session_id, turn_id), count=1)
+        if not rows:
+            return None
+        entry = _entry(rows[0][0], rows[0][1])
+        if not isinstance(entry, TurnEnd):
+            return None
+        return entry.stored
+
+    async def abandon_turn(
         self,
         session_id: str,
         token: str,
         *,
         turn_id: str,
         pending: tuple[int, list[str]],
-        code: str,
-        message: str,
-    ) -> None:
-        """Free the lock (if still held) and end the turn's stream as FAILED."""
+        code: str = "",
+        message: str = "",
+        kept_reply: str | None = None,
+    ) -> int:
+        """End a turn that stores nothing: free the lock (if still held) and end its
+        stream, FAILED with the error's code and message, or, given `kept_reply` (the
+        reply that stays, as the list holds it), STOPPED. 1 ended here, 0 it had ended
+        already, 2 the session is gone (nothing written)."""
         first, tokens = pending
-        await self._fail(
-            keys=[
-                lock_key(session_id),
-                active_turn_key(session_id),
-                turn_stream_key(session_id, turn_id),
-            ],
-            args=[
-                token,
-                *_token_args(first, tokens),
-                first + len(tokens),
-                code,
-                message,
-                self._replay_ms,
-                TURN_STREAM_CAP,
-            ],
+        result = int(
+            await self._abandon(
+                keys={
+                    "lock": lock_key(session_id),
+                    "active": active_turn_key(session_id),
+                    "stream": turn_stream_key(session_id, turn_id),
+                    "meta": meta_key(session_id),
+                },
+                args={
+                    "token": token,
+                    **_token_args(first, tokens),
+                    "end_seq": first + len(tokens),
+                    "status": "FAILED" if kept_reply is None else "STOPPED",
+                    "code": code,
+                    "message": message,
+                    "reply": kept_reply or "",
+                    "keep_ms": self._replay_ms,
+                    "cap": TURN_STREAM_CAP,
+                },
+            )
         )
+        _check_types(result)
+        return result
 
     async def flush_turns(
         self, batch: list[tuple[str, str, int, list[str]]]
-    ) -> list[tuple[bool, bool]]:
+    ) -> list[tuple[bool, int]]:
         """For each (session id, turn id, first seq, new tokens) of running turns: append
         the tokens (if any) to the turn's stream as one entry, and look whether a stop
-        was asked for. One pipeline for all of them (on a cluster, one per node). Each
-        answer: (the tokens are in the stream, a stop was asked for).
-
-        An entry whose id is taken (a write that landed although its reply was lost, or
-        one after the turn's end) is refused by Redis and changes nothing.
-        """
-        if self._single:
-            return await self._flush_turns_scripted(batch)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for session_id, turn_id, first, tokens in batch:
-                stream = turn_stream_key(session_id, turn_id)
-                if tokens:
-                    fields: dict[FieldT, EncodableT] = {
-                        "f": first,
-                        "t": json.dumps(tokens, ensure_ascii=False),
-                    }
-                    last = first + len(tokens) - 1
-                    pipe.xadd(
-                        stream, fields, id=f"{last}-0", maxlen=TURN_STREAM_CAP, approximate=True
-                    )
-                    pipe.pexpire(stream, self._replay_ms + self._lock_ms)
-                pipe.hmget(active_turn_key(session_id), ["turn_id", "stop"])
-            results = iter(await pipe.execute(raise_on_error=False))
-        answers: list[tuple[bool, bool]] = []
-        for _, turn_id, _, tokens in batch:
-            written = True
-            if tokens:
-                written = not isinstance(next(results), Exception)
-                next(results)
-            active = next(results)
-            stop = isinstance(active, list) and active[0] == turn_id and active[1] is not None
-            answers.append((written, stop))
-        return answers
-
-    async def _flush_turns_scripted(
-        self, batch: list[tuple[str, str, int, list[str]]]
-    ) -> list[tuple[bool, bool]]:
-        """`flush_turns` on one Redis: one script call a turn instead of three commands
-        (what the client spends per command is most of the writer's CPU)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for session_id, turn_id, first, tokens in batch:
-                await self._flush(
-                    keys=[turn_stream_key(session_id, turn_id), active_turn_key(session_id)],
-                    args=[
-                        first,
-                        first + len(tokens) - 1,
-                        json.dumps(tokens, ensure_ascii=False) if tokens else "",
-                        TURN_STREAM_CAP,
-                        self._replay_ms + self._lock_ms,
-                        turn_id,
-                    ],
-                    client=pipe,  # type: ignore[arg-type]  # redis-py accepts pipelines here
-                )
-            results = await pipe.execute(raise_on_error=False)
-        answers: list[tuple[bool, bool]] = []
-        for result in results:
-            if isinstance(result, Exception):
-                answers.append((False, False))
+        was asked for. Each answer: (the tokens are in the stream, 1 a stop was asked for
+        or 2 the session is gone, else 0). On one Redis one pipeline of script calls (what
+        the client spends per command is most of the writer's CPU); a cluster pipeline
+        takes no scripts, so there the calls go at once, each on its node."""
+        calls: list[tuple[dict[str, str], dict[str, EncodableT]]] = [
+            (
+                {
+                    "stream": turn_stream_key(session_id, turn_id),
+                    "active": active_turn_key(session_id),
+                    "meta": meta_key(session_id),
+                },
+                {
+                    **_token_args(first, tokens),
+                    "cap": TURN_STREAM_CAP,
+                    "keep_ms": self._replay_ms + self._lock_ms,
+                    "turn_id": turn_id,
+                },
+            )
+            for session_id, turn_id, first, tokens in batch
+        ]
+        answers: list[tuple[bool, int]] = []
+        for result in await self._each(self._flush, calls):
+            if isinstance(result, BaseException):
+                answers.append((False, 0))
             else:
-                answers.append((bool(int(result[0])), bool(int(result[1]))))
+                answers.append((bool(int(result["written"])), int(result["stop"])))
         return answers
+
+    async def _each(
+        self, script: Script, calls: list[tuple[dict[str, str], dict[str, EncodableT]]]
+    ) -> list[Any]:
+        """One script called for each (keys, args): on one Redis in one pipeline; a
+        cluster pipeline takes no scripts, so there the calls go at once, each to its
+        node. Each result by name, or the exception it raised."""
+        if not calls:
+            return []
+        if self._single:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
+                raw = await pipe.execute(raise_on_error=False)
+            return [r if isinstance(r, BaseException) else script.named(r) for r in raw]
+        return list(
+            await asyncio.gather(
+                *(script(keys=keys, args=args) for keys, args in calls), return_exceptions=True
+            )
+        )
 
     async def stop_turn(
         self, session_id: str, turn_id: str | None, *, who: Identity = ANONYMOUS
@@ -1115,17 +921,18 @@ class SessionStore:
             turn_id = check_turn_id(turn_id)
         await self.check_usable(session_id, who=who)
         result = await self._stop(
-            keys=[
-                active_turn_key(session_id),
-                lock_key(session_id),
-                turn_stream_key(session_id, turn_id) if turn_id else meta_key(session_id),
-            ],
-            args=[turn_id or ""],
+            keys={
+                "active": active_turn_key(session_id),
+                "lock": lock_key(session_id),
+                "stream": turn_stream_key(session_id, turn_id) if turn_id else meta_key(session_id),
+            },
+            args={"turn_id": turn_id or ""},
         )
-        outcome = int(result[0])
+        outcome = int(result["outcome"])
+        _check_types(outcome)
         if outcome < 0:
             raise NotFound("no turn with that id on this session")
-        return str(result[1]) if outcome == 1 else None
+        return str(result["turn_id"]) if outcome == 1 else None
 
     async def active_turn(self, session_id: str, *, who: Identity = ANONYMOUS) -> ActiveTurn | None:
         """The turn running on the session, if any (NotFound when `who` may not use it)."""
@@ -1153,6 +960,9 @@ class SessionStore:
             (running_id, token), held = await pipe.execute()
         return running_id == turn_id and held is not None and held == token
 
+    async def session_exists(self, session_id: str) -> bool:
+        return bool(await self._redis.exists(meta_key(session_id), messages_key(session_id)))
+
     async def turn_entries(
         self, session_id: str, turn_id: str, after: int, *, block_ms: int | None = None
     ) -> list[TokenEntry | TurnEnd]:
@@ -1170,18 +980,21 @@ class SessionStore:
             rows = reply[0][1] if reply else []  # RESP2: [[key, entries]]
         return [_entry(entry_id, fields) for entry_id, fields in rows or []]
 
-    async def summary_state(self, session_id: str) -> tuple[int | None, int, int, bool]:
-        """Where the session's summary is (its position, or None), the last position it
-        covers (-1: none), the list's length, and whether a rewind made it stale."""
+    async def summary_state(self, session_id: str) -> SummaryState:
+        """Where the session's summary is and what it covers, the list's length, and
+        the session's epoch (moved by whatever takes messages back)."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(meta_key(session_id), ["summary_at", "summary_covers", "summary_stale"])
+            pipe.hmget(
+                meta_key(session_id), ["summary_at", "summary_covers", "summary_stale", "epoch"]
+            )
             pipe.llen(messages_key(session_id))
-            (at, covers, stale), length = await pipe.execute()
-        return (
-            int(at) if at is not None else None,
-            int(covers) if covers is not None else -1,
-            int(length),
-            stale is not None,
+            (at, covers, stale, epoch), length = await pipe.execute()
+        return SummaryState(
+            at=_whole(at),
+            covers=_whole(covers, -1),
+            length=int(length),
+            stale=stale is not None,
+            epoch=_whole(epoch, 0),
         )
 
     async def messages_between(self, session_id: str, first: int, last: int) -> list[StoredMessage]:
@@ -1194,14 +1007,24 @@ class SessionStore:
         return decode_newest_first(raw, last + 1)
 
     async def store_summary(
-        self, session_id: str, *, text_json: str, covers: int, at: int | None
+        self, session_id: str, *, text_json: str, covers: int, at: int | None, epoch: int
     ) -> bool:
         """Keep a summary in the list: in the place of the old one (`at`), or as the newest
         message when there is none yet (only while no turn runs, whose new messages'
-        positions it would move). Whether it was kept."""
+        positions it would move). Only while the session's epoch is still `epoch`: a
+        summary of messages taken back since is never kept. Whether it was kept."""
         result = await self._summarize(
-            keys=[messages_key(session_id), meta_key(session_id), lock_key(session_id)],
-            args=[text_json, covers, -1 if at is None else at],
+            keys={
+                "messages": messages_key(session_id),
+                "meta": meta_key(session_id),
+                "lock": lock_key(session_id),
+            },
+            args={
+                "summary": text_json,
+                "covers": covers,
+                "at": -1 if at is None else at,
+                "epoch": epoch,
+            },
         )
         return bool(int(result))
 
@@ -1244,16 +1067,23 @@ class SessionStore:
                 del self._index_backlog[(index, session_id)]
         return len(self._index_backlog)
 
-    def _adopt_keys(self, session_id: str) -> list[str]:
-        keys = [messages_key(session_id), meta_key(session_id)]
-        return [*keys, INDEX_KEY] if self._single else keys
+    def _adopt_keys(self, session_id: str) -> dict[str, str]:
+        keys = {"messages": messages_key(session_id), "meta": meta_key(session_id)}
+        return {**keys, "index": INDEX_KEY} if self._single else keys
+
+    def _adopt_args(self, session_id: str, now: int) -> dict[str, EncodableT]:
+        return {
+            "now": now,
+            "session_id": session_id,
+            "prompt": self._default_prompt,
+            "ttl": self._ttl,
+        }
 
     async def _adopt_one(self, session_id: str) -> bool:
         now = self._now()
         adopted = bool(
             await self._adopt(
-                keys=self._adopt_keys(session_id),
-                args=[now, session_id, self._default_prompt, self._ttl],
+                keys=self._adopt_keys(session_id), args=self._adopt_args(session_id, now)
             )
         )
         if adopted and not self._single:
@@ -1283,46 +1113,66 @@ class SessionStore:
 
     async def _adopt_batch(self, ids: list[str]) -> int:
         now = self._now()
-        if self._single:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for session_id in ids:
-                    await self._adopt(
-                        keys=self._adopt_keys(session_id),
-                        args=[now, session_id, self._default_prompt, self._ttl],
-                        client=pipe,  # type: ignore[arg-type]  # redis-py accepts pipelines here
-                    )
-                return sum(int(r) for r in await pipe.execute())
-        # A cluster pipeline refuses scripts: run them concurrently, a bounded group at a time.
         results: list[int] = []
+        # A bounded group at a time (on a cluster the calls of a group go at once).
         for start in range(0, len(ids), 50):
             group = ids[start : start + 50]
-            done = await asyncio.gather(
-                *(
-                    self._adopt(
-                        keys=self._adopt_keys(sid), args=[now, sid, self._default_prompt, self._ttl]
-                    )
-                    for sid in group
-                )
+            done = await self._each(
+                self._adopt, [(self._adopt_keys(sid), self._adopt_args(sid, now)) for sid in group]
             )
-            results += [int(r) for r in done]
+            for result in done:
+                if isinstance(result, BaseException):
+                    raise result
+                results.append(int(result))
+        if self._single:
+            return sum(results)
         newly = {sid: now for sid, done in zip(ids, results, strict=True) if done}
         if newly:
             await self._redis.zadd(INDEX_KEY, newly, nx=True)
         return sum(results)
 
     @staticmethod
-    def _info(session_id: str, meta: Mapping[Any, Any], count: int) -> SessionInfo:
-        fields = {str(k): str(v) for k, v in meta.items()}
+    def _info(
+        session_id: str, meta: Mapping[str, str], count: int, usage: Usage = NO_USAGE
+    ) -> SessionInfo:
         return SessionInfo(
             id=session_id,
-            title=fields.get("title") or None,
-            system_prompt=fields.get("system_prompt"),
-            created_at=_from_micros(fields.get("created_at")),
-            updated_at=_from_micros(fields.get("updated_at")),
+            title=meta.get("title") or None,
+            system_prompt=meta.get("system_prompt"),
+            created_at=_from_micros(meta.get("created_at")),
+            updated_at=_from_micros(meta.get("updated_at")),
             message_count=count,
-            owner_id=fields.get("owner") or None,
-            usage=Usage(
-                input_tokens=int(fields.get("input_tokens") or 0),
-                output_tokens=int(fields.get("output_tokens") or 0),
-            ),
+            owner_id=meta.get("owner") or None,
+            usage=usage,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryState:
+    at: int | None  # the summary's position, None when there is none
+    covers: int  # the last position it covers (-1: none)
+    length: int  # the list's length
+    stale: bool  # a rewind took back what it covers
+    epoch: int  # moved by whatever takes messages back
+
+
+def _whole(value: Any, default: int | None = None) -> Any:
+    """A whole number another program may have left as anything: the default if not."""
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _caller(who: Identity | None) -> dict[str, str]:
+    if who is None:
+        return {"admin": "*", "user": ""}
+    return {"admin": "1" if who.is_admin else "0", "user": who.user_id or ""}
+
+
+def _check_types(outcome: int) -> None:
+    if outcome == -9:
+        raise DataConflict(
+            "a key of this session holds a value of another type (another program wrote "
+            "it); nothing was changed"
         )

@@ -65,7 +65,8 @@ class Summarizer:
 
     async def _refresh(self, session_id: str, upto: int) -> None:
         try:
-            at, covers, length, stale = await self._store.summary_state(session_id)
+            state = await self._store.summary_state(session_id)
+            at, covers, length, stale = state.at, state.covers, state.length, state.stale
             if stale:
                 covers = -1  # a rewind took back what it covered: summarize anew
             if upto <= covers or upto >= length:
@@ -101,7 +102,7 @@ class Summarizer:
                 return
             element = encode(SystemMessage(content=text, additional_kwargs={COVERS: upto}))
             if not await self._store.store_summary(
-                session_id, text_json=element, covers=upto, at=at
+                session_id, text_json=element, covers=upto, at=at, epoch=state.epoch
             ):
                 logger.info("summary of session %s left for a later turn", session_id)
         except asyncio.CancelledError:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import sys
 import time
@@ -50,14 +51,26 @@ META_FIELDS = frozenset(
         "summary_at",
         "summary_covers",
         "summary_stale",
+        "list_mark",
+        "epoch",
     }
 )
 # Fields that hold whole numbers (times in microseconds, token counts, positions).
 _WHOLE_FIELDS = frozenset(
-    {"created_at", "updated_at", "input_tokens", "output_tokens", "summary_at", "summary_covers"}
+    {
+        "created_at",
+        "updated_at",
+        "input_tokens",
+        "output_tokens",
+        "summary_at",
+        "summary_covers",
+        "epoch",
+    }
 )
 _WHOLE = re.compile(r"-?[0-9]{1,20}")
 _BATCH = 100
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,7 +107,7 @@ class Transfer:
                     "session_id": session_id,
                     "owner": meta.get("owner"),
                     "meta": dict(meta),
-                    "messages": [json.loads(element) for element in reversed(raw)],
+                    "messages": _readable(reversed(raw), session_id),
                 }
                 yield json.dumps(record, ensure_ascii=False)
 
@@ -146,6 +159,20 @@ def parse_record(line: str, number: int = 1) -> dict[str, Any]:
         return _checked(json.loads(line))
     except (BadInput, ValueError, TypeError, KeyError) as exc:
         raise BadInput(f"line {number}: {exc}") from None
+    except RecursionError:
+        raise BadInput(f"line {number}: JSON nested too deeply") from None
+
+
+def _readable(elements: Iterable[str], session_id: str) -> list[Any]:
+    """The list's elements as JSON; one that is not (another program's) is left out, as
+    every reader of the list leaves it out."""
+    found = []
+    for element in elements:
+        try:
+            found.append(json.loads(element))
+        except (ValueError, RecursionError):
+            logger.warning("export of session %s skips an unreadable element", session_id)
+    return found
 
 
 def _checked(record: object) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from typing import TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resolvers.services import metrics, spans
 from resolvers.services.context import ContextPlan, is_context_too_long, plan_context
@@ -303,14 +305,21 @@ class TurnRunner:
             "send the message again, with a new turn id",
             turn_id=live.turn_id,
         )
+        ended = 0
         with contextlib.suppress(Exception):  # if not written, the next follower looks again
-            await self._store.fail_turn(
+            ended = await self._store.abandon_turn(
                 live.session_id,
                 "",  # no lock to free: it has expired
                 turn_id=live.turn_id,
                 pending=(live.seq + 1, []),
                 code=failure.code,
                 message=failure.message,
+            )
+        if ended == 2:
+            failure = TurnFailed(
+                "NOT_FOUND",
+                "the session was deleted while the reply streamed",
+                turn_id=live.turn_id,
             )
         # What was written first (this end, or one that came meanwhile) is the end.
         _apply(live, await self._store.turn_entries(live.session_id, live.turn_id, live.seq))
@@ -365,8 +374,7 @@ class TurnRunner:
                 "chat.model": self._model.name,
             },
         )
-        stored = False
-        status = TurnStatus.COMPLETE
+        ended: TurnEvent | None = None
         error: ChatError | None = None
         renewer = asyncio.create_task(self._keep_lock(session_id, start.token, turn_id))
         written = self._writer.add(live)
@@ -374,101 +382,18 @@ class TurnRunner:
         if asked is not None:
             message = asked.content
         try:
-            user_at = datetime.now(UTC)
-            earlier = start.length - start.skip if asked is not None else start.length
-            asking = HumanMessage(content=message)
-
-            summary = start.summary if self._summarizer is not None else None
-            planned: list[ContextPlan] = []
-
-            def prompt_for(budget: int) -> list[BaseMessage]:
-                plan = plan_context(
-                    start.system_prompt,
-                    start.window,
-                    total=earlier,
-                    max_tokens=budget,
-                    summary=summary,
-                )
-                planned.append(plan)
-                return plan.prompt(start.system_prompt, asking)
-
+            plan = _TurnPlan(start, message, regenerating=asked is not None)
             report = ReplyReport()
-            status = await self._stream_reply(live, prompt_for, report)
-            reply = "".join(live.tokens)
-            reply_at = datetime.now(UTC)
+            status = await self._stream_reply(
+                live, lambda budget: plan.prompt(budget, self._summarizer is not None), report
+            )
             self._writer.remove(live)
-            user_id = message_id(start.length, secrets.token_hex(4))
-            # A regenerated reply takes the place (the position) of the one it replaces.
-            reply_at_position = (
-                start.length - 1 - (start.skip - 2) if asked is not None else start.length + 1
-            )
-            reply_id = message_id(reply_at_position, secrets.token_hex(4))
-            commit = asyncio.ensure_future(
-                _timed(
-                    "commit",
-                    self._store.commit_turn(
-                        session_id,
-                        start.token,
-                        user_json=encode(
-                            stamped(
-                                HumanMessage(content=message),
-                                user_at,
-                                identifier=user_id,
-                                turn_id=turn_id,
-                            )
-                        ),
-                        reply_json=encode(
-                            stamped(
-                                _reply_message(reply, report.usage),
-                                reply_at,
-                                identifier=reply_id,
-                                turn_id=turn_id,
-                                status=status,
-                                finish_reason=report.finish_reason,
-                            )
-                        ),
-                        first_message="" if asked is not None else message,
-                        owner=start.owner,
-                        turn_id=turn_id,
-                        pending=written.pending(live),
-                        status=status.value,
-                        usage=report.usage,
-                        replaces=start.replaces,
-                    ),
-                )
-            )
-            try:
-                outcome = await asyncio.shield(commit)
-            except asyncio.CancelledError:
-                # A shutdown cut the wait: the write goes on, and its outcome is what the
-                # followers are told (a stored turn reported as lost would be sent again).
-                outcome = await commit
-            _check_commit(outcome)
-            stored = True
-            done = StoredMessage(
-                role=Role.ASSISTANT,
-                content=reply,
-                created_at=reply_at,
-                id=reply_id,
-                turn_id=turn_id,
-                status=status,
-                usage=report.usage,
-                finish_reason=report.finish_reason,
-            )
-            if self._summarizer is not None and planned:
-                # Off the turn's path: the reply is out before a summary is asked for.
-                oldest = planned[0].oldest_sent  # the full budget's: what turns send
-                self._summarizer.want(session_id, (earlier if oldest is None else oldest) - 1)
-            live.finish(
-                TurnEvent(
-                    token="",
-                    done=True,
-                    message=done,
-                    turn_id=turn_id,
-                    seq=live.end_seq,
-                    status=status,
-                )
-            )
+            if start.replaces is not None and not live.tokens and status is TurnStatus.STOPPED:
+                # A regenerate stopped before its first token: the old reply stays.
+                ended = await self._keep_old_reply(live, start, written)
+            else:
+                ended = await self._store_turn(live, start, plan, status, report, written)
+            live.finish(ended)
         except asyncio.CancelledError:
             error = ModelFailed("the server is shutting down; the turn was not stored")
             raise
@@ -480,21 +405,23 @@ class TurnRunner:
                 logger.warning("turn failed on session %s: %s", session_id, error.code)
         finally:
             renewer.cancel()
-            ended = status.value if stored else error.code if error else "FAILED"
+            stored = ended is not None and ended.status is not None
+            outcome = ended.status.value if stored and ended and ended.status else None
+            outcome = outcome or (error.code if error else "FAILED")
             with contextlib.suppress(Exception):  # never in the way of the turn's end
-                metrics.TURNS.labels(ended).inc()
+                metrics.TURNS.labels(outcome).inc()
                 metrics.TURN_SECONDS.observe(asyncio.get_running_loop().time() - live.began)
                 spans.finish(
                     span,
-                    {"chat.outcome": ended, "chat.tokens": len(live.tokens)},
-                    error=None if stored else ended,
+                    {"chat.outcome": outcome, "chat.tokens": len(live.tokens)},
+                    error=None if stored else outcome,
                 )
             try:
                 self._writer.remove(live)
-                if not stored:
+                if ended is None:
                     with contextlib.suppress(Exception):
                         failure = error or ModelFailed("the turn was not stored")
-                        await self._store.fail_turn(
+                        await self._store.abandon_turn(
                             session_id,
                             start.token,
                             turn_id=turn_id,
@@ -509,6 +436,109 @@ class TurnRunner:
                     live.finish(TurnFailed(error.code, error.message, turn_id=turn_id))
                 if self._running.get((session_id, turn_id)) is live:
                     del self._running[(session_id, turn_id)]
+
+    async def _store_turn(
+        self,
+        live: LiveTurn,
+        start: TurnStart,
+        plan: _TurnPlan,
+        status: TurnStatus,
+        report: ReplyReport,
+        written: _Written,
+    ) -> TurnEvent:
+        """Store the turn (the user message and the reply, or a regenerated reply in
+        place of the old one) and end its stream, in one step: its done event."""
+        session_id, turn_id = live.session_id, live.turn_id
+        reply = "".join(live.tokens)
+        reply_at = datetime.now(UTC)
+        user_id = message_id(start.length, secrets.token_hex(4))
+        # A regenerated reply takes the place (the position) of the one it replaces.
+        reply_position = (
+            start.length - 1 - (start.skip - 2) if plan.regenerating else start.length + 1
+        )
+        reply_id = message_id(reply_position, secrets.token_hex(4))
+        user_json = encode(
+            stamped(
+                HumanMessage(content=plan.message),
+                plan.asked_at,
+                identifier=user_id,
+                turn_id=turn_id,
+            )
+        )
+        reply_json = encode(
+            stamped(
+                _reply_message(reply, report.usage),
+                reply_at,
+                identifier=reply_id,
+                turn_id=turn_id,
+                status=status,
+                finish_reason=report.finish_reason,
+            )
+        )
+
+        async def attempt() -> int:
+            return await self._store.commit_turn(
+                session_id,
+                start.token,
+                user_json=user_json,
+                reply_json=reply_json,
+                first_message="" if plan.regenerating else plan.message,
+                owner=start.owner,
+                turn_id=turn_id,
+                pending=written.pending(live),
+                status=status.value,
+                usage=report.usage,
+                replaces=start.replaces,
+            )
+
+        commit = asyncio.ensure_future(_timed("commit", _confirmed(attempt)))
+        try:
+            outcome = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            # A shutdown cut the wait: the write goes on, and its outcome is what the
+            # followers are told (a stored turn reported as lost would be sent again).
+            outcome = await commit
+        _check_commit(outcome)
+        if self._summarizer is not None and plan.planned:
+            # Off the turn's path: the reply is out before a summary is asked for.
+            oldest = plan.planned[0].oldest_sent  # the full budget's: what turns send
+            self._summarizer.want(session_id, (plan.earlier if oldest is None else oldest) - 1)
+        done = StoredMessage(
+            role=Role.ASSISTANT,
+            content=reply,
+            created_at=reply_at,
+            id=reply_id,
+            turn_id=turn_id,
+            status=status,
+            usage=report.usage,
+            finish_reason=report.finish_reason,
+        )
+        return TurnEvent(
+            token="", done=True, message=done, turn_id=turn_id, seq=live.end_seq, status=status
+        )
+
+    async def _keep_old_reply(
+        self, live: LiveTurn, start: TurnStart, written: _Written
+    ) -> TurnEvent:
+        """End a regenerate stopped before its first token: nothing stored, the old reply
+        stays; its done event (STOPPED) carries that reply."""
+        assert start.replaces is not None
+        await self._store.abandon_turn(
+            live.session_id,
+            start.token,
+            turn_id=live.turn_id,
+            pending=written.pending(live),
+            kept_reply=start.replaces,
+        )
+        kept = decode(start.replaces, start.length - 1 - (start.skip - 2))
+        return TurnEvent(
+            token="",
+            done=True,
+            message=kept,
+            turn_id=live.turn_id,
+            seq=live.end_seq,
+            status=TurnStatus.STOPPED,
+        )
 
     async def _stream_reply(
         self, live: LiveTurn, prompt_for: PromptFor, report: ReplyReport
@@ -606,6 +636,33 @@ class TurnRunner:
                 logger.warning("could not renew the lock of session %s", session_id)
 
 
+class _TurnPlan:
+    """What a turn sends the model: the history window cut to a budget, after the
+    summary, then the user's message; every plan made is kept (a retry with half the
+    budget makes a second)."""
+
+    def __init__(self, start: TurnStart, message: str, *, regenerating: bool) -> None:
+        self.start = start
+        self.message = message
+        self.regenerating = regenerating
+        self.asked_at = datetime.now(UTC)
+        # Messages before the turn's (a regenerate's own message and reply left out).
+        self.earlier = start.length - start.skip if regenerating else start.length
+        self.planned: list[ContextPlan] = []
+
+    def prompt(self, budget: int, summaries: bool) -> list[BaseMessage]:
+        start = self.start
+        plan = plan_context(
+            start.system_prompt,
+            start.window,
+            total=self.earlier,
+            max_tokens=budget,
+            summary=start.summary if summaries else None,
+        )
+        self.planned.append(plan)
+        return plan.prompt(start.system_prompt, HumanMessage(content=self.message))
+
+
 @dataclass(slots=True)
 class _Written:
     """Where a running turn's stream stands."""
@@ -681,6 +738,8 @@ class _StreamWriter:
                     step = 1 + written.writes // FLUSHES_PER_STEP
                     written.next_write = now + min(FLUSH_SECONDS * step, MAX_FLUSH_SECONDS)
                 written.next_look = now + STOP_POLL_SECONDS
+                # 1: a stop was asked for; 2: the session was deleted (its commit then
+                # finds it gone, and nothing is written for it again).
                 if stop:
                     live.request_stop()
 
@@ -739,6 +798,34 @@ def _reply_message(text: str, usage: Usage | None) -> AIMessage:
         total_tokens=usage.input_tokens + usage.output_tokens,
     )
     return AIMessage(content=text, usage_metadata=counts)
+
+
+# How long a commit whose answer was lost (Redis unreachable, or late) is asked again
+# before the client is told it cannot be known whether the turn was stored.
+COMMIT_CONFIRM_SECONDS = 60.0
+
+
+async def _confirmed(attempt: Callable[[], Awaitable[int]]) -> int:
+    """The outcome of a commit, found out even when its answer is lost: the same call is
+    made again (it stores nothing twice, and answers "stored" when an earlier try
+    stored the turn) until Redis answers. A turn is never reported failed when it was
+    stored, nor stored when it is reported failed."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + COMMIT_CONFIRM_SECONDS
+    pause = 0.05
+    while True:
+        try:
+            return await attempt()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if loop.time() + pause > give_up:
+                raise StoreUnavailable(
+                    f"Redis did not answer for {COMMIT_CONFIRM_SECONDS:g} s: it is not known "
+                    "whether the reply was stored; read the session's history before "
+                    "sending the message again"
+                ) from exc
+            logger.warning("the answer to a commit was lost (%s): asking again", type(exc).__name__)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def _check_commit(outcome: int) -> None:

@@ -1,0 +1,96 @@
+-- Takes the session's lock for a new turn and reads what the model needs, in one step;
+-- or finds the turn with this id already there, to be joined rather than run again.
+-- KEYS[1] lock: the session's lock (the running turn's token)
+-- KEYS[2] meta: the session's metadata
+-- KEYS[3] messages: the session's list (LangChain's layout, newest first)
+-- KEYS[4] active: the running turn's record
+-- KEYS[5] stream: this turn's events
+-- KEYS[6] turn_ids: the session's turns, each scored by when its events are forgotten (ms)
+-- KEYS[7] turn_session?: the turn id's session (one Redis; the caller claims it on a cluster)
+-- ARGV[1] token: the lock's new token
+-- ARGV[2] lock_ms: the lock's life
+-- ARGV[3] window: most history messages to read
+-- ARGV[4] alive_s: the session's time to live while the turn runs (0: none)
+-- ARGV[5] now: microseconds since the epoch
+-- ARGV[6] session_id: the session's id
+-- ARGV[7] user: the caller's user id ('' when anonymous)
+-- ARGV[8] admin: '1' when the caller is an admin
+-- ARGV[9] turn_id: the turn's id
+-- ARGV[10] message: the user's message, shown as the running turn's
+-- ARGV[11] keep_ms: how long the turn's events are kept after the lock's last renewal
+-- ARGV[12] regenerate: '1' to run the last user message again in place of the last reply
+-- RETURNS {outcome, prompt, window, owner, length, reply, asked, summary, summary_at, skip}
+-- outcome: 1 taken (a retry of this very call too), 0 no session the caller may use,
+-- -1 busy, -2 the turn id is another session's, -3 nothing to regenerate, 2 the turn is
+-- there already (join it), -9 a key holds a value of another type. With regenerate, the
+-- window leaves the replaced reply and its message out (`skip` counts what it leaves
+-- out: those two, and a summary written after them), and reply and asked are they.
+-- INCLUDE keys
+-- INCLUDE session
+-- INCLUDE numbers
+-- INCLUDE window
+
+local lock, meta, messages, active, stream, turn_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local token = ARGV[1]
+if not (holds(meta, 'hash') and holds(messages, 'list') and holds(active, 'hash')
+    and holds(stream, 'stream') and holds(turn_ids, 'zset')) then
+  return {-9}
+end
+if redis.call('EXISTS', meta, messages) == 0 then return {0} end
+local owner = redis.call('HGET', meta, 'owner')
+if refuses(owner, ARGV[8], ARGV[7]) then return {0} end
+if KEYS[7] then
+  local home = redis.call('GET', KEYS[7])
+  if home and home ~= ARGV[6] then return {-2} end
+end
+local held = redis.call('GET', lock)
+local retried = held == token
+if not retried then
+  if redis.call('EXISTS', stream) == 1 then return {2} end
+  if held and redis.call('HGET', active, 'turn_id') == ARGV[9] then return {2} end
+  if held then return {-1} end
+end
+
+-- The reply to replace and its message: the newest two, or the two below a summary
+-- written after them.
+local length = redis.call('LLEN', messages)
+local skip, reply, asked, message = 0, false, false, ARGV[10]
+if ARGV[12] == '1' then
+  local offset = 0
+  if kind_of(redis.call('LINDEX', messages, 0)) == 'system' then offset = 1 end
+  reply = redis.call('LINDEX', messages, offset)
+  asked = redis.call('LINDEX', messages, offset + 1)
+  local reply_kind, asked_data = kind_of(reply), decoded(asked)
+  if (reply_kind ~= 'ai' and reply_kind ~= 'AIMessageChunk') or not asked_data
+      or asked_data['type'] ~= 'human' then
+    return {-3}
+  end
+  message = ''
+  if type(asked_data['data']) == 'table' and type(asked_data['data']['content']) == 'string' then
+    message = asked_data['data']['content']
+  end
+  skip = offset + 2
+end
+
+local prompt = redis.call('HGET', meta, 'system_prompt')
+local window, _, summary, summary_at = window_of(meta, messages, whole(ARGV[3]) or 0, skip)
+
+if not retried then
+  redis.call('SET', lock, token, 'PX', ARGV[2])
+  redis.call('DEL', active)
+  redis.call('HSET', active, 'turn_id', ARGV[9], 'token', token, 'started_at', ARGV[5],
+    'message', message)
+  redis.call('PEXPIRE', active, ARGV[2])
+  local forget_at = math.floor(whole(ARGV[5]) / 1000) + whole(ARGV[11])
+  redis.call('ZREMRANGEBYSCORE', turn_ids, '-inf', '(' .. math.floor(whole(ARGV[5]) / 1000))
+  redis.call('ZADD', turn_ids, forget_at, ARGV[9])
+  redis.call('PEXPIRE', turn_ids, ARGV[11])
+  if KEYS[7] then redis.call('SET', KEYS[7], ARGV[6], 'PX', ARGV[11]) end
+end
+-- A running turn keeps its session: its keys live while the lock is renewed.
+local alive = whole(ARGV[4]) or 0
+if alive > 0 then
+  redis.call('EXPIRE', meta, alive)
+  redis.call('EXPIRE', messages, alive)
+end
+return {1, prompt, window, owner, length, reply, asked, summary, summary_at, skip}

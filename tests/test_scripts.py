@@ -1,0 +1,553 @@
+"""Each Redis script on its own, against what another program may leave in its keys.
+
+A script is a transaction Redis never rolls back: an error halfway leaves every write
+before it in place. So each one must read and check everything before its first write:
+whatever it finds (a count that is not a number or does not fit 64 bits, a key of
+another type, an element that is not JSON), it does its whole work or changes nothing,
+and it never stops halfway with a Redis error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
+from redis.asyncio import Redis
+
+from resolvers.services import scripts
+from resolvers.services.errors import DataConflict
+from resolvers.services.history import encode, stamped
+from resolvers.services.keys import (
+    INDEX_KEY,
+    active_turn_key,
+    lock_key,
+    messages_key,
+    meta_key,
+    turn_ids_key,
+    turn_stream_key,
+)
+from resolvers.services.scripts import Script
+from resolvers.services.sessions import SessionStore, TurnStart
+from resolvers.services.usage import Usage
+from tests.support.snapshot import snapshot
+
+# Values another program may leave where a count, a time or a position belongs.
+HOSTILE_NUMBERS = [
+    "abc",
+    "",
+    "3.5",
+    "-7",
+    "1e400",
+    "99999999999999999999",  # past int64: HINCRBY fails on it
+    "9223372036854775807",  # int64's largest: HINCRBY of 1 overflows
+    "9" * 400,
+    "0x10",
+    " 7",
+    "nan",
+]
+# Elements another program may leave in a session's list.
+HOSTILE_ELEMENTS = [
+    "not json",
+    '{"type": 5}',
+    "[" * 3000 + "]" * 3000,
+    json.dumps({"type": "ai", "data": "text"}),
+    json.dumps(
+        {
+            "type": "ai",
+            "data": {
+                "content": "x",
+                "additional_kwargs": {"message_id": "0.x"},
+                "usage_metadata": {"input_tokens": 1e300, "output_tokens": -5},
+            },
+        }
+    ),
+    json.dumps(
+        {
+            "type": "ai",
+            "data": {
+                "content": "x",
+                "additional_kwargs": {"message_id": "0.y"},
+                "usage_metadata": {"input_tokens": "12", "output_tokens": 2.5},
+            },
+        }
+    ),
+]
+MAX_COUNT = 2**31 - 1
+
+
+@pytest.fixture(scope="module")
+def db_url(fresh_db: Callable[[], str]) -> str:
+    return fresh_db()
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(db_url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def raw(db_url: str) -> AsyncIterator[Redis]:
+    """The same database without decoding (DUMP gives bytes)."""
+    client = Redis.from_url(db_url)
+    yield client
+    await client.aclose()
+
+
+def make_store(redis: Redis, *, ttl: int = 0) -> SessionStore:
+    return SessionStore(
+        redis, default_system_prompt="p", history_window=40, ttl_seconds=ttl, lock_seconds=20
+    )
+
+
+def reply(text: str, tokens_in: int, tokens_out: int) -> str:
+    message = AIMessage(
+        content=text,
+        usage_metadata={
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+        },
+    )
+    return encode(stamped(message, _now(), identifier=f"1.{uuid.uuid4().hex[:8]}"))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def commit(store: SessionStore, session_id: str, start: TurnStart, n: int = 1) -> int:
+    return await store.commit_turn(
+        session_id,
+        start.token,
+        user_json=json.dumps(message_to_dict(HumanMessage(content=f"q{n}"))),
+        reply_json=reply(f"a{n}", 10 * n, n),
+        first_message=f"q{n}",
+        turn_id=start.turn_id,
+        pending=(1, ["a"]),
+        usage=Usage(input_tokens=10 * n, output_tokens=n),
+    )
+
+
+def counted(elements: Sequence[str | bytes]) -> tuple[int, int]:
+    """The usage the stored elements hold, as the server counts it."""
+    tokens_in = tokens_out = 0
+    for raw in elements:
+        try:
+            data = json.loads(raw)
+            fields = data["data"]
+            assert isinstance(fields["additional_kwargs"]["message_id"], str)
+            counts = fields["usage_metadata"]
+            a, b = counts["input_tokens"], counts["output_tokens"]
+        except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
+            continue
+        if all(
+            isinstance(v, int | float) and v == int(v) and 0 <= v <= MAX_COUNT for v in (a, b)
+        ) and not any(isinstance(v, bool) for v in (a, b)):
+            tokens_in, tokens_out = tokens_in + int(a), tokens_out + int(b)
+    return tokens_in, tokens_out
+
+
+# -- the files -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", scripts.names())
+def test_each_script_declares_every_key_and_argument_it_uses(name: str) -> None:
+    body = scripts.source(name)
+    interface = scripts.interface(name)
+    for kind, declared in (("KEYS", interface.keys), ("ARGV", interface.args)):
+        used = {int(n) for n in re.findall(rf"{kind}\[(\d+)\]", body)}
+        assert used <= set(range(1, len(declared) + 1)), f"{kind} used but not declared"
+        assert used == set(range(1, len(declared) + 1)), f"{kind} declared but not used"
+    assert interface.returns is None or len(interface.returns) >= 1
+    assert "RETURNS" in (scripts.FOLDER / f"{name}.lua").read_text()
+
+
+@pytest.mark.parametrize("name", scripts.names())
+async def test_each_script_compiles_on_redis(db: Redis, name: str) -> None:
+    assert re.fullmatch(r"[0-9a-f]{40}", await db.script_load(scripts.source(name)))
+
+
+def test_includes_are_resolved_once_and_in_order() -> None:
+    body = scripts.source("commit_turn")
+    assert body.count("local function whole(") == 1
+    assert body.index("local function whole(") < body.index("local function counted(")
+    assert "INCLUDE" not in body.split("-- INCLUDE")[0]  # fragments come first
+
+
+async def test_a_script_refuses_names_its_header_does_not_declare(db: Redis) -> None:
+    script = Script(db, "release_lock")
+    with pytest.raises(TypeError, match="takes no key"):
+        await script(keys={"lock": "a", "active": "b", "other": "c"}, args={"token": "t"})
+    with pytest.raises(TypeError, match="needs the argument"):
+        await script(keys={"lock": "a", "active": "b"}, args={})
+
+
+# -- commit_turn -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS)
+@pytest.mark.parametrize("field", ["input_tokens", "output_tokens", "epoch", "list_mark"])
+async def test_commit_stores_once_whatever_the_counts_hold(
+    db: Redis, field: str, value: str
+) -> None:
+    """The review's case: a count past int64 made the commit fail after it had written
+    the turn, and every retry stored it again. Now the turn is stored once, its usage is
+    the sum over the stored replies, and a retry stores nothing more."""
+    store = make_store(db)
+    session = await store.create()
+    first = await store.begin_turn(session.id)
+    assert await commit(store, session.id, first) == 1
+    await db.hset(meta_key(session.id), field, value)
+    start = await store.begin_turn(session.id)
+    assert await commit(store, session.id, start, 2) == 1
+    assert await commit(store, session.id, start, 2) == 1  # a retry: stored once
+    elements = await db.lrange(messages_key(session.id), 0, -1)
+    assert len(elements) == 4
+    info = await store.require(session.id)
+    assert (info.usage.input_tokens, info.usage.output_tokens) == counted(elements) == (30, 3)
+
+
+@pytest.mark.parametrize("element", HOSTILE_ELEMENTS)
+async def test_commit_counts_only_what_it_can_read(db: Redis, element: str) -> None:
+    store = make_store(db)
+    session = await store.create()
+    await db.lpush(messages_key(session.id), element)
+    await db.hdel(meta_key(session.id), "list_mark")  # as another program left it
+    await db.hset(meta_key(session.id), "input_tokens", "x")
+    start = await store.begin_turn(session.id)
+    assert await commit(store, session.id, start) == 1
+    elements = await db.lrange(messages_key(session.id), 0, -1)
+    info = await store.require(session.id)
+    usage = (info.usage.input_tokens, info.usage.output_tokens)
+    assert usage == counted(elements)
+    assert all(0 <= n <= MAX_COUNT for n in usage)
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [("meta", "string"), ("messages", "hash"), ("stream", "list"), ("turn_ids", "string")],
+)
+async def test_commit_changes_nothing_when_a_key_holds_another_type(
+    db: Redis, raw: Redis, key: str, kind: str
+) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    name = {
+        "meta": meta_key(session.id),
+        "messages": messages_key(session.id),
+        "stream": turn_stream_key(session.id, start.turn_id),
+        "turn_ids": turn_ids_key(session.id),
+    }[key]
+    await db.delete(name)
+    if kind == "string":
+        await db.set(name, "planted")
+    elif kind == "hash":
+        await db.hset(name, "planted", "1")
+    else:
+        await db.rpush(name, "planted")
+    before = await snapshot(raw)
+    with pytest.raises(DataConflict):
+        await commit(store, session.id, start)
+    assert await snapshot(raw) == before
+
+
+async def test_commit_changes_nothing_when_the_index_is_another_type(db: Redis, raw: Redis) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    await db.delete(INDEX_KEY)
+    await db.set(INDEX_KEY, "planted")
+    before = await snapshot(raw)
+    with pytest.raises(DataConflict):
+        await commit(store, session.id, start)
+    assert await snapshot(raw) == before
+
+
+# -- begin_turn, rewind, summaries -----------------------------------------------------
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS)
+async def test_begin_reads_a_hostile_summary_place_as_no_summary(db: Redis, value: str) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    await commit(store, session.id, start)
+    await db.hset(meta_key(session.id), mapping={"summary_at": value, "summary_covers": value})
+    start = await store.begin_turn(session.id)
+    assert start.summary is None
+    assert [m.content for m in start.window] == ["q1", "a1"]
+    await store.release_lock(session.id, start.token)
+
+
+@pytest.mark.parametrize(("key", "kind"), [("meta", "string"), ("messages", "hash")])
+async def test_begin_changes_nothing_when_a_key_holds_another_type(
+    db: Redis, raw: Redis, key: str, kind: str
+) -> None:
+    store = make_store(db)
+    session = await store.create()
+    name = meta_key(session.id) if key == "meta" else messages_key(session.id)
+    await db.delete(name)
+    if kind == "string":
+        await db.set(name, "planted")
+    else:
+        await db.hset(name, "planted", "1")
+    before = await snapshot(raw)
+    with pytest.raises(DataConflict):
+        await store.begin_turn(session.id)
+    assert await snapshot(raw) == before
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS)
+async def test_rewind_leaves_exact_usage_whatever_the_counts_held(db: Redis, value: str) -> None:
+    from resolvers.services.conversation import Conversations
+
+    store = make_store(db)
+    conversations = Conversations(db, store)
+    session = await store.create()
+    for n in (1, 2):
+        start = await store.begin_turn(session.id)
+        await commit(store, session.id, start, n)
+    await db.hset(meta_key(session.id), mapping={"input_tokens": value, "epoch": value})
+    messages = await store.messages(session.id)
+    await conversations.rewind(session.id, messages[2].id)
+    info = await store.require(session.id)
+    elements = await db.lrange(messages_key(session.id), 0, -1)
+    assert len(elements) == 2
+    assert (info.usage.input_tokens, info.usage.output_tokens) == counted(elements) == (10, 1)
+
+
+async def test_a_rewind_never_subtracts_usage_that_was_never_added(db: Redis) -> None:
+    """An element another program wrote with usage this server never added (or a count
+    it lost) takes the session's usage below zero nowhere."""
+    from resolvers.services.conversation import Conversations
+
+    store = make_store(db)
+    conversations = Conversations(db, store)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    await commit(store, session.id, start)
+    await db.hset(meta_key(session.id), mapping={"input_tokens": 0, "output_tokens": 0})
+    messages = await store.messages(session.id)
+    await conversations.rewind(session.id, messages[0].id)
+    info = await store.require(session.id)
+    assert (info.usage.input_tokens, info.usage.output_tokens) == (0, 0)
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS)
+async def test_a_summary_is_never_kept_over_hostile_state(db: Redis, value: str) -> None:
+    store = make_store(db)
+    session = await store.create()
+    for n in (1, 2):
+        start = await store.begin_turn(session.id)
+        await commit(store, session.id, start, n)
+    await db.hset(
+        meta_key(session.id),
+        mapping={"epoch": value, "summary_at": value, "summary_covers": value},
+    )
+    state = await store.summary_state(session.id)
+    element = encode(stamped(AIMessage(content="s"), _now()))
+    kept = await store.store_summary(
+        session.id, text_json=element, covers=1, at=state.at, epoch=state.epoch
+    )
+    # Kept only where the state reads as numbers: never an error.
+    assert kept in (True, False)
+    assert await db.llen(messages_key(session.id)) in (4, 5)
+
+
+# -- the stream scripts ----------------------------------------------------------------
+
+
+async def test_a_flush_for_a_deleted_session_writes_nothing(db: Redis) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    assert await store.delete(session.id)
+    [(written, stop)] = await store.flush_turns([(session.id, start.turn_id, 1, ["a", "b"])])
+    assert (written, stop) == (False, 2)
+    assert await db.exists(turn_stream_key(session.id, start.turn_id)) == 0
+
+
+async def test_a_flush_written_twice_keeps_one_entry(db: Redis) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    batch = [(session.id, start.turn_id, 1, ["a", "b"])]
+    assert await store.flush_turns(batch) == [(True, 0)]
+    assert await store.flush_turns(batch) == [(True, 0)]  # a retry: already there
+    assert await db.xlen(turn_stream_key(session.id, start.turn_id)) == 1
+    await store.release_lock(session.id, start.token)
+
+
+@pytest.mark.parametrize("kind", ["string", "list"])
+async def test_stream_scripts_change_nothing_on_a_stream_of_another_type(
+    db: Redis, raw: Redis, kind: str
+) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    stream = turn_stream_key(session.id, start.turn_id)
+    await db.delete(stream)
+    if kind == "string":
+        await db.set(stream, "planted")
+    else:
+        await db.rpush(stream, "planted")
+    before = await snapshot(raw)
+    assert await store.flush_turns([(session.id, start.turn_id, 1, ["a"])]) == [(False, 0)]
+    with pytest.raises(DataConflict):
+        await store.abandon_turn(
+            session.id, start.token, turn_id=start.turn_id, pending=(1, ["a"]), code="X"
+        )
+    assert await snapshot(raw) == before
+
+
+async def test_an_abandoned_turn_of_a_deleted_session_leaves_no_stream(db: Redis) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    assert await store.delete(session.id)
+    ended = await store.abandon_turn(
+        session.id, start.token, turn_id=start.turn_id, pending=(1, ["secret"]), code="X"
+    )
+    assert ended == 2
+    assert await db.keys(f"*{session.id}*") == []
+
+
+# -- delete, adopt, reads, documents ---------------------------------------------------
+
+
+async def test_delete_leaves_nothing_of_the_session(db: Redis) -> None:
+    store = make_store(db)
+    session = await store.create()
+    for n in (1, 2):
+        start = await store.begin_turn(session.id, turn_id=str(uuid.uuid4()))
+        await store.flush_turns([(session.id, start.turn_id, 1, ["a"])])
+        await commit(store, session.id, start, n)
+    running = await store.begin_turn(session.id)
+    await store.flush_turns([(session.id, running.turn_id, 1, ["private"])])
+    assert await store.delete(session.id)
+    left = [k for k in await db.keys("*") if session.id in k]
+    assert left == []
+    assert await db.zscore(INDEX_KEY, session.id) is None
+    assert [k for k in await db.keys("turns:*")] == []
+
+
+@pytest.mark.parametrize("kind", ["meta", "turn_ids", "active", "index"])
+async def test_delete_changes_nothing_when_a_key_holds_another_type(
+    db: Redis, raw: Redis, kind: str
+) -> None:
+    store = make_store(db)
+    session = await store.create()
+    name = {
+        "meta": meta_key(session.id),
+        "turn_ids": turn_ids_key(session.id),
+        "active": active_turn_key(session.id),
+        "index": INDEX_KEY,
+    }[kind]
+    if kind == "meta":
+        await db.delete(name)
+        await db.rpush(messages_key(session.id), "x")  # the session still exists
+    else:
+        await db.delete(name)
+    await db.set(name, "planted")
+    before = await snapshot(raw)
+    if kind == "meta":
+        with pytest.raises(DataConflict):
+            await store.delete(session.id)
+    else:
+        with pytest.raises(DataConflict):
+            await store.delete(session.id)
+    assert await snapshot(raw) == before
+
+
+@pytest.mark.parametrize("element", HOSTILE_ELEMENTS)
+async def test_adoption_counts_what_it_can_read(db: Redis, element: str) -> None:
+    store = make_store(db)
+    session_id = str(uuid.uuid4())
+    await db.lpush(messages_key(session_id), element)
+    info = await store.get(session_id)
+    assert info is not None
+    assert (info.usage.input_tokens, info.usage.output_tokens) == counted([element])
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS)
+async def test_reads_never_fail_on_hostile_metadata(db: Redis, value: str) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    await commit(store, session.id, start)
+    await db.hset(
+        meta_key(session.id),
+        mapping={
+            "created_at": value,
+            "updated_at": value,
+            "input_tokens": value,
+            "output_tokens": value,
+            "list_mark": value,
+        },
+    )
+    info = await store.require(session.id)
+    assert (info.usage.input_tokens, info.usage.output_tokens) == (10, 1)
+    page = await store.page(first=10, after=None)
+    assert [s.usage.input_tokens for s in page.sessions] == [10]
+    assert len(await store.messages(session.id)) == 2
+
+
+async def test_an_outside_clear_leaves_no_usage_and_no_summary(db: Redis) -> None:
+    """Another LangChain program clears the list (RedisChatMessageHistory.clear()): the
+    usage is the sum over what the list now holds, and no summary position points
+    past it."""
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    await commit(store, session.id, start)
+    await db.hset(meta_key(session.id), mapping={"summary_at": 0, "summary_covers": 0})
+    await db.delete(messages_key(session.id))
+    info = await store.require(session.id)
+    assert (info.message_count, info.usage.input_tokens, info.usage.output_tokens) == (0, 0, 0)
+    # ... and appends again: still only what the list holds.
+    await db.lpush(messages_key(session.id), json.dumps(message_to_dict(HumanMessage("hi"))))
+    info = await store.require(session.id)
+    assert (info.message_count, info.usage.input_tokens) == (1, 0)
+    start = await store.begin_turn(session.id)
+    assert start.summary is None
+    assert await commit(store, session.id, start, 2) == 1
+    info = await store.require(session.id)
+    assert (info.usage.input_tokens, info.usage.output_tokens) == (20, 2)
+    state = await store.summary_state(session.id)
+    assert state.at is None
+
+
+async def test_keeping_a_document_changes_nothing_on_an_index_of_another_type(
+    db: Redis, raw: Redis
+) -> None:
+    from resolvers.services.persisted import PersistedQueries, query_hash
+
+    await db.set("{apq}:index", "planted")
+    before = await snapshot(raw)
+    queries = PersistedQueries(db)
+    document = "{ viewer { id } }"
+    assert await queries.put(query_hash(document), document) is False
+    assert await snapshot(raw) == before
+
+
+async def test_a_lock_held_by_another_turn_is_neither_renewed_nor_released(
+    db: Redis, raw: Redis
+) -> None:
+    store = make_store(db)
+    session = await store.create()
+    start = await store.begin_turn(session.id)
+    await db.set(lock_key(session.id), "someone-else")
+    before = await snapshot(raw)
+    assert await store.renew_lock(session.id, start.token, start.turn_id) is False
+    await store.release_lock(session.id, start.token)
+    assert await snapshot(raw) == before
