@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from strawberry.http.websocket_origin import normalize_allowed_origins
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from resolvers import logs, pages, rest
+from resolvers import logs, pages, rest, shutdown
 from resolvers.dependencies import get_context
 from resolvers.logs import RequestIds
 from resolvers.middleware import (
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
+            shutdown.on_stop_signal(services.begin_shutdown)
             # Everything loaded so far (LangChain, the SDKs, the schema) lives as long as
             # the process: keep it out of the collector's full passes, which otherwise
             # stall every stream for 150 ms or more each time one runs.

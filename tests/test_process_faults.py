@@ -81,3 +81,68 @@ async def test_sigterm_lets_running_turns_finish_and_be_stored(
     for session_id, message in ((streamed_id, body["message"]), (abandoned_id, gone["message"])):
         history = (await client.get(f"/session/{session_id}/history")).json()["history"]
         assert history == [{"input": message, "output": f"[n=2] {message}"}]
+
+
+async def test_sigterm_with_a_long_reply_streaming_exits_within_the_bound(
+    make_app: Callable[..., AppServer],
+    app: AppServer,
+    client: httpx.AsyncClient,
+    shared_redis_url: str,
+) -> None:
+    """A reply of a minute streams to `POST /chat` (SSE) and a subscriber follows it;
+    SIGTERM comes 1 s in. The process exits within SHUTDOWN_TIMEOUT_SECONDS, not when
+    the reply would have ended: the turn is stored STOPPED with what it had and the SSE
+    reader gets its done event (before the fix uvicorn waited out the whole reply). The
+    subscriber's socket is closed at once (1012, service restart) and it follows the
+    turn again on another process, to the same done event."""
+    import websockets
+
+    from tests.support.ws_client import graphql_socket
+
+    follow = (
+        "subscription($s: ID!, $t: ID, $a: Int!) { turn(sessionId: $s, turnId: $t, after: $a) "
+        "{ seq done status message { content status } } }"
+    )
+    stopping = make_app(redis_url=shared_redis_url, SHUTDOWN_TIMEOUT_SECONDS="4")
+    session_id = await new_session(client)
+    body = {"session_id": session_id, "message": "!delay=0.5 !tokens=120 long"}
+    events: list[str] = []
+    seen: list[dict[str, object]] = []
+    closed_with = None
+    async with httpx.AsyncClient(base_url=stopping.url, timeout=60) as http:
+        async with http.stream(
+            "POST", "/chat", json=body, headers={"accept": "text/event-stream"}
+        ) as response:
+            turn_id = response.headers["x-turn-id"]
+            async with graphql_socket(stopping.ws_url) as ws:
+                op = await ws.start(follow, s=session_id, t=turn_id, a=0)
+                sent = 0.0
+                async for line in response.aiter_lines():
+                    events.append(line)
+                    if not sent and line.startswith("event: token"):
+                        await asyncio.sleep(1)
+                        assert stopping.process is not None
+                        stopping.process.send_signal(signal.SIGTERM)
+                        sent = time.monotonic()
+                try:
+                    seen += (await ws.collect(op)).events
+                except websockets.ConnectionClosed as closed:
+                    closed_with = closed.rcvd.code if closed.rcvd else None
+    assert stopping.process is not None
+    stopping.process.wait(30)
+    exited_after = time.monotonic() - sent
+    done = [e for e in events if e.startswith("data:") and '"status"' in e]
+    assert done and '"status": "STOPPED"' in done[-1], events[-3:]
+    assert closed_with == 1012
+    async with graphql_socket(app.ws_url) as ws:  # the client follows again elsewhere
+        last_seen = max([int(str(e["seq"])) for e in seen] or [0])
+        last = await ws.collect(await ws.start(follow, s=session_id, t=turn_id, a=last_seen))
+    end = last.events[-1]
+    assert end["done"] and end["status"] == "STOPPED", last
+    history = (await client.get(f"/session/{session_id}/history")).json()["history"]
+    assert len(history) == 1 and history[0]["input"] == body["message"]
+    partial = history[0]["output"]
+    assert partial.startswith("[n=2] t0") and not partial.endswith("t119")
+    assert end["message"]["content"] == partial
+    # Bounded by the setting (4 s), whatever the reply's length (a minute).
+    assert exited_after < 20, exited_after

@@ -27,8 +27,6 @@ logger = logging.getLogger(__name__)
 
 ADMIN_NEEDED = "this operation needs Authorization: Bearer <ADMIN_TOKEN>"
 
-# How long a stopping server waits for running turns to finish and be stored.
-DRAIN_SECONDS = 30.0
 # How often a cluster's index entries that could not be written are tried again.
 INDEX_REPAIR_SECONDS = 1.0
 
@@ -59,6 +57,10 @@ class Services:
         """Raise Unauthenticated unless `who` may use the admin operations."""
         if not self.allows_admin(who):
             raise Unauthenticated(ADMIN_NEEDED)
+
+    def begin_shutdown(self) -> None:
+        """A SIGTERM came: end the streams this process serves within the bound."""
+        self.turns.shutdown(self.settings.shutdown_timeout_seconds)
 
     async def ready(self) -> bool:
         try:
@@ -183,7 +185,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await turns.drain(DRAIN_SECONDS)
+            await turns.drain(settings.shutdown_timeout_seconds)
 
 
 async def _adopt_in_background(sessions: SessionStore) -> None:

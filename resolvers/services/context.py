@@ -63,8 +63,9 @@ def plan_context(
     """The history to send from `window` (the last messages, oldest first, of `total`),
     after `summary` when one is given (its tokens count against the budget)."""
     head = [SystemMessage(content=summary.content)] if summary is not None else []
-    if summary is not None:
-        window = [m for m in window if m.id != summary.id]
+    # SYSTEM elements of the list are summaries: the one that holds goes first (above);
+    # any other (a stale one, which summarized messages rewound since) is never sent.
+    window = [m for m in window if m.role is not Role.SYSTEM]
     budget = max(1, max_tokens - (count_tokens_approximately(head) if head else 0))
     system = SystemMessage(content=system_prompt)
     if sum(estimate(m) for m in window) <= budget:

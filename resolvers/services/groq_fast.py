@@ -60,8 +60,6 @@ async def groq_stream(
     try:
         finished = False
         async for lines in _sse_data(response):
-            if finished:
-                continue  # read to the end, so the connection goes back to the pool
             texts: list[str] = []
             failure: Exception | None = None
             for data in lines:
@@ -92,6 +90,10 @@ async def groq_stream(
                 yield texts  # what came before a failure in the same read goes out first
             if failure is not None:
                 raise failure
+            if finished:
+                # The reply is whole at [DONE]: a provider (or a proxy) that keeps the
+                # connection open after it must not turn a complete reply into a timeout.
+                break
     finally:
         await response.aclose()
     if not finished:

@@ -204,19 +204,38 @@ async def _valid_text(batches: AsyncIterator[list[str]]) -> AsyncGenerator[list[
         yield ["\ufffd"]
 
 
+# Once a reply is whole (its finish reason and counts came), how long its stream may
+# take to end: a provider or proxy that holds the connection open after the end (the
+# SDKs read on to `[DONE]` and past it) must not turn a whole reply into a timeout.
+AFTER_FINISH_SECONDS = 0.5
+
+
 async def _langchain_stream(
     model: BaseChatModel, messages: Sequence[BaseMessage], report: ReplyReport
 ) -> AsyncIterator[list[str]]:
-    async for chunk in model.astream(list(messages)):
-        usage = getattr(chunk, "usage_metadata", None)
-        if usage:
-            report.add_usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-        reason = chunk.response_metadata.get("finish_reason")
-        if isinstance(reason, str) and reason:
-            report.finish_reason = reason
-        text = chunk.text
-        if text:
-            yield [text]
+    chunks = aiter(model.astream(list(messages)))
+    try:
+        while True:
+            try:
+                if report.finish_reason is not None and report.usage is not None:
+                    chunk = await asyncio.wait_for(anext(chunks), AFTER_FINISH_SECONDS)
+                else:
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                return  # whole already: the rest of the stream is not waited for
+            usage = getattr(chunk, "usage_metadata", None)
+            if usage:
+                report.add_usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+            reason = chunk.response_metadata.get("finish_reason")
+            if isinstance(reason, str) and reason:
+                report.finish_reason = reason
+            text = chunk.text
+            if text:
+                yield [text]
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 # Providers whose LangChain class takes `timeout` and `max_retries` (the SDK's own

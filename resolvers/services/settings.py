@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # Connections for following turns that other processes run (one per turn followed
     # at once, whatever the number of subscribers to it here).
     turn_follow_connections: int = Field(default=50, ge=1)
+    # SIGTERM to exit, at most: running turns may finish for most of it, then are stopped
+    # and stored with what they have (an orchestrator kills at its own bound, 30 s in
+    # Kubernetes by default).
+    shutdown_timeout_seconds: float = Field(default=30.0, ge=1, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # "json": one JSON object a line (for a log shipper); "text" for people.
     log_format: Literal["text", "json"] = "text"

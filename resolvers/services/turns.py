@@ -79,6 +79,9 @@ FLUSHES_PER_STEP = 500
 STOP_POLL_SECONDS = 0.25
 # How long a follower's blocking stream read waits before it checks the turn is alive.
 FOLLOW_BLOCK_MS = 1000
+# Of the time a stopping server has (SHUTDOWN_TIMEOUT_SECONDS), the share running turns
+# may still run: the rest is for storing them and closing the connections.
+SHUTDOWN_TURN_SHARE = 0.8
 
 
 class TurnRunner:
@@ -121,6 +124,7 @@ class TurnRunner:
         self._summarizer = summarizer
         # Blocking reads of followed turns at once: the follow pool's size.
         self._follow_slots = asyncio.Semaphore(follow_connections)
+        self._closing: asyncio.Task[None] | None = None
 
     def check_message(self, message: str) -> str:
         if not isinstance(message, str) or not message.strip():
@@ -341,6 +345,24 @@ class TurnRunner:
         if live is not None:
             live.request_stop()  # ours: at once, not at the next look at Redis
         return True
+
+    def shutdown(self, seconds: float) -> None:
+        """A SIGTERM came: end everything this process serves within `seconds`, so the
+        server's own wait for open responses (REST streams, subscriptions) ends in time.
+        Followers of other processes' turns end now (their clients follow again
+        elsewhere); running turns may finish for most of the time, then are stopped and
+        stored with what they have (their readers get the done event)."""
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close(seconds))
+
+    async def _close(self, seconds: float) -> None:
+        for task in list(self._mirror_tasks):
+            task.cancel()
+        if self._tasks:
+            logger.info("stopping: %d turn(s) running, %.0f s to end", len(self._tasks), seconds)
+            await asyncio.wait(set(self._tasks), timeout=seconds * SHUTDOWN_TURN_SHARE)
+        for live in list(self._running.values()):
+            live.request_stop()
 
     async def drain(self, seconds: float) -> None:
         """Let running turns finish (and be stored) for up to `seconds`."""

@@ -36,6 +36,8 @@ numbers, the last occurrence wins, anything not matching is ordinary text):
   stream open without tokens; K=0 sends none before the first token).
 - ``!context=N``: answer 400 ``context_length_exceeded`` (as Groq does) when the request's
   messages hold more than N words in all (a model's context window).
+- ``!hold_after_done=S``: after ``[DONE]``, keep the connection open S seconds more (SSE
+  comment lines every 0.1 s), as a provider or a proxy that does not close it.
 - ``!lone_surrogate``: the first content piece carries a lone UTF-16 surrogate (``\\ud800``,
   escaped in the JSON as providers do).
 
@@ -73,7 +75,7 @@ from starlette.routing import Route
 _INT = r"\d+"
 _NUM = r"\d+(?:\.\d+)?"
 _DIRECTIVE_RE = re.compile(
-    rf"!(?:(status|cut|tokens|fail_times|keepalive_after|context)=({_INT})|(retry_after|first_delay|delay)=({_NUM}))"
+    rf"!(?:(status|cut|tokens|fail_times|keepalive_after|context)=({_INT})|(retry_after|first_delay|delay|hold_after_done)=({_NUM}))"
 )
 _FAIL_MODEL_RE = re.compile(r"!fail_model=([\w.:-]+)")
 _HANG_RE = re.compile(r"!hang(?![\w=])")
@@ -121,6 +123,7 @@ class Directives:
     fail_times: int | None = None
     fail_model: str | None = None
     keepalive_after: int | None = None
+    hold_after_done: float = 0.0
     lone_surrogate: bool = False
     context: int | None = None
 
@@ -294,6 +297,10 @@ class _Completion:
             raise _Cut
         yield self._chunk({}, "stop", x_groq={"id": self.request_id, "usage": self.usage})
         yield b"data: [DONE]\n\n"
+        # Bounded by the directive: a connection held open after the end.
+        for _ in range(int(d.hold_after_done * 10)):
+            await self._pause(0.1)
+            yield b": still here\n\n"
 
     def body(self) -> bytes:
         completion = {
