@@ -109,25 +109,27 @@ async def test_sigterm_with_a_long_reply_streaming_exits_within_the_bound(
     events: list[str] = []
     seen: list[dict[str, object]] = []
     closed_with = None
-    async with httpx.AsyncClient(base_url=stopping.url, timeout=60) as http:
-        async with http.stream(
+    async with (
+        httpx.AsyncClient(base_url=stopping.url, timeout=60) as http,
+        http.stream(
             "POST", "/chat", json=body, headers={"accept": "text/event-stream"}
-        ) as response:
-            turn_id = response.headers["x-turn-id"]
-            async with graphql_socket(stopping.ws_url) as ws:
-                op = await ws.start(follow, s=session_id, t=turn_id, a=0)
-                sent = 0.0
-                async for line in response.aiter_lines():
-                    events.append(line)
-                    if not sent and line.startswith("event: token"):
-                        await asyncio.sleep(1)
-                        assert stopping.process is not None
-                        stopping.process.send_signal(signal.SIGTERM)
-                        sent = time.monotonic()
-                try:
-                    seen += (await ws.collect(op)).events
-                except websockets.ConnectionClosed as closed:
-                    closed_with = closed.rcvd.code if closed.rcvd else None
+        ) as response,
+    ):
+        turn_id = response.headers["x-turn-id"]
+        async with graphql_socket(stopping.ws_url) as ws:
+            op = await ws.start(follow, s=session_id, t=turn_id, a=0)
+            sent = 0.0
+            async for line in response.aiter_lines():
+                events.append(line)
+                if not sent and line.startswith("event: token"):
+                    await asyncio.sleep(1)
+                    assert stopping.process is not None
+                    stopping.process.send_signal(signal.SIGTERM)
+                    sent = time.monotonic()
+            try:
+                seen += (await ws.collect(op)).events
+            except websockets.ConnectionClosed as closed:
+                closed_with = closed.rcvd.code if closed.rcvd else None
     assert stopping.process is not None
     stopping.process.wait(30)
     exited_after = time.monotonic() - sent
