@@ -47,7 +47,8 @@ def seed(redis_url: str, count: int) -> None:
             messages = [
                 HumanMessage(content=f"question {n}", additional_kwargs={"message_id": f"0.{n:x}"}),
                 AIMessage(content=f"answer {n} \u00e9\U0001f600", usage_metadata={
-                    "input_tokens": n, "output_tokens": 2, "total_tokens": n + 2}),
+                    "input_tokens": n, "output_tokens": 2, "total_tokens": n + 2},
+                    additional_kwargs={"message_id": f"1.{n:x}"}),
             ]  # fmt: skip
             pipe.lpush(
                 messages_key(session_id), *(json.dumps(message_to_dict(m)) for m in messages)
@@ -227,3 +228,76 @@ async def test_what_a_rewind_leaves_and_odd_text_round_trip_over_http(
         assert json.loads(again.text.split("\n")[0]) == record
         history = (await http.get(f"/session/{session_id}/history")).json()["history"]
         assert history[0]["input"] == odd
+
+
+async def test_an_import_with_a_line_that_cannot_be_written_writes_nothing(
+    admin_app: AppServer,
+) -> None:
+    """The review's cases: a lone surrogate passed the check and failed at write time,
+    with a bare 500 and the earlier lines written; a count past int64 was let in. Every
+    line is checked for all of it first: 400 naming the line, nothing written."""
+    admin = ADMIN_HEADERS
+    async with httpx.AsyncClient(base_url=admin_app.url, timeout=30) as http:
+        good = []
+        for _ in range(2):
+            session_id = await new_session(http)
+            await http.post("/chat", json={"session_id": session_id, "message": "kept"})
+            exported = await http.get(
+                "/admin/export", params={"session_id": session_id}, headers=admin
+            )
+            good.append(exported.text.strip())
+            assert (await http.delete(f"/session/{session_id}")).status_code == 204
+        template = json.loads(good[0])
+        surrogate = dict(template, session_id=str(uuid.uuid4()))
+        surrogate["messages"] = [*template["messages"]]
+        surrogate["messages"][0] = {
+            **template["messages"][0],
+            "data": {**template["messages"][0]["data"], "content": "lone \ud800 surrogate"},
+        }
+        past_int64 = dict(template, session_id=str(uuid.uuid4()))
+        past_int64["meta"] = {**template["meta"], "input_tokens": "9" * 20}
+        huge_reply = dict(template, session_id=str(uuid.uuid4()))
+        huge_reply["messages"] = [
+            template["messages"][0],
+            {
+                **template["messages"][1],
+                "data": {
+                    **template["messages"][1]["data"],
+                    "usage_metadata": {
+                        "input_tokens": 2**40,
+                        "output_tokens": 1,
+                        "total_tokens": 1,
+                    },
+                },
+            },
+        ]
+        for bad in (surrogate, past_int64, huge_reply):
+            body = "\n".join([*good, json.dumps(bad)])
+            refused = await http.post("/admin/import", content=body.encode(), headers=admin)
+            assert refused.status_code == 400, refused.text
+            assert "line 3" in refused.json()["detail"]
+            for line in good:
+                missing = await http.get(f"/session/{json.loads(line)['session_id']}/history")
+                assert missing.status_code == 404
+
+
+async def test_imported_sessions_older_than_the_ttl_are_listed(
+    make_app: Callable[..., AppServer],
+) -> None:
+    """An import keeps a session's last activity (its index score), however old; with a
+    TTL the session lives a TTL from the import, and is listed all that time."""
+    app = make_app(ADMIN_TOKEN="admin-secret", SESSION_TTL_SECONDS="3600")
+    admin = {"authorization": "Bearer admin-secret"}
+    old = 1_500_000_000_000_000  # 2017
+    session_id = str(uuid.uuid4())
+    record = {
+        "session_id": session_id,
+        "owner": None,
+        "meta": {"title": "old", "system_prompt": "p", "created_at": old, "updated_at": old},
+        "messages": [message_to_dict(HumanMessage(content="long ago"))],
+    }
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        imported = await http.post("/admin/import", content=json.dumps(record), headers=admin)
+        assert imported.json() == {"imported": 1, "skipped": 0}
+        listed = (await http.get("/sessions", headers=admin)).json()["sessions"]
+    assert listed == [session_id]

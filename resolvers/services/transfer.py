@@ -33,9 +33,9 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict, messages_from_dict
 from redis.asyncio import Redis, RedisCluster
 
-from resolvers.services.errors import BadInput
+from resolvers.services.errors import BadInput, DataConflict
 from resolvers.services.keys import INDEX_KEY, messages_key, meta_key, owner_index_key
-from resolvers.services.validation import check_session_id
+from resolvers.services.validation import check_session_id, check_text
 
 # The metadata fields a session may have (docs/architecture.md, storage layout).
 META_FIELDS = frozenset(
@@ -55,19 +55,19 @@ META_FIELDS = frozenset(
         "epoch",
     }
 )
-# Fields that hold whole numbers (times in microseconds, token counts, positions).
-_WHOLE_FIELDS = frozenset(
-    {
-        "created_at",
-        "updated_at",
-        "input_tokens",
-        "output_tokens",
-        "summary_at",
-        "summary_covers",
-        "epoch",
-    }
-)
-_WHOLE = re.compile(r"-?[0-9]{1,20}")
+MAX_COUNT = 2**31 - 1
+# Fields that hold whole numbers, and the range each may take: times in microseconds
+# (exact as a double), token counts, positions in the list.
+_WHOLE_FIELDS = {
+    "created_at": (0, 2**53 - 1),
+    "updated_at": (0, 2**53 - 1),
+    "input_tokens": (0, MAX_COUNT),
+    "output_tokens": (0, MAX_COUNT),
+    "summary_at": (0, MAX_COUNT),
+    "summary_covers": (-1, MAX_COUNT),
+    "epoch": (0, MAX_COUNT),
+}
+_WHOLE = re.compile(r"-?[0-9]{1,16}")
 _BATCH = 100
 
 logger = logging.getLogger(__name__)
@@ -103,54 +103,114 @@ class Transfer:
                 meta, raw = found[2 * index], found[2 * index + 1]
                 if not meta and not raw:
                     continue
+                # Derived or internal: the importer computes them anew.
+                kept = {k: v for k, v in meta.items() if k not in ("last_turn", "list_mark")}
                 record = {
                     "session_id": session_id,
                     "owner": meta.get("owner"),
-                    "meta": dict(meta),
+                    "meta": kept,
                     "messages": _readable(reversed(raw), session_id),
                 }
                 yield json.dumps(record, ensure_ascii=False)
 
     async def import_lines(self, lines: Iterable[str], *, replace: bool = False) -> Imported:
-        """Write the sessions of `lines`. Every line is checked first: one that is not a
-        session (its number in the error) imports nothing."""
+        """Write the sessions of `lines`, all or none. Every line is checked first: one
+        that is not a session (its number in the error) imports nothing."""
         records = [parse_record(line, number) for number, line in _numbered(lines)]
-        done = Imported()
-        for record in records:
-            if await self.write(record, replace=replace):
-                done.written += 1
-            else:
-                done.skipped += 1
+        return await self.import_records(records, replace=replace)
+
+    async def import_records(
+        self, records: list[dict[str, Any]], *, replace: bool = False
+    ) -> Imported:
+        """Write checked sessions, all or none: on one Redis in one transaction; on a
+        cluster (a transaction spans one slot) session by session, and what was written
+        is taken back if a later one fails. Sessions already there are skipped unless
+        `replace`."""
+        found = await self._existing([r["session_id"] for r in records])
+        chosen = [r for r in records if replace or r["session_id"] not in found]
+        done = Imported(written=len(chosen), skipped=len(records) - len(chosen))
+        if not chosen:
+            return done
+        for index in {INDEX_KEY} | {owner_index_key(r["owner"]) for r in chosen if r["owner"]}:
+            if await self._redis.type(index) not in ("zset", "none"):
+                raise DataConflict(f"{index} holds a value of another type; nothing imported")
+        if self._single:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for record in chosen:
+                    self._queue(pipe, record, found.get(record["session_id"]))
+                await pipe.execute()
+            return done
+        written: list[str] = []
+        saved = await self._save([r["session_id"] for r in chosen if r["session_id"] in found])
+        try:
+            for record in chosen:
+                written.append(record["session_id"])
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    self._queue(pipe, record, found.get(record["session_id"]))
+                    await pipe.execute()
+        except BaseException:
+            await self._take_back(written, saved)
+            raise
         return done
 
     async def write(self, record: dict[str, Any], *, replace: bool = False) -> bool:
-        """One session, in one step; False when it is there already and not `replace`."""
+        """One checked session; False when it is there already and not `replace`."""
+        return bool((await self.import_records([record], replace=replace)).written)
+
+    async def _existing(self, session_ids: list[str]) -> dict[str, str | None]:
+        """The sessions of `session_ids` that exist, with their owners."""
+        found: dict[str, str | None] = {}
+        for start in range(0, len(session_ids), _BATCH):
+            group = session_ids[start : start + _BATCH]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for session_id in group:
+                    pipe.exists(meta_key(session_id), messages_key(session_id))
+                    pipe.hget(meta_key(session_id), "owner")
+                answers = await pipe.execute()
+            for index, session_id in enumerate(group):
+                if answers[2 * index]:
+                    owner = answers[2 * index + 1]
+                    found[session_id] = None if owner is None else str(owner)
+        return found
+
+    def _queue(self, pipe: Any, record: dict[str, Any], old_owner: str | None) -> None:
+        """The commands that write one session (its keys replaced whole) and its index
+        entries, scored by its last activity."""
         session_id = record["session_id"]
         meta: dict[str, str] = record["meta"]
-        old_owner = await self._redis.hget(meta_key(session_id), "owner")
-        if not replace and (
-            old_owner is not None
-            or await self._redis.exists(meta_key(session_id), messages_key(session_id))
-        ):
-            return False
+        elements: list[str] = record["elements"]
         score = int(meta.get("updated_at") or meta.get("created_at") or time.time() * 1e6)
-        elements = [json.dumps(m, ensure_ascii=False) for m in record["messages"]]
-        async with self._redis.pipeline(transaction=self._single) as pipe:
-            pipe.delete(meta_key(session_id), messages_key(session_id))
-            pipe.hset(meta_key(session_id), mapping=meta)  # type: ignore[arg-type]
-            if elements:
-                pipe.rpush(messages_key(session_id), *reversed(elements))  # newest first
-            if self._ttl:
-                pipe.expire(meta_key(session_id), self._ttl)
-                pipe.expire(messages_key(session_id), self._ttl)
-            await pipe.execute()
-        # The indexes live in other slots on a cluster: written after the session.
+        pipe.delete(meta_key(session_id), messages_key(session_id))
+        pipe.hset(meta_key(session_id), mapping=meta)
+        if elements:
+            pipe.rpush(messages_key(session_id), *reversed(elements))  # newest first
+        if self._ttl:
+            pipe.expire(meta_key(session_id), self._ttl)
+            pipe.expire(messages_key(session_id), self._ttl)
         if old_owner is not None and old_owner != meta.get("owner"):
-            await self._redis.zrem(owner_index_key(str(old_owner)), session_id)
-        await self._redis.zadd(INDEX_KEY, {session_id: score})
+            pipe.zrem(owner_index_key(old_owner), session_id)
+        pipe.zadd(INDEX_KEY, {session_id: score})
         if meta.get("owner"):
-            await self._redis.zadd(owner_index_key(meta["owner"]), {session_id: score})
-        return True
+            pipe.zadd(owner_index_key(meta["owner"]), {session_id: score})
+
+    async def _save(self, session_ids: list[str]) -> dict[str, tuple[Any, int]]:
+        """The keys of sessions about to be replaced, serialized, to put back on failure."""
+        saved: dict[str, tuple[Any, int]] = {}
+        for session_id in session_ids:
+            for key in (meta_key(session_id), messages_key(session_id)):
+                dumped = await self._redis.dump(key)
+                if dumped is not None:
+                    saved[key] = (dumped, max(0, int(await self._redis.pttl(key))))
+        return saved
+
+    async def _take_back(self, written: list[str], saved: dict[str, tuple[Any, int]]) -> None:
+        """Undo a cluster import that failed halfway: what it wrote goes, what it
+        replaced comes back."""
+        for session_id in written:
+            await self._redis.delete(meta_key(session_id), messages_key(session_id))
+            await self._redis.zrem(INDEX_KEY, session_id)
+        for key, (dumped, ttl) in saved.items():
+            await self._redis.restore(key, ttl, dumped, replace=True)
 
 
 def parse_record(line: str, number: int = 1) -> dict[str, Any]:
@@ -176,8 +236,12 @@ def _readable(elements: Iterable[str], session_id: str) -> list[Any]:
 
 
 def _checked(record: object) -> dict[str, Any]:
+    """A session of the export format, checked whole (a value that could not be written,
+    or would not read back, is refused here, never found at write time), with what is
+    derived from its messages computed anew: the usage, the list's mark."""
     if not isinstance(record, dict):
         raise TypeError("not a JSON object")
+    _check_strings(record)
     session_id = record.get("session_id")
     if not isinstance(session_id, str):
         raise TypeError("session_id must be a session id")
@@ -189,9 +253,9 @@ def _checked(record: object) -> dict[str, Any]:
     for name in ("system_prompt", "created_at", "updated_at"):
         if name not in meta:
             raise ValueError(f"meta needs {name}")
-    for name in _WHOLE_FIELDS & set(meta):
-        if not _WHOLE.fullmatch(meta[name]):
-            raise ValueError(f"meta.{name} must be a whole number")
+    for name, (low, high) in _WHOLE_FIELDS.items():
+        if name in meta and not _whole_within(meta[name], low, high):
+            raise ValueError(f"meta.{name} must be a whole number from {low} to {high}")
     owner = record.get("owner")
     if owner is not None and (not isinstance(owner, str) or not owner):
         raise ValueError("owner must be a user id")
@@ -201,7 +265,71 @@ def _checked(record: object) -> dict[str, Any]:
     if not isinstance(messages, list):
         raise TypeError("messages must be a list")
     messages_from_dict(messages)  # LangChain's own check of each message
-    return {"session_id": session_id, "owner": owner, "meta": meta, "messages": messages}
+    tokens_in = tokens_out = 0
+    for position, message in enumerate(messages):
+        data = message.get("data") if isinstance(message, dict) else None
+        counts = data.get("usage_metadata") if isinstance(data, dict) else None
+        if counts is not None and not (
+            isinstance(counts, dict)
+            and _count(counts.get("input_tokens"))
+            and _count(counts.get("output_tokens"))
+        ):
+            raise ValueError(f"message {position}: usage counts must be from 0 to {MAX_COUNT}")
+        used_in, used_out = counted(message)
+        tokens_in, tokens_out = tokens_in + used_in, tokens_out + used_out
+    for name in ("summary_at", "summary_covers"):
+        if name in meta and int(meta[name]) >= len(messages):
+            raise ValueError(f"meta.{name} is past the last message")
+    elements = [json.dumps(m, ensure_ascii=False) for m in messages]
+    meta.pop("last_turn", None)
+    meta["input_tokens"] = str(min(tokens_in, MAX_COUNT))
+    meta["output_tokens"] = str(min(tokens_out, MAX_COUNT))
+    newest = hashlib.sha1(elements[-1].encode()).hexdigest() if elements else ""  # noqa: S324
+    meta["list_mark"] = f"{len(elements)}:{newest}"
+    return {
+        "session_id": session_id,
+        "owner": owner,
+        "meta": meta,
+        "messages": messages,
+        "elements": elements,
+    }
+
+
+def _check_strings(value: object, depth: int = 0) -> None:
+    """Every string of a record can be written as UTF-8 (JSON lets a lone surrogate in)."""
+    if isinstance(value, str):
+        check_text(value, "a string of the record")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key, depth + 1)
+            _check_strings(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item, depth + 1)
+
+
+def _whole_within(text: str, low: int, high: int) -> bool:
+    return bool(_WHOLE.fullmatch(text)) and low <= int(text) <= high
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def counted(message: object) -> tuple[int, int]:
+    """The usage a message adds to its session's (as `scripts/_messages.lua` counts it):
+    a reply this server stored (it carries a message_id) with the provider's counts."""
+    data = message.get("data") if isinstance(message, dict) else None
+    extra = data.get("additional_kwargs") if isinstance(data, dict) else None
+    counts = data.get("usage_metadata") if isinstance(data, dict) else None
+    if not isinstance(extra, dict) or not isinstance(extra.get("message_id"), str):
+        return 0, 0
+    if not isinstance(counts, dict):
+        return 0, 0
+    tokens_in, tokens_out = counts.get("input_tokens"), counts.get("output_tokens")
+    if _count(tokens_in) and _count(tokens_out):
+        return int(tokens_in), int(tokens_out)  # type: ignore[arg-type]
+    return 0, 0
 
 
 def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
@@ -319,12 +447,7 @@ async def _main(argv: list[str]) -> int:
                         conversations, owner=args.owner, system_prompt=settings.system_prompt
                     )
                 )
-                done = Imported()
-                for record in records:
-                    if await transfer.write(record, replace=args.replace):
-                        done.written += 1
-                    else:
-                        done.skipped += 1
+                done = await transfer.import_records(records, replace=args.replace)
         except BadInput as exc:
             print(f"nothing imported: {exc}", file=sys.stderr)
             return 2
