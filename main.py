@@ -100,7 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ErrorShield)
     # A WebSocket message can carry a document too: never more than a request body.
     ws_max_bytes = min(settings.ws_max_message_bytes, settings.max_request_bytes)
-    app.add_middleware(RequestLimits, ws_max_bytes=ws_max_bytes)
+    app.add_middleware(
+        RequestLimits, ws_max_bytes=ws_max_bytes, ws_per_address=settings.ws_max_per_address
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     if settings.cors_origin_list:
         app.add_middleware(

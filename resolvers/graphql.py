@@ -36,7 +36,7 @@ Info = strawberry.Info[Context]
 def to_graphql_error(exc: BaseException) -> GraphQLError:
     error = client_error(exc, "in a GraphQL resolver")
     extensions: dict[str, object] = {"code": error.code}
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited) and error.retry_after is not None:
         extensions["retryAfter"] = error.retry_after
     if isinstance(error, TurnFailed):
         extensions["turnId"] = error.turn_id
@@ -117,9 +117,8 @@ async def session_messages(info: Info, session_id: str, last: int | None) -> lis
 
 @graphql_errors
 async def create_session(info: Info, title: str | None, system_prompt: str | None) -> SessionInfo:
-    who = await _who(info)
-    return await info.context.services.sessions.create(
-        title=title, system_prompt=system_prompt, owner=who.user_id
+    return await info.context.services.create_session(
+        who=await _who(info), client=info.context.client, title=title, system_prompt=system_prompt
     )
 
 

@@ -229,11 +229,14 @@ class ErrorShield:
 
 class RequestLimits:
     """Per-address rate limit on the API paths, counting each GraphQL operation sent
-    over a WebSocket as a request; and the WebSocket message size limit, in bytes."""
+    over a WebSocket as a request; the WebSocket message size limit, in bytes; and the
+    most WebSockets one address holds open in this process (an exempt address none)."""
 
-    def __init__(self, app: ASGIApp, *, ws_max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, ws_max_bytes: int, ws_per_address: int = 50) -> None:
         self.app = app
         self.ws_max_bytes = ws_max_bytes
+        self.ws_per_address = ws_per_address
+        self._open: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -246,12 +249,26 @@ class RequestLimits:
         if not await self._allowed(limiter, address, scope, send):
             return
         if kind == "websocket":
+            counted = limiter is not None and not limiter.exempt(address)
+            key = str(address)
+            if counted and self._open.get(key, 0) >= self.ws_per_address:
+                metrics.RATE_LIMITED.labels("websockets").inc()
+                await send({"type": "websocket.close", "code": 1008, "reason": "too many sockets"})
+                return
+            if counted:
+                self._open[key] = self._open.get(key, 0) + 1
             receive, send = self._websocket(receive, send, limiter, address)
             metrics.WEBSOCKETS.inc()
             try:
                 await self.app(scope, receive, send)
             finally:
                 metrics.WEBSOCKETS.dec()
+                if counted:
+                    left = self._open.get(key, 1) - 1
+                    if left > 0:
+                        self._open[key] = left
+                    else:
+                        self._open.pop(key, None)
             return
         await self.app(scope, receive, send)
 
@@ -331,7 +348,9 @@ class RequestLimits:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "rate limited"})
             return
-        headers = [(b"retry-after", str(limited.retry_after).encode())]
+        headers = []
+        if limited.retry_after is not None:
+            headers.append((b"retry-after", str(limited.retry_after).encode()))
         if scope["path"].startswith("/graphql"):
             body: dict[str, object] = {
                 "data": None,

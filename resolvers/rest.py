@@ -44,6 +44,7 @@ STATUS_OF_CODE = {
     "NOT_FOUND": 404,
     "SESSION_BUSY": 409,
     "RATE_LIMITED": 429,
+    "QUOTA_EXCEEDED": 429,
     "LLM_ERROR": 502,
     "UNAVAILABLE": 503,
 }
@@ -117,7 +118,7 @@ def error_response(error: ChatError) -> JSONResponse:
     headers: dict[str, str] | None = None
     if status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited) and error.retry_after is not None:
         headers = {"Retry-After": str(error.retry_after)}
     return JSONResponse({"detail": error.message}, status_code=status, headers=headers)
 
@@ -146,13 +147,17 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 
 @router.post("/new_session", responses=_ERRORS, tags=["sessions"])
 async def new_session(
-    services: ServicesDep, who: IdentityDep, body: Annotated[NewSessionBody | None, Body()] = None
+    request: Request,
+    services: ServicesDep,
+    who: IdentityDep,
+    body: Annotated[NewSessionBody | None, Body()] = None,
 ) -> NewSessionResponse:
     """Create a session (owned by the caller's user, if any); optional title and prompt."""
-    found = await services.sessions.create(
+    found = await services.create_session(
+        who=who,
+        client=client_address(request),
         title=body.title if body else None,
         system_prompt=body.system_prompt if body else None,
-        owner=who.user_id,
     )
     return NewSessionResponse(session_id=found.id)
 

@@ -20,6 +20,7 @@ from strawberry.types import ExecutionResult
 
 from resolvers import pages
 from resolvers.context import Context
+from resolvers.services.errors import RateLimited
 from resolvers.services.persisted import is_query_hash, query_hash
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,15 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
         except TypeError:
             return json.dumps(data, separators=(",", ":"))
 
+    def decode_json(self, data: str | bytes) -> object:
+        # Every body and WebSocket message: JSON nested past the parser's depth (50,000
+        # brackets) is JSON this server does not take, not an internal error.
+        try:
+            return super().decode_json(data)
+        except RecursionError:
+            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+            raise json.JSONDecodeError("JSON nested too deeply", text[:100], 0) from None
+
     def parse_json(self, data: str | bytes) -> Any:
         # Strawberry assumes an object (or a batch list); a bare `true` or `1` in the
         # body, or bytes that are not UTF-8, would otherwise end in a 500.
@@ -119,12 +129,15 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
         request_data = kwargs.get("request_data")
+        to_keep: str | None = None
         if isinstance(request_data, GraphQLRequestData) and request_data.extensions:
             persisted = request_data.extensions.get("persistedQuery")
             if persisted is not None:
                 found = await _persisted_document(kwargs["context"], request_data, persisted)
                 if isinstance(found, ExecutionResult):
                     return found
+                if request_data.query:
+                    to_keep = found  # kept once it has parsed and validated (below)
                 kwargs["request_data"] = request_data = replace(request_data, query=found)
         if isinstance(request_data, GraphQLRequestData) and _is_subscription(
             request_data.query, request_data.operation_name, self.max_tokens
@@ -135,6 +148,8 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
             )
             return ExecutionResult(data=None, errors=[error])
         result: ExecutionResult = await super().execute_single(*args, **kwargs)
+        if to_keep is not None and not any(_refused_document(e) for e in result.errors or []):
+            await _keep_document(kwargs["context"], to_keep)
         return result
 
 
@@ -159,10 +174,6 @@ async def _persisted_document(
     if request.query:
         if query_hash(request.query) != digest:
             raise HTTPException(400, "provided sha does not match query")
-        try:
-            await queries.put(digest, request.query)
-        except Exception as exc:
-            logger.warning("persisted query not kept: %s", type(exc).__name__)
         return request.query
     try:
         document = await queries.get(digest)
@@ -175,3 +186,25 @@ async def _persisted_document(
         )
         return ExecutionResult(data=None, errors=[error])
     return document
+
+
+# Errors that say the document itself is wrong (found before anything ran).
+_DOCUMENT_CODES = ("GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED")
+
+
+def _refused_document(error: GraphQLError) -> bool:
+    code = (error.extensions or {}).get("code")
+    return error.path is None and (code in _DOCUMENT_CODES or "larger than" in error.message)
+
+
+async def _keep_document(context: Context, document: str) -> None:
+    """Keep a persisted query's document, once it parsed and validated: counted against
+    the caller's registrations a minute (past it, the document runs but is not kept)."""
+    services = context.services
+    try:
+        await services.limiter.check_registration(context.client, await context.identity())
+        await services.persisted.put(query_hash(document), document)
+    except RateLimited:
+        logger.info("persisted query not kept: the caller's registrations are spent")
+    except Exception as exc:
+        logger.warning("persisted query not kept: %s", type(exc).__name__)

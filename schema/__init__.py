@@ -22,6 +22,7 @@ from strawberry.types import ExecutionContext
 
 from resolvers import graphql as resolve
 from resolvers.permissions import IsAdmin
+from schema.access import AnonymousIntrospection
 from schema.documents import DocumentCache, document_extension
 from schema.execution import EventExecutor
 from schema.types import (
@@ -247,6 +248,7 @@ def build_schema(
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         # Parse and validate each distinct small document once.
         document_extension(DocumentCache(), max_document_bytes),
+        AnonymousIntrospection,
     ]
     if not introspection:
         extensions.append(DisableIntrospection)

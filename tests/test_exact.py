@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from resolvers.services import scripts
 from resolvers.services.keys import messages_key, meta_key
-from tests.support import AppServer, FakeGroq, RedisServer, gql, new_session
+from tests.support import AppServer, FakeGroq, RedisServer, error_codes, gql, new_session
 from tests.support.redis_proxy import RedisProxy
 from tests.support.turns import history_of
 
@@ -303,3 +303,179 @@ async def test_usage_is_what_the_list_holds_after_an_outside_clear(
     assert before["usage"]["outputTokens"] > 0
     assert after == {"messageCount": 0, "usage": {"inputTokens": 0, "outputTokens": 0}}
     assert appended == {"messageCount": 1, "usage": {"inputTokens": 0, "outputTokens": 0}}
+
+
+# -- 8, 9. what one request may start and store -----------------------------------------
+
+CREATE_MANY = (
+    "mutation($p: String) {"
+    + "".join(f" s{k}: createSession(input: {{systemPrompt: $p}}) {{ id }}" for k in range(30))
+    + " }"
+)
+
+
+def send_many(session_ids: list[str]) -> str:
+    return (
+        "mutation {"
+        + "".join(
+            f' m{k}: sendMessage(sessionId: "{sid}", message: "aliased {k}") {{ content }}'
+            for k, sid in enumerate(session_ids)
+        )
+        + " }"
+    )
+
+
+async def test_every_aliased_turn_counts_against_the_callers_limit(
+    make_app: Callable[..., AppServer], fake_groq: FakeGroq
+) -> None:
+    """30 sendMessage aliases over 30 sessions (made by 30 aliases) in one request, with
+    USER_TURNS_PER_MINUTE=5: five turns run, the rest are refused RATE_LIMITED."""
+    app = make_app(RATE_LIMIT_EXEMPT="", USER_TURNS_PER_MINUTE="5")
+    async with httpx.AsyncClient(base_url=app.url, timeout=60) as http:
+        made = await gql(http, CREATE_MANY)
+        data = made["data"]
+        assert isinstance(data, dict)
+        ids = [v["id"] for v in data.values()]
+        before = fake_groq.requests()["count"]
+        sent = await gql(http, send_many(ids))
+        ran = int(str(fake_groq.requests()["count"])) - int(str(before))
+    # sendMessage is non-null: the first refused turn makes the whole result null.
+    codes = set(error_codes(sent))
+    figure("turns run by one request of 30 aliases, limit 5", ran=ran)
+    assert ran == 5
+    assert codes == {"RATE_LIMITED"}
+
+
+async def test_what_anonymous_callers_store_is_bounded(
+    make_app: Callable[..., AppServer], redis_of: Callable[[AppServer], Redis]
+) -> None:
+    """The review's case: 10 requests of 30 createSession aliases sharing one 32,000-
+    character system prompt grew Redis by 10 MB. Now the sessions an address makes a
+    minute (USER_SESSIONS_PER_MINUTE, 30) and holds (USER_MAX_SESSIONS) bound it."""
+    app = make_app(RATE_LIMIT_EXEMPT="", USER_MAX_SESSIONS="40")
+    redis = redis_of(app)
+    prompt = "p" * 32_000
+    before = int((await redis.info("memory"))["used_memory"])
+    codes: set[str] = set()
+    async with httpx.AsyncClient(base_url=app.url, timeout=60) as http:
+        for _ in range(10):
+            body = await gql(http, CREATE_MANY, p=prompt)
+            codes |= set(error_codes(body))
+    grown = int((await redis.info("memory"))["used_memory"]) - before
+    created = await redis.zcard("sessions:index")
+    figure("Redis growth from 10 requests of 30 aliases", created=created, MB=f"{grown / 1e6:.2f}")
+    assert created == 30 and codes == {"RATE_LIMITED"}
+    assert grown < 2_000_000
+
+
+async def test_the_sessions_a_user_holds_are_bounded_and_a_delete_frees_one(
+    make_app: Callable[..., AppServer],
+) -> None:
+    app = make_app(USER_MAX_SESSIONS="3")
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        token = (await http.post("/guest")).json()["token"]
+        headers = {"authorization": f"Bearer {token}"}
+        made = [await http.post("/new_session", headers=headers) for _ in range(4)]
+        statuses = [r.status_code for r in made]
+        assert statuses == [200, 200, 200, 429]
+        assert "Retry-After" not in made[3].headers
+        first = made[0].json()["session_id"]
+        assert (await http.delete(f"/session/{first}", headers=headers)).status_code == 204
+        again = await http.post("/new_session", headers=headers)
+        body = await gql(http, "mutation { createSession { id } }", headers=headers)
+    assert again.status_code == 200
+    assert error_codes(body) == ["QUOTA_EXCEEDED"]
+
+
+# -- 10. history reads nothing for a caller who may not read it ----------------------------
+
+
+async def test_history_of_another_users_session_reads_none_of_it(
+    make_app: Callable[..., AppServer], tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from tests.support import start_redis, stop
+
+    assert isinstance(tmp_path, Path)
+    server = start_redis(tmp_path / "own-redis")
+    try:
+        app = make_app(redis_url=server.url())
+        redis = Redis.from_url(server.url(), decode_responses=True)
+        async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+            owner = {"authorization": f"Bearer {(await http.post('/guest')).json()['token']}"}
+            other = {"authorization": f"Bearer {(await http.post('/guest')).json()['token']}"}
+            session_id = (await http.post("/new_session", headers=owner)).json()["session_id"]
+            for k in range(4):
+                await http.post(
+                    "/chat",
+                    json={"session_id": session_id, "message": f"{k} " + "w " * 50_000},
+                    headers=owner,
+                )
+            await redis.config_resetstat()
+            refused = [
+                (await http.get(f"/session/{session_id}/history", headers=other)).status_code,
+                (await http.get(f"/session/{session_id}/history", headers=other)).status_code,
+            ]
+            ranges = (await redis.info("commandstats")).get("cmdstat_lrange", {"calls": 0})
+            allowed = await http.get(f"/session/{session_id}/history", headers=owner)
+            after = (await redis.info("commandstats")).get("cmdstat_lrange", {"calls": 0})
+        await redis.aclose()
+    finally:
+        stop(server.process)
+    assert refused == [404, 404]
+    assert ranges["calls"] == 0
+    assert allowed.status_code == 200 and after["calls"] >= 1
+
+
+# -- 11. persisted documents: valid ones only, and counted -----------------------------------
+
+
+async def test_a_persisted_query_is_kept_only_once_it_validates_and_as_counted(
+    make_app: Callable[..., AppServer],
+) -> None:
+    app = make_app(RATE_LIMIT_EXEMPT="", APQ_REGISTRATIONS_PER_MINUTE="3")
+
+    def persisted(document: str, *, send: bool) -> dict[str, object]:
+        digest = hashlib.sha256(document.encode()).hexdigest()
+        body: dict[str, object] = {
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+        }
+        if send:
+            body["query"] = document
+        return body
+
+    async def known(http: httpx.AsyncClient, document: str) -> bool:
+        body = (await http.post("/graphql", json=persisted(document, send=False))).json()
+        codes = [e["extensions"]["code"] for e in body.get("errors", [])]
+        return "PERSISTED_QUERY_NOT_FOUND" not in codes
+
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        invalid = "{ noSuchField }"
+        await http.post("/graphql", json=persisted(invalid, send=True))
+        assert not await known(http, invalid)
+        documents = [f"query Q{k} {{ viewer {{ isAdmin }} }}" for k in range(5)]
+        for document in documents:
+            sent = await http.post("/graphql", json=persisted(document, send=True))
+            assert sent.json()["data"] == {"viewer": {"isAdmin": False}}
+        kept = [await known(http, d) for d in documents]
+    assert kept == [True, True, True, False, False]
+
+
+# -- 12. open sockets of one address ----------------------------------------------------------
+
+
+async def test_the_sockets_one_address_holds_open_are_bounded(
+    make_app: Callable[..., AppServer],
+) -> None:
+    import websockets
+
+    from tests.support.ws_client import graphql_socket
+
+    app = make_app(RATE_LIMIT_EXEMPT="", WS_MAX_PER_ADDRESS="3")
+    async with graphql_socket(app.ws_url), graphql_socket(app.ws_url), graphql_socket(app.ws_url):
+        with pytest.raises(websockets.InvalidStatus):
+            async with graphql_socket(app.ws_url):
+                pass
+    async with graphql_socket(app.ws_url) as ws:  # closed ones leave room
+        assert ws.ws.state.name == "OPEN"

@@ -303,6 +303,19 @@ async def test_auth_required_refuses_anonymous_callers_but_hands_out_guests(
         assert isinstance(token, dict)
         guest_token = token["createGuest"]["token"]
         assert (await http.post("/new_session", headers=bearer(guest_token))).status_code == 200
+        # Introspection runs none of the resolvers that refuse: it is refused apart, over
+        # HTTP and WebSocket, fragments and all.
+        for document in (
+            "{ __schema { queryType { name } } }",
+            '{ __type(name: "Session") { name } }',
+            "query { ...F } fragment F on Query { __schema { types { name } } }",
+        ):
+            assert error_codes(await gql(http, document)) == ["UNAUTHENTICATED"]
+            allowed = await gql(http, document, headers=bearer(guest_token))
+            assert "errors" not in allowed, allowed
+        async with graphql_socket(server.ws_url) as ws:
+            got = await ws.collect(await ws.start("{ __schema { queryType { name } } }"))
+        assert got.codes == ["UNAUTHENTICATED"]
     server.stop()
 
 
@@ -496,3 +509,52 @@ async def test_nobody_can_spend_another_users_turn_limit(
         ]
         assert mine == [200, 200]
     server.stop()
+
+
+# -- one namespace each: guests and a provider's users ---------------------------------
+
+
+async def test_a_provider_time_written_as_text_is_refused(
+    idp: httpx.AsyncClient, provider: JwksServer
+) -> None:
+    key = provider.keys[0]
+    later = int(time.time()) + 600
+    for claims in ({"exp": str(later)}, {"iat": str(later - 700)}, {"exp": True}):
+        body = await viewer_of(idp, key.sign(sub="u", **claims))
+        assert error_codes(body) == ["UNAUTHENTICATED"], claims
+
+
+async def test_a_provider_subject_never_names_a_guest(
+    idp: httpx.AsyncClient, provider: JwksServer
+) -> None:
+    body = await viewer_of(idp, provider.keys[0].sign(sub=f"guest:{uuid.uuid4()}"))
+    assert error_codes(body) == ["UNAUTHENTICATED"]
+
+
+async def test_guests_have_ids_of_their_own_and_old_guest_tokens_keep_their_chats(
+    http: httpx.AsyncClient,
+) -> None:
+    """A guest's id is `guest:<uuid>`, which no provider subject or signed user may be.
+    A guest token signed before (its sub a bare uuid) names the same guest, and the
+    sessions it made then are still its own."""
+    _, guest_id = await guest(http)
+    assert guest_id.startswith("guest:") and uuid.UUID(guest_id.removeprefix("guest:"))
+    bare = str(uuid.uuid4())
+    before = sign_local(sub=bare)  # a session owned by the bare id, as before the prefix
+    session_id = await create(http, before, "from before")
+    legacy = sign_local(sub=bare, iss="chat-session-server", guest=True)
+    viewer = await gql(http, VIEWER, bearer(legacy))
+    data = viewer["data"]
+    assert isinstance(data, dict)
+    assert data["viewer"]["id"] == f"guest:{bare}"
+    owned = [e["node"] for e in data["viewer"]["sessions"]["edges"]]
+    assert owned == [{"id": session_id, "ownerId": f"guest:{bare}"}]
+    history = await http.get(f"/session/{session_id}/history", headers=bearer(legacy))
+    assert history.status_code == 200
+    # The signed user with the bare id is another user now.
+    assert (
+        await http.get(f"/session/{session_id}/history", headers=bearer(before))
+    ).status_code == 404
+    assert error_codes(await gql(http, VIEWER, bearer(sign_local(sub=guest_id)))) == [
+        "UNAUTHENTICATED"
+    ]

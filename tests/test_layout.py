@@ -24,6 +24,7 @@ EDGES = (
     "permissions",
     "rest",
     "router",
+    "shutdown",
 )
 
 
@@ -38,7 +39,9 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted(SERVICES.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(SERVICES.rglob("*.py")), ids=lambda p: str(p.relative_to(SERVICES))
+)
 def test_services_import_no_web_framework_and_no_edge(path: Path) -> None:
     wrong = sorted(
         name

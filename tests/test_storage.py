@@ -90,6 +90,7 @@ async def test_redis_outage_is_503_and_unavailable_then_recovers(
         ("HISTORY_WINDOW", "many"),
         ("REDIS_URL", "http://127.0.0.1:1"),
         ("LLM_MODEL", "no-provider"),
+        ("AUTH_ADMIN_CLAIM", "guest"),
     ],
 )
 def test_impossible_configuration_stops_the_start_naming_the_variable(

@@ -16,7 +16,7 @@ from resolvers.services.identity import Authenticator, Identity
 from resolvers.services.limits import RateLimiter
 from resolvers.services.model import build_model
 from resolvers.services.persisted import PersistedQueries
-from resolvers.services.sessions import SessionStore
+from resolvers.services.sessions import SessionInfo, SessionStore, new_session_id
 from resolvers.services.settings import Settings
 from resolvers.services.storage import describe_url, make_client, redis_url
 from resolvers.services.summaries import Summarizer
@@ -57,6 +57,23 @@ class Services:
         """Raise Unauthenticated unless `who` may use the admin operations."""
         if not self.allows_admin(who):
             raise Unauthenticated(ADMIN_NEEDED)
+
+    async def create_session(
+        self,
+        *,
+        who: Identity,
+        client: str | None,
+        title: str | None = None,
+        system_prompt: str | None = None,
+    ) -> SessionInfo:
+        """A new session of `who` (owned by its user, if any), counted against the
+        creator's limits before anything is written."""
+        title, system_prompt = self.sessions.check_fields(title, system_prompt)
+        session_id = new_session_id()
+        await self.limiter.claim_session(session_id, client, who)
+        return await self.sessions.create(
+            session_id=session_id, title=title, system_prompt=system_prompt, owner=who.user_id
+        )
 
     def begin_shutdown(self) -> None:
         """A SIGTERM came: end the streams this process serves within the bound."""
@@ -111,6 +128,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             per_address=settings.rate_limit_per_minute,
             turns_per_session=settings.rate_limit_turns_per_minute,
             exempt=settings.rate_limit_exempt_set,
+            user_turns=settings.user_turns_per_minute,
+            user_sessions=settings.user_sessions_per_minute,
+            user_max_sessions=settings.user_max_sessions,
+            document_registrations=settings.apq_registrations_per_minute,
         )
         turns = TurnRunner(
             sessions,
@@ -174,6 +195,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 guest_seconds=settings.guest_token_seconds,
                 jwks_timeout=settings.auth_jwks_timeout_seconds,
                 jwks_refresh=settings.auth_jwks_refresh_seconds,
+                move_owner=sessions.move_owner,
             ),
         )
         background = [asyncio.create_task(_adopt_in_background(sessions))]

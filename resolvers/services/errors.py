@@ -58,9 +58,15 @@ class DataConflict(ChatError):
 class RateLimited(ChatError):
     code = "RATE_LIMITED"
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
+    def __init__(self, message: str, *, retry_after: int | None) -> None:
         super().__init__(message)
+        # Seconds until the limit lets the caller in again; None when waiting does not
+        # help (the most sessions held: only a delete does).
         self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
+    code = "QUOTA_EXCEEDED"
 
 
 def as_chat_error(exc: BaseException) -> ChatError | None:

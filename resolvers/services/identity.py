@@ -10,6 +10,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -24,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 # The issuer of the tokens this server signs.
 LOCAL_ISSUER = "chat-session-server"
+# What begins every guest's user id: guests and an identity provider's users never share
+# an id, whatever the provider's subjects look like.
+GUEST_PREFIX = "guest:"
 # The algorithms accepted from an identity provider (never "none", never HMAC with its keys).
 PROVIDER_ALGORITHMS = ("RS256", "ES256")
 MAX_SUBJECT_CHARS = 256
@@ -79,6 +83,7 @@ class Authenticator:
         guest_seconds: int,
         jwks_timeout: float,
         jwks_refresh: float,
+        move_owner: Callable[[str, str], Awaitable[object]] | None = None,
     ) -> None:
         self._redis = redis
         self._secret = secret.encode() if secret else None
@@ -103,6 +108,9 @@ class Authenticator:
         self._fetched_at = -float("inf")
         self._failed_until = -float("inf")
         self._fetching = asyncio.Lock()
+        # Moves what a user id owns to another (a legacy guest's to its prefixed id).
+        self._move_owner = move_owner
+        self._moved: set[str] = set()
 
     async def identify(self, token: str | None) -> Identity:
         """The caller of a request with this bearer token (None: no token)."""
@@ -146,14 +154,39 @@ class Authenticator:
             raise Unauthenticated("the bearer token has expired") from None
         except (jwt.PyJWTError, TypeError, ValueError) as exc:
             raise Unauthenticated(f"the bearer token is not valid: {exc}") from None
+        for name in ("exp", "iat", "nbf"):
+            # PyJWT takes a time written as text ("9999999999"); a JWT's times are numbers.
+            value = claims.get(name)
+            if name in claims and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise Unauthenticated(f"the token's {name} must be a number (NumericDate)")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_CHARS:
             raise Unauthenticated(f"the token's sub must be a string of 1 to {MAX_SUBJECT_CHARS}")
-        return Identity(user_id=subject, is_admin=claims.get(self._admin_claim) is True)
+        guest = algorithm == "HS256" and claims.get("guest") is True
+        if guest:
+            user_id = await self._guest_id(subject)
+        elif subject.startswith(GUEST_PREFIX):
+            # Guests' ids are their own: no other token may name one.
+            raise Unauthenticated(f"a sub beginning {GUEST_PREFIX!r} names only a guest")
+        else:
+            user_id = subject
+        return Identity(user_id=user_id, is_admin=claims.get(self._admin_claim) is True)
+
+    async def _guest_id(self, subject: str) -> str:
+        """A guest's user id: `guest:<uuid>`, apart from every provider's subjects. A
+        token signed before guests had the prefix names the bare uuid: its sessions move
+        to the prefixed id the first time it is seen (the guest keeps its chats)."""
+        if subject.startswith(GUEST_PREFIX):
+            return subject
+        user_id = GUEST_PREFIX + subject
+        if subject not in self._moved and self._move_owner is not None:
+            await self._move_owner(subject, user_id)
+            self._moved.add(subject)
+        return user_id
 
     async def issue_guest(self) -> GuestToken:
         """A token this server signs for a new random user id."""
-        user_id = str(uuid.uuid4())
+        user_id = GUEST_PREFIX + str(uuid.uuid4())
         now = datetime.now(UTC).replace(microsecond=0)
         expires = now + timedelta(seconds=self._guest_seconds)
         claims = {"sub": user_id, "iss": LOCAL_ISSUER, "iat": now, "exp": expires, "guest": True}

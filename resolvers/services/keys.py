@@ -30,6 +30,12 @@ and, each in a slot of its own:
   reused on another session), as long as the turn's stream
 - `auth:secret`: the HMAC key of the tokens this server signs, when AUTH_SECRET is unset
 - `ratelimit:addr:<address>:<minute>`: requests from one client address in that minute
+
+and, for each identity that limits count against (a user, or the address of anonymous
+callers), in the slot of the tag `{limits:user:<id>}` or `{limits:addr:<address>}`:
+
+- `<tag>:held`: the sessions it created (ids scored by creation), for USER_MAX_SESSIONS
+- `<tag>:<what>:<minute>`: what it did that minute (turns, sessions, documents)
 """
 
 from __future__ import annotations
@@ -88,3 +94,16 @@ def turn_rate_key(session_id: str, window: int) -> str:
 
 def address_rate_key(address: str | None, window: int) -> str:
     return f"ratelimit:addr:{address}:{window}"
+
+
+def identity_tag(kind: str, name: str) -> str:
+    """The hash tag of one identity's limits: `kind` "user" or "addr"."""
+    return f"{{limits:{kind}:{name}}}"
+
+
+def identity_held_key(tag: str) -> str:
+    return f"{tag}:held"
+
+
+def identity_rate_key(tag: str, what: str, window: int) -> str:
+    return f"{tag}:{what}:{window}"

@@ -79,6 +79,8 @@ AUTO_TITLE_CHARS = 60
 _LISTED_FIELDS = ("title", "created_at", "updated_at", "owner", "input_tokens", "output_tokens")
 _NOT_FOUND = "no session with that id"
 
+# A user's sessions are walked 500 at a time, at most this many times (5 million).
+MAX_OWNED_BATCHES = 10_000
 # Stream entries read at once (each holds many tokens).
 _ENTRIES_PER_READ = 500
 
@@ -111,6 +113,10 @@ def _from_micros(value: bytes | str | int | None) -> datetime:
         return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
     except (ValueError, OverflowError, OSError):
         return datetime.fromtimestamp(0, tz=UTC)
+
+
+def new_session_id() -> str:
+    return str(uuid.uuid4())
 
 
 def encode_cursor(score: float, session_id: str) -> str:
@@ -282,6 +288,7 @@ class SessionStore:
         self._read = Script(redis, "read_session")
         self._history = Script(redis, "read_history")
         self._delete = Script(redis, "delete_session")
+        self._move = Script(redis, "move_owner")
 
     def _now(self) -> int:
         # Strictly increasing within the process, so "most recent first" is exact
@@ -302,11 +309,13 @@ class SessionStore:
         title: str | None = None,
         system_prompt: str | None = None,
         owner: str | None = None,
+        session_id: str | None = None,
     ) -> SessionInfo:
-        """A new session; owned by `owner` (a user id), or by nobody when None."""
+        """A new session (with a new id unless one chosen by `new_session_id` is given);
+        owned by `owner` (a user id), or by nobody when None."""
         title, system_prompt = self.check_fields(title, system_prompt)
         prompt = system_prompt if system_prompt is not None else self._default_prompt
-        session_id = str(uuid.uuid4())
+        session_id = check_session_id(session_id) if session_id else new_session_id()
         now = self._now()
         fields: dict[FieldT, EncodableT] = {
             "system_prompt": prompt,
@@ -1066,6 +1075,32 @@ class SessionStore:
             if self._index_backlog.get((index, session_id)) == score:
                 del self._index_backlog[(index, session_id)]
         return len(self._index_backlog)
+
+    async def move_owner(self, old: str, new: str) -> int:
+        """Give every session `old` owns to `new` (a legacy guest id's to its prefixed
+        one), a batch at a time; how many moved."""
+        moved = 0
+        source, target = owner_index_key(old), owner_index_key(new)
+        for _ in range(MAX_OWNED_BATCHES):
+            entries: Any = await self._redis.zrange(source, 0, 499, withscores=True)
+            if not entries:
+                break
+            scores = {str(member): float(score) for member, score in entries}
+            ids = list(scores)
+            done = await self._each(
+                self._move,
+                [({"meta": meta_key(sid)}, {"old": old, "new": new}) for sid in ids],
+            )
+            mine = {
+                sid: scores[sid]
+                for sid, result in zip(ids, done, strict=True)
+                if not isinstance(result, BaseException) and int(result)
+            }
+            if mine:
+                await self._redis.zadd(target, mine)
+            await self._redis.zrem(source, *ids)
+            moved += len(mine)
+        return moved
 
     def _adopt_keys(self, session_id: str) -> dict[str, str]:
         keys = {"messages": messages_key(session_id), "meta": meta_key(session_id)}

@@ -12,6 +12,8 @@ from dotenv import load_dotenv
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Claims of the JWT standard and of the guest tokens this server signs.
+RESERVED_CLAIMS = frozenset({"sub", "iss", "aud", "exp", "nbf", "iat", "jti", "guest"})
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
 DEFAULT_GROQ_MODEL = "groq:llama-3.1-8b-instant"
 OFFLINE_MODEL = "offline"
@@ -97,6 +99,14 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=1200, ge=0)
     rate_limit_turns_per_minute: int = Field(default=60, ge=0)
     rate_limit_exempt: str = "127.0.0.1,::1"
+    # Per user, and per address for anonymous callers (RATE_LIMIT_EXEMPT exempts an
+    # address, never a user): turns, sessions made and held, documents kept for APQ.
+    user_turns_per_minute: int = Field(default=60, ge=0)
+    user_sessions_per_minute: int = Field(default=30, ge=0)
+    user_max_sessions: int = Field(default=10_000, ge=0)
+    apq_registrations_per_minute: int = Field(default=60, ge=0)
+    # Open WebSockets from one address, in each server process (exempt addresses too).
+    ws_max_per_address: int = Field(default=50, ge=1)
     graphql_introspection: bool = True
     graphql_max_depth: int = Field(default=12, ge=1)
     graphql_max_aliases: int = Field(default=30, ge=1)
@@ -215,6 +225,15 @@ class Settings(BaseSettings):
         if host not in ("127.0.0.1", "localhost", "::1"):
             # Keys fetched in the clear could be swapped by anyone on the way.
             raise ValueError("AUTH_JWKS_URL must be https:// (http:// only on loopback)")
+        return value
+
+    @field_validator("auth_admin_claim")
+    @classmethod
+    def _admin_claim(cls, value: str) -> str:
+        if value in RESERVED_CLAIMS:
+            # The server sets these in the tokens it signs itself (`guest` is true in every
+            # guest's): naming one would make every holder of such a token an admin.
+            raise ValueError(f"{value!r} is a claim every token has or this server sets")
         return value
 
     @field_validator("auth_secret")

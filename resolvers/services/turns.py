@@ -158,13 +158,13 @@ class TurnRunner:
         try:
             if turn_id is not None:
                 turn_id = check_turn_id(turn_id)
-            if self._limiter is not None and not self._limiter.exempt(client):
+            if self._limiter is not None and self._limiter.counts_turns(who, client):
                 # Only a session the caller may use counts, so nobody can use up (or
                 # learn of) another user's session by its turn limit.
                 await self._store.check_usable(session_id, who=who)
                 # Joining a turn runs nothing: only a new turn counts.
                 if turn_id is None or not await self._store.turn_exists(session_id, turn_id):
-                    await self._limiter.check_turn(session_id, client)
+                    await self._limiter.check_turn(session_id, client, who)
             begin = asyncio.ensure_future(
                 _timed(
                     "begin",
