@@ -9,8 +9,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import re
 from collections.abc import Iterable
+from urllib.parse import unquote_plus
 
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -402,7 +402,23 @@ async def _send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-_QUERY_TOKEN = re.compile(r"(?<=[?&]access_token=)[^&\s]*")
+# Query parameters whose values are never logged, as their names read once decoded.
+_SECRET_PARAMETERS = frozenset({"access_token"})
+
+
+def redact_query(path: str) -> str:
+    """`path` with the value of every secret query parameter hidden. Names are compared
+    as the server reads them (percent-decoded, `+` a space, any case): `access%5Ftoken`
+    and `%61ccess_token` name the token too."""
+    head, mark, query = path.partition("?")
+    if not mark:
+        return path
+    parts = query.split("&")
+    for index, part in enumerate(parts):
+        name, equals, _ = part.partition("=")
+        if equals and unquote_plus(name).strip().lower() in _SECRET_PARAMETERS:
+            parts[index] = f"{name}=[hidden]"
+    return f"{head}?{'&'.join(parts)}"
 
 
 class RedactQueryTokens(logging.Filter):
@@ -411,10 +427,10 @@ class RedactQueryTokens(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(
-            isinstance(arg, str) and "access_token=" in arg for arg in record.args
+            isinstance(arg, str) and "?" in arg for arg in record.args
         ):
             record.args = tuple(
-                _QUERY_TOKEN.sub("[hidden]", arg) if isinstance(arg, str) else arg
+                redact_query(arg) if isinstance(arg, str) and "?" in arg else arg
                 for arg in record.args
             )
         return True

@@ -27,9 +27,18 @@ INTEGRITY = {
 }
 
 
+# Strawberry's page fills the editor from `?q=`; a link with `?query=` (the GET form of a
+# GraphQL request) fills it too.
+GRAPHIQL_PREFILL = (
+    "parameters.q || EXAMPLE_QUERY",
+    "parameters.q || parameters.query || EXAMPLE_QUERY",
+)
+
+
 def graphiql(html: str) -> str:
-    """Strawberry's GraphiQL page with its unpkg files served from here."""
-    return html.replace(UNPKG, VENDOR + "/")
+    """Strawberry's GraphiQL page with its unpkg files served from here, its editor
+    filled from a link's `?query=` too."""
+    return html.replace(UNPKG, VENDOR + "/").replace(*GRAPHIQL_PREFILL)
 
 
 def swagger_ui(openapi_url: str, title: str) -> HTMLResponse:

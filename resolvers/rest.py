@@ -177,15 +177,18 @@ def _stream_mode(accept: str | None) -> StreamMode:
 @router.post(
     "/chat",
     tags=["chat"],
+    response_class=Response,
     responses={
         **_ERRORS,
         200: {
+            # The default first: generated clients read a response as its first type.
             "content": {
                 "text/plain": {"schema": {"type": "string"}},
                 "text/event-stream": {"schema": {"type": "string"}},
                 "application/json": {"schema": ChatResponse.model_json_schema()},
             },
-            "description": "The reply, streamed as text or server-sent events, or whole as JSON.",
+            "description": "The reply, streamed as text (the default) or server-sent events "
+            "(Accept: text/event-stream), or whole as JSON (Accept: application/json).",
         },
         409: {"model": ErrorResponse},
         502: {"model": ErrorResponse},
@@ -222,6 +225,7 @@ async def chat(
 @router.get(
     "/session/{session_id}/turns/{turn_id}/events",
     tags=["chat"],
+    response_class=Response,
     responses={
         **_ERRORS,
         200: {
@@ -516,6 +520,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 _BEARER = "bearer"
 # Routes no limit or token applies to.
 _PROBES = ("/healthz", "/readyz", "/metrics")
+# Routes that need no token.
+_OPEN = ("/guest",)
 
 
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
@@ -536,9 +542,10 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
         for operation in operations.values():
             if path in _PROBES:
                 continue
-            operation["security"] = [{}, {_BEARER: []}]
+            # A guest token is what an anonymous caller asks for: it needs none.
+            operation["security"] = [] if path in _OPEN else [{}, {_BEARER: []}]
             operation["parameters"] = [
-                _integer_limit(p)
+                _integer_parameter(p)
                 for p in operation.get("parameters", [])
                 if not (p.get("in") == "header" and p.get("name") == "authorization")
             ]
@@ -552,24 +559,29 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
                     "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
                 },
             }
-            for response in operation["responses"].values():
-                for media, content in response.get("content", {}).items():
-                    if media != "application/json":
-                        # A stream, read as bytes (a string schema makes generators
-                        # parse it as JSON).
-                        content["schema"] = {"type": "string", "format": "binary"}
     chat = spec["paths"]["/chat"]["post"]["responses"]["200"]
     chat["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/ChatResponse"}
     chat["headers"] = {"X-Turn-Id": {"schema": {"type": "string"}, "description": "The turn."}}
+    events = spec["paths"]["/session/{session_id}/turns/{turn_id}/events"]["get"]["responses"]
+    # Only the stream: FastAPI adds a JSON body to every route's 200 by default.
+    events["200"]["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
     return spec
 
 
-def _integer_limit(parameter: dict[str, Any]) -> dict[str, Any]:
+def _integer_parameter(parameter: dict[str, Any]) -> dict[str, Any]:
+    """`limit` and `after` as the integers they are (the routes read them as text, so a
+    bad one is the contract's 400, not FastAPI's 422)."""
     if parameter.get("in") == "query" and parameter.get("name") == "limit":
         return {
             **parameter,
             "schema": {"type": "integer", "minimum": 1, "title": "Limit"},
             "description": "Page size (at most 1000): one page and a next_cursor. "
             "Without it, every id.",
+        }
+    if parameter.get("in") == "query" and parameter.get("name") == "after":
+        return {
+            **parameter,
+            "schema": {"type": "integer", "minimum": 0, "title": "After"},
+            "description": "The last event seen (as Last-Event-ID): the stream resumes after it.",
         }
     return parameter

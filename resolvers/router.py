@@ -65,6 +65,13 @@ class ChatGraphQLRouter(GraphQLRouter[Context, None]):
         # GraphiQL's scripts from this server, not unpkg: the page works offline.
         return pages.graphiql(super().graphql_ide_html)
 
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        """GraphiQL for a browser's GET: also with `?query=` (a link to a query opens it
+        in GraphiQL rather than running it); a client's GET runs the query."""
+        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            return True
+        return bool(super().should_render_graphql_ide(request))
+
     async def pick_websocket_subprotocol(self, request: Any) -> str | None:
         """graphql-transport-ws when the client offers it, whatever its order: the legacy
         graphql-ws runs only subscriptions here (Strawberry refuses its queries and

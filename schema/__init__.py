@@ -18,7 +18,9 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     SchemaExtension,
 )
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from resolvers import graphql as resolve
 from resolvers.permissions import IsAdmin
@@ -201,10 +203,26 @@ class ChatSchema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         for error in errors:
+            if isinstance(error.original_error, InvalidOperationTypeError):
+                error.message = _operation_type_hint(error.original_error)
             code = (error.extensions or {}).get("code") or _pre_execution_code(error)
             if code is not None:
                 error.extensions = {**(error.extensions or {}), "code": code}
             logger.info("GraphQL error%s: %s", f" {code}" if code else "", error.message)
+
+
+def _operation_type_hint(error: InvalidOperationTypeError) -> str:
+    """Where an operation the transport refuses goes (the legacy graphql-ws protocol
+    carries subscriptions only here)."""
+    kinds: dict[object, str] = {OperationType.QUERY: "queries", OperationType.MUTATION: "mutations"}
+    kind = kinds.get(error.operation_type, "subscriptions")
+    if kind == "subscriptions":
+        return "subscriptions run over WebSocket (graphql-transport-ws or graphql-ws) at /graphql"
+    return (
+        f"{kind} are not allowed over the legacy graphql-ws protocol, which carries "
+        "subscriptions only here: send them as HTTP POST /graphql, or use the "
+        "graphql-transport-ws protocol"
+    )
 
 
 # graphql-core's words for a variable's value it could not take (a variable that is

@@ -19,7 +19,7 @@ from websockets.typing import Subprotocol
 
 from tests.support import AppServer, FakeGroq
 from tests.support.servers import app_env
-from tests.support.ws_client import LEGACY_WS, TRANSPORT_WS
+from tests.support.ws_client import LEGACY_WS, TRANSPORT_WS, graphql_socket
 
 
 async def test_graphql_transport_ws_is_chosen_when_a_client_offers_both(app: AppServer) -> None:
@@ -208,3 +208,88 @@ async def test_apollo_client_with_persisted_queries(app: AppServer) -> None:
     # sent the document; the second time (a new client) the hash alone was enough.
     assert ["query" in body for body in first["sent"]] == [False, True]
     assert ["query" in body for body in second["sent"]] == [False]
+
+
+# graphql-ws's own client, with its WebSocket from `ws` (Node 20 has none of its own).
+GRAPHQL_WS = ("graphql-ws@6.0.6", "ws@8.18.3", "graphql@16.15.0")
+GRAPHQL_WS_DIR = Path(__file__).parent / "artifacts" / "graphql-ws"
+
+
+def graphql_ws_dir() -> Path:
+    marker = GRAPHQL_WS_DIR / "node_modules" / ".installed"
+    if not marker.exists():
+        GRAPHQL_WS_DIR.mkdir(parents=True, exist_ok=True)
+        (GRAPHQL_WS_DIR / "package.json").write_text('{"private": true}')
+        subprocess.run(
+            ["npm", "install", "--silent", "--no-audit", "--no-fund", *GRAPHQL_WS],
+            cwd=GRAPHQL_WS_DIR,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        marker.write_text(" ".join(GRAPHQL_WS))
+    shutil.copy(
+        Path(__file__).parent / "support" / "node" / "rejoin.mjs", GRAPHQL_WS_DIR / "rejoin.mjs"
+    )
+    return GRAPHQL_WS_DIR
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js runs graphql-ws's client")
+async def test_graphql_ws_retrying_after_a_dropped_socket_shows_the_reply_once(
+    app: AppServer,
+) -> None:
+    """The review's case: a client that re-subscribes with its turn id (graphql-ws
+    `retryAttempts`) showed the start of the reply twice, because the join replayed it
+    merged. Now the join replays one token an event, and the seq recipe holds."""
+    import uuid
+
+    from tests.support import new_session
+    from tests.support.redis_proxy import RedisProxy
+
+    folder = graphql_ws_dir()
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        session_id = await new_session(http)
+    async with RedisProxy(app.port) as proxy:
+        message = "!delay=0.05 !tokens=60 rejoined"
+        run = await asyncio.create_subprocess_exec(
+            "node", "rejoin.mjs", f"ws://127.0.0.1:{proxy.port}/graphql",
+            session_id, str(uuid.uuid4()), message, "12",
+            cwd=folder,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert run.stdout is not None
+        ready = await asyncio.wait_for(run.stdout.readline(), 30)
+        assert ready.strip() == b"READY", ready
+        dropped = proxy.drop_connections()
+        out, err = await asyncio.wait_for(run.communicate(), 60)
+    assert run.returncode == 0, err.decode()
+    result = json.loads(out.decode().splitlines()[-1])
+    assert dropped >= 1 and result["connected"] == 2
+    assert result["shown"] == "[n=2]" + "".join(f" t{k}" for k in range(60))
+    # The join replayed what was there one token an event, from 1.
+    seqs = result["seqs"]
+    restart = next(i for i in range(1, len(seqs)) if seqs[i] <= seqs[i - 1])
+    assert seqs[restart : restart + 5] == [1, 2, 3, 4, 5]
+
+
+async def test_a_query_over_the_legacy_protocol_is_told_where_queries_go(app: AppServer) -> None:
+    async with graphql_socket(app.ws_url, LEGACY_WS) as ws:
+        got = await ws.collect(await ws.start("{ viewer { isAdmin } }"))
+    assert got.errors, got
+    message = got.errors[0]["message"]
+    assert "HTTP POST /graphql" in message and "graphql-transport-ws" in message
+
+
+async def test_a_graphql_get_runs_for_clients_and_opens_graphiql_for_browsers(
+    client: httpx.AsyncClient,
+) -> None:
+    query = {"query": "{ viewer { isAdmin } }"}
+    ran = await client.get("/graphql", params=query, headers={"accept": "application/json"})
+    assert ran.json() == {"data": {"viewer": {"isAdmin": False}}}
+    browsed = await client.get(
+        "/graphql", params=query, headers={"accept": "text/html,application/xhtml+xml,*/*"}
+    )
+    assert browsed.headers["content-type"].startswith("text/html")
+    assert "parameters.query" in browsed.text  # the editor is filled from the link

@@ -83,3 +83,16 @@ async def test_a_chat_subscription_typed_into_graphiql_streams(
     assert len(tokens) >= 4, f"GraphiQL did not show the reply streaming: {seen}"
     assert '"done": true' in seen[-1]
     await page.screenshot(path=str(ARTIFACTS / "graphiql-subscription.png"))
+
+
+async def test_a_link_with_a_query_opens_graphiql_with_it(
+    graphiql_page: Page, app: AppServer
+) -> None:
+    """A link `/graphql?query=...` opened in a browser opens GraphiQL with the query in
+    its editor (before, the browser got the operation's JSON result)."""
+    page = graphiql_page
+    await page.goto(f"{app.url}/graphql?query=%7B%20viewer%20%7B%20isAdmin%20%7D%20%7D")
+    editor = page.locator(".graphiql-query-editor .CodeMirror")
+    await expect(editor).to_be_visible(timeout=15_000)
+    await expect(editor).to_contain_text("viewer")
+    await expect(editor).to_contain_text("isAdmin")

@@ -68,7 +68,9 @@ def test_the_document_says_what_generated_clients_need(spec: dict[str, Any]) -> 
             where = f"{method.upper()} {path}"
             if path in ("/healthz", "/readyz"):
                 continue
-            assert operation["security"] == [{}, {"bearer": []}], where
+            # A guest token is what an anonymous caller asks for: POST /guest needs none.
+            expected: list[dict[str, list[str]]] = [] if path == "/guest" else [{}, {"bearer": []}]
+            assert operation["security"] == expected, where
             assert "429" in operation["responses"], where
             assert operation["responses"]["429"]["headers"]["Retry-After"], where
             names = [p["name"] for p in operation.get("parameters", [])]
@@ -77,7 +79,12 @@ def test_the_document_says_what_generated_clients_need(spec: dict[str, Any]) -> 
         (limit,) = [p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == "limit"]
         assert limit["schema"]["type"] == "integer"
     chat = spec["paths"]["/chat"]["post"]["responses"]["200"]
-    assert set(chat["content"]) == {"text/plain", "text/event-stream", "application/json"}
+    # The default first: generated clients read a response as its first type.
+    assert list(chat["content"]) == ["text/plain", "text/event-stream", "application/json"]
+    events = spec["paths"]["/session/{session_id}/turns/{turn_id}/events"]["get"]
+    assert list(events["responses"]["200"]["content"]) == ["text/event-stream"]
+    (after,) = [p for p in events["parameters"] if p["name"] == "after"]
+    assert after["schema"]["type"] == "integer"
     assert chat["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ChatResponse"
     }
@@ -127,23 +134,33 @@ def check_every_route(
     called.add("POST /new_session")
 
     chat = api(generated, "chat.chat_chat_post")
+    # With its defaults: the plain-text reply, read as text.
+    plain_reply = chat.sync_detailed(
+        client=user, body=models.ChatBody(session_id=session_id, message="first")
+    )
+    assert plain_reply.status_code == 200 and plain_reply.parsed == "[n=2] first"
     reply = chat.sync_detailed(
         client=user,
         body=models.ChatBody(session_id=session_id, message="hello there"),
         accept="application/json",
     )
     assert reply.status_code == 200
-    assert reply.parsed.session_id == session_id and reply.parsed.response
+    assert json.loads(reply.parsed) == {"session_id": session_id, "response": "[n=4] hello there"}
     turn_id = reply.headers["x-turn-id"]
     called.add("POST /chat")
 
-    # The streams are read as streams, through the generated client's own connection.
+    # The events with the generated function's defaults, then resumed after a point.
+    turn_events = api(generated, "chat.turn_events_session_session_id_turns_turn_id_events_get")
+    events = turn_events.sync_detailed(session_id, turn_id, client=user)
+    assert events.status_code == 200 and "event: done" in events.parsed
+    resumed = turn_events.sync_detailed(session_id, turn_id, client=user, after=1)
+    assert resumed.status_code == 200 and "id: 1\n" not in resumed.parsed
+    # ... and as a stream, through the generated client's own connection.
     with user.get_httpx_client().stream(
         "GET", f"/session/{session_id}/turns/{turn_id}/events"
-    ) as events:
-        assert events.status_code == 200
-        assert events.headers["content-type"].startswith("text/event-stream")
-        assert "event: done" in events.read().decode()
+    ) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert "event: done" in stream.read().decode()
     called.add("GET /session/{session_id}/turns/{turn_id}/events")
 
     stopped = api(generated, "chat.stop_turn_session_session_id_stop_post").sync(
@@ -155,7 +172,7 @@ def check_every_route(
     history = api(generated, "sessions.history_session_session_id_history_get").sync(
         session_id, client=user
     )
-    assert [turn.input_ for turn in history.history] == ["hello there"]
+    assert [turn.input_ for turn in history.history] == ["first", "hello there"]
     called.add("GET /session/{session_id}/history")
 
     mine = api(generated, "sessions.my_sessions_me_sessions_get").sync(client=user, limit=10)

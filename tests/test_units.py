@@ -141,14 +141,31 @@ async def test_a_reader_that_keeps_up_gets_every_token_as_its_own_event() -> Non
 
 
 async def test_a_reader_that_falls_behind_gets_the_backlog_merged() -> None:
+    """One that resumes after a known point with many tokens waiting."""
     tokens = [f"t{i} " for i in range(BACKLOG_TO_MERGE * 3)]
-    events = await _collect(_turn(*tokens))
-    assert "".join(e.token for e in events) == "".join(tokens)
+    events = await _collect(_turn(*tokens), after=1)
+    assert "".join(e.token for e in events) == "".join(tokens[1:])
     assert len(events) < len(tokens)
     # A merged event carries the number of the last token in it.
     assert events[-2].seq == len(tokens)
     assert events[-1].done
     assert events[-1].seq == len(tokens) + 1
+
+
+async def test_a_join_replays_one_token_an_event_then_follows() -> None:
+    """A reader from the start gets what was there one token an event (seq 1, 2, ...),
+    so a client that skips each event whose seq it has seen shows every token once."""
+    tokens = [f"t{i} " for i in range(BACKLOG_TO_MERGE * 3)]
+    turn = _turn(*tokens)
+    events = await _collect(turn)
+    assert [e.seq for e in events] == list(range(1, len(tokens) + 2))
+    assert [e.token for e in events[:-1]] == tokens
+    # The recipe, after a first connection saw 1-10 (some merged) and a second joins.
+    shown, last = "".join(tokens[:10]), 10
+    for event in events[:-1]:
+        if event.seq > last:
+            shown, last = shown + event.token, event.seq
+    assert shown == "".join(tokens)
 
 
 async def test_a_reader_resumes_after_the_last_event_it_saw() -> None:
@@ -224,6 +241,21 @@ def test_tokens_in_a_query_string_are_hidden_in_access_logs() -> None:
     line = record.getMessage()
     assert "secret" not in line
     assert "access_token=[hidden]&x=1" in line and "after=2" in line
+
+
+@pytest.mark.parametrize(
+    "name", ["access_token", "access%5Ftoken", "%61ccess_token", "ACCESS_TOKEN", "access%5ftoken"]
+)
+def test_a_token_is_hidden_however_its_name_is_encoded(name: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from resolvers.middleware import redact_query
+
+    path = f"/session/s/turns/t/events?{name}=eyJ.secret.sig&after=2"
+    # The name reads as the token's to the server (Starlette decodes it so).
+    assert parse_qsl(path.partition("?")[2])[0][0].lower() == "access_token"
+    hidden = redact_query(path)
+    assert "secret" not in hidden and hidden.endswith(f"?{name}=[hidden]&after=2")
 
 
 def test_the_quick_token_estimate_is_langchains_approximate_count() -> None:

@@ -132,11 +132,15 @@ class LiveTurn:
         """The events after number `after`: tokens, then the done event; the turn's
         error is raised instead of the done event.
 
-        A reader that keeps up gets every token as its own event. One that falls behind
-        (`BACKLOG_TO_MERGE` tokens waiting: a loaded socket, a slow client, a late join)
-        gets the waiting tokens merged in one event, numbered as the last of them. With
-        `min_gap`, tokens that come within `min_gap` seconds of the last event wait (never
-        longer) to go out together. The first token and the end are never held back.
+        A reader from the start (`after` 0: a client joining a turn it may have seen
+        part of) gets the tokens there when it came one an event, numbered 1, 2, 3, ...:
+        the recipe "skip an event whose seq is not above the last one seen" then shows
+        every token once across a dropped connection. After that, a reader that keeps up
+        gets every token as its own event; one that falls behind (`BACKLOG_TO_MERGE`
+        tokens waiting: a loaded socket, a slow client) gets the waiting tokens merged in
+        one event, numbered as the last of them. With `min_gap`, tokens that come within
+        `min_gap` seconds of the last event wait (never longer) to go out together. The
+        first token and the end are never held back.
         """
         if after < 0:
             raise BadInput("after must not be negative")
@@ -144,6 +148,11 @@ class LiveTurn:
         min_gap = self._min_gap if min_gap is None else min_gap
         position = after
         last_sent = -math.inf
+        # The replay of a join: one token an event, at once.
+        replay_until = len(self.tokens) if after == 0 else 0
+        while position < replay_until:
+            position += 1
+            yield TurnEvent(token=self.tokens[position - 1], turn_id=self.turn_id, seq=position)
         while True:
             available = len(self.tokens)
             if position < available:
