@@ -479,3 +479,34 @@ async def test_the_sockets_one_address_holds_open_are_bounded(
                 pass
     async with graphql_socket(app.ws_url) as ws:  # closed ones leave room
         assert ws.ws.state.name == "OPEN"
+
+
+# -- 13. odd requests ---------------------------------------------------------------------
+
+
+async def test_json_nested_past_the_parser_is_refused_not_a_500(app: AppServer) -> None:
+    deep = "[" * 50_000 + "]" * 50_000
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        statuses = {
+            path: (
+                await http.post(path, content=deep, headers={"content-type": "application/json"})
+            ).status_code
+            for path in ("/chat", "/new_session", "/graphql", "/admin/import")
+        }
+        wrapped = '{"query": ' + deep + "}"
+        graphql = await http.post(
+            "/graphql", content=wrapped, headers={"content-type": "application/json"}
+        )
+    assert statuses["/chat"] == statuses["/new_session"] == 422
+    assert statuses["/graphql"] == graphql.status_code == 400
+    assert statuses["/admin/import"] == 401  # the admin's token first
+    import websockets
+
+    from tests.support.ws_client import graphql_socket
+
+    async with graphql_socket(app.ws_url) as ws:
+        await ws.ws.send(deep)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    # The protocol's answer to a message that is not JSON it takes, not a crash (1011).
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400

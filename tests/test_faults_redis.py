@@ -264,6 +264,7 @@ async def test_graphql_operations_cancelled_mid_redis_command_leave_no_stale_rep
             await ws.send(json.dumps({"type": "connection_init"}))
             assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
             ops: dict[str, tuple[str, str]] = {}
+            before = proxy.chunks_to_server
             for i in range(10):
                 op_id = f"{n}-{i}"
                 query, session_id = queries[i % 2], ids[(i // 2) % 2]
@@ -274,7 +275,10 @@ async def test_graphql_operations_cancelled_mid_redis_command_leave_no_stale_rep
             if not cancel:
                 pending = set(ops)
             else:
-                await asyncio.sleep(0.08)  # the commands are out, their replies held back
+                # The commands are out (on a loaded machine that can take a while), their
+                # replies held back by the proxy's delay.
+                await proxy.wait_for_command(before)
+                await asyncio.sleep(0.05)
                 if n % 2:
                     tally["sockets_closed"] += 1
                     return  # leaving the block closes the socket: every operation is cancelled

@@ -182,6 +182,8 @@ async def test_the_admin_routes_export_and_import(admin_app: AppServer) -> None:
         assert exported.headers["content-type"].startswith("application/x-ndjson")
         (line,) = exported.text.splitlines()
         assert json.loads(line)["session_id"] == session_id
+        # Nothing internal goes out (the last turn's id, the list's mark).
+        assert set(json.loads(line)["meta"]) & {"last_turn", "list_mark"} == set()
         assert (await http.delete(f"/session/{session_id}")).status_code == 204
         refused = await http.post("/admin/import", content=line)
         assert refused.status_code == 401
