@@ -147,4 +147,5 @@ async def test_sigterm_with_a_long_reply_streaming_exits_within_the_bound(
     assert partial.startswith("[n=2] t0") and not partial.endswith("t119")
     assert end["message"]["content"] == partial
     # Bounded by the setting (4 s), whatever the reply's length (a minute).
+    print(f"[shutdown] a minute's reply streaming: exited {exited_after:.1f} s after SIGTERM")
     assert exited_after < 20, exited_after
