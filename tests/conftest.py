@@ -140,3 +140,20 @@ def app(start_app: type[AppServer], shared_redis_url: str, fake_groq: FakeGroq) 
 async def client(app: AppServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def db_url(fresh_db: Callable[[], str]) -> str:
+    """A Redis database of the module's own."""
+    return fresh_db()
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Redis]:
+    """The module's database, emptied before and after the test: the index holds only
+    this test's sessions."""
+    client = Redis.from_url(db_url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()

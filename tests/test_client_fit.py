@@ -172,20 +172,26 @@ APOLLO_DIR = Path(__file__).parent / "artifacts" / "apollo-client"
 def apollo_client_dir() -> Path:
     """A folder with Apollo Client installed and the test's script beside it (an ES
     module finds its packages in the node_modules of its own folder)."""
-    marker = APOLLO_DIR / "node_modules" / ".installed"
+    return npm_folder(APOLLO_DIR, APOLLO, "apq.mjs")
+
+
+def npm_folder(folder: Path, packages: tuple[str, ...], script: str) -> Path:
+    """`folder` with `packages` installed from npm (once) and `script` (from
+    tests/support/node/) beside them."""
+    marker = folder / "node_modules" / ".installed"
     if not marker.exists():
-        APOLLO_DIR.mkdir(parents=True, exist_ok=True)
-        (APOLLO_DIR / "package.json").write_text('{"private": true}')
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "package.json").write_text('{"private": true}')
         subprocess.run(
-            ["npm", "install", "--silent", "--no-audit", "--no-fund", *APOLLO],
-            cwd=APOLLO_DIR,
+            ["npm", "install", "--silent", "--no-audit", "--no-fund", *packages],
+            cwd=folder,
             check=True,
             capture_output=True,
             timeout=300,
         )
-        marker.write_text(" ".join(APOLLO))
-    shutil.copy(Path(__file__).parent / "support" / "node" / "apq.mjs", APOLLO_DIR / "apq.mjs")
-    return APOLLO_DIR
+        marker.write_text(" ".join(packages))
+    shutil.copy(Path(__file__).parent / "support" / "node" / script, folder / script)
+    return folder
 
 
 @pytest.mark.slow
@@ -216,22 +222,7 @@ GRAPHQL_WS_DIR = Path(__file__).parent / "artifacts" / "graphql-ws"
 
 
 def graphql_ws_dir() -> Path:
-    marker = GRAPHQL_WS_DIR / "node_modules" / ".installed"
-    if not marker.exists():
-        GRAPHQL_WS_DIR.mkdir(parents=True, exist_ok=True)
-        (GRAPHQL_WS_DIR / "package.json").write_text('{"private": true}')
-        subprocess.run(
-            ["npm", "install", "--silent", "--no-audit", "--no-fund", *GRAPHQL_WS],
-            cwd=GRAPHQL_WS_DIR,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        marker.write_text(" ".join(GRAPHQL_WS))
-    shutil.copy(
-        Path(__file__).parent / "support" / "node" / "rejoin.mjs", GRAPHQL_WS_DIR / "rejoin.mjs"
-    )
-    return GRAPHQL_WS_DIR
+    return npm_folder(GRAPHQL_WS_DIR, GRAPHQL_WS, "rejoin.mjs")
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -78,20 +78,6 @@ HOSTILE_ELEMENTS = [
     ),
 ]
 MAX_COUNT = 2**31 - 1
-
-
-@pytest.fixture(scope="module")
-def db_url(fresh_db: Callable[[], str]) -> str:
-    return fresh_db()
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(db_url, decode_responses=True)
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, message_to_dict
@@ -17,21 +16,6 @@ from resolvers.services.sessions import SessionStore, TurnStart
 from resolvers.services.validation import check_session_id
 
 PROMPT = "be brief"
-
-
-@pytest.fixture(scope="module")
-def db_url(fresh_db: Callable[[], str]) -> str:
-    return fresh_db()
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Redis]:
-    """A Redis database of its own, emptied, so the index holds only this test's sessions."""
-    client = Redis.from_url(db_url, decode_responses=True)
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
 
 
 def make_store(redis: Redis, *, window: int = 40, ttl: int = 0, lock: float = 20) -> SessionStore:
