@@ -70,8 +70,9 @@ TIMES = """async ([prefix, unit, suffix, n]) => {
         smalls.push(time(small, reps));
         larges.push(time(large, reps));
     }
-    const median = (xs) => xs.sort((a, b) => a - b)[3];
-    return { small: median(smalls), large: median(larges), reps };
+    // The fastest of seven: what the code costs, least disturbed by the machine's load.
+    const fastest = (xs) => Math.min(...xs);
+    return { small: fastest(smalls), large: fastest(larges), reps };
 }"""
 
 
@@ -168,8 +169,15 @@ async def test_render_time_grows_linearly_with_hostile_text(page: Page) -> None:
         ("```", " ", "!"),
     ]
     for prefix, unit, suffix in shapes:
-        times = await page.evaluate(TIMES, [prefix, unit, suffix, 8000])
-        ratio = times["large"] / max(times["small"], 0.01)
+        # Linear is 4x, quadratic 16x; a busy machine can blur one measure, never three
+        # in a row into 8x (bounded: three rounds at most).
+        ratios = []
+        for _ in range(3):
+            times = await page.evaluate(TIMES, [prefix, unit, suffix, 8000])
+            ratios.append(times["large"] / max(times["small"], 0.01))
+            if ratios[-1] < 8:
+                break
+        ratio = min(ratios)
         assert ratio < 8, f"{prefix[:4]!r} + {unit!r} * n: 4x the text took {ratio:.1f}x: {times}"
 
 
