@@ -32,6 +32,7 @@ from schema.types import (
     CreateSessionInput,
     GuestToken,
     Message,
+    OutsideHistories,
     ServerInfo,
     Session,
     SessionConnection,
@@ -71,10 +72,16 @@ class Query:
     @strawberry.field(description="The model in use and the server's limits.")
     async def server_info(self, info: resolve.Info) -> ServerInfo:
         services = await resolve.server_info(info)
+        found = services.elsewhere
         return ServerInfo(
             model=services.model_name,
             admin_required=not services.admin_open,
             max_message_chars=services.settings.max_message_chars,
+            outside_histories=(
+                OutsideHistories(count=found.count, more=found.more, redis_url=found.redis_url)
+                if found is not None
+                else None
+            ),
         )
 
 

@@ -291,6 +291,20 @@ class ServerInfo:
         description="Whether listing sessions needs the admin token."
     )
     max_message_chars: int
+    outside_histories: OutsideHistories | None = strawberry.field(
+        default=None,
+        description=(
+            "Chats of another LangChain app in a Redis on localhost:6379 that this server "
+            "does not use (it runs its own, REDIS_URL being unset); null when none."
+        ),
+    )
+
+
+@strawberry.type(description="LangChain chat histories in a Redis this server does not use.")
+class OutsideHistories:
+    count: int = strawberry.field(description="How many were counted (a bounded look).")
+    more: bool = strawberry.field(description="Whether there may be more than counted.")
+    redis_url: str = strawberry.field(description="The REDIS_URL that serves them.")
 
 
 @strawberry.input

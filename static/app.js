@@ -26,7 +26,8 @@ import {
 } from "./queries.js";
 import { state } from "./state.js";
 import {
-  autosize, nearTop, openDrawer, showConnection, showError, showListMode, showModel, ui,
+  autosize, nearTop, openDrawer, showConnection, showElsewhere, showError, showListMode,
+  showModel, ui,
 } from "./view.js";
 
 onConnectionStatus((status) => {
@@ -134,6 +135,8 @@ async function start() {
     showModel(serverInfo.model);
     state.maxChars = serverInfo.maxMessageChars;
     state.adminOffered = serverInfo.adminRequired;
+    state.elsewhere = elsewhereAdvice(serverInfo.outsideHistories);
+    showElsewhere();
     showListMode(Boolean(adminToken()));
   } catch (error) {
     showError(error);
@@ -141,6 +144,20 @@ async function start() {
   await Promise.all([opening, listing, connecting]);
   // Into the input, unless the person has gone elsewhere meanwhile (typing a title).
   if (document.activeElement === document.body) ui.input.focus();
+}
+
+/**
+ * How to serve the chats the server saw in a Redis it does not use; "" for none.
+ * @param {import("./queries.js").ServerInfo["outsideHistories"]} found
+ */
+function elsewhereAdvice(found) {
+  if (!found) return "";
+  const many = `${found.count}${found.more ? "+" : ""}`;
+  return (
+    `A Redis at localhost:6379 holds ${many} chats of another LangChain app. This server ` +
+    `keeps its own. To see them here, restart it with REDIS_URL=${found.redisUrl} ` +
+    "(docs/migrating.md)."
+  );
 }
 
 start();

@@ -90,6 +90,7 @@ import { GraphQLClient } from "./graphql.js";
  * @property {string} model
  * @property {boolean} adminRequired
  * @property {number} maxMessageChars
+ * @property {{ count: number, more: boolean, redisUrl: string } | null} outsideHistories
  */
 
 /**
@@ -127,7 +128,9 @@ const SESSION_PAGE = `edges { node { id title updatedAt messageCount } }
       pageInfo { hasNextPage endCursor }`;
 
 const Q = {
-  info: "query { serverInfo { model adminRequired maxMessageChars } }",
+  info:
+    "query { serverInfo { model adminRequired maxMessageChars " +
+    "outsideHistories { count more redisUrl } } }",
   guest: "mutation Guest { createGuest { token userId expiresAt } }",
   viewer: "query Viewer { viewer { id isAdmin } }",
   mine: `query MySessions($first: Int!, $after: String) {

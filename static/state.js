@@ -69,6 +69,8 @@
  *   list of every chat needs it)
  * @property {number} listSeq numbers the list's loads; only the newest answer is shown
  * @property {number} maxChars the longest message the server takes
+ * @property {string} elsewhere what the server says of chats in a Redis it does not use
+ *   (another app's, on localhost:6379); "" when it saw none
  * @property {Map<string, string>} drafts chat id ("" for no chat) -> text waiting in its input
  * @property {Map<string, Note>} notes chat id -> notice to show when that chat is opened
  * @property {Map<string, LiveTurn>} turns chat id -> the turn whose reply the page streams
@@ -86,6 +88,7 @@ export const state = {
   adminOffered: false,
   listSeq: 0,
   maxChars: 32000,
+  elsewhere: "",
   drafts: new Map(),
   notes: new Map(),
   turns: new Map(),

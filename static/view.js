@@ -34,6 +34,7 @@ export const ui = {
   myChats: byId("my-chats", HTMLButtonElement),
   sessions: byId("sessions", HTMLUListElement),
   empty: byId("sessions-empty", HTMLParagraphElement),
+  elsewhere: byId("sessions-elsewhere", HTMLParagraphElement),
   more: byId("sessions-more", HTMLButtonElement),
   newForm: byId("new-chat-form", HTMLFormElement),
   newTitle: byId("new-title", HTMLInputElement),
@@ -611,6 +612,16 @@ export function showSessions({ edges, pageInfo }, append) {
   for (const { node } of edges) ui.sessions.append(sessionItem(node));
   ui.more.hidden = !pageInfo.hasNextPage;
   ui.empty.hidden = ui.sessions.children.length > 0;
+  showElsewhere();
+}
+
+/**
+ * With the list empty, what the server saw of chats in a Redis it does not use: how to
+ * serve them (the same words as its start log). Shown as text, never as markup.
+ */
+export function showElsewhere() {
+  ui.elsewhere.textContent = state.elsewhere;
+  ui.elsewhere.hidden = !state.elsewhere || ui.sessions.children.length > 0;
 }
 
 /**

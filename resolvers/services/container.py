@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis, RedisCluster
 
 from resolvers.services.conversation import Conversations
+from resolvers.services.elsewhere import OutsideHistories, look_for_histories
 from resolvers.services.errors import Unauthenticated
 from resolvers.services.identity import Authenticator, Identity
 from resolvers.services.limits import RateLimiter
@@ -43,6 +44,9 @@ class Services:
     auth: Authenticator
     persisted: PersistedQueries
     transfer: Transfer
+    # Chats of the documented app in a Redis on localhost:6379 this server does not use
+    # (looked for at start, when REDIS_URL is unset).
+    elsewhere: OutsideHistories | None = None
 
     @property
     def admin_open(self) -> bool:
@@ -199,6 +203,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ),
         )
         background = [asyncio.create_task(_adopt_in_background(sessions))]
+        if not settings.redis_url:
+            background.append(asyncio.create_task(_look_elsewhere(services)))
         if settings.redis_cluster:
             background.append(asyncio.create_task(_repair_index_in_background(sessions)))
         try:
@@ -220,6 +226,15 @@ async def _adopt_in_background(sessions: SessionStore) -> None:
         return
     if adopted:
         logger.info("adopted %d existing LangChain chat histories as sessions", adopted)
+
+
+async def _look_elsewhere(services: Services) -> None:
+    """Whether the documented app's Redis holds chats this server does not serve: said
+    once, in the log and to the page (serverInfo)."""
+    found = await look_for_histories()
+    if found is not None:
+        services.elsewhere = found
+        logger.warning(found.advice)
 
 
 async def _repair_index_in_background(sessions: SessionStore) -> None:
