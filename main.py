@@ -36,6 +36,7 @@ from resolvers.middleware import (
     RequestLimits,
     TrustedProxies,
 )
+from resolvers.openapi import describe as describe_openapi
 from resolvers.router import ChatGraphQLRouter
 from resolvers.services import metrics
 from resolvers.services.container import open_services
@@ -145,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = rest.describe(build_openapi())
+            app.openapi_schema = describe_openapi(build_openapi())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

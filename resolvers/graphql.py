@@ -18,12 +18,13 @@ from graphql import GraphQLError
 from resolvers.context import Context
 from resolvers.services import metrics
 from resolvers.services.container import Services
-from resolvers.services.context import ContextPlan
 from resolvers.services.errors import RateLimited, client_error
-from resolvers.services.history import StoredMessage, TurnPair, TurnStatus
+from resolvers.services.history import Exchange, StoredMessage, TurnStatus
 from resolvers.services.identity import GuestToken, Identity
-from resolvers.services.sessions import ActiveTurn, SessionInfo, SessionPage
+from resolvers.services.sessions import SessionInfo, SessionPage
+from resolvers.services.turn_store import ActiveTurn
 from resolvers.services.turnlog import TurnEvent, TurnFailed
+from resolvers.services.window import ContextPlan
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +106,8 @@ async def session_prompt(info: Info, session_id: str) -> str | None:
 
 
 @graphql_errors
-async def history(info: Info, session_id: str) -> list[TurnPair]:
-    return await info.context.services.sessions.turns(session_id, who=await _who(info))
+async def history(info: Info, session_id: str) -> list[Exchange]:
+    return await info.context.services.sessions.exchanges(session_id, who=await _who(info))
 
 
 @graphql_errors
@@ -167,7 +168,7 @@ async def session_context(info: Info, session_id: str) -> ContextPlan:
 
 @graphql_errors
 async def active_turn(info: Info, session_id: str) -> ActiveTurn | None:
-    return await info.context.services.sessions.active_turn(session_id, who=await _who(info))
+    return await info.context.services.stores.turns.active_turn(session_id, who=await _who(info))
 
 
 @graphql_errors

@@ -1,20 +1,18 @@
-"""The documented REST routes: thin aliases over the same services as GraphQL."""
+"""The documented REST routes: thin aliases over the same services as GraphQL. Their
+bodies are `rest_models.py`'s, their streams `rest_streams.py`'s, their OpenAPI
+document `openapi.py`'s."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from resolvers.dependencies import (
     IdentityDep,
@@ -23,6 +21,20 @@ from resolvers.dependencies import (
     client_address,
     require_admin,
 )
+from resolvers.rest_models import (
+    ChatBody,
+    ChatResponse,
+    ErrorResponse,
+    GuestResponse,
+    HistoryResponse,
+    HistoryTurn,
+    NewSessionBody,
+    NewSessionResponse,
+    SessionsResponse,
+    StopBody,
+    StopResponse,
+)
+from resolvers.rest_streams import TurnStreamResponse, stream_mode
 from resolvers.services import metrics
 from resolvers.services.errors import (
     BadInput,
@@ -33,7 +45,6 @@ from resolvers.services.errors import (
     client_error,
 )
 from resolvers.services.identity import Identity
-from resolvers.services.turns import TurnEvent
 from resolvers.services.validation import check_session_id
 
 logger = logging.getLogger(__name__)
@@ -48,62 +59,6 @@ STATUS_OF_CODE = {
     "LLM_ERROR": 502,
     "UNAVAILABLE": 503,
 }
-
-
-class NewSessionBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    title: str | None = None
-    system_prompt: str | None = None
-
-
-class NewSessionResponse(BaseModel):
-    session_id: str
-
-
-class ChatBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    session_id: str
-    message: str
-    # Chosen by the client (a UUID): sending it again joins the turn instead of running
-    # the message twice.
-    turn_id: str | None = None
-
-
-class StopBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    turn_id: str | None = None
-
-
-class StopResponse(BaseModel):
-    stopped: bool
-
-
-class ChatResponse(BaseModel):
-    session_id: str
-    response: str
-
-
-class SessionsResponse(BaseModel):
-    sessions: list[str]
-    next_cursor: str | None = None
-
-
-class HistoryTurn(BaseModel):
-    input: str
-    output: str
-
-
-class HistoryResponse(BaseModel):
-    history: list[HistoryTurn]
-
-
-class GuestResponse(BaseModel):
-    token: str
-    user_id: str
-
-
-class ErrorResponse(BaseModel):
-    detail: str
 
 
 router = APIRouter()
@@ -162,18 +117,6 @@ async def new_session(
     return NewSessionResponse(session_id=found.id)
 
 
-StreamMode = Literal["text", "sse", "json"]
-
-
-def _stream_mode(accept: str | None) -> StreamMode:
-    types = {part.split(";")[0].strip().lower() for part in (accept or "").split(",")}
-    if "text/event-stream" in types:
-        return "sse"
-    if "application/json" in types and "text/plain" not in types:
-        return "json"
-    return "text"
-
-
 @router.post(
     "/chat",
     tags=["chat"],
@@ -203,7 +146,7 @@ async def chat(
 ) -> Response:
     """Run one turn (or, with a `turn_id` the session already has, join it). The status
     is sent once the first token is in hand; `X-Turn-Id` names the turn."""
-    mode = _stream_mode(accept)
+    mode = stream_mode(accept)
     turn = await services.turns.start(
         session_id=body.session_id,
         message=body.message,
@@ -288,100 +231,6 @@ async def stop_turn(
     return StopResponse(stopped=stopped)
 
 
-class TurnStreamResponse(Response):
-    """A turn's reply as it is produced: plain text, or server-sent events.
-
-    A failure after the status was sent cannot change it: SSE gets an `error` event;
-    plain text ends the connection without the chunked body's terminator, so clients
-    see an incomplete response instead of a short reply that looks whole.
-    """
-
-    def __init__(
-        self,
-        first: TurnEvent,
-        rest: AsyncIterator[TurnEvent],
-        *,
-        sse: bool,
-        turn_id: str,
-        retry_ms: int | None = None,
-    ) -> None:
-        self.status_code = 200
-        self.background = None
-        media_type = "text/event-stream; charset=utf-8" if sse else "text/plain; charset=utf-8"
-        # No content-length: the body is chunked, and its end is the sign of a whole reply.
-        self.raw_headers = [
-            (b"content-type", media_type.encode()),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),
-            (b"x-turn-id", turn_id.encode()),
-        ]
-        self._first = first
-        self._rest = rest
-        self._sse = sse
-        # Sent first: how soon an EventSource that lost the stream connects again.
-        self._preamble = f"retry: {retry_ms}\n\n".encode() if sse and retry_ms else b""
-
-    async def _events(self) -> AsyncIterator[TurnEvent]:
-        yield self._first
-        async for event in self._rest:
-            yield event
-
-    def _frame(self, event: TurnEvent) -> bytes:
-        if not self._sse:
-            return event.token.encode()
-        if event.done:
-            reply = event.message.content if event.message else ""
-            status = event.status.value if event.status else "COMPLETE"
-            return _sse("done", {"response": reply, "status": status}, event.seq)
-        return _sse("token", {"token": event.token}, event.seq)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Stream until the end, or until the client goes away (the turn goes on without
-        it; this reader stops at once rather than at the turn's end)."""
-        streaming = asyncio.ensure_future(self._stream(send))
-        gone = asyncio.ensure_future(_disconnected(receive))
-        try:
-            await asyncio.wait({streaming, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (streaming, gone):
-                task.cancel()
-            await asyncio.wait({streaming, gone})
-            aclose = getattr(self._rest, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if streaming.done() and not streaming.cancelled():
-            streaming.result()
-
-    async def _stream(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        if self._preamble:
-            await send({"type": "http.response.body", "body": self._preamble, "more_body": True})
-        try:
-            async for event in self._events():
-                frame = self._frame(event)
-                if frame:
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
-        except ChatError as error:
-            if not self._sse:
-                return  # no terminator: the client sees the reply is incomplete
-            frame = _sse("error", {"code": error.code, "message": error.message})
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-        except OSError:
-            return  # the client went away; the turn goes on without it
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Returns when the client has gone away (bounded: one message per receive)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-def _sse(event: str, data: dict[str, str], seq: int | None = None) -> bytes:
-    head = f"id: {seq}\n" if seq is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
 def _parse_limit(limit: str | None) -> int | None:
     if limit is None:
         return None
@@ -442,7 +291,7 @@ async def guest(services: ServicesDep) -> GuestResponse:
 @router.get("/session/{session_id}/history", responses=_ERRORS, tags=["sessions"])
 async def history(session_id: str, services: ServicesDep, who: IdentityDep) -> HistoryResponse:
     """The session's turns, oldest first."""
-    turns = await services.sessions.turns(session_id, who=who)
+    turns = await services.sessions.exchanges(session_id, who=who)
     return HistoryResponse(history=[HistoryTurn(input=t.input, output=t.output) for t in turns])
 
 
@@ -513,75 +362,3 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     if await services.ready():
         return JSONResponse({"status": "ready"})
     return JSONResponse({"detail": "Redis cannot be reached"}, status_code=503)
-
-
-# -- the OpenAPI description ------------------------------------------------------------
-
-_BEARER = "bearer"
-# Routes no limit or token applies to.
-_PROBES = ("/healthz", "/readyz", "/metrics")
-# Routes that need no token.
-_OPEN = ("/guest",)
-
-
-def describe(spec: dict[str, Any]) -> dict[str, Any]:
-    """FastAPI's OpenAPI document, made true for generated clients: the bearer token as
-    a security scheme (optional: without one the caller is anonymous), `limit` an
-    integer (the route reads it as text so a bad one is the contract's 400), the 429 of
-    the rate limits with its `Retry-After`, and every schema named in the components."""
-    components = spec.setdefault("components", {})
-    components.setdefault("securitySchemes", {})[_BEARER] = {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "ADMIN_TOKEN, a guest token from POST /guest, or an identity "
-        "provider's JWT. Optional: without one the caller is anonymous.",
-    }
-    schemas = components.setdefault("schemas", {})
-    schemas["ChatResponse"] = ChatResponse.model_json_schema()
-    for path, operations in spec.get("paths", {}).items():
-        for operation in operations.values():
-            if path in _PROBES:
-                continue
-            # A guest token is what an anonymous caller asks for: it needs none.
-            operation["security"] = [] if path in _OPEN else [{}, {_BEARER: []}]
-            operation["parameters"] = [
-                _integer_parameter(p)
-                for p in operation.get("parameters", [])
-                if not (p.get("in") == "header" and p.get("name") == "authorization")
-            ]
-            if not operation["parameters"]:
-                del operation["parameters"]
-            operation["responses"]["429"] = {
-                "description": "Too many requests from this address, or turns on this "
-                "session: retry after Retry-After seconds.",
-                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
-                },
-            }
-    chat = spec["paths"]["/chat"]["post"]["responses"]["200"]
-    chat["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/ChatResponse"}
-    chat["headers"] = {"X-Turn-Id": {"schema": {"type": "string"}, "description": "The turn."}}
-    events = spec["paths"]["/session/{session_id}/turns/{turn_id}/events"]["get"]["responses"]
-    # Only the stream: FastAPI adds a JSON body to every route's 200 by default.
-    events["200"]["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
-    return spec
-
-
-def _integer_parameter(parameter: dict[str, Any]) -> dict[str, Any]:
-    """`limit` and `after` as the integers they are (the routes read them as text, so a
-    bad one is the contract's 400, not FastAPI's 422)."""
-    if parameter.get("in") == "query" and parameter.get("name") == "limit":
-        return {
-            **parameter,
-            "schema": {"type": "integer", "minimum": 1, "title": "Limit"},
-            "description": "Page size (at most 1000): one page and a next_cursor. "
-            "Without it, every id.",
-        }
-    if parameter.get("in") == "query" and parameter.get("name") == "after":
-        return {
-            **parameter,
-            "schema": {"type": "integer", "minimum": 0, "title": "After"},
-            "description": "The last event seen (as Last-Event-ID): the stream resumes after it.",
-        }
-    return parameter

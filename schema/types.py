@@ -8,16 +8,16 @@ import strawberry
 
 from resolvers import graphql as resolve
 from resolvers.context import Context
-from resolvers.services.context import ContextPlan
+from resolvers.services.history import Exchange, StoredMessage
 from resolvers.services.history import Role as StoredRole
-from resolvers.services.history import StoredMessage, TurnPair
 from resolvers.services.history import TurnStatus as StoredTurnStatus
 from resolvers.services.identity import GuestToken as IssuedGuest
 from resolvers.services.identity import Identity
-from resolvers.services.sessions import ActiveTurn as RunningTurn
 from resolvers.services.sessions import SessionInfo, SessionPage
+from resolvers.services.turn_store import ActiveTurn as RunningTurn
 from resolvers.services.turnlog import TurnEvent
 from resolvers.services.usage import Usage as StoredUsage
+from resolvers.services.window import ContextPlan
 
 # Registers the stored enums as the GraphQL enums `Role` and `TurnStatus`.
 strawberry.enum(StoredRole, name="Role")
@@ -107,7 +107,7 @@ class Turn:
     output: str
 
     @classmethod
-    def of(cls, turn: TurnPair) -> Turn:
+    def of(cls, turn: Exchange) -> Turn:
         return cls(input=turn.input, output=turn.output)
 
 

@@ -10,21 +10,22 @@
 //   queries.js  the GraphQL documents, the client, who the page is (guest or admin token)
 //   state.js    the page's state
 //   view.js     what the page shows (DOM only)
-//   flows.js    what the page does: the list, opening/creating/renaming/deleting a chat,
-//               paging back through it, a turn (sent, regenerated, edited, followed,
-//               taken up again after a lost connection, stopped)
+//   flows.js    the chats: the list, opening/creating/renaming/deleting a chat, paging
+//               back through it, starting an edit
+//   turnflow.js a turn's life: sent, regenerated, edited, followed, taken up again after
+//               a lost connection, stopped
 //   graphql.js  the GraphQL client (HTTP and graphql-transport-ws)
 //   markdown.js the safe Markdown renderer
 
 import {
-  cancelEdit, connectionChanged, deleteOpenSession, identityChanged, loadOlder, loadSessions,
-  newChat, openSession, regenerate, saveTitle, send, startEdit, startRenaming, stopRenaming,
-  stopReply, titleLeft, useAdminToken,
+  cancelEdit, deleteOpenSession, identityChanged, loadOlder, loadSessions, newChat, openSession,
+  saveTitle, startEdit, startRenaming, stopRenaming, titleLeft, useAdminToken,
 } from "./flows.js";
 import {
   adminToken, client, identityReady, onConnectionStatus, onIdentityChange, queryServerInfo,
 } from "./queries.js";
 import { state } from "./state.js";
+import { connectionChanged, regenerate, send, stopReply } from "./turnflow.js";
 import {
   autosize, nearTop, openDrawer, showConnection, showElsewhere, showError, showListMode,
   showModel, ui,

@@ -28,8 +28,8 @@ from websockets.typing import Subprotocol
 
 from resolvers.services.errors import SessionBusy
 from resolvers.services.keys import lock_key
-from resolvers.services.sessions import SessionStore
 from resolvers.services.storage import make_client
+from resolvers.services.stores import open_stores
 from tests.support import (
     AppServer,
     FakeGroq,
@@ -769,23 +769,25 @@ async def test_a_turn_start_whose_reply_is_lost_is_retried_as_the_same_start(
     async with RedisProxy(redis_server.port) as proxy:
         client = make_client(proxy.url, max_connections=4)
         try:
-            store = SessionStore(
+            store = open_stores(
                 client,
                 default_system_prompt="p",
                 history_window=4,
                 ttl_seconds=0,
                 lock_seconds=20,
             )
-            session = await store.create()
-            warm = await store.begin_turn((await store.create()).id)  # scripts loaded
+            session = await store.sessions.create()
+            warm = await store.turns.begin_turn(
+                (await store.sessions.create()).id
+            )  # scripts loaded
             assert warm.token
             proxy.lose_reply_to(lock_key(session.id).encode())
-            start = await store.begin_turn(session.id)
+            start = await store.turns.begin_turn(session.id)
             assert proxy.replies_lost == 1
             assert await client.get(lock_key(session.id)) == start.token
             with pytest.raises(SessionBusy):
-                await store.begin_turn(session.id)
-            await store.release_lock(session.id, start.token)
+                await store.turns.begin_turn(session.id)
+            await store.turns.release_lock(session.id, start.token)
             assert await client.get(lock_key(session.id)) is None
         finally:
             await client.aclose()

@@ -9,7 +9,7 @@ from langchain_community.chat_message_histories import RedisChatMessageHistory
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from redis.asyncio import Redis
 
-from resolvers.services.history import RedisChatHistory, Role, StoredMessage, TurnPair, pair_turns
+from resolvers.services.history import Exchange, RedisChatHistory, Role, StoredMessage, exchanges
 from resolvers.services.keys import lock_key, messages_key, meta_key
 from tests.support import RedisServer
 
@@ -98,7 +98,7 @@ def test_every_key_of_a_session_shares_the_message_lists_hash_slot() -> None:
         assert key.startswith("{" + tag + "}")
 
 
-def test_pair_turns_pairs_each_user_message_with_its_reply() -> None:
+def test_exchanges_pairs_each_user_message_with_its_reply() -> None:
     def msg(role: Role, text: str) -> StoredMessage:
         return StoredMessage(role=role, content=text, created_at=None)
 
@@ -109,7 +109,7 @@ def test_pair_turns_pairs_each_user_message_with_its_reply() -> None:
         msg(Role.USER, "c"),
         msg(Role.ASSISTANT, "d"),
     ]
-    assert pair_turns(messages) == [TurnPair("a", "b"), TurnPair("c", "d")]
+    assert exchanges(messages) == [Exchange("a", "b"), Exchange("c", "d")]
 
 
 async def test_content_blocks_are_read_as_their_text(redis: Redis) -> None:

@@ -41,9 +41,10 @@ from redis.asyncio import Redis
 
 from resolvers.services.errors import BadInput, NotFound, SessionBusy
 from resolvers.services.history import RedisChatHistory, Role, encode, stamped
+from resolvers.services.index import MAX_PAGE
 from resolvers.services.keys import INDEX_KEY, messages_key, meta_key
-from resolvers.services.sessions import MAX_PAGE, SessionStore
 from resolvers.services.storage import make_client
+from resolvers.services.stores import open_stores
 from tests.support import RedisServer
 from tests.support.fuzzing import UNICODE, FuzzStats, reporting
 
@@ -330,7 +331,7 @@ class SessionMachine(AsyncMachine):
     def __init__(self) -> None:
         super().__init__()
         self.stores = [
-            SessionStore(
+            open_stores(
                 self.client(app_like=True),
                 default_system_prompt="be brief",
                 history_window=4,
@@ -388,10 +389,10 @@ class SessionMachine(AsyncMachine):
         if title is not None and len(title) > 200:
             self.step("create (title too long)")
             with pytest.raises(BadInput):
-                self.run(self.stores[who].create(title=title))
+                self.run(self.stores[who].sessions.create(title=title))
             return
         self.step("create")
-        info = self.run(self.stores[who].create(title=title))
+        info = self.run(self.stores[who].sessions.create(title=title))
         assert info.message_count == 0 and info.title == (title or None)
         assert info.id not in self.model
         self.model[info.id] = Model(activity=self.tick(), title=title or None)
@@ -403,7 +404,7 @@ class SessionMachine(AsyncMachine):
         free = [s for s, m in self.model.items() if m.exists and m.lock is None]
         session_id = data.draw(st.sampled_from(free), label="session")
         self.step("whole turn")
-        start = self.run(self.stores[first].begin_turn(session_id))
+        start = self.run(self.stores[first].turns.begin_turn(session_id))
         self.turn_ids[start.token] = start.turn_id
         self.model[session_id].lock = start.token
         self.commit_running(then, session_id)
@@ -423,14 +424,14 @@ class SessionMachine(AsyncMachine):
         if not model.exists:
             self.step("begin_turn (deleted)")
             with pytest.raises(NotFound):
-                self.run(self.stores[who].begin_turn(session_id))
+                self.run(self.stores[who].turns.begin_turn(session_id))
         elif model.lock is not None:
             self.step("begin_turn (busy)")
             with pytest.raises(SessionBusy):
-                self.run(self.stores[who].begin_turn(session_id))
+                self.run(self.stores[who].turns.begin_turn(session_id))
         else:
             self.step("begin_turn")
-            start = self.run(self.stores[who].begin_turn(session_id))
+            start = self.run(self.stores[who].turns.begin_turn(session_id))
             self.turn_ids[start.token] = start.turn_id
             window = [m.content for m in start.window]
             flat = [text for turn in model.turns for text in turn]
@@ -502,7 +503,7 @@ class SessionMachine(AsyncMachine):
         model = self.model[session_id]
         token = model.lock if own and model.lock else secrets.token_hex(16)
         self.step("release_lock" if token == model.lock else "release_lock (not the holder)")
-        self.run(self.stores[who].release_lock(session_id, token))
+        self.run(self.stores[who].turns.release_lock(session_id, token))
         if token == model.lock:
             self.spent_tokens.append(token)
             model.lock = None
@@ -513,7 +514,7 @@ class SessionMachine(AsyncMachine):
         session_id = self.pick(data)
         model = self.model[session_id]
         self.step("delete" if model.exists else "delete (again)")
-        assert self.run(self.stores[who].delete(session_id)) is model.exists
+        assert self.run(self.stores[who].sessions.delete(session_id)) is model.exists
         model.exists = False
         self.touch(session_id)
 
@@ -523,14 +524,14 @@ class SessionMachine(AsyncMachine):
         if size <= 0:
             self.step("page size <= 0")
             if api == "page" and size == 0:
-                page = self.run(self.stores[who].page(first=0, after=None))
+                page = self.run(self.stores[who].sessions.page(first=0, after=None))
                 assert page.sessions == []
                 return
             store = self.stores[who]
             call = (
-                store.page(first=size, after=None)
+                store.sessions.page(first=size, after=None)
                 if api == "page"
-                else store.ids(limit=size, cursor=None)
+                else store.sessions.ids(limit=size, cursor=None)
             )
             with pytest.raises(BadInput):
                 self.run(call)
@@ -573,28 +574,28 @@ class SessionMachine(AsyncMachine):
 
     @invariant()
     def index_is_most_recent_activity_first(self) -> None:
-        page = self.run(self.stores[1].ids(limit=None, cursor=None))
+        page = self.run(self.stores[1].sessions.ids(limit=None, cursor=None))
         assert page.ids == self.expected_order()
 
     @invariant()
     def counts_are_twice_the_stored_turns(self) -> None:
         for session_id, model in self.model.items():
-            info = self.run(self.stores[0].get(session_id))
+            info = self.run(self.stores[0].sessions.get(session_id))
             if not model.exists:
                 assert info is None, "a deleted session came back"
                 continue
             assert info is not None
             assert info.message_count == 2 * len(model.turns)
             assert info.title == (model.title or (model.turns[0][0][:60] if model.turns else None))
-            turns = self.run(self.stores[1].turns(session_id))
+            turns = self.run(self.stores[1].sessions.exchanges(session_id))
             assert [(t.input, t.output) for t in turns] == model.turns
 
     # -- calls
 
     def commit(self, who: int, session_id: str, token: str, question: str, answer: str) -> int:
         now = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=self.clock)
-        return self.run(
-            self.stores[who].commit_turn(
+        result: int = self.run(
+            self.stores[who].turns.commit_turn(
                 session_id,
                 token,
                 user_json=encode(stamped(HumanMessage(content=question), now)),
@@ -603,15 +604,16 @@ class SessionMachine(AsyncMachine):
                 turn_id=self.turn_ids.get(token, str(uuid.uuid4())),
             )
         )
+        return result
 
     def page(
         self, who: int, api: str, size: int, cursor: str | None
     ) -> tuple[list[str], str | None, int | None]:
         store = self.stores[who]
         if api == "ids":
-            got = self.run(store.ids(limit=size, cursor=cursor))
+            got = self.run(store.sessions.ids(limit=size, cursor=cursor))
             return got.ids, got.next_cursor, None
-        page = self.run(store.page(first=size, after=cursor))
+        page = self.run(store.sessions.page(first=size, after=cursor))
         assert len(page.cursors) == len(page.sessions)
         end = page.cursors[-1] if page.cursors and page.has_next else None
         return [s.id for s in page.sessions], end, page.total
@@ -636,11 +638,11 @@ def test_page_sizes_beyond_the_cap_are_cut(fuzz_db: str, redis_server: RedisServ
         assert isinstance(redis, Redis)  # a single-node URL, not a cluster
         try:
             await redis.flushdb()
-            store = SessionStore(
+            store = open_stores(
                 redis, default_system_prompt="p", history_window=0, ttl_seconds=0, lock_seconds=5
             )
             await redis.zadd(INDEX_KEY, {str(uuid.uuid4()): i for i in range(MAX_PAGE + 5)})
-            page = await store.ids(limit=MAX_PAGE * 10, cursor=None)
+            page = await store.sessions.ids(limit=MAX_PAGE * 10, cursor=None)
             assert len(page.ids) == MAX_PAGE and page.next_cursor is not None
             await redis.flushdb()
         finally:

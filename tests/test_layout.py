@@ -20,9 +20,12 @@ EDGES = (
     "graphql",
     "logs",
     "middleware",
+    "openapi",
     "pages",
     "permissions",
     "rest",
+    "rest_models",
+    "rest_streams",
     "router",
     "shutdown",
 )
@@ -95,3 +98,30 @@ def test_the_groq_members_the_fast_path_uses_still_exist() -> None:
     timed = ChatGroq(model_name="some-model", api_key="not-used", timeout=7.0)
     stream_timeout = _stream_timeout(timed.async_client._client.timeout)
     assert (stream_timeout.connect, stream_timeout.read) == (7.0, None)
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """docs/architecture.md's layout lists each module of the app, by its own name."""
+    page = (REPO / "docs" / "architecture.md").read_text()
+    layout = page[page.index("```\nmain.py") : page.index("```", page.index("```\nmain.py") + 4)]
+    named = {line.split()[0] for line in layout.splitlines()[1:] if line.strip()}
+    modules = {
+        p.name
+        for folder in ("resolvers", "resolvers/services", "schema")
+        for p in (REPO / folder).glob("*.py")
+        if p.name != "__init__.py"
+    }
+    assert modules - named == set(), f"not in docs/architecture.md: {sorted(modules - named)}"
+    assert named - modules - {"main.py", "schema/", "resolvers/", "services/", "scripts/",
+                              "static/", "tests/", "bench/", "__init__.py",
+                              "schema.graphql"} == set()  # fmt: skip
+
+
+def test_the_storage_table_says_what_the_session_record_declares() -> None:
+    from resolvers.services.meta import storage_row
+
+    page = (REPO / "docs" / "architecture.md").read_text()
+    assert storage_row() in page.splitlines(), (
+        "the meta row of docs/architecture.md's storage table differs from meta.py: "
+        "paste resolvers.services.meta.storage_row() over it"
+    )

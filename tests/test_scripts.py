@@ -32,7 +32,8 @@ from resolvers.services.keys import (
     turn_stream_key,
 )
 from resolvers.services.scripts import Script
-from resolvers.services.sessions import SessionStore, TurnStart
+from resolvers.services.stores import Stores, open_stores
+from resolvers.services.turn_store import TurnStart
 from resolvers.services.usage import Usage
 from tests.support.snapshot import snapshot
 
@@ -88,8 +89,8 @@ async def raw(db_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def make_store(redis: Redis, *, ttl: int = 0) -> SessionStore:
-    return SessionStore(
+def make_store(redis: Redis, *, ttl: int = 0) -> Stores:
+    return open_stores(
         redis, default_system_prompt="p", history_window=40, ttl_seconds=ttl, lock_seconds=20
     )
 
@@ -110,8 +111,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def commit(store: SessionStore, session_id: str, start: TurnStart, n: int = 1) -> int:
-    return await store.commit_turn(
+async def commit(store: Stores, session_id: str, start: TurnStart, n: int = 1) -> int:
+    return await store.turns.commit_turn(
         session_id,
         start.token,
         user_json=json.dumps(message_to_dict(HumanMessage(content=f"q{n}"))),
@@ -189,30 +190,30 @@ async def test_commit_stores_once_whatever_the_counts_hold(
     the turn, and every retry stored it again. Now the turn is stored once, its usage is
     the sum over the stored replies, and a retry stores nothing more."""
     store = make_store(db)
-    session = await store.create()
-    first = await store.begin_turn(session.id)
+    session = await store.sessions.create()
+    first = await store.turns.begin_turn(session.id)
     assert await commit(store, session.id, first) == 1
     await db.hset(meta_key(session.id), field, value)
-    start = await store.begin_turn(session.id)
+    start = await store.turns.begin_turn(session.id)
     assert await commit(store, session.id, start, 2) == 1
     assert await commit(store, session.id, start, 2) == 1  # a retry: stored once
     elements = await db.lrange(messages_key(session.id), 0, -1)
     assert len(elements) == 4
-    info = await store.require(session.id)
+    info = await store.sessions.require(session.id)
     assert (info.usage.input_tokens, info.usage.output_tokens) == counted(elements) == (30, 3)
 
 
 @pytest.mark.parametrize("element", HOSTILE_ELEMENTS)
 async def test_commit_counts_only_what_it_can_read(db: Redis, element: str) -> None:
     store = make_store(db)
-    session = await store.create()
+    session = await store.sessions.create()
     await db.lpush(messages_key(session.id), element)
     await db.hdel(meta_key(session.id), "list_mark")  # as another program left it
     await db.hset(meta_key(session.id), "input_tokens", "x")
-    start = await store.begin_turn(session.id)
+    start = await store.turns.begin_turn(session.id)
     assert await commit(store, session.id, start) == 1
     elements = await db.lrange(messages_key(session.id), 0, -1)
-    info = await store.require(session.id)
+    info = await store.sessions.require(session.id)
     usage = (info.usage.input_tokens, info.usage.output_tokens)
     assert usage == counted(elements)
     assert all(0 <= n <= MAX_COUNT for n in usage)
@@ -226,8 +227,8 @@ async def test_commit_changes_nothing_when_a_key_holds_another_type(
     db: Redis, raw: Redis, key: str, kind: str
 ) -> None:
     store = make_store(db)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
     name = {
         "meta": meta_key(session.id),
         "messages": messages_key(session.id),
@@ -249,8 +250,8 @@ async def test_commit_changes_nothing_when_a_key_holds_another_type(
 
 async def test_commit_changes_nothing_when_the_index_is_another_type(db: Redis, raw: Redis) -> None:
     store = make_store(db)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
     await db.delete(INDEX_KEY)
     await db.set(INDEX_KEY, "planted")
     before = await snapshot(raw)
@@ -265,14 +266,14 @@ async def test_commit_changes_nothing_when_the_index_is_another_type(db: Redis, 
 @pytest.mark.parametrize("value", HOSTILE_NUMBERS)
 async def test_begin_reads_a_hostile_summary_place_as_no_summary(db: Redis, value: str) -> None:
     store = make_store(db)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
     await commit(store, session.id, start)
     await db.hset(meta_key(session.id), mapping={"summary_at": value, "summary_covers": value})
-    start = await store.begin_turn(session.id)
+    start = await store.turns.begin_turn(session.id)
     assert start.summary is None
     assert [m.content for m in start.window] == ["q1", "a1"]
-    await store.release_lock(session.id, start.token)
+    await store.turns.release_lock(session.id, start.token)
 
 
 @pytest.mark.parametrize(("key", "kind"), [("meta", "string"), ("messages", "hash")])
@@ -280,7 +281,7 @@ async def test_begin_changes_nothing_when_a_key_holds_another_type(
     db: Redis, raw: Redis, key: str, kind: str
 ) -> None:
     store = make_store(db)
-    session = await store.create()
+    session = await store.sessions.create()
     name = meta_key(session.id) if key == "meta" else messages_key(session.id)
     await db.delete(name)
     if kind == "string":
@@ -289,7 +290,7 @@ async def test_begin_changes_nothing_when_a_key_holds_another_type(
         await db.hset(name, "planted", "1")
     before = await snapshot(raw)
     with pytest.raises(DataConflict):
-        await store.begin_turn(session.id)
+        await store.turns.begin_turn(session.id)
     assert await snapshot(raw) == before
 
 
@@ -298,15 +299,15 @@ async def test_rewind_leaves_exact_usage_whatever_the_counts_held(db: Redis, val
     from resolvers.services.conversation import Conversations
 
     store = make_store(db)
-    conversations = Conversations(db, store)
-    session = await store.create()
+    conversations = Conversations(db, store.sessions)
+    session = await store.sessions.create()
     for n in (1, 2):
-        start = await store.begin_turn(session.id)
+        start = await store.turns.begin_turn(session.id)
         await commit(store, session.id, start, n)
     await db.hset(meta_key(session.id), mapping={"input_tokens": value, "epoch": value})
-    messages = await store.messages(session.id)
+    messages = await store.sessions.messages(session.id)
     await conversations.rewind(session.id, messages[2].id)
-    info = await store.require(session.id)
+    info = await store.sessions.require(session.id)
     elements = await db.lrange(messages_key(session.id), 0, -1)
     assert len(elements) == 2
     assert (info.usage.input_tokens, info.usage.output_tokens) == counted(elements) == (10, 1)
@@ -318,31 +319,31 @@ async def test_a_rewind_never_subtracts_usage_that_was_never_added(db: Redis) ->
     from resolvers.services.conversation import Conversations
 
     store = make_store(db)
-    conversations = Conversations(db, store)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
+    conversations = Conversations(db, store.sessions)
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
     await commit(store, session.id, start)
     await db.hset(meta_key(session.id), mapping={"input_tokens": 0, "output_tokens": 0})
-    messages = await store.messages(session.id)
+    messages = await store.sessions.messages(session.id)
     await conversations.rewind(session.id, messages[0].id)
-    info = await store.require(session.id)
+    info = await store.sessions.require(session.id)
     assert (info.usage.input_tokens, info.usage.output_tokens) == (0, 0)
 
 
 @pytest.mark.parametrize("value", HOSTILE_NUMBERS)
 async def test_a_summary_is_never_kept_over_hostile_state(db: Redis, value: str) -> None:
     store = make_store(db)
-    session = await store.create()
+    session = await store.sessions.create()
     for n in (1, 2):
-        start = await store.begin_turn(session.id)
+        start = await store.turns.begin_turn(session.id)
         await commit(store, session.id, start, n)
     await db.hset(
         meta_key(session.id),
         mapping={"epoch": value, "summary_at": value, "summary_covers": value},
     )
-    state = await store.summary_state(session.id)
+    state = await store.summaries.summary_state(session.id)
     element = encode(stamped(AIMessage(content="s"), _now()))
-    kept = await store.store_summary(
+    kept = await store.summaries.store_summary(
         session.id, text_json=element, covers=1, at=state.at, epoch=state.epoch
     )
     # Kept only where the state reads as numbers: never an error.
@@ -355,23 +356,23 @@ async def test_a_summary_is_never_kept_over_hostile_state(db: Redis, value: str)
 
 async def test_a_flush_for_a_deleted_session_writes_nothing(db: Redis) -> None:
     store = make_store(db)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
-    assert await store.delete(session.id)
-    [(written, stop)] = await store.flush_turns([(session.id, start.turn_id, 1, ["a", "b"])])
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
+    assert await store.sessions.delete(session.id)
+    [(written, stop)] = await store.turns.flush_turns([(session.id, start.turn_id, 1, ["a", "b"])])
     assert (written, stop) == (False, 2)
     assert await db.exists(turn_stream_key(session.id, start.turn_id)) == 0
 
 
 async def test_a_flush_written_twice_keeps_one_entry(db: Redis) -> None:
     store = make_store(db)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
     batch = [(session.id, start.turn_id, 1, ["a", "b"])]
-    assert await store.flush_turns(batch) == [(True, 0)]
-    assert await store.flush_turns(batch) == [(True, 0)]  # a retry: already there
+    assert await store.turns.flush_turns(batch) == [(True, 0)]
+    assert await store.turns.flush_turns(batch) == [(True, 0)]  # a retry: already there
     assert await db.xlen(turn_stream_key(session.id, start.turn_id)) == 1
-    await store.release_lock(session.id, start.token)
+    await store.turns.release_lock(session.id, start.token)
 
 
 @pytest.mark.parametrize("kind", ["string", "list"])
@@ -379,8 +380,8 @@ async def test_stream_scripts_change_nothing_on_a_stream_of_another_type(
     db: Redis, raw: Redis, kind: str
 ) -> None:
     store = make_store(db)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
     stream = turn_stream_key(session.id, start.turn_id)
     await db.delete(stream)
     if kind == "string":
@@ -388,9 +389,9 @@ async def test_stream_scripts_change_nothing_on_a_stream_of_another_type(
     else:
         await db.rpush(stream, "planted")
     before = await snapshot(raw)
-    assert await store.flush_turns([(session.id, start.turn_id, 1, ["a"])]) == [(False, 0)]
+    assert await store.turns.flush_turns([(session.id, start.turn_id, 1, ["a"])]) == [(False, 0)]
     with pytest.raises(DataConflict):
-        await store.abandon_turn(
+        await store.turns.abandon_turn(
             session.id, start.token, turn_id=start.turn_id, pending=(1, ["a"]), code="X"
         )
     assert await snapshot(raw) == before
@@ -398,10 +399,10 @@ async def test_stream_scripts_change_nothing_on_a_stream_of_another_type(
 
 async def test_an_abandoned_turn_of_a_deleted_session_leaves_no_stream(db: Redis) -> None:
     store = make_store(db)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
-    assert await store.delete(session.id)
-    ended = await store.abandon_turn(
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
+    assert await store.sessions.delete(session.id)
+    ended = await store.turns.abandon_turn(
         session.id, start.token, turn_id=start.turn_id, pending=(1, ["secret"]), code="X"
     )
     assert ended == 2
@@ -413,14 +414,14 @@ async def test_an_abandoned_turn_of_a_deleted_session_leaves_no_stream(db: Redis
 
 async def test_delete_leaves_nothing_of_the_session(db: Redis) -> None:
     store = make_store(db)
-    session = await store.create()
+    session = await store.sessions.create()
     for n in (1, 2):
-        start = await store.begin_turn(session.id, turn_id=str(uuid.uuid4()))
-        await store.flush_turns([(session.id, start.turn_id, 1, ["a"])])
+        start = await store.turns.begin_turn(session.id, turn_id=str(uuid.uuid4()))
+        await store.turns.flush_turns([(session.id, start.turn_id, 1, ["a"])])
         await commit(store, session.id, start, n)
-    running = await store.begin_turn(session.id)
-    await store.flush_turns([(session.id, running.turn_id, 1, ["private"])])
-    assert await store.delete(session.id)
+    running = await store.turns.begin_turn(session.id)
+    await store.turns.flush_turns([(session.id, running.turn_id, 1, ["private"])])
+    assert await store.sessions.delete(session.id)
     left = [k for k in await db.keys("*") if session.id in k]
     assert left == []
     assert await db.zscore(INDEX_KEY, session.id) is None
@@ -432,7 +433,7 @@ async def test_delete_changes_nothing_when_a_key_holds_another_type(
     db: Redis, raw: Redis, kind: str
 ) -> None:
     store = make_store(db)
-    session = await store.create()
+    session = await store.sessions.create()
     name = {
         "meta": meta_key(session.id),
         "turn_ids": turn_ids_key(session.id),
@@ -448,10 +449,10 @@ async def test_delete_changes_nothing_when_a_key_holds_another_type(
     before = await snapshot(raw)
     if kind == "meta":
         with pytest.raises(DataConflict):
-            await store.delete(session.id)
+            await store.sessions.delete(session.id)
     else:
         with pytest.raises(DataConflict):
-            await store.delete(session.id)
+            await store.sessions.delete(session.id)
     assert await snapshot(raw) == before
 
 
@@ -460,7 +461,7 @@ async def test_adoption_counts_what_it_can_read(db: Redis, element: str) -> None
     store = make_store(db)
     session_id = str(uuid.uuid4())
     await db.lpush(messages_key(session_id), element)
-    info = await store.get(session_id)
+    info = await store.sessions.get(session_id)
     assert info is not None
     assert (info.usage.input_tokens, info.usage.output_tokens) == counted([element])
 
@@ -468,8 +469,8 @@ async def test_adoption_counts_what_it_can_read(db: Redis, element: str) -> None
 @pytest.mark.parametrize("value", HOSTILE_NUMBERS)
 async def test_reads_never_fail_on_hostile_metadata(db: Redis, value: str) -> None:
     store = make_store(db)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
     await commit(store, session.id, start)
     await db.hset(
         meta_key(session.id),
@@ -481,11 +482,11 @@ async def test_reads_never_fail_on_hostile_metadata(db: Redis, value: str) -> No
             "list_mark": value,
         },
     )
-    info = await store.require(session.id)
+    info = await store.sessions.require(session.id)
     assert (info.usage.input_tokens, info.usage.output_tokens) == (10, 1)
-    page = await store.page(first=10, after=None)
+    page = await store.sessions.page(first=10, after=None)
     assert [s.usage.input_tokens for s in page.sessions] == [10]
-    assert len(await store.messages(session.id)) == 2
+    assert len(await store.sessions.messages(session.id)) == 2
 
 
 async def test_an_outside_clear_leaves_no_usage_and_no_summary(db: Redis) -> None:
@@ -493,23 +494,23 @@ async def test_an_outside_clear_leaves_no_usage_and_no_summary(db: Redis) -> Non
     usage is the sum over what the list now holds, and no summary position points
     past it."""
     store = make_store(db)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
     await commit(store, session.id, start)
     await db.hset(meta_key(session.id), mapping={"summary_at": 0, "summary_covers": 0})
     await db.delete(messages_key(session.id))
-    info = await store.require(session.id)
+    info = await store.sessions.require(session.id)
     assert (info.message_count, info.usage.input_tokens, info.usage.output_tokens) == (0, 0, 0)
     # ... and appends again: still only what the list holds.
     await db.lpush(messages_key(session.id), json.dumps(message_to_dict(HumanMessage("hi"))))
-    info = await store.require(session.id)
+    info = await store.sessions.require(session.id)
     assert (info.message_count, info.usage.input_tokens) == (1, 0)
-    start = await store.begin_turn(session.id)
+    start = await store.turns.begin_turn(session.id)
     assert start.summary is None
     assert await commit(store, session.id, start, 2) == 1
-    info = await store.require(session.id)
+    info = await store.sessions.require(session.id)
     assert (info.usage.input_tokens, info.usage.output_tokens) == (20, 2)
-    state = await store.summary_state(session.id)
+    state = await store.summaries.summary_state(session.id)
     assert state.at is None
 
 
@@ -530,10 +531,23 @@ async def test_a_lock_held_by_another_turn_is_neither_renewed_nor_released(
     db: Redis, raw: Redis
 ) -> None:
     store = make_store(db)
-    session = await store.create()
-    start = await store.begin_turn(session.id)
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
     await db.set(lock_key(session.id), "someone-else")
     before = await snapshot(raw)
-    assert await store.renew_lock(session.id, start.token, start.turn_id) is False
-    await store.release_lock(session.id, start.token)
+    assert await store.turns.renew_lock(session.id, start.token, start.turn_id) is False
+    await store.turns.release_lock(session.id, start.token)
     assert await snapshot(raw) == before
+
+
+@pytest.mark.parametrize("name", scripts.names())
+def test_no_script_shadows_a_function_of_its_includes(name: str) -> None:
+    """A `local place = ...` in a script that includes `place` broke the call at run time
+    (Lua only finds out when the line runs): names are checked here."""
+    body = (scripts.FOLDER / f"{name}.lua").read_text()
+    included = set(re.findall(r"local function (\w+)", scripts.source(name))) - set(
+        re.findall(r"local function (\w+)", body)
+    )
+    assigned = set(re.findall(r"local ([\w, ]+)=", body))
+    names = {n.strip() for group in assigned for n in group.split(",")}
+    assert not names & included, f"{name}.lua shadows {sorted(names & included)}"

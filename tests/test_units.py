@@ -13,9 +13,10 @@ import pytest
 from redis.crc import key_slot
 
 from resolvers.context import bearer_token
-from resolvers.rest import _stream_mode
+from resolvers.rest_streams import stream_mode
 from resolvers.services.errors import BadInput, ModelFailed
 from resolvers.services.groq_fast import _sse_data
+from resolvers.services.index import decode_cursor, encode_cursor
 from resolvers.services.keys import (
     active_turn_key,
     lock_key,
@@ -25,7 +26,6 @@ from resolvers.services.keys import (
     turn_rate_key,
     turn_stream_key,
 )
-from resolvers.services.sessions import decode_cursor, encode_cursor
 from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent
 from resolvers.services.validation import (
     check_length,
@@ -66,7 +66,7 @@ def test_bearer_tokens_are_read_from_the_authorization_header(
     ],
 )
 def test_the_chat_stream_mode_follows_accept(accept: str | None, mode: str) -> None:
-    assert _stream_mode(accept) == mode
+    assert stream_mode(accept) == mode
 
 
 def test_cursors_round_trip_and_bad_ones_are_bad_input() -> None:
@@ -264,8 +264,8 @@ def test_the_quick_token_estimate_is_langchains_approximate_count() -> None:
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
     from langchain_core.messages.utils import count_tokens_approximately
 
-    from resolvers.services.context import estimate
     from resolvers.services.history import Role, StoredMessage
+    from resolvers.services.window import estimate
 
     kinds = {Role.USER: HumanMessage, Role.ASSISTANT: AIMessage, Role.SYSTEM: SystemMessage}
     for role in Role:

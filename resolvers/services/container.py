@@ -10,16 +10,19 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis, RedisCluster
 
+from resolvers.services.adoption import Adoption
 from resolvers.services.conversation import Conversations
 from resolvers.services.elsewhere import OutsideHistories, look_for_histories
 from resolvers.services.errors import Unauthenticated
 from resolvers.services.identity import Authenticator, Identity
+from resolvers.services.index import SessionIndex
 from resolvers.services.limits import RateLimiter
 from resolvers.services.model import build_model
 from resolvers.services.persisted import PersistedQueries
 from resolvers.services.sessions import SessionInfo, SessionStore, new_session_id
 from resolvers.services.settings import Settings
 from resolvers.services.storage import describe_url, make_client, redis_url
+from resolvers.services.stores import Stores, open_stores
 from resolvers.services.summaries import Summarizer
 from resolvers.services.transfer import Transfer
 from resolvers.services.turns import TurnRunner
@@ -37,6 +40,7 @@ class Services:
     settings: Settings
     redis: Redis | RedisCluster
     sessions: SessionStore
+    stores: Stores
     conversations: Conversations
     turns: TurnRunner
     limiter: RateLimiter
@@ -117,7 +121,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         stack.push_async_callback(blocking.aclose)
         stack.push_async_callback(model.aclose)
-        sessions = SessionStore(
+        stores = open_stores(
             redis,
             default_system_prompt=settings.system_prompt,
             history_window=settings.history_window,
@@ -127,6 +131,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             replay_seconds=settings.turn_replay_seconds,
             blocking=blocking,
         )
+        sessions = stores.sessions
         limiter = RateLimiter(
             redis,
             per_address=settings.rate_limit_per_minute,
@@ -138,6 +143,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             document_registrations=settings.apq_registrations_per_minute,
         )
         turns = TurnRunner(
+            stores.turns,
             sessions,
             model,
             limiter=limiter,
@@ -149,7 +155,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             follow_connections=settings.turn_follow_connections,
             history_tokens=settings.history_max_tokens,
             summarizer=(
-                Summarizer(sessions, model, timeout=settings.llm_timeout_seconds * 2)
+                Summarizer(stores.summaries, model, timeout=settings.llm_timeout_seconds * 2)
                 if settings.history_summary
                 else None
             ),
@@ -168,6 +174,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             settings=settings,
             redis=redis,
             sessions=sessions,
+            stores=stores,
             conversations=Conversations(
                 redis,
                 sessions,
@@ -202,11 +209,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 move_owner=sessions.move_owner,
             ),
         )
-        background = [asyncio.create_task(_adopt_in_background(sessions))]
+        background = [asyncio.create_task(_adopt_in_background(stores.adoption))]
         if not settings.redis_url:
             background.append(asyncio.create_task(_look_elsewhere(services)))
         if settings.redis_cluster:
-            background.append(asyncio.create_task(_repair_index_in_background(sessions)))
+            background.append(asyncio.create_task(_repair_index_in_background(stores.index)))
         try:
             yield services
         finally:
@@ -216,9 +223,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             await turns.drain(settings.shutdown_timeout_seconds)
 
 
-async def _adopt_in_background(sessions: SessionStore) -> None:
+async def _adopt_in_background(adoption: Adoption) -> None:
     try:
-        adopted = await sessions.adopt_orphans()
+        adopted = await adoption.orphans()
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -237,11 +244,11 @@ async def _look_elsewhere(services: Services) -> None:
         logger.warning(found.advice)
 
 
-async def _repair_index_in_background(sessions: SessionStore) -> None:
+async def _repair_index_in_background(index: SessionIndex) -> None:
     """On a cluster, write the index entries whose write failed after a stored turn."""
     while True:
         await asyncio.sleep(INDEX_REPAIR_SECONDS)
         try:
-            await sessions.repair_index()
+            await index.repair()
         except Exception as exc:
             logger.warning("index repair failed, retrying: %s", type(exc).__name__)

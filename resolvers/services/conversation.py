@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from redis.asyncio import Redis, RedisCluster
 
-from resolvers.services.context import ContextPlan, plan_context
 from resolvers.services.errors import BadInput, DataConflict, NotFound, SessionBusy
 from resolvers.services.history import (
     Role,
@@ -24,6 +23,7 @@ from resolvers.services.keys import lock_key, messages_key, meta_key
 from resolvers.services.scripts import Script
 from resolvers.services.sessions import MAX_PAGE, SessionInfo, SessionStore
 from resolvers.services.validation import check_session_id
+from resolvers.services.window import ContextPlan, plan_context
 
 _NO_SESSION = "no session with that id"
 _NO_MESSAGE = "no message with that id in this session"

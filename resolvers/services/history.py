@@ -84,7 +84,10 @@ def position_of(identifier: str) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
-class TurnPair:
+class Exchange:
+    """A user message and the reply that follows it: what the contract calls a `Turn`
+    (and REST's history an item). Internally a turn is the run that makes a reply."""
+
     input: str
     output: str
 
@@ -209,20 +212,20 @@ def as_langchain(messages: Iterable[StoredMessage]) -> list[BaseMessage]:
     return [kinds[m.role](content=m.content) for m in messages]
 
 
-def pair_turns(messages: Sequence[StoredMessage]) -> list[TurnPair]:
+def exchanges(messages: Sequence[StoredMessage]) -> list[Exchange]:
     """Each user message with the assistant reply that follows it (summaries skipped)."""
-    turns: list[TurnPair] = []
+    turns: list[Exchange] = []
     pending: str | None = None
     for message in messages:
         if message.role is Role.USER:
             if pending is not None:
-                turns.append(TurnPair(input=pending, output=""))
+                turns.append(Exchange(input=pending, output=""))
             pending = message.content
         elif message.role is Role.ASSISTANT:
-            turns.append(TurnPair(input=pending or "", output=message.content))
+            turns.append(Exchange(input=pending or "", output=message.content))
             pending = None
     if pending is not None:
-        turns.append(TurnPair(input=pending, output=""))
+        turns.append(Exchange(input=pending, output=""))
     return turns
 
 

@@ -15,7 +15,10 @@ import os
 import re
 import stat
 import tempfile
+import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 
 def _multiprocess_dir() -> str:
@@ -121,3 +124,15 @@ def forget_dead_processes() -> None:
             process_ended(pid)
         except PermissionError:
             pass  # alive, another user's
+
+
+T = TypeVar("T")
+
+
+async def timed(step: str, work: Awaitable[T]) -> T:
+    """`work`, its time observed as the Redis step `step`."""
+    began = time.perf_counter()
+    try:
+        return await work
+    finally:
+        REDIS_SECONDS.labels(step).observe(time.perf_counter() - began)

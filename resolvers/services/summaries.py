@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
+from redis.asyncio import Redis, RedisCluster
 
-from resolvers.services.history import Role, encode
+from resolvers.services.history import Role, StoredMessage, decode_newest_first, encode
+from resolvers.services.keys import lock_key, messages_key, meta_key
 from resolvers.services.model import ChatModel
-from resolvers.services.sessions import SessionStore
+from resolvers.services.scripts import Script
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +42,84 @@ MAX_TRANSCRIPT_CHARS = 24_000
 COVERS = "summary_covers"
 
 
+@dataclass(frozen=True, slots=True)
+class SummaryState:
+    at: int | None  # the summary's position, None when there is none
+    covers: int  # the last position it covers (-1: none)
+    length: int  # the list's length
+    stale: bool  # a rewind took back what it covers
+    epoch: int  # moved by whatever takes messages back
+
+
+class SummaryStore:
+    """Where a session's summary is, the messages it summarizes, and keeping a new one
+    (`scripts/summarize.lua`)."""
+
+    def __init__(self, redis: Redis | RedisCluster) -> None:
+        self._redis = redis
+        self._summarize = Script(redis, "summarize")
+
+    async def summary_state(self, session_id: str) -> SummaryState:
+        """Where the session's summary is and what it covers, the list's length, and
+        the session's epoch (moved by whatever takes messages back)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(
+                meta_key(session_id), ["summary_at", "summary_covers", "summary_stale", "epoch"]
+            )
+            pipe.llen(messages_key(session_id))
+            (at, covers, stale, epoch), length = await pipe.execute()
+        return SummaryState(
+            at=_whole(at),
+            covers=_whole(covers, -1),
+            length=int(length),
+            stale=stale is not None,
+            epoch=_whole(epoch, 0),
+        )
+
+    async def messages_between(self, session_id: str, first: int, last: int) -> list[StoredMessage]:
+        """Messages at positions `first` to `last` (from the oldest), oldest first. The
+        indexes count from the list's oldest end, which messages added meanwhile (at
+        the newest end) do not move."""
+        if last < first:
+            return []
+        raw = await self._redis.lrange(messages_key(session_id), -(last + 1), -(first + 1))
+        return decode_newest_first(raw, last + 1)
+
+    async def store_summary(
+        self, session_id: str, *, text_json: str, covers: int, at: int | None, epoch: int
+    ) -> bool:
+        """Keep a summary in the list: in the place of the old one (`at`), or as the newest
+        message when there is none yet (only while no turn runs, whose new messages'
+        positions it would move). Only while the session's epoch is still `epoch`: a
+        summary of messages taken back since is never kept. Whether it was kept."""
+        result = await self._summarize(
+            keys={
+                "messages": messages_key(session_id),
+                "meta": meta_key(session_id),
+                "lock": lock_key(session_id),
+            },
+            args={
+                "summary": text_json,
+                "covers": covers,
+                "at": -1 if at is None else at,
+                "epoch": epoch,
+            },
+        )
+        return bool(int(result))
+
+
+def _whole(value: Any, default: int | None = None) -> Any:
+    """A whole number another program may have left as anything: the default if not."""
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
 class Summarizer:
     """Refreshes sessions' summaries in the background, one at a time per session."""
 
-    def __init__(self, store: SessionStore, model: ChatModel, *, timeout: float) -> None:
+    def __init__(self, store: SummaryStore, model: ChatModel, *, timeout: float) -> None:
         self._store = store
         self._model = model
         self._timeout = timeout

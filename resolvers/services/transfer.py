@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import sys
 import time
 import uuid
@@ -33,41 +32,12 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict, messages_from_dict
 from redis.asyncio import Redis, RedisCluster
 
+from resolvers.services import meta as declared
 from resolvers.services.errors import BadInput, DataConflict
 from resolvers.services.keys import INDEX_KEY, messages_key, meta_key, owner_index_key
+from resolvers.services.meta import MAX_COUNT
 from resolvers.services.validation import check_session_id, check_text
 
-# The metadata fields a session may have (docs/architecture.md, storage layout).
-META_FIELDS = frozenset(
-    {
-        "title",
-        "system_prompt",
-        "created_at",
-        "updated_at",
-        "last_turn",
-        "owner",
-        "input_tokens",
-        "output_tokens",
-        "summary_at",
-        "summary_covers",
-        "summary_stale",
-        "list_mark",
-        "epoch",
-    }
-)
-MAX_COUNT = 2**31 - 1
-# Fields that hold whole numbers, and the range each may take: times in microseconds
-# (exact as a double), token counts, positions in the list.
-_WHOLE_FIELDS = {
-    "created_at": (0, 2**53 - 1),
-    "updated_at": (0, 2**53 - 1),
-    "input_tokens": (0, MAX_COUNT),
-    "output_tokens": (0, MAX_COUNT),
-    "summary_at": (0, MAX_COUNT),
-    "summary_covers": (-1, MAX_COUNT),
-    "epoch": (0, MAX_COUNT),
-}
-_WHOLE = re.compile(r"-?[0-9]{1,16}")
 _BATCH = 100
 
 logger = logging.getLogger(__name__)
@@ -103,15 +73,15 @@ class Transfer:
                 meta, raw = found[2 * index], found[2 * index + 1]
                 if not meta and not raw:
                     continue
-                # Derived or internal: the importer computes them anew.
-                kept = {k: v for k, v in meta.items() if k not in ("last_turn", "list_mark")}
-                record = {
+                # What the record declares exported; the rest the importer computes anew.
+                kept = declared.exported(meta)
+                line = {
                     "session_id": session_id,
                     "owner": meta.get("owner"),
                     "meta": kept,
                     "messages": _readable(reversed(raw), session_id),
                 }
-                yield json.dumps(record, ensure_ascii=False)
+                yield json.dumps(line, ensure_ascii=False)
 
     async def import_lines(self, lines: Iterable[str], *, replace: bool = False) -> Imported:
         """Write the sessions of `lines`, all or none. Every line is checked first: one
@@ -247,15 +217,14 @@ def _checked(record: object) -> dict[str, Any]:
         raise TypeError("session_id must be a session id")
     session_id = check_session_id(session_id)
     meta = record.get("meta")
-    if not isinstance(meta, dict) or not set(meta) <= META_FIELDS:
-        raise ValueError(f"meta must be an object of {sorted(META_FIELDS)}")
+    if not isinstance(meta, dict) or not set(meta) <= declared.IMPORTED:
+        raise ValueError(f"meta must be an object of {sorted(declared.IMPORTED)}")
     meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
-    for name in ("system_prompt", "created_at", "updated_at"):
+    for name in declared.REQUIRED:
         if name not in meta:
             raise ValueError(f"meta needs {name}")
-    for name, (low, high) in _WHOLE_FIELDS.items():
-        if name in meta and not _whole_within(meta[name], low, high):
-            raise ValueError(f"meta.{name} must be a whole number from {low} to {high}")
+    for name, value in meta.items():
+        declared.check_value(name, value)
     owner = record.get("owner")
     if owner is not None and (not isinstance(owner, str) or not owner):
         raise ValueError("owner must be a user id")
@@ -281,7 +250,6 @@ def _checked(record: object) -> dict[str, Any]:
         if name in meta and int(meta[name]) >= len(messages):
             raise ValueError(f"meta.{name} is past the last message")
     elements = [json.dumps(m, ensure_ascii=False) for m in messages]
-    meta.pop("last_turn", None)
     meta["input_tokens"] = str(min(tokens_in, MAX_COUNT))
     meta["output_tokens"] = str(min(tokens_out, MAX_COUNT))
     newest = hashlib.sha1(elements[-1].encode()).hexdigest() if elements else ""  # noqa: S324
@@ -306,10 +274,6 @@ def _check_strings(value: object, depth: int = 0) -> None:
     elif isinstance(value, list):
         for item in value:
             _check_strings(item, depth + 1)
-
-
-def _whole_within(text: str, low: int, high: int) -> bool:
-    return bool(_WHOLE.fullmatch(text)) and low <= int(text) <= high
 
 
 def _count(value: object) -> bool:

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import math
 import secrets
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -30,7 +27,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resolvers.services import metrics, spans
-from resolvers.services.context import ContextPlan, is_context_too_long, plan_context
 from resolvers.services.errors import (
     BadInput,
     ChatError,
@@ -40,6 +36,7 @@ from resolvers.services.errors import (
     StoreUnavailable,
     client_error,
 )
+from resolvers.services.following import TurnFollower
 from resolvers.services.history import (
     Role,
     StoredMessage,
@@ -51,12 +48,16 @@ from resolvers.services.history import (
 )
 from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.limits import RateLimiter
+from resolvers.services.metrics import timed
 from resolvers.services.model import ChatModel
-from resolvers.services.sessions import SessionStore, TokenEntry, TurnEnd, TurnStart
+from resolvers.services.sessions import SessionStore
+from resolvers.services.stream_writer import StreamWriter, Written
 from resolvers.services.summaries import Summarizer
+from resolvers.services.turn_store import TurnStart, TurnStore
 from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent, TurnFailed
 from resolvers.services.usage import ReplyReport, Usage
 from resolvers.services.validation import check_session_id, check_text, check_turn_id
+from resolvers.services.window import ContextPlan, is_context_too_long, plan_context
 
 # The prompt of a turn for a budget of history tokens.
 PromptFor = Callable[[int], list[BaseMessage]]
@@ -68,17 +69,6 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
-# The running turns' new tokens go to their Redis Streams in one pipeline per tick of
-# FLUSH_SECONDS; a turn is written at most once per interval, which starts at
-# FLUSH_SECONDS and grows with its number of writes, to at most MAX_FLUSH_SECONDS, so even
-# an hour-long reply stays well under the stream's cap.
-FLUSH_SECONDS = 0.1
-MAX_FLUSH_SECONDS = 1.0
-FLUSHES_PER_STEP = 500
-# How often a running turn that has no new tokens looks for a stop asked in Redis.
-STOP_POLL_SECONDS = 0.25
-# How long a follower's blocking stream read waits before it checks the turn is alive.
-FOLLOW_BLOCK_MS = 1000
 # Of the time a stopping server has (SHUTDOWN_TIMEOUT_SECONDS), the share running turns
 # may still run: the rest is for storing them and closing the connections.
 SHUTDOWN_TURN_SHARE = 0.8
@@ -90,7 +80,8 @@ class TurnRunner:
 
     def __init__(
         self,
-        store: SessionStore,
+        store: TurnStore,
+        sessions: SessionStore,
         model: ChatModel,
         *,
         limiter: RateLimiter | None = None,
@@ -104,6 +95,7 @@ class TurnRunner:
         summarizer: Summarizer | None = None,
     ) -> None:
         self._store = store
+        self._sessions = sessions
         self._model = model
         self._limiter = limiter
         self._max_chars = max_message_chars
@@ -114,16 +106,18 @@ class TurnRunner:
         self._min_gap = stream_min_gap
         self._renew_every = lock_seconds / 3
         self._tasks: set[asyncio.Task[None]] = set()
-        # Turns this process runs, and turns of other processes it follows from Redis
-        # (one reader per turn, whatever the number of subscribers here).
+        # Turns this process runs; those of other processes are the follower's mirrors.
         self._running: dict[tuple[str, str], LiveTurn] = {}
-        self._mirrors: dict[tuple[str, str], LiveTurn] = {}
-        self._mirror_tasks: set[asyncio.Task[None]] = set()
-        self._writer = _StreamWriter(store)
+        self._follower = TurnFollower(
+            store,
+            sessions,
+            running=self._running.get,
+            min_gap=stream_min_gap,
+            connections=follow_connections,
+        )
+        self._writer = StreamWriter(store)
         self._history_tokens = history_tokens
         self._summarizer = summarizer
-        # Blocking reads of followed turns at once: the follow pool's size.
-        self._follow_slots = asyncio.Semaphore(follow_connections)
         self._closing: asyncio.Task[None] | None = None
 
     def check_message(self, message: str) -> str:
@@ -161,12 +155,12 @@ class TurnRunner:
             if self._limiter is not None and self._limiter.counts_turns(who, client):
                 # Only a session the caller may use counts, so nobody can use up (or
                 # learn of) another user's session by its turn limit.
-                await self._store.check_usable(session_id, who=who)
+                await self._sessions.check_usable(session_id, who=who)
                 # Joining a turn runs nothing: only a new turn counts.
                 if turn_id is None or not await self._store.turn_exists(session_id, turn_id):
                     await self._limiter.check_turn(session_id, client, who)
             begin = asyncio.ensure_future(
-                _timed(
+                timed(
                     "begin",
                     self._store.begin_turn(
                         session_id,
@@ -186,7 +180,7 @@ class TurnRunner:
                 begin.add_done_callback(lambda done: self._run_orphan(session_id, message, done))
                 raise
             if start.joined:
-                return await self._follow(session_id, start.turn_id)
+                return await self._follower.live(session_id, start.turn_id)
         except Exception as exc:
             raise _client_error(exc) from exc
         return self._launch(session_id, message, start)
@@ -221,113 +215,9 @@ class TurnRunner:
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise BadInput("after must be a whole number, not negative")
         try:
-            return await self._follow(session_id, await self._which(session_id, turn_id, who))
+            return await self._follower.turn(session_id, turn_id, who)
         except Exception as exc:
             raise _client_error(exc) from exc
-
-    async def _which(self, session_id: str, turn_id: str | None, who: Identity) -> str:
-        """The turn id to follow, once `who` may use the session."""
-        if turn_id is not None:
-            turn_id = check_turn_id(turn_id)
-            await self._store.check_usable(session_id, who=who)
-            return turn_id
-        active = await self._store.active_turn(session_id, who=who)
-        if active is None:
-            raise NotFound("no turn is running on this session")
-        return active.turn_id
-
-    async def _follow(self, session_id: str, turn_id: str) -> LiveTurn:
-        key = (session_id, turn_id)
-        live = self._running.get(key) or self._mirrors.get(key)
-        if live is not None:
-            return live
-        rows = await self._store.turn_entries(session_id, turn_id, 0)
-        if not rows and not await self._store.turn_running(session_id, turn_id):
-            raise NotFound("no turn with that id on this session (or it has expired)")
-        live = self._mirrors.get(key)  # another subscriber may have made it meanwhile
-        if live is not None:
-            return live
-        live = LiveTurn(session_id, turn_id, min_gap=self._min_gap)
-        _apply(live, rows)
-        if not live.ended:
-            self._mirrors[key] = live
-            task = asyncio.create_task(self._mirror(live))
-            self._mirror_tasks.add(task)
-            task.add_done_callback(self._mirror_tasks.discard)
-        return live
-
-    async def _mirror(self, live: LiveTurn) -> None:
-        """Follow a turn another process runs, from its stream, until it ends; a turn
-        whose process died (its lock gone, no end written) is ended here as failed."""
-        session_id, turn_id = live.session_id, live.turn_id
-        try:
-            while not live.ended:
-                entries = await self._read_on(live)
-                if entries:
-                    _apply(live, entries)
-                    continue
-                if await self._store.turn_running(session_id, turn_id):
-                    continue
-                # Ended meanwhile (its end written after the read began), or died.
-                _apply(live, await self._store.turn_entries(session_id, turn_id, live.seq))
-                if not live.ended:
-                    await self._end_orphan(live)
-        except asyncio.CancelledError:
-            # The turn goes on elsewhere: its followers follow it again on another process.
-            live.finish(
-                StoreUnavailable(
-                    "this server process is shutting down; follow the turn again "
-                    "(turn with after: the last seq seen)"
-                )
-            )
-            raise
-        except Exception as exc:
-            live.finish(_client_error(exc))
-        finally:
-            if self._mirrors.get((session_id, turn_id)) is live:
-                del self._mirrors[(session_id, turn_id)]
-
-    async def _read_on(self, live: LiveTurn) -> list[TokenEntry | TurnEnd]:
-        """The next entries of a followed turn: a blocking read while a connection of the
-        follow pool is free, else a look now and a short pause (never an error)."""
-        session_id, turn_id = live.session_id, live.turn_id
-        if self._follow_slots.locked():
-            entries = await self._store.turn_entries(session_id, turn_id, live.seq)
-            if not entries:
-                await asyncio.sleep(STOP_POLL_SECONDS)
-            return entries
-        async with self._follow_slots:
-            return await self._store.turn_entries(
-                session_id, turn_id, live.seq, block_ms=FOLLOW_BLOCK_MS
-            )
-
-    async def _end_orphan(self, live: LiveTurn) -> None:
-        """End, for every follower anywhere, a turn whose process died: nobody else will."""
-        failure = TurnFailed(
-            "UNAVAILABLE",
-            "the server process running this turn stopped before the reply was stored; "
-            "send the message again, with a new turn id",
-            turn_id=live.turn_id,
-        )
-        ended = 0
-        with contextlib.suppress(Exception):  # if not written, the next follower looks again
-            ended = await self._store.abandon_turn(
-                live.session_id,
-                "",  # no lock to free: it has expired
-                turn_id=live.turn_id,
-                pending=(live.seq + 1, []),
-                code=failure.code,
-                message=failure.message,
-            )
-        if ended == 2:
-            failure = TurnFailed(
-                "NOT_FOUND",
-                "the session was deleted while the reply streamed",
-                turn_id=live.turn_id,
-            )
-        # What was written first (this end, or one that came meanwhile) is the end.
-        _apply(live, await self._store.turn_entries(live.session_id, live.turn_id, live.seq))
-        live.finish(failure)
 
     async def stop(
         self, session_id: str, turn_id: str | None = None, *, who: Identity = ANONYMOUS
@@ -356,8 +246,7 @@ class TurnRunner:
             self._closing = asyncio.create_task(self._close(seconds))
 
     async def _close(self, seconds: float) -> None:
-        for task in list(self._mirror_tasks):
-            task.cancel()
+        self._follower.cancel()
         if self._tasks:
             logger.info("stopping: %d turn(s) running, %.0f s to end", len(self._tasks), seconds)
             await asyncio.wait(set(self._tasks), timeout=seconds * SHUTDOWN_TURN_SHARE)
@@ -366,8 +255,7 @@ class TurnRunner:
 
     async def drain(self, seconds: float) -> None:
         """Let running turns finish (and be stored) for up to `seconds`."""
-        for task in list(self._mirror_tasks):
-            task.cancel()
+        self._follower.cancel()
         try:
             await self._drain(seconds)
         finally:
@@ -466,7 +354,7 @@ class TurnRunner:
         plan: _TurnPlan,
         status: TurnStatus,
         report: ReplyReport,
-        written: _Written,
+        written: Written,
     ) -> TurnEvent:
         """Store the turn (the user message and the reply, or a regenerated reply in
         place of the old one) and end its stream, in one step: its done event."""
@@ -513,7 +401,7 @@ class TurnRunner:
                 replaces=start.replaces,
             )
 
-        commit = asyncio.ensure_future(_timed("commit", _confirmed(attempt)))
+        commit = asyncio.ensure_future(timed("commit", _confirmed(attempt)))
         try:
             outcome = await asyncio.shield(commit)
         except asyncio.CancelledError:
@@ -540,7 +428,7 @@ class TurnRunner:
         )
 
     async def _keep_old_reply(
-        self, live: LiveTurn, start: TurnStart, written: _Written
+        self, live: LiveTurn, start: TurnStart, written: Written
     ) -> TurnEvent:
         """End a regenerate stopped before its first token: nothing stored, the old reply
         stays; its done event (STOPPED) carries that reply."""
@@ -685,129 +573,8 @@ class _TurnPlan:
         return plan.prompt(start.system_prompt, HumanMessage(content=self.message))
 
 
-@dataclass(slots=True)
-class _Written:
-    """Where a running turn's stream stands."""
-
-    flushed: int = 0  # tokens known to be in the stream
-    writes: int = 0
-    next_write: float = 0.0
-    next_look: float = 0.0
-
-    def pending(self, live: LiveTurn) -> tuple[int, list[str]]:
-        """The tokens not yet written: the first one's seq, and the tokens."""
-        return self.flushed + 1, live.tokens[self.flushed :]
-
-
-class _StreamWriter:
-    """Writes the new tokens of every turn this process runs to their streams, all in one
-    pipeline per tick, and watches for stops asked in Redis (a write answers it; a turn
-    with no new tokens is looked at every STOP_POLL_SECONDS). One task for the process,
-    running while turns do, whatever their number."""
-
-    def __init__(self, store: SessionStore) -> None:
-        self._store = store
-        self._turns: dict[LiveTurn, _Written] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, live: LiveTurn) -> _Written:
-        now = asyncio.get_running_loop().time()
-        written = _Written(next_write=now, next_look=now + STOP_POLL_SECONDS)
-        self._turns[live] = written
-        if self._task is None or self._task.done():
-            # The process's task, not the request's that happened to start it: its log
-            # lines carry no request id.
-            self._task = asyncio.create_task(self._loop(), context=contextvars.Context())
-        return written
-
-    def remove(self, live: LiveTurn) -> None:
-        """No more writes for `live` (its end writes what is left). A write already on
-        its way may still land: its entry is then a duplicate the readers skip, or a
-        late one Redis refuses (its id is below the end's)."""
-        self._turns.pop(live, None)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task})
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._turns:
-            await asyncio.sleep(FLUSH_SECONDS)
-            now = loop.time()
-            due: list[tuple[LiveTurn, _Written, int, list[str]]] = []
-            for live, written in self._turns.items():
-                first, tokens = written.pending(live)
-                if tokens and now < written.next_write:
-                    tokens = []
-                if tokens or now >= written.next_look:
-                    due.append((live, written, first, tokens))
-            if not due:
-                continue
-            batch = [(live.session_id, live.turn_id, first, new) for live, _, first, new in due]
-            try:
-                answers = await _timed("flush", self._store.flush_turns(batch))
-            except Exception as exc:
-                # Kept for the next tick (or the turn's end, which writes what is left).
-                logger.warning("could not write running turns to Redis: %s", type(exc).__name__)
-                continue
-            now = loop.time()
-            for (live, written, _, tokens), (stored, stop) in zip(due, answers, strict=True):
-                if tokens and stored:
-                    written.flushed += len(tokens)
-                    written.writes += 1
-                    step = 1 + written.writes // FLUSHES_PER_STEP
-                    written.next_write = now + min(FLUSH_SECONDS * step, MAX_FLUSH_SECONDS)
-                written.next_look = now + STOP_POLL_SECONDS
-                # 1: a stop was asked for; 2: the session was deleted (its commit then
-                # finds it gone, and nothing is written for it again).
-                if stop:
-                    live.request_stop()
-
-
-async def _timed(step: str, work: Awaitable[T]) -> T:
-    """`work`, its time observed as the Redis step `step`."""
-    began = time.perf_counter()
-    try:
-        return await work
-    finally:
-        metrics.REDIS_SECONDS.labels(step).observe(time.perf_counter() - began)
-
-
 # How late past its wait a model's silence may be noticed (see `_relay_once`).
 _DEADLINE_SLACK = 0.1
-
-
-def _apply(live: LiveTurn, entries: list[TokenEntry | TurnEnd]) -> None:
-    """Add stream entries to a followed turn, each token once (entries may overlap when
-    a write was retried)."""
-    for entry in entries:
-        if live.ended:
-            return
-        have = len(live.tokens)
-        if isinstance(entry, TokenEntry):
-            if entry.seq <= have:
-                continue
-            # Entries dropped by the stream's cap leave a gap: keep the numbering.
-            gap = [""] * max(0, entry.first - have - 1)
-            live.extend(gap + entry.tokens[max(0, have + 1 - entry.first) :])
-            continue
-        live.extend([""] * max(0, entry.seq - have - 1))
-        if entry.status == TurnStatus.FAILED.value:
-            reason = entry.message or "the turn failed"
-            live.finish(TurnFailed(entry.code or "LLM_ERROR", reason, turn_id=live.turn_id))
-            return
-        live.finish(
-            TurnEvent(
-                token="",
-                done=True,
-                message=decode(entry.reply_json or "", entry.seq),
-                turn_id=live.turn_id,
-                seq=live.end_seq,
-                status=TurnStatus(entry.status),
-            )
-        )
 
 
 def _reply_message(text: str, usage: Usage | None) -> AIMessage:

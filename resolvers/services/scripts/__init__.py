@@ -17,6 +17,7 @@ writes that cannot fail (docs/reliability.md, "Scripts").
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
 from redis.commands.core import AsyncScript
 from redis.typing import EncodableT
+
+from resolvers.services.errors import DataConflict
+from resolvers.services.identity import Identity
 
 FOLDER = Path(__file__).parent
 
@@ -169,3 +173,51 @@ class Script:
                 break
             values.append(given[entry])
         return values
+
+
+async def each(
+    script: Script,
+    redis: Redis | RedisCluster,
+    calls: Sequence[tuple[Mapping[str, str], Mapping[str, EncodableT]]],
+) -> list[Any]:
+    """`script` called for each (keys, args): on one Redis in one pipeline; a cluster
+    pipeline takes no scripts, so there the calls go at once, each to its node. Each
+    result by name, or the exception it raised."""
+    if not calls:
+        return []
+    if isinstance(redis, Redis):
+        async with redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            raw = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, BaseException) else script.named(r) for r in raw]
+    return list(
+        await asyncio.gather(
+            *(script(keys=keys, args=args) for keys, args in calls), return_exceptions=True
+        )
+    )
+
+
+def caller(who: Identity | None) -> dict[str, str]:
+    """The `admin` and `user` arguments of a script that checks the owner ('*': the
+    caller filters by owner itself)."""
+    if who is None:
+        return {"admin": "*", "user": ""}
+    return {"admin": "1" if who.is_admin else "0", "user": who.user_id or ""}
+
+
+# The outcome of a script that found a key of another type: it changed nothing.
+WRONG_TYPE = -9
+
+
+def outcome_of(result: Any) -> int:
+    """A script's outcome (its result, or its `outcome` entry); DataConflict for a key of
+    another type."""
+    value = result["outcome"] if isinstance(result, Mapping) else result
+    outcome = int(value)
+    if outcome == WRONG_TYPE:
+        raise DataConflict(
+            "a key of this session holds a value of another type (another program wrote "
+            "it); nothing was changed"
+        )
+    return outcome

@@ -12,6 +12,7 @@
 -- INCLUDE keys
 -- INCLUDE session
 -- INCLUDE numbers
+-- INCLUDE index
 
 local messages, meta = KEYS[1], KEYS[2]
 if not (holds(messages, 'list') and holds(meta, 'hash') and (not KEYS[3] or holds(KEYS[3], 'zset'))) then
@@ -22,7 +23,7 @@ local tokens_in, tokens_out = usage_of(messages, meta)
 local ttl = whole(ARGV[4]) or 0
 redis.call('HSET', meta, 'created_at', ARGV[1], 'updated_at', ARGV[1], 'system_prompt', ARGV[3],
   'input_tokens', tokens_in, 'output_tokens', tokens_out, 'list_mark', mark_of(messages))
-if KEYS[3] then redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[2]) end
+if KEYS[3] then place(KEYS[3], ARGV[2], ARGV[1]) end
 if ttl > 0 then
   redis.call('EXPIRE', messages, ttl)
   redis.call('EXPIRE', meta, ttl)

@@ -37,6 +37,7 @@
 -- INCLUDE session
 -- INCLUDE stream
 -- INCLUDE numbers
+-- INCLUDE index
 
 local messages, meta, lock, active, stream, turn_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local replaces = ARGV[18]
@@ -57,13 +58,13 @@ if not held then
 end
 
 -- Read and compute everything first.
-local place = false
+local slot = false
 if replaces ~= '' then
   if redis.call('LINDEX', messages, 0) == replaces then
-    place = 0
+    slot = 0
   elseif kind_of(redis.call('LINDEX', messages, 0)) == 'system'
       and redis.call('LINDEX', messages, 1) == replaces then
-    place = 1
+    slot = 1
   else
     return -3
   end
@@ -84,7 +85,7 @@ local ttl = whole(ARGV[6]) or 0
 if replaces == '' then
   redis.call('LPUSH', messages, ARGV[3], ARGV[4])
 else
-  redis.call('LSET', messages, place, ARGV[4])
+  redis.call('LSET', messages, slot, ARGV[4])
 end
 redis.call('HSET', meta, 'updated_at', ARGV[5], 'last_turn', ARGV[2],
   'input_tokens', tokens_in, 'output_tokens', tokens_out, 'epoch', epoch,
@@ -94,8 +95,8 @@ if not usage_held then
   redis.call('HDEL', meta, 'summary_at', 'summary_covers', 'summary_stale')
 end
 if ARGV[8] ~= '' then redis.call('HSETNX', meta, 'title', ARGV[8]) end
-if KEYS[8] then redis.call('ZADD', KEYS[8], 'GT', ARGV[5], ARGV[7]) end
-if KEYS[9] then redis.call('ZADD', KEYS[9], 'GT', ARGV[5], ARGV[7]) end
+if KEYS[8] then place(KEYS[8], ARGV[7], ARGV[5]) end
+if KEYS[9] then place(KEYS[9], ARGV[7], ARGV[5]) end
 if ttl > 0 then
   redis.call('EXPIRE', messages, ttl)
   redis.call('EXPIRE', meta, ttl)

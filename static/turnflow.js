@@ -1,0 +1,530 @@
+// @ts-check
+// A turn's life on the page: sending a message (or editing the last, or regenerating the
+// last reply) and streaming its reply through the `chat` subscription, following a reply
+// that streams on the server (found running when a chat is opened or the socket
+// reconnects), taking a reply up again after a lost connection where it was cut off,
+// and stopping one. The chats themselves (the list, opening, creating, renaming,
+// deleting, paging back) are `flows.js`'s.
+//
+// A regenerated reply is a turn like the others (the same streaming, following, resuming
+// and stopping): it streams into the last reply's node, and the old reply comes back if
+// the new one is not stored.
+//
+// A turn sent by the page has an id the page chooses, so nothing the page does can run
+// a message twice: after a lost connection it follows the turn by that id with
+// `turn(after: <the last event it showed>)`, and the one case where it sends the message
+// again (the server never had the turn) sends the same id, which joins the turn if the
+// server does have it after all.
+
+import {
+  checkIdentity, client, identityReady, mutateRewind, mutateStopTurn, newTurnId, querySession,
+  subscribeChat, subscribeRegenerate, subscribeTurn,
+} from "./queries.js";
+import {
+  cancelEdit, createSession, holdsTurn, loadSessions, positionOf, refreshHeader,
+  showChat, updateBusy,
+} from "./flows.js";
+import { state } from "./state.js";
+import {
+  clearInput, endReply, findMessage, giveBack, hideNotice, lastTurn, markCurrentInList,
+  markStored, removeFrom, restartReply, showEditing, showError, showNotice, showReply, showTurn,
+  showUsage, tell, ui, updateListed,
+} from "./view.js";
+
+/** @import { ConnectionStatus, GraphQLError, Sink } from "./graphql.js" */
+/** @import { ActiveTurn, ChatEvent, Message } from "./queries.js" */
+/** @import { LiveTurn } from "./state.js" */
+
+// How long the page waits for the server again after a lost connection before it gives
+// up on a reply: as long as the server waits for the model by default
+// (LLM_TIMEOUT_SECONDS).
+const RECOVERY_MS = 60000;
+
+/**
+ * Sends `text` in the open chat (creating one if none is open) and streams the reply.
+ * @param {string} text
+ */
+export async function send(text) {
+  if (state.streaming) return;
+  if (!text.trim()) return;
+  if (text.length > state.maxChars) {
+    showNotice("BAD_USER_INPUT", `A message can be at most ${state.maxChars} characters.`);
+    return;
+  }
+  hideNotice();
+  state.sending = true;
+  updateBusy();
+  const sessionId = await connectedTo(state.current);
+  if (sessionId === null) return;
+  if (sessionId !== state.current) {
+    // Another chat was opened while this one connected: the text waits in its draft.
+    state.sending = false;
+    updateBusy();
+    return;
+  }
+  const editing = state.editing?.sessionId === sessionId ? state.editing : null;
+  if (editing && !(await rewindTo(editing))) return;
+  state.sending = false;
+  if (sessionId !== state.current) {
+    updateBusy();
+    return;
+  }
+  clearInput();
+  if (editing?.draft) giveBack(sessionId, editing.draft); // what was typed before the edit
+  const { mine, reply } = showTurn(text);
+  const turn = liveTurn(sessionId, newTurnId(), text, true, mine, reply);
+  state.turns.set(sessionId, turn);
+  updateBusy();
+  stream(turn, "chat");
+}
+
+/**
+ * An edit being sent: the chat forgets the edited message and every later one (then
+ * the edited text goes as a new turn). Refused (a turn runs, the message is gone), the
+ * edit stays as it was and the notice says why.
+ * @param {import("./state.js").Editing} editing
+ * @returns {Promise<boolean>} whether the chat was rewound
+ */
+async function rewindTo(editing) {
+  state.editing = null; // the edit ends here, whichever chat is open when it returns
+  let session;
+  try {
+    session = (await mutateRewind(editing.sessionId, editing.messageId)).rewind;
+  } catch (error) {
+    state.sending = false;
+    if (editing.sessionId === state.current && !state.editing) state.editing = editing;
+    updateBusy();
+    tell(editing.sessionId, /** @type {GraphQLError} */ (error).code, /** @type {GraphQLError} */ (error).message);
+    return false;
+  }
+  updateListed(session);
+  if (editing.sessionId === state.current) {
+    showEditing(null);
+    removeFrom(editing.messageId);
+    showUsage(session.usage);
+  }
+  return true;
+}
+
+/** Waits for the page's identity and the socket (which sends the page's token when it
+ * opens); false, with the error shown and sending over, when either fails.
+ * @returns {Promise<boolean>}
+ */
+async function connected() {
+  return (await connectedTo("")) !== null;
+}
+
+/** `connected()`, for the session `sessionId`, made first when there is none yet: its
+ * id, or null (the error shown) when anything fails.
+ * @param {string | null} sessionId
+ * @returns {Promise<string | null>}
+ */
+async function connectedTo(sessionId) {
+  try {
+    const id = sessionId ?? (await createSession(ui.newTitle.value.trim() || null));
+    await identityReady();
+    await client.ready();
+    return id;
+  } catch (error) {
+    state.sending = false;
+    updateBusy();
+    showError(error);
+    return null;
+  }
+}
+
+/** Regenerate on the last reply: the person's last message runs again, its new reply
+ * streams in the old one's place (which comes back if the new one is not stored). */
+export async function regenerate() {
+  const sessionId = state.current;
+  if (!sessionId || state.streaming || state.editing) return;
+  const last = lastTurn();
+  if (!last) return;
+  hideNotice();
+  state.sending = true;
+  updateBusy();
+  if (!(await connected())) return;
+  state.sending = false;
+  if (sessionId !== state.current || !last.reply.isConnected) {
+    updateBusy();
+    return;
+  }
+  const text = last.mine.querySelector(".bubble")?.textContent ?? "";
+  const turn = liveTurn(sessionId, newTurnId(), text, true, last.mine, last.reply, "regenerate");
+  replaceReply(turn);
+  state.turns.set(sessionId, turn);
+  updateBusy();
+  stream(turn, "regenerate");
+}
+
+/**
+ * A regenerated reply begins: the last reply is kept aside (it comes back if the new
+ * one is not stored) and its node emptied for the new one.
+ * @param {LiveTurn} turn
+ */
+function replaceReply(turn) {
+  const previous = /** @type {HTMLElement} */ (turn.reply.cloneNode(true));
+  previous.querySelector(".actions")?.remove();
+  turn.previous = previous;
+  turn.replaces = turn.reply.dataset.id ?? null;
+  restartReply(turn.reply);
+  turn.reply.dataset.turnId = turn.turnId;
+}
+
+/**
+ * A regenerated reply that was not stored: the reply it was to replace shows again.
+ * @param {LiveTurn} turn
+ */
+function restore(turn) {
+  turn.mine.classList.remove("pending");
+  if (turn.previous && turn.reply.isConnected) turn.reply.replaceWith(turn.previous);
+}
+
+/**
+ * A turn as the page starts to show it, before its first event.
+ * @param {string} sessionId
+ * @param {string} turnId
+ * @param {string} text
+ * @param {boolean} own
+ * @param {HTMLElement} mine
+ * @param {HTMLElement} reply
+ * @param {LiveTurn["kind"]} [kind]
+ * @returns {LiveTurn}
+ */
+function liveTurn(sessionId, turnId, text, own, mine, reply, kind = "chat") {
+  if (kind === "chat") {
+    mine.dataset.turnId = turnId; // given its id once the turn is stored (refreshHeader)
+    reply.dataset.turnId = turnId;
+  }
+  return {
+    sessionId, turnId, kind, text, own, mine, reply, previous: null, replaces: null,
+    lastSeq: 0, content: "", frame: 0,
+    resumed: false, stopping: false, stopAgain: false, renewed: false, resent: false, ended: false,
+  };
+}
+
+/**
+ * Follows the turn running on a chat that the page does not stream yet: the person's
+ * message (unless the history shows it), then the reply from its first event.
+ * @param {string} sessionId
+ * @param {ActiveTurn} active
+ * @param {Message[]} messages the chat's history, as read with `active`
+ */
+export function follow(sessionId, active, messages) {
+  if (state.turns.has(sessionId) || holdsTurn(messages, active.turnId)) return;
+  if (state.editing?.sessionId === sessionId) cancelEdit(); // the chat changes under it
+  if (followRegenerated(sessionId, active, messages)) return;
+  const { mine, reply } = showTurn(active.message, active.startedAt, sessionId === state.current);
+  if (holdsTurn(messages, active.turnId, "USER")) mine.remove(); // the history shows it
+  const turn = liveTurn(sessionId, active.turnId, active.message, false, mine, reply);
+  state.turns.set(sessionId, turn);
+  updateBusy();
+  stream(turn, "turn");
+}
+
+/**
+ * Follows a running turn that regenerates the chat's last reply, in that reply's place.
+ * The server does not say a turn is one: a turn is taken for one when the chat ends
+ * with the person's message it answers and a reply (the reply's id, once stored, tells
+ * whether it took the old one's place; if not, the chat is shown anew).
+ * @param {string} sessionId
+ * @param {ActiveTurn} active
+ * @param {Message[]} messages
+ * @returns {boolean} whether it was followed so
+ */
+function followRegenerated(sessionId, active, messages) {
+  const last = messages.at(-1);
+  const asked = messages.at(-2);
+  if (sessionId !== state.current || last?.role !== "ASSISTANT" || asked?.role !== "USER") return false;
+  if (asked.content !== active.message || holdsTurn(messages, active.turnId, "USER")) return false;
+  const reply = findMessage(last.id);
+  const mine = findMessage(asked.id);
+  if (!reply || !mine) return false;
+  const turn = liveTurn(sessionId, active.turnId, active.message, false, mine, reply, "regenerate");
+  replaceReply(turn);
+  state.turns.set(sessionId, turn);
+  updateBusy();
+  stream(turn, "turn");
+  return true;
+}
+
+/**
+ * Subscribes to the turn's events: `chat` sends its message and `regenerate` runs the
+ * last one again (with the turn's id: sent again, either joins the turn); `turn`
+ * follows it after the last event shown.
+ * @param {LiveTurn} turn
+ * @param {"chat" | "regenerate" | "turn"} how
+ */
+function stream(turn, how) {
+  /** @type {Sink<ChatEvent>} */
+  const sink = {
+    next: (event) => onEvent(turn, event),
+    error: (error) => onError(turn, how, error),
+    complete: () => { if (!turn.ended) lost(turn); },
+  };
+  if (how === "chat") {
+    subscribeChat(turn.sessionId, turn.text, turn.turnId, { ...sink, next: (data) => sink.next(data.chat) });
+  } else if (how === "regenerate") {
+    subscribeRegenerate(turn.sessionId, turn.turnId, { ...sink, next: (data) => sink.next(data.regenerate) });
+  } else {
+    subscribeTurn(turn.sessionId, turn.turnId, turn.lastSeq, { ...sink, next: (data) => sink.next(data.turn) });
+  }
+}
+
+/**
+ * One event of the turn: tokens are added to the reply (painted once per frame); the
+ * done event shows the stored reply. An event shown already (a join replays the turn
+ * from its start) is left out by its number.
+ * @param {LiveTurn} turn
+ * @param {ChatEvent} event
+ */
+function onEvent(turn, event) {
+  if (turn.ended || event.seq <= turn.lastSeq) return;
+  turn.lastSeq = event.seq;
+  if (turn.stopAgain) {
+    turn.stopAgain = false;
+    askToStop(turn);
+  }
+  if (event.done) {
+    finish(turn, event);
+    return;
+  }
+  turn.content += event.token;
+  turn.frame ||= requestAnimationFrame(() => {
+    turn.frame = 0;
+    if (!turn.ended) showReply(turn.reply, turn.content, null);
+  });
+}
+
+/**
+ * The turn's subscription ended in an error.
+ * @param {LiveTurn} turn
+ * @param {"chat" | "regenerate" | "turn"} how
+ * @param {GraphQLError} error
+ */
+function onError(turn, how, error) {
+  if (turn.ended) return; // the whole reply came; only the subscription's end was lost
+  cancelAnimationFrame(turn.frame);
+  turn.frame = 0;
+  if (error.code === "CONNECTION_LOST") {
+    if (how !== "turn" && error.sent === false && !turn.resumed) {
+      // The message never left: nothing was stored, the text goes back (a regenerated
+      // reply: the old one shows again).
+      drop(turn);
+      if (turn.kind === "regenerate") {
+        restore(turn);
+      } else {
+        turn.mine.remove();
+        giveBack(turn.sessionId, turn.text);
+      }
+      if (turn.sessionId === state.current) showNotice("CONNECTION_LOST");
+      updateBusy();
+      return;
+    }
+    // The turn goes on on the server: take it up again where the reply was cut off.
+    resume(turn);
+    return;
+  }
+  if (error.code === "UNAUTHENTICATED" && !turn.renewed) {
+    // The server did not accept the socket's token (for `chat`, nothing was stored):
+    // the page renews its identity as for any request, then subscribes once more, the
+    // same way (the same turn id, or after the last event shown).
+    turn.renewed = true;
+    checkIdentity().then(() => stream(turn, how));
+    return;
+  }
+  if (error.code === "NOT_FOUND" && how === "turn") {
+    lost(turn);
+    return;
+  }
+  fail(turn, turn.resumed ? "NOT_STORED" : error.code, error.message);
+}
+
+/**
+ * Follows the turn again after a lost connection, once the socket is back, from the
+ * event after the last one shown; its message shows as waiting meanwhile.
+ * @param {LiveTurn} turn
+ */
+async function resume(turn) {
+  turn.resumed = true;
+  turn.mine.classList.add("pending");
+  try {
+    await client.ready(RECOVERY_MS);
+  } catch {
+    if (!turn.ended) fail(turn, "NETWORK");
+    return;
+  }
+  if (!turn.ended) stream(turn, "turn");
+}
+
+/**
+ * The server has no turn by that id (now): it was stored and has expired, or the
+ * message never reached the server. The history tells; a message that never reached it
+ * is sent again with the same turn id (which joins the turn if it is there after all).
+ * @param {LiveTurn} turn
+ */
+export async function lost(turn) {
+  let messages = null;
+  try {
+    messages = (await querySession(turn.sessionId)).session?.messages ?? null;
+  } catch { /* the server cannot tell: as if not stored */ }
+  if (turn.ended) return;
+  if (messages && holdsTurn(messages, turn.turnId)) {
+    drop(turn);
+    if (turn.sessionId === state.current) showChat(messages, turn.sessionId);
+    settle(turn);
+    return;
+  }
+  if (turn.own && turn.lastSeq === 0 && !turn.resent && messages) {
+    turn.resent = true;
+    stream(turn, turn.kind);
+    return;
+  }
+  if (!turn.own) {
+    // A turn the page followed and that is gone: the chat shows what is stored.
+    drop(turn);
+    if (turn.kind === "regenerate") {
+      restore(turn);
+    } else {
+      turn.mine.remove();
+      turn.reply.remove();
+    }
+    if (messages && turn.sessionId === state.current) showChat(messages, turn.sessionId);
+    settle(turn);
+    return;
+  }
+  fail(turn, messages ? "NOT_STORED" : "NETWORK");
+}
+
+/**
+ * The reply came whole (or stopped): the stored reply, marked if it was stopped.
+ * @param {LiveTurn} turn
+ * @param {ChatEvent} event the done event
+ */
+function finish(turn, event) {
+  drop(turn);
+  const { message } = event;
+  turn.content = message?.content ?? turn.content;
+  const stopped = (event.status ?? message?.status) === "STOPPED";
+  endReply(turn.reply, turn.content, message?.createdAt ?? new Date().toISOString(), stopped);
+  if (message) markStored(turn.reply, message);
+  turn.mine.classList.remove("pending");
+  settle(turn);
+  if (turn.kind === "regenerate" && message && turn.replaces !== null
+    && positionOf(message.id) !== positionOf(turn.replaces) && turn.sessionId === state.current) {
+    // Followed as a regenerated reply, it was a new turn with the same words after all.
+    followOpenChat();
+  }
+}
+
+/**
+ * The turn ended without being stored: its reply goes, its message shows as failed (its
+ * text back in the input, when the page sent it) and the notice says why.
+ * @param {LiveTurn} turn
+ * @param {string} code
+ * @param {string} [message]
+ */
+function fail(turn, code, message) {
+  drop(turn);
+  turn.mine.classList.remove("pending");
+  if (turn.kind === "regenerate") {
+    // A failure keeps the old reply (the server stored nothing).
+    restore(turn);
+    const own = ["SESSION_BUSY", "UNAVAILABLE", "NETWORK", "BAD_USER_INPUT"];
+    tell(turn.sessionId, turn.own && own.includes(code) ? code : "REGENERATE_FAILED", message);
+  } else {
+    turn.reply.remove();
+    turn.mine.classList.add("failed");
+    if (turn.own) giveBack(turn.sessionId, turn.text);
+    tell(turn.sessionId, turn.own ? code : "REPLY_FAILED", message);
+  }
+  updateBusy();
+}
+
+/**
+ * The turn is over for the page: it no longer streams.
+ * @param {LiveTurn} turn
+ */
+function drop(turn) {
+  turn.ended = true;
+  cancelAnimationFrame(turn.frame);
+  turn.frame = 0;
+  if (state.turns.get(turn.sessionId) === turn) state.turns.delete(turn.sessionId);
+}
+
+/**
+ * After a turn stored: the composer is free, the list and the title show the chat as
+ * stored (the server may have named it from the first message).
+ * @param {LiveTurn} turn
+ */
+function settle(turn) {
+  updateBusy();
+  if (turn.sessionId === state.current) loadSessions().then(markCurrentInList);
+  refreshHeader(turn.sessionId);
+}
+
+// ---------- stopping a reply ----------
+
+/** The Stop button: stops the open chat's reply (it ends with what came so far). */
+export function stopReply() {
+  const turn = state.current === null ? undefined : state.turns.get(state.current);
+  if (!turn || turn.stopping) return;
+  turn.stopping = true;
+  updateBusy();
+  askToStop(turn);
+}
+
+/**
+ * Asks the server to stop the turn; its done event (status STOPPED) then ends the reply.
+ * Asked before the server has the turn (no event yet), it is asked again at the first.
+ * @param {LiveTurn} turn
+ */
+async function askToStop(turn) {
+  let stopped = false;
+  try {
+    stopped = (await mutateStopTurn(turn.sessionId, turn.turnId)).stopTurn;
+  } catch (error) {
+    if (/** @type {GraphQLError} */ (error).code !== "NOT_FOUND") {
+      if (turn.ended) return;
+      turn.stopping = false;
+      updateBusy();
+      tell(turn.sessionId, /** @type {GraphQLError} */ (error).code, /** @type {GraphQLError} */ (error).message);
+      return;
+    }
+  }
+  // false: not running (yet, or any more: then its end is on its way).
+  if (!stopped && !turn.ended && turn.lastSeq === 0) turn.stopAgain = true;
+}
+
+// ---------- the connection ----------
+
+/** Whether the socket was lost since it last opened. */
+let wasLost = false;
+
+/**
+ * The socket's state changed. Back after a loss, the page shows the open chat as it is
+ * now (turns may have been sent from elsewhere meanwhile) and follows its running reply,
+ * if any; the turns the page streams take themselves up again.
+ * @param {ConnectionStatus} status
+ */
+export function connectionChanged(status) {
+  if (status === "closed") wasLost = true;
+  if (status !== "open" || !wasLost) return;
+  wasLost = false;
+  followOpenChat();
+}
+
+/** Shows the open chat anew and follows its running reply, unless the page streams one. */
+async function followOpenChat() {
+  const id = state.current;
+  if (!id || state.turns.has(id)) return;
+  let session;
+  try {
+    session = (await querySession(id)).session;
+  } catch {
+    return; // the next load of the chat will tell
+  }
+  if (!session || id !== state.current || state.turns.has(id)) return;
+  showChat(session.messages, id);
+  if (session.activeTurn) follow(id, session.activeTurn, session.messages);
+}
