@@ -16,7 +16,7 @@ TEST_WORKERS ?= 4
 # PYTHONDONTWRITEBYTECODE is set: each worker and every app it starts would otherwise
 # compile the same sources again, seconds each.
 PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: run test check lint fmt typecheck typecheck-js lock bench clean
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from tests.support import (
     FAKE_GROQ,
@@ -25,6 +25,7 @@ from tests.support import (
     start_redis,
     stop,
 )
+from tests.support.cluster import running_cluster
 from tests.support.zygote import Zygote
 
 # Databases of the test Redis: one per module or test that needs its own.
@@ -157,3 +158,38 @@ async def db(db_url: str) -> AsyncIterator[Redis]:
     yield client
     await client.flushdb()
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    """A 3-primary Redis Cluster, started once for the run's cluster tests (every test
+    marked `cluster` runs on one worker: see `pytest_collection_modifyitems`)."""
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as nodes:
+        yield nodes
+
+
+@pytest.fixture(params=["one", pytest.param("cluster", marks=pytest.mark.cluster)])
+async def backend_db(
+    request: pytest.FixtureRequest, db_url: str
+) -> AsyncIterator[Redis | RedisCluster]:
+    """The store's tests run twice: on a database of one Redis, and on the cluster (as a
+    conformance suite does), so the cluster's own paths meet the same assertions. Emptied
+    before and after."""
+    client: Redis | RedisCluster
+    if request.param == "one":
+        client = Redis.from_url(db_url, decode_responses=True)
+    else:
+        nodes = request.getfixturevalue("cluster")
+        client = RedisCluster(host=LOOPBACK, port=nodes[0].port, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Workers take a file each (its module's servers start once), but every test marked
+    `cluster` goes to one worker: the cluster starts once per run."""
+    for item in items:
+        group = "cluster" if item.get_closest_marker("cluster") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

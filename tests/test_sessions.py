@@ -19,6 +19,12 @@ from resolvers.services.validation import check_session_id
 PROMPT = "be brief"
 
 
+@pytest.fixture
+def db(backend_db: Redis) -> Redis:
+    """Every test here runs on one Redis and on the 3-primary cluster (`backend_db`)."""
+    return backend_db
+
+
 def make_store(redis: Redis, *, window: int = 40, ttl: int = 0, lock: float = 20) -> Stores:
     return open_stores(
         redis,

@@ -151,8 +151,9 @@ class RedisProxy:
         """Listen again on the same port."""
         self._call(self._listen())
 
-    def lose_reply_to(self, pattern: bytes) -> None:
-        """Reset the connection of the next command holding `pattern`, once it has run."""
+    def lose_reply_to(self, pattern: bytes | None) -> None:
+        """Reset the connection of the next command holding `pattern`, once it has run
+        (None: lose nothing)."""
         self._lose_pattern = pattern
 
     @property

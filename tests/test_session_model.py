@@ -1,0 +1,460 @@
+"""A model of one session, driven through the real services of two server processes.
+
+Two `Services` (what `main.py` opens per process) on one Redis database, the second
+through a proxy that can lose a reply on the wire, and the real `langchain-groq` client
+against the fake provider with its fault markers. Hypothesis picks any sequence of what
+happens to a session: turns that complete, fail, are stopped or whose stream the
+provider holds open after `[DONE]`, commits whose answer is lost, rewinds, regenerates,
+summaries of trimmed history (on, with a small budget), an expiry, export and import,
+deletes, another LangChain program appending to or clearing the list. A plain Python
+model of the conversation says what must be; after every step:
+
+- the history (user and assistant messages, in order) equals the model;
+- a turn reported failed is not stored, and one reported stored is;
+- `Session.usage` is the sum of the stored replies' counts;
+- the provider never received a message that was forgotten (rewound, cleared,
+  replaced) before the request was made;
+- nothing of a deleted (or expired) session is left in Redis.
+
+Later operations (branches, tools, queues, budgets) add their rules here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from resolvers.services import scripts
+from resolvers.services.container import Services, open_services
+from resolvers.services.conversation import Conversations
+from resolvers.services.errors import ChatError
+from resolvers.services.history import Role, StoredMessage
+from resolvers.services.identity import ANONYMOUS
+from resolvers.services.keys import messages_key
+from resolvers.services.settings import Settings
+from tests.support import FakeGroq, RedisServer
+from tests.support.fuzzing import FuzzStats, reporting
+from tests.support.machines import AsyncMachine
+from tests.support.redis_proxy import RedisProxy
+
+COMMIT_SHA = hashlib.sha1(scripts.source("commit_turn").encode()).hexdigest().encode()  # noqa: S324
+
+
+@dataclass
+class Said:
+    role: Role
+    text: str
+    usage: tuple[int, int] = (0, 0)
+
+
+@dataclass
+class Conversation:
+    """The model: what the session holds, and what may never reach the model again."""
+
+    exists: bool = False
+    messages: list[Said] = field(default_factory=list)
+    forgotten: set[str] = field(default_factory=set)
+
+    def forget(self, from_index: int) -> None:
+        for said in self.messages[from_index:]:
+            self.forgotten |= markers(said.text)
+        del self.messages[from_index:]
+
+    def kept(self) -> set[str]:
+        """The markers the session still holds (a reply echoes its message's)."""
+        return {m for said in self.messages for m in markers(said.text)}
+
+
+def markers(text: str) -> set[str]:
+    return {word for word in text.split() if word.startswith("m") and word[1:].isdigit()}
+
+
+class SessionModel(AsyncMachine):
+    name = "session model"
+    fake: ClassVar[FakeGroq]
+    proxy: ClassVar[RedisProxy]
+    proxy_url: ClassVar[str]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack = contextlib.AsyncExitStack()
+        self.processes: list[Services] = [
+            self.run(self.stack.enter_async_context(open_services(settings_for(url))))
+            for url in (self.redis_url, self.proxy_url)
+        ]
+        self.redis = self.client(app_like=True)
+        self.run(self.redis.flushdb())
+        self.model = Conversation()
+        self.session_id = ""
+        self.counter = 0
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.stack.aclose())
+        finally:
+            super().teardown()
+
+    # -- helpers
+
+    def marker(self) -> str:
+        self.counter += 1
+        return f"m{self.counter}"
+
+    def stored(self) -> list[StoredMessage]:
+        services = self.processes[0]
+        try:
+            found = self.run(services.sessions.messages(self.session_id))
+        except ChatError:
+            return []
+        return [m for m in found if m.role is not Role.SYSTEM]
+
+    def turn(self, process: int, message: str, *, regenerate: bool = False) -> StoredMessage:
+        runner = self.processes[process].turns
+
+        async def run() -> StoredMessage:
+            live = await runner.start(
+                session_id=self.session_id, message=message, regenerate=regenerate
+            )
+            return await live.reply()
+
+        return self.run(run())
+
+    def sent_to_provider(self) -> list[dict[str, Any]]:
+        recent = self.fake.requests()["recent"]
+        assert isinstance(recent, list)
+        return recent
+
+    def check_provider_saw_nothing_forgotten(self, since: int) -> None:
+        for body in self.sent_to_provider()[since:]:
+            sent = json.dumps(body.get("messages"))
+            gone = self.model.forgotten - self.model.kept()
+            leaked = {m for m in gone if f"{m} " in sent or f'{m}"' in sent}
+            assert not leaked, f"the provider received forgotten messages: {sorted(leaked)}"
+
+    # -- rules
+
+    @initialize()
+    def a_session(self) -> None:
+        self.create()
+
+    @precondition(lambda self: not self.model.exists)
+    @rule()
+    def create(self) -> None:
+        self.step("create")
+        made = self.run(self.processes[0].sessions.create())
+        self.session_id = made.id
+        self.model = Conversation(exists=True, forgotten=self.model.forgotten)
+
+    @precondition(lambda self: self.model.exists)
+    @rule(process=st.integers(0, 1))
+    def turn_complete(self, process: int) -> None:
+        self.send(process, "complete")
+
+    @precondition(lambda self: self.model.exists)
+    @rule(process=st.integers(0, 1))
+    def turn_fails(self, process: int) -> None:
+        self.send(process, "fail")
+
+    @precondition(lambda self: self.model.exists)
+    @rule(process=st.integers(0, 1))
+    def turn_held_open(self, process: int) -> None:
+        self.send(process, "held")
+
+    @precondition(lambda self: self.model.exists)
+    @rule()
+    def turn_commit_answer_lost(self) -> None:
+        self.send(1, "lost commit")
+
+    def send(self, process: int, kind: str) -> None:
+        """A turn: stored and reported stored, or reported failed and not stored."""
+        marker = self.marker()
+        text = {
+            "complete": f"{marker} hello",
+            "fail": f"{marker} !status=500",
+            "held": f"{marker} !hold_after_done=1",
+            "lost commit": f"{marker} for the proxy",
+        }[kind]
+        self.step(f"turn ({kind})")
+        seen = len(self.sent_to_provider())
+        proxy = None
+        if kind == "lost commit":
+            process = 1  # the process behind the proxy
+            proxy = self.proxy
+            proxy.lose_reply_to(COMMIT_SHA)
+        failed: ChatError | None = None
+        try:
+            reply = self.turn(process, text)
+        except ChatError as error:
+            failed = error
+        finally:
+            if proxy is not None:
+                proxy.lose_reply_to(None)
+        if failed is not None:
+            assert kind == "fail", f"{kind}: {failed.code} {failed.message}"
+            assert [m.text for m in self.model.messages] == [m.content for m in self.stored()]
+            return
+        assert kind != "fail", "a turn the provider failed was stored"
+        usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
+        self.model.messages += [Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage)]
+        self.check_provider_saw_nothing_forgotten(seen)
+
+    @precondition(lambda self: self.model.exists)
+    @rule(process=st.integers(0, 1))
+    def stopped(self, process: int) -> None:
+        """A slow reply stopped from the other process: stored STOPPED with what it had."""
+        marker = self.marker()
+        text = f"{marker} !delay=0.02 !tokens=200"
+        self.step("turn (stopped)")
+        runner = self.processes[process].turns
+        other = self.processes[1 - process].turns
+
+        async def run() -> StoredMessage:
+            live = await runner.start(session_id=self.session_id, message=text)
+            async for event in live.events():
+                if event.seq >= 3:
+                    break
+            assert await other.stop(self.session_id)
+            return await live.reply()
+
+        reply = self.run(run())
+        assert reply.status.value == "STOPPED" and reply.content.startswith("[n=")
+        usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
+        self.model.messages += [Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage)]
+
+    @precondition(lambda self: self.model.exists and self.model.messages)
+    @rule(data=st.data(), process=st.integers(0, 1))
+    def rewind(self, data: st.DataObject, process: int) -> None:
+        self.step("rewind")
+        stored = self.stored()
+        index = data.draw(st.integers(0, len(stored) - 1), label="rewind to")
+        conversations: Conversations = self.processes[process].conversations
+        self.run(conversations.rewind(self.session_id, stored[index].id))
+        self.model.forget(index)
+
+    @precondition(
+        lambda self: (
+            self.model.exists
+            and len(self.model.messages) >= 2
+            and self.model.messages[-1].role is Role.ASSISTANT
+            and self.model.messages[-2].role is Role.USER
+        )
+    )
+    @rule(process=st.integers(0, 1))
+    def regenerate(self, process: int) -> None:
+        self.step("regenerate")
+        seen = len(self.sent_to_provider())
+        old = self.model.messages[-1]
+        reply = self.turn(process, "", regenerate=True)
+        self.model.forgotten |= markers(old.text) - markers(self.model.messages[-2].text)
+        usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
+        self.model.messages[-1] = Said(Role.ASSISTANT, reply.content, usage)
+        self.check_provider_saw_nothing_forgotten(seen)
+
+    @precondition(lambda self: self.model.exists)
+    @rule()
+    def outside_append(self) -> None:
+        """Another LangChain program appends a message (its own layout, no id)."""
+        self.step("outside append")
+        text = f"{self.marker()} written elsewhere"
+        element = json.dumps({"type": "human", "data": {"content": text}})
+        self.run(self.redis.lpush(messages_key(self.session_id), element))
+        self.model.messages.append(Said(Role.USER, text))
+
+    @precondition(lambda self: self.model.exists and len(self.model.messages) >= 2)
+    @rule()
+    def outside_clear(self) -> None:
+        """Another LangChain program clears the list (RedisChatMessageHistory.clear())."""
+        self.step("outside clear")
+        self.run(self.redis.delete(messages_key(self.session_id)))
+        self.model.forget(0)
+
+    @precondition(lambda self: self.model.exists and len(self.model.messages) >= 4)
+    @rule(process=st.integers(0, 1))
+    def export_and_import(self, process: int) -> None:
+        self.step("export, delete, import")
+        transfer = self.processes[process].transfer
+
+        async def move() -> None:
+            lines = [line async for line in transfer.export([self.session_id])]
+            assert await self.processes[1 - process].sessions.delete(self.session_id)
+            done = await transfer.import_lines(lines)
+            assert done.written == (1 if lines else 0)
+
+        self.run(move())
+        if not self.model.messages and not self.run(
+            self.processes[0].sessions.get(self.session_id)
+        ):
+            self.model.exists = False  # a session with nothing in it exports nothing
+
+    @precondition(lambda self: self.model.exists and len(self.model.messages) >= 4)
+    @rule(process=st.integers(0, 1))
+    def delete(self, process: int) -> None:
+        self.step("delete")
+        assert self.run(self.processes[process].sessions.delete(self.session_id))
+        self.model.forget(0)
+        self.model.exists = False
+        self.assert_nothing_left()
+
+    @precondition(lambda self: self.model.exists and len(self.model.messages) >= 4)
+    @rule()
+    def expire(self) -> None:
+        """The session's TTL runs out: its keys go (as Redis expires them)."""
+        self.step("expiry")
+
+        async def expire_all() -> None:
+            async for key in self.redis.scan_iter(match=f"*{self.session_id}*", count=1000):
+                await self.redis.pexpire(key, 1)
+
+        self.run(expire_all())
+        self.run(_sleep(0.01))
+        self.model.forget(0)
+        self.model.exists = False
+
+    def assert_nothing_left(self) -> None:
+        async def left() -> list[str]:
+            return [k async for k in self.redis.scan_iter(match=f"*{self.session_id}*")]
+
+        assert self.run(left()) == []
+
+    # -- what must hold after every step
+
+    @invariant()
+    def the_history_is_the_model(self) -> None:
+        if not self.session_id:
+            return
+        if not self.model.exists:
+            self.assert_nothing_left()
+            return
+        stored = self.stored()
+        assert [(m.role, m.content) for m in stored] == [
+            (s.role, s.text) for s in self.model.messages
+        ]
+
+    @invariant()
+    def usage_is_the_sum_of_the_stored_replies(self) -> None:
+        if not self.model.exists:
+            return
+        info = self.run(self.processes[1].sessions.get(self.session_id, who=ANONYMOUS))
+        if info is None:
+            assert not self.model.messages
+            return
+        expected = (
+            sum(m.usage[0] for m in self.model.messages),
+            sum(m.usage[1] for m in self.model.messages),
+        )
+        assert (info.usage.input_tokens, info.usage.output_tokens) == expected
+
+
+async def _sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+def settings_for(redis_url: str) -> Settings:
+    return Settings(
+        _env_file=None,
+        redis_url=redis_url,
+        llm_model="groq:llama-3.1-8b-instant",
+        groq_api_key="test-key",
+        llm_timeout_seconds=5,
+        history_summary=True,
+        history_max_tokens=60,
+        history_window=6,
+        stream_min_interval_ms=0,
+        turn_lock_seconds=5,
+        rate_limit_per_minute=0,
+        rate_limit_turns_per_minute=0,
+        user_turns_per_minute=0,
+        user_sessions_per_minute=0,
+        user_max_sessions=0,
+    )
+
+
+@pytest.fixture
+def provider_env(fake_groq: FakeGroq) -> Iterator[None]:
+    """The real langchain-groq client finds the fake provider through the environment."""
+    saved = {k: os.environ.get(k) for k in ("GROQ_API_BASE", "GROQ_API_KEY")}
+    os.environ["GROQ_API_BASE"] = fake_groq.url
+    os.environ["GROQ_API_KEY"] = "test-key"
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def run_model(
+    fresh_db: Callable[[], str],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
+    stats: FuzzStats,
+    machine_settings: settings,
+) -> None:
+    url = fresh_db()
+    database = url.rsplit("/", 1)[1]
+    proxy = RedisProxy(redis_server.port).start()
+    try:
+        SessionModel.redis_url = url
+        SessionModel.proxy_url = f"{proxy.url[:-2]}/{database}"
+        SessionModel.proxy = proxy
+        SessionModel.fake = fake_groq
+        SessionModel.stats = stats
+        run_state_machine_as_test(SessionModel, settings=machine_settings)
+    finally:
+        proxy.stop()
+
+
+def machine_settings(examples: int, steps: int) -> settings:
+    # No shrinking: with real servers it takes minutes; the failing run is printed whole.
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_session_follows_its_model(
+    fresh_db: Callable[[], str],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
+    provider_env: None,
+    request: pytest.FixtureRequest,
+) -> None:
+    stats = reporting(request.config)
+    run_model(fresh_db, redis_server, fake_groq, stats, machine_settings(12, 25))
+    for what in ("turn (complete)", "turn (fail)", "turn (lost commit)", "rewind", "delete"):
+        assert stats.cases(SessionModel.name, what) >= 3, what
+
+
+def test_a_session_follows_its_model_briefly(
+    fresh_db: Callable[[], str],
+    redis_server: RedisServer,
+    fake_groq: FakeGroq,
+    provider_env: None,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The same, a short fixed run, in the fast tier."""
+    run_model(fresh_db, redis_server, fake_groq, reporting(request.config), machine_settings(2, 10))
