@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -18,16 +19,19 @@ from datetime import UTC, datetime
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from redis.asyncio import Redis
+from redis.typing import EncodableT
 
 from resolvers.services import scripts
 from resolvers.services.errors import DataConflict
 from resolvers.services.history import encode, stamped
+from resolvers.services.identity import Identity
 from resolvers.services.keys import (
     INDEX_KEY,
     active_turn_key,
     lock_key,
     messages_key,
     meta_key,
+    session_tag,
     turn_ids_key,
     turn_stream_key,
 )
@@ -551,3 +555,82 @@ def test_no_script_shadows_a_function_of_its_includes(name: str) -> None:
     assigned = set(re.findall(r"local ([\w, ]+)=", body))
     names = {n.strip() for group in assigned for n in group.split(",")}
     assert not names & included, f"{name}.lua shadows {sorted(names & included)}"
+
+
+# -- every script, every key of another type ------------------------------------------
+
+
+def plausible_args(name: str, state: dict[str, str]) -> dict[str, EncodableT]:
+    """Arguments a caller would pass, by their names in the script's header."""
+    now = int(time.time() * 1_000_000)
+    values: dict[str, EncodableT] = {
+        "token": state["token"], "turn_id": state["turn_id"], "session_id": state["session_id"],
+        "now": now, "now_ms": now // 1000, "lock_ms": 20_000, "keep_ms": 300_000,
+        "alive_s": 0, "window": 40, "ttl": 0, "admin": "0", "user": "u", "first": 1,
+        "last": 1, "tokens": '["a"]', "end_seq": 2, "done_seq": 2, "status": "COMPLETE",
+        "code": "X", "message": "m", "reply": "", "cap": 10_000,
+        "user_json": json.dumps(message_to_dict(HumanMessage(content="q"))),
+        "reply_json": json.dumps(message_to_dict(AIMessage(content="a"))),
+        "title": "", "input_tokens": "1", "output_tokens": "1", "replaces": "",
+        "regenerate": "0", "fields": "", "newest": -1, "position": -1, "id": "",
+        "summary": json.dumps({"type": "system", "data": {"content": "s"}}), "covers": 0,
+        "at": -1, "epoch": 0, "old": "u", "new": "v", "hash": "0" * 64, "document": "{ a }",
+        "most": 10, "prefix": "{apq}:doc:", "most_held": 10, "per_minute": 10,
+        "window_s": 120, "tag": session_tag(state["session_id"]), "extra": "",
+        "turn_prefix": "turns:", "owner_prefix": "sessions:owner:", "prompt": "p",
+    }  # fmt: skip
+    if name == "keep_document":
+        values["ttl"] = 60  # a document's life: at least a second
+    declared = scripts.interface(name).args
+    return {arg: values[arg] for arg in declared}
+
+
+def plausible_keys(name: str, state: dict[str, str]) -> dict[str, str]:
+    session_id, turn_id = state["session_id"], state["turn_id"]
+    values = {
+        "messages": messages_key(session_id), "meta": meta_key(session_id),
+        "lock": lock_key(session_id), "active": active_turn_key(session_id),
+        "stream": turn_stream_key(session_id, turn_id), "turn_ids": turn_ids_key(session_id),
+        "turn_session": f"turns:{turn_id}", "index": INDEX_KEY,
+        "owner_index": "sessions:owner:u", "held": "{limits:user:u}:held",
+        "made": "{limits:user:u}:sessions:1", "document": "{apq}:doc:" + "0" * 64,
+    }  # fmt: skip
+    return {key: values[key] for key in scripts.interface(name).keys}
+
+
+KEY_CASES = [
+    (name, key)
+    for name in scripts.names()
+    for key in scripts.interface(name).keys
+    if key != "index" or name != "keep_document"
+] + [("keep_document", "index")]
+
+
+@pytest.mark.parametrize(("name", "key"), KEY_CASES, ids=[f"{n}-{k}" for n, k in KEY_CASES])
+async def test_a_script_stops_at_no_error_whatever_type_a_key_holds(
+    db: Redis, raw: Redis, name: str, key: str
+) -> None:
+    """Every key of every script, left holding another type by another program: the
+    script answers without a Redis error (an error after a write would leave it half
+    done), and when it says so (`-9`), it changed nothing."""
+    store = make_store(db)
+    session = await store.sessions.create(owner="u")
+    first = await store.turns.begin_turn(session.id, who=Identity(user_id="u"))
+    await commit(store, session.id, first)
+    start = await store.turns.begin_turn(session.id, who=Identity(user_id="u"))
+    state = {"session_id": session.id, "turn_id": start.turn_id, "token": start.token}
+    await store.turns.flush_turns([(session.id, start.turn_id, 1, ["a"])])
+    keys = plausible_keys(name, state)
+    planted = keys[key]
+    kind = await db.type(planted)
+    await db.delete(planted)
+    if kind == "string":
+        await db.hset(planted, "planted", "1")
+    else:
+        await db.set(planted, "planted")
+    before = await snapshot(raw)
+    script = Script(db, name)
+    result = await script(keys=keys, args=plausible_args(name, state))  # no ResponseError
+    outcome = result["outcome"] if isinstance(result, dict) and "outcome" in result else result
+    if outcome == -9 or outcome == [-9]:
+        assert await snapshot(raw) == before

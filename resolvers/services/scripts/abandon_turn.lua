@@ -27,7 +27,9 @@
 
 local lock, active, stream, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token = ARGV[1]
-if not (holds(active, 'hash') and holds(stream, 'stream')) then return -9 end
+if not (holds(active, 'hash') and holds(stream, 'stream') and holds(lock, 'string')) then
+  return -9
+end
 local gone = redis.call('EXISTS', meta) == 0
 local top, ended = last_entry(stream)
 local first, last, finish = whole(ARGV[2]), whole(ARGV[3]), whole(ARGV[5])

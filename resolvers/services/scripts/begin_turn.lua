@@ -33,7 +33,8 @@
 local lock, meta, messages, active, stream, turn_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local token = ARGV[1]
 if not (holds(meta, 'hash') and holds(messages, 'list') and holds(active, 'hash')
-    and holds(stream, 'stream') and holds(turn_ids, 'zset')) then
+    and holds(stream, 'stream') and holds(turn_ids, 'zset') and holds(lock, 'string')
+    and (not KEYS[7] or holds(KEYS[7], 'string'))) then
   return {-9}
 end
 if redis.call('EXISTS', meta, messages) == 0 then return {0} end

@@ -42,7 +42,7 @@
 local messages, meta, lock, active, stream, turn_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local replaces = ARGV[18]
 if not (holds(messages, 'list') and holds(meta, 'hash') and holds(stream, 'stream')
-    and holds(turn_ids, 'zset') and (not KEYS[8] or holds(KEYS[8], 'zset'))
+    and holds(turn_ids, 'zset') and holds(lock, 'string') and (not KEYS[8] or holds(KEYS[8], 'zset'))
     and (not KEYS[9] or holds(KEYS[9], 'zset'))) then
   return -9
 end

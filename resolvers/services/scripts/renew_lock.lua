@@ -18,7 +18,8 @@
 -- INCLUDE keys
 -- INCLUDE numbers
 
-if redis.call('GET', KEYS[1]) ~= ARGV[1] or not holds(KEYS[4], 'zset') then return 0 end
+if not (holds(KEYS[1], 'string') and holds(KEYS[4], 'zset')) then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local keep = whole(ARGV[3])
 local alive = whole(ARGV[4]) or 0
 redis.call('PEXPIRE', KEYS[1], ARGV[2])

@@ -14,7 +14,9 @@
 -- INCLUDE keys
 -- INCLUDE session
 
-if not (holds(KEYS[1], 'hash') and holds(KEYS[4], 'hash')) then return {-9} end
+if not (holds(KEYS[1], 'hash') and holds(KEYS[4], 'hash') and holds(KEYS[2], 'string')) then
+  return {-9}
+end
 if redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then return {-2} end
 if refuses(redis.call('HGET', KEYS[4], 'owner'), ARGV[2], ARGV[3]) then return {-2} end
 local running = redis.call('HMGET', KEYS[1], 'turn_id', 'token')
