@@ -50,6 +50,7 @@ async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
     return samples(response.text)
 
 
+@pytest.mark.slow  # uvicorn with two workers: three processes
 async def test_metrics_sum_both_workers_under_load(two_workers: tuple[AppServer, Path]) -> None:
     server, folder = two_workers
     limits = httpx.Limits(max_keepalive_connections=0)

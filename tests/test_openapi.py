@@ -91,6 +91,7 @@ def test_the_document_says_what_generated_clients_need(spec: dict[str, Any]) -> 
     assert "X-Turn-Id" in chat["headers"]
 
 
+@pytest.mark.slow  # generates a client with openapi-python-client
 def test_a_generated_client_calls_every_route(
     generated: ModuleType, server: AppServer, spec: dict[str, Any]
 ) -> None:

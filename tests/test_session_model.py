@@ -457,4 +457,4 @@ def test_a_session_follows_its_model_briefly(
     request: pytest.FixtureRequest,
 ) -> None:
     """The same, a short fixed run, in the fast tier."""
-    run_model(fresh_db, redis_server, fake_groq, reporting(request.config), machine_settings(2, 10))
+    run_model(fresh_db, redis_server, fake_groq, reporting(request.config), machine_settings(1, 12))

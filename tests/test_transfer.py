@@ -103,6 +103,7 @@ def test_a_thousand_sessions_round_trip_exactly(
     assert f"imported 0 sessions, skipped {SESSIONS}" in twice.stderr
 
 
+@pytest.mark.slow  # runs the command line: a Python process each
 def test_a_bad_line_imports_nothing(fresh_db: Callable[[], str]) -> None:
     source, target = fresh_db(), fresh_db()
     seed(source, 3)
@@ -114,6 +115,7 @@ def test_a_bad_line_imports_nothing(fresh_db: Callable[[], str]) -> None:
         assert indexes(target)["index"] == []
 
 
+@pytest.mark.slow  # runs the command line: a Python process each
 def test_a_chatgpt_export_becomes_sessions(fresh_db: Callable[[], str], tmp_path: Path) -> None:
     def node(node_id: str, role: str, text: str, parent: str | None) -> dict[str, Any]:
         return {
