@@ -16,7 +16,7 @@ TEST_WORKERS ?= 4
 # PYTHONDONTWRITEBYTECODE is set: each worker and every app it starts would otherwise
 # compile the same sources again, seconds each.
 PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/$(VENV)/pycache \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: run test check lint fmt typecheck typecheck-js lock bench clean
 
@@ -33,21 +33,20 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 run: $(STAMP)
 	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT)
 
-# mypy runs beside the tests (its first run takes half a minute); both must pass.
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+# The tests with mypy beside them (its first run takes half a minute); both must pass.
+define tests_and_types
 	@$(BIN)/mypy > $(VENV)/mypy.out 2>&1 & types=$$!; \
-	$(PYTEST); tests=$$?; \
+	$(PYTEST) $(1); tests=$$?; \
 	wait $$types; typed=$$?; cat $(VENV)/mypy.out; \
 	test $$tests -eq 0 && test $$typed -eq 0
+endef
+
+test: lint
+	$(call tests_and_types,)
 
 # The fast tier for a development loop: under a minute.
-check: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(PYTEST) -m "$(SLOW_TIERS)" -q
+check: lint
+	$(call tests_and_types,-m "$(SLOW_TIERS)" -q)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

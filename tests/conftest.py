@@ -5,9 +5,12 @@ uvicorn (started on demand with given settings), HTTP clients. Helpers are in
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -27,6 +30,11 @@ from tests.support import (
 )
 from tests.support.cluster import running_cluster
 from tests.support.zygote import Zygote
+
+if TYPE_CHECKING:  # Playwright and Hypothesis are imported by their fixtures only
+    from playwright.async_api import Browser, BrowserContext, Page
+
+    from tests.support.fuzzing import FuzzStats
 
 # Databases of the test Redis: one per module or test that needs its own.
 DATABASES = 128
@@ -187,9 +195,63 @@ async def backend_db(
     await client.aclose()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Workers take a file each (its module's servers start once), but every test marked
-    `cluster` goes to one worker: the cluster starts once per run."""
-    for item in items:
-        group = "cluster" if item.get_closest_marker("cluster") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """A headless Chromium (Debian's package; CHROMIUM names another). Missing, the
+    browser tests are skipped, except on CI, where they fail."""
+    from playwright.async_api import async_playwright
+
+    from tests.support.page import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium package")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, app: AppServer) -> AsyncIterator[Page]:
+    """A tab on the shared app, in a browser of its own (a new guest)."""
+    from tests.support.page import VIEWPORT
+
+    context = await browser.new_context(base_url=app.url, viewport=VIEWPORT)
+    opened = await context.new_page()
+    yield opened
+    await context.close()
+
+
+@pytest.fixture
+async def new_tab(browser: Browser) -> AsyncIterator[Callable[..., object]]:
+    """Opens tabs: `await new_tab(server or base URL, *, init_script=None, context=None)`,
+    in a browser of its own (a new guest) unless `context` is given; closed at the end."""
+    from tests.support.page import VIEWPORT
+
+    contexts: list[BrowserContext] = []
+
+    async def make(
+        where: AppServer | str,
+        *,
+        init_script: str | None = None,
+        context: BrowserContext | None = None,
+    ) -> Page:
+        if context is None:
+            base_url = where.url if isinstance(where, AppServer) else where
+            context = await browser.new_context(base_url=base_url, viewport=VIEWPORT)
+            contexts.append(context)
+            if init_script:
+                await context.add_init_script(init_script)
+        return await context.new_page()
+
+    yield make
+    for context in contexts:
+        await context.close()
+
+
+@pytest.fixture(scope="module")
+def stats(request: pytest.FixtureRequest) -> FuzzStats:
+    """The fuzzers' shared counters, summed over the run and printed at its end."""
+    from tests.support.fuzzing import reporting
+
+    return reporting(request.config)

@@ -6,7 +6,6 @@ with half the budget."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,11 +13,9 @@ import httpx
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately
-from redis.asyncio import Redis
 
-from resolvers.services.keys import messages_key
 from tests.support import AppServer, FakeGroq, gql, new_session
-from tests.support.turns import requests_made
+from tests.support.turns import alternating, requests_made, written_outside
 from tests.support.ws_client import graphql_socket
 
 pytestmark = pytest.mark.slow
@@ -46,19 +43,6 @@ async def http(app: AppServer) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def seed(app: AppServer, session_id: str, texts: list[str]) -> None:
-    """Messages as another LangChain program writes them, oldest first, alternating."""
-    redis = Redis.from_url(app.env["REDIS_URL"], decode_responses=True)
-    try:
-        for i, text in enumerate(texts):
-            kind = "human" if i % 2 == 0 else "ai"
-            await redis.lpush(
-                messages_key(session_id), json.dumps({"type": kind, "data": {"content": text}})
-            )
-    finally:
-        await redis.aclose()
-
-
 def sent_history(fake: FakeGroq) -> list[dict[str, Any]]:
     """The history messages of the last request: all but the system prompt and the new
     message."""
@@ -77,7 +61,7 @@ async def test_a_session_far_past_the_budget_keeps_answering_within_it(
 ) -> None:
     session_id = await new_session(http)
     texts = [f"message {i} " + "lorem " * 400 for i in range(40)]  # about 600 tokens each
-    await seed(app, session_id, texts)
+    await written_outside(app.env["REDIS_URL"], session_id, *alternating(texts))
     before = (await gql(http, CONTEXT, s=session_id))["data"]["session"]  # type: ignore[index]
     reply = await http.post("/chat", json={"session_id": session_id, "message": "still there?"})
     assert reply.status_code == 200
@@ -101,7 +85,7 @@ async def test_a_message_larger_than_the_budget_is_sent_cut(
 ) -> None:
     session_id = await new_session(http)
     huge = "start " + "x" * 30_000 + " end"  # about 7,500 tokens, over the budget alone
-    await seed(app, session_id, ["question", huge])
+    await written_outside(app.env["REDIS_URL"], session_id, *alternating(["question", huge]))
     reply = await http.post("/chat", json={"session_id": session_id, "message": "and?"})
     assert reply.status_code == 200
     history = sent_history(fake_groq)
@@ -114,7 +98,8 @@ async def test_the_providers_context_too_long_is_retried_once_with_half_the_budg
     app: AppServer, http: httpx.AsyncClient, fake_groq: FakeGroq
 ) -> None:
     session_id = await new_session(http)
-    await seed(app, session_id, ["w " * 100] * 40)  # about 53 tokens, 100 words, each
+    # About 53 tokens, 100 words, each.
+    await written_outside(app.env["REDIS_URL"], session_id, *alternating(["w " * 100] * 40))
     count = requests_made(fake_groq)
     # The full budget sends about 3,700 words of history; half of it about 1,800.
     reply = await http.post(
@@ -139,7 +124,7 @@ async def test_with_summaries_the_trimmed_part_is_summarized_and_sent_first(
         # The fake answers the summary request with the directives of its last user
         # message, the transcript: five short pieces, after a pause.
         texts = ["!tokens=5 !first_delay=0.5 " + "w " * 100] + ["w " * 100] * 19
-        await seed(app, session_id, texts)
+        await written_outside(app.env["REDIS_URL"], session_id, *alternating(texts))
         reply = await http.post("/chat", json={"session_id": session_id, "message": "hi"})
         assert reply.status_code == 200
         # The reply did not wait for the summary, which comes after it.

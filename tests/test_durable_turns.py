@@ -29,6 +29,7 @@ from tests.support.turns import (
     read_events,
     requests_made,
     streams_gone,
+    written_outside,
 )
 from tests.support.ws_client import Received, graphql_socket
 
@@ -400,17 +401,6 @@ subscription($s: ID!, $t: ID) {{ regenerate(sessionId: $s, turnId: $t) {{ {EVENT
 """
 
 
-async def seed(app: AppServer, session_id: str, *messages: tuple[str, str]) -> None:
-    """Messages as another LangChain program writes them (oldest first)."""
-    redis = Redis.from_url(app.env["REDIS_URL"], decode_responses=True)
-    try:
-        for kind, text in messages:
-            entry = {"type": kind, "data": {"content": text, "additional_kwargs": {}}}
-            await redis.lpush(messages_key(session_id), json.dumps(entry))
-    finally:
-        await redis.aclose()
-
-
 async def test_regenerate_replaces_the_last_reply_and_sends_what_the_turn_sent(
     pair: list[AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq
 ) -> None:
@@ -442,7 +432,9 @@ async def test_a_failed_regenerate_keeps_the_old_reply(
     pair: list[AppServer], http: httpx.AsyncClient
 ) -> None:
     session_id = await new_session(http)
-    await seed(pair[0], session_id, ("human", "!cut=2 a b c d"), ("ai", "the kept reply"))
+    await written_outside(
+        pair[0].env["REDIS_URL"], session_id, ("human", "!cut=2 a b c d"), ("ai", "the kept reply")
+    )
     async with graphql_socket(pair[0].ws_url) as ws:
         got = await ws.collect(await ws.start(REGENERATE, s=session_id))
     assert got.codes == ["LLM_ERROR"]
@@ -456,7 +448,7 @@ async def test_regenerate_needs_a_reply_to_replace_and_a_free_session(
 ) -> None:
     empty = await new_session(http)
     asked = await new_session(http)
-    await seed(pair[0], asked, ("human", "no reply yet"))
+    await written_outside(pair[0].env["REDIS_URL"], asked, ("human", "no reply yet"))
     running = await new_session(http)
     await http.post("/chat", json={"session_id": running, "message": "one"})
     async with graphql_socket(pair[0].ws_url) as ws:
@@ -477,7 +469,12 @@ async def test_a_regenerate_is_followed_and_stopped_from_another_process(
     pair: list[AppServer], http: httpx.AsyncClient
 ) -> None:
     session_id = await new_session(http)
-    await seed(pair[0], session_id, ("human", "!delay=0.1 !tokens=100 slow"), ("ai", "old"))
+    await written_outside(
+        pair[0].env["REDIS_URL"],
+        session_id,
+        ("human", "!delay=0.1 !tokens=100 slow"),
+        ("ai", "old"),
+    )
     turn_id = str(uuid.uuid4())
     async with graphql_socket(pair[0].ws_url) as ws:
         op = await ws.start(REGENERATE, s=session_id, t=turn_id)

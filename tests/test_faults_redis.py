@@ -29,7 +29,6 @@ from websockets.typing import Subprotocol
 from resolvers.services.errors import SessionBusy
 from resolvers.services.keys import lock_key
 from resolvers.services.storage import make_client
-from resolvers.services.stores import open_stores
 from tests.support import (
     AppServer,
     FakeGroq,
@@ -42,6 +41,7 @@ from tests.support import (
     start_redis,
 )
 from tests.support.redis_proxy import RedisProxy
+from tests.support.stores import stores_on
 
 pytestmark = pytest.mark.slow
 
@@ -769,13 +769,7 @@ async def test_a_turn_start_whose_reply_is_lost_is_retried_as_the_same_start(
     async with RedisProxy(redis_server.port) as proxy:
         client = make_client(proxy.url, max_connections=4)
         try:
-            store = open_stores(
-                client,
-                default_system_prompt="p",
-                history_window=4,
-                ttl_seconds=0,
-                lock_seconds=20,
-            )
+            store = stores_on(client, window=4)
             session = await store.sessions.create()
             warm = await store.turns.begin_turn(
                 (await store.sessions.create()).id

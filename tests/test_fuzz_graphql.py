@@ -29,12 +29,12 @@ from tests.support.fuzzing import (
     UNICODE,
     FuzzStats,
     assert_healthy,
+    fake_reply,
     is_uuid4,
     json_values,
     leak_in,
     messages,
     near_misses_of,
-    reporting,
     run_schemathesis,
     server_log_problems,
     session_ids,
@@ -73,11 +73,6 @@ SCHEMATHESIS_CONFIG: dict[str, Any] = {
     "request-timeout": 30,
     "workers": 1,
 }
-
-
-@pytest.fixture(scope="module")
-def stats(request: pytest.FixtureRequest) -> FuzzStats:
-    return reporting(request.config)
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +146,6 @@ def new_session(http: httpx.Client) -> str:
     session_id: str = body["data"]["createSession"]["id"]
     assert is_uuid4(session_id)
     return session_id
-
-
-def fake_reply(message: str, n_messages: int = 2) -> str:
-    return " ".join([f"[n={n_messages}]", *message.split()])
 
 
 SEND = "mutation($s: ID!, $m: String!) { sendMessage(sessionId: $s, message: $m) { role content } }"

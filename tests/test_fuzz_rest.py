@@ -28,13 +28,13 @@ from tests.support.fuzzing import (
     FuzzStats,
     assert_healthy,
     assert_no_leak,
+    fake_reply,
     is_uuid4,
     json_objects_near,
     json_values,
     leak_in,
     messages,
     near_misses_of,
-    reporting,
     run_schemathesis,
     server_log_problems,
     session_ids,
@@ -102,11 +102,6 @@ FRAMEWORK = {405}
 
 
 @pytest.fixture(scope="module")
-def stats(request: pytest.FixtureRequest) -> FuzzStats:
-    return reporting(request.config)
-
-
-@pytest.fixture(scope="module")
 def app(make_app: Callable[..., AppServer]) -> AppServer:
     """The app as conftest's `app` runs it, on a database of its own: the fuzzers create
     thousands of sessions, which neither slow nor confuse the tests that list sessions."""
@@ -147,11 +142,6 @@ def check_error(response: httpx.Response) -> None:
     assert isinstance(body, dict) and isinstance(body.get("detail"), str), response.text
     request = response.request
     assert_no_leak(body["detail"], sent=str(request.url) + request.content.decode(errors="replace"))
-
-
-def fake_reply(message: str, n_messages: int = 2) -> str:
-    """What tests/support/fake_groq.py answers: `[n=N]` then the message's words."""
-    return " ".join([f"[n={n_messages}]", *message.split()])
 
 
 # -- schemathesis on the OpenAPI document ----------------------------------------------

@@ -7,22 +7,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
 from tests.support import AppServer
-from tests.test_page import browser  # noqa: F401  the shared Chromium fixture
+from tests.support.page import shot
 
 pytestmark = pytest.mark.browser
-
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 @pytest.fixture
 async def graphiql_page(
-    browser: Browser,  # noqa: F811  the fixture imported above
+    browser: Browser,
     app: AppServer,
 ) -> AsyncIterator[Page]:
     """A browser with the network cut: only this server answers (GraphiQL's scripts
@@ -82,7 +79,7 @@ async def test_a_chat_subscription_typed_into_graphiql_streams(
     tokens = {line.strip() for text in seen for line in text.splitlines() if '"token"' in line}
     assert len(tokens) >= 4, f"GraphiQL did not show the reply streaming: {seen}"
     assert '"done": true' in seen[-1]
-    await page.screenshot(path=str(ARTIFACTS / "graphiql-subscription.png"))
+    await shot(page, "graphiql-subscription")
 
 
 async def test_a_link_with_a_query_opens_graphiql_with_it(

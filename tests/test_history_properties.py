@@ -43,10 +43,10 @@ from resolvers.services.history import RedisChatHistory, Role, encode, stamped
 from resolvers.services.index import MAX_PAGE
 from resolvers.services.keys import INDEX_KEY, messages_key, meta_key
 from resolvers.services.storage import make_client
-from resolvers.services.stores import open_stores
 from tests.support import RedisServer
-from tests.support.fuzzing import UNICODE, FuzzStats, reporting
+from tests.support.fuzzing import UNICODE, FuzzStats
 from tests.support.machines import AsyncMachine
+from tests.support.stores import stores_on
 
 pytestmark = pytest.mark.fuzz
 
@@ -66,11 +66,6 @@ MACHINE_SETTINGS = settings(
 def fuzz_db(fresh_db: Callable[[], str]) -> str:
     """The stores' own database: the machines create and delete sessions by the thousand."""
     return fresh_db()
-
-
-@pytest.fixture(scope="module")
-def stats(request: pytest.FixtureRequest) -> FuzzStats:
-    return reporting(request.config)
 
 
 # -- RedisChatHistory --------------------------------------------------------------------
@@ -284,13 +279,8 @@ class SessionMachine(AsyncMachine):
     def __init__(self) -> None:
         super().__init__()
         self.stores = [
-            open_stores(
-                self.client(app_like=True),
-                default_system_prompt="be brief",
-                history_window=4,
-                ttl_seconds=0,
-                lock_seconds=120,  # longer than any example: locks end by rule only
-            )
+            # Locks longer than any example: they end by rule only.
+            stores_on(self.client(app_like=True), window=4, lock=120)
             for _ in range(2)
         ]
         self.redis = self.clients[0]
@@ -591,9 +581,7 @@ def test_page_sizes_beyond_the_cap_are_cut(fuzz_db: str, redis_server: RedisServ
         assert isinstance(redis, Redis)  # a single-node URL, not a cluster
         try:
             await redis.flushdb()
-            store = open_stores(
-                redis, default_system_prompt="p", history_window=0, ttl_seconds=0, lock_seconds=5
-            )
+            store = stores_on(redis, window=0, lock=5)
             await redis.zadd(INDEX_KEY, {str(uuid.uuid4()): i for i in range(MAX_PAGE + 5)})
             page = await store.sessions.ids(limit=MAX_PAGE * 10, cursor=None)
             assert len(page.ids) == MAX_PAGE and page.next_cursor is not None

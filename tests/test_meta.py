@@ -18,9 +18,10 @@ from resolvers.services.history import encode, stamped
 from resolvers.services.identity import Identity
 from resolvers.services.keys import meta_key
 from resolvers.services.sessions import SessionInfo
-from resolvers.services.stores import Stores, open_stores
+from resolvers.services.stores import Stores
 from resolvers.services.transfer import Transfer
 from resolvers.services.usage import Usage
+from tests.support.stores import stores_on
 
 
 @pytest.fixture
@@ -28,12 +29,6 @@ async def target(fresh_db: Callable[[], str]) -> AsyncIterator[Redis]:
     client = Redis.from_url(fresh_db(), decode_responses=True)
     yield client
     await client.aclose()
-
-
-def stores_on(redis: Redis) -> Stores:
-    return open_stores(
-        redis, default_system_prompt="p", history_window=40, ttl_seconds=0, lock_seconds=20
-    )
 
 
 async def a_session_with_everything(stores: Stores, redis: Redis) -> str:

@@ -25,7 +25,6 @@ from redis.asyncio import Redis
 
 from tests.support import REPO, AppServer, FakeGroq, RedisServer, app_env, gql, start_redis, stop
 from tests.support.snapshot import snapshot
-from tests.test_page import browser  # noqa: F401  the shared Chromium fixture
 
 pytestmark = pytest.mark.slow
 
@@ -237,7 +236,7 @@ async def test_a_server_without_redis_url_says_where_the_documented_chats_are(
 @pytest.mark.browser
 async def test_the_page_shows_the_hint_while_its_list_is_empty(
     hinted: Hinted,
-    browser: Browser,  # noqa: F811  the fixture imported above
+    browser: Browser,
 ) -> None:
     context = await browser.new_context(base_url=hinted.app.url)
     page = await context.new_page()

@@ -11,15 +11,9 @@ import httpx
 import pytest
 
 from tests.support import AppServer, FakeGroq, RedisServer, app_env, new_session
+from tests.support.turns import history_of
 
 pytestmark = pytest.mark.slow
-
-
-async def history_of(http: httpx.AsyncClient, session_id: str) -> list[dict[str, str]]:
-    turns: list[dict[str, str]] = (await http.get(f"/session/{session_id}/history")).json()[
-        "history"
-    ]
-    return turns
 
 
 async def test_a_429_is_retried_after_its_retry_after(

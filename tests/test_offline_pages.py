@@ -15,7 +15,6 @@ import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
 from tests.support import AppServer
-from tests.test_page import browser  # noqa: F401  the shared Chromium fixture
 
 PAGES = {"/graphql": "text/html", "/docs": "text/html", "/redoc": "text/html"}
 ASSET = re.compile(r'<(?:script|link)\b[^>]*?(?:src|href)="([^"]+\.(?:js|css))"([^>]*)>')
@@ -49,7 +48,7 @@ async def test_every_asset_is_served_here_and_matches_its_integrity(
 
 @pytest.fixture
 async def offline(
-    browser: Browser,  # noqa: F811  the fixture imported above
+    browser: Browser,
     app: AppServer,
 ) -> AsyncIterator[tuple[Page, list[str]]]:
     context = await browser.new_context(viewport={"width": 1300, "height": 900})

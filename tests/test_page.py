@@ -6,79 +6,19 @@ Screenshots land in tests/artifacts/ (ignored by git) for review.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from resolvers.services.model import OFFLINE_REPLY
 from tests.support import AppServer, FakeGroq, RedisServer, app_env, new_session
+from tests.support.page import guest_headers, send, shot, start_chat
 
 pytestmark = pytest.mark.browser
-
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(
-        f"no Chromium at {CHROMIUM}: install Debian's chromium package to run the browser tests",
-        allow_module_level=True,
-    )
-
-
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        await launched.close()
-
-
-@pytest.fixture
-async def page(browser: Browser, app: AppServer) -> AsyncIterator[Page]:
-    context = await browser.new_context(base_url=app.url, viewport={"width": 1200, "height": 800})
-    opened = await context.new_page()
-    yield opened
-    await context.close()
-
-
-async def guest_headers(page: Page) -> dict[str, str]:
-    """The Authorization header of the guest the page signed in as."""
-    token = await page.evaluate("localStorage.getItem('chat.guestToken')")
-    assert isinstance(token, str) and token
-    return {"authorization": f"Bearer {token}"}
-
-
-async def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-async def start_chat(page: Page, title: str) -> str:
-    await page.goto("/")
-    await page.fill("#new-title", title)
-    await page.click("#new-chat")
-    await expect(page.locator("#chat-title")).to_have_text(title)
-    await expect(page.locator("#sessions a", has_text=title)).to_be_visible()
-    return page.url.rsplit("/", 1)[-1]
-
-
-async def send(page: Page, text: str) -> None:
-    await page.fill("#input", text)
-    await page.press("#input", "Enter")
 
 
 async def test_a_reply_streams_in_and_is_there_after_a_reload(page: Page) -> None:

@@ -1,15 +1,15 @@
 """Conversation control in the chat page, in headless Chromium against the app on a real
-uvicorn: Regenerate on the last reply (streamed in its place, followed again after a lost
-socket), Edit on the last message (rewind, then the edited text as a new turn; Escape
-leaves everything as it was), the title renamed in the header, a long chat opened with
-its last 50 messages and paged back on scrolling up, and the tokens used (per reply on
-hover, per chat in the header) as GraphQL reports them.
+uvicorn: Regenerate on the last reply (streamed in its place, followed again after a
+lost socket), Edit on the last message (rewind, then the edited text as a new turn;
+Escape leaves everything as it was), the title renamed in the header, a long chat opened
+with its last 50 messages and paged back on scrolling up, and the tokens used (per reply
+on hover, per chat in the header) as GraphQL reports them.
 
-It reuses the browser fixtures and helpers of tests/test_page.py and
-tests/test_page_turns.py. The model is the fake Groq server: its reply to a message is
-"[n=K]" and the message's words, K the number of messages it was sent; `!delay=S
-!tokens=K` makes a reply of K + 1 pieces, one every S seconds; its `/requests` count says
-how often the model ran. Every wait is bounded; no wall-clock duration is asserted.
+The browser fixtures are in tests/conftest.py, the helpers in tests/support/page.py. The
+model is the fake Groq server: its reply to a message is "[n=K]" and the message's
+words, K the number of messages it was sent; `!delay=S !tokens=K` makes a reply of K + 1
+pieces, one every S seconds; its `/requests` count says how often the model ran. Every
+wait is bounded; no wall-clock duration is asserted.
 """
 
 from __future__ import annotations
@@ -24,26 +24,23 @@ from playwright.async_api import Browser, Page, Request, expect
 from redis.asyncio import Redis
 
 from resolvers.services.keys import messages_key
-from tests import test_page, test_page_turns
 from tests.support import AppServer, FakeGroq, gql, new_session
-from tests.support.redis_proxy import RedisProxy
-from tests.test_page import guest_headers, send, shot, start_chat
-from tests.test_page_turns import (
+from tests.support.page import (
     UUID_V4,
     NewTab,
+    guest_headers,
     model_runs,
     named,
     record_subscriptions,
     reply_of,
+    send,
+    shot,
+    start_chat,
     watch_reply,
 )
+from tests.support.redis_proxy import RedisProxy
 
 pytestmark = pytest.mark.browser
-
-# The browser fixtures of tests/test_page.py and tests/test_page_turns.py.
-browser = test_page.browser
-page = test_page.page
-new_tab = test_page_turns.new_tab
 
 SESSION = """
 query($s: ID!) {

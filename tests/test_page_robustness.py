@@ -1,10 +1,11 @@
 """The chat page against hostile replies and a flaky connection, in headless Chromium.
 
-It reuses the browser fixtures and helpers of tests/test_page.py. The Markdown renderer
-is driven in the page itself with text no fake model can echo (newlines, a leading ">");
-a reply the model could have written is put in the history the way LangChain's Redis
-history stores it, which the server reads like its own. A lost connection is a real one:
-the page talks to the app through a TCP proxy whose connections the test resets.
+The browser fixtures are in tests/conftest.py, the helpers in tests/support/page.py. The
+Markdown renderer is driven in the page itself with text no fake model can echo
+(newlines, a leading ">"); a reply the model could have written is put in the history
+the way LangChain's Redis history stores it, which the server reads like its own. A lost
+connection is a real one: the page talks to the app through a TCP proxy whose
+connections the test resets.
 """
 
 from __future__ import annotations
@@ -18,16 +19,11 @@ from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
 
-from tests import test_page
 from tests.support import AppServer
+from tests.support.page import send, shot, start_chat
 from tests.support.redis_proxy import RedisProxy
-from tests.test_page import send, shot, start_chat
 
 pytestmark = pytest.mark.browser
-
-# The browser fixtures of tests/test_page.py, for these tests too.
-browser = test_page.browser
-page = test_page.page
 
 RENDER = """async (sources) => {
     const { renderMarkdown } = await import('/static/markdown.js');

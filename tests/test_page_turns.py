@@ -4,9 +4,9 @@ a reply followed to its end after a reload, a reply taken up again after a lost 
 reconnect, and a browser's EventSource following a turn over
 `GET /session/{id}/turns/{turn_id}/events` and resuming it with `Last-Event-ID`.
 
-It reuses the browser fixtures and helpers of tests/test_page.py. The model is the fake
-Groq server: `!delay=S !tokens=K` makes a reply of K + 1 pieces ("[n=2]", " t0", ...),
-one every S seconds, and its `/requests` count says how often the model ran. A lost
+The browser fixtures are in tests/conftest.py, the helpers in tests/support/page.py. The
+model is the fake Groq server: `!delay=S !tokens=K` makes a reply of K + 1 pieces ("[n=2]",
+" t0", ...), one every S seconds, and its `/requests` count says how often the model ran. A lost
 connection is a real one: the page talks to the app through a TCP proxy whose
 connections the test resets. Every wait is bounded; no wall-clock duration is asserted.
 """
@@ -16,27 +16,32 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, WebSocket, expect
+from playwright.async_api import Page, expect
 
-from tests import test_page
 from tests.support import AppServer, FakeGroq, gql, new_session
+from tests.support.page import (
+    UUID_V4,
+    NewTab,
+    guest_headers,
+    model_runs,
+    named,
+    piece,
+    record_subscriptions,
+    reply_of,
+    send,
+    start_chat,
+    watch_reply,
+)
 from tests.support.redis_proxy import RedisProxy
-from tests.test_page import guest_headers, send, start_chat
 
 pytestmark = pytest.mark.browser
 
-# The browser fixtures of tests/test_page.py, for these tests too.
-browser = test_page.browser
-page = test_page.page
-
-UUID_V4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 MESSAGES = """
 query($s: ID!) {
   session(id: $s) { activeTurn { turnId } messages { id turnId status role content } }
@@ -45,84 +50,6 @@ query($s: ID!) {
 # Drops crypto.randomUUID, as in a page served over plain http to another host (it
 # exists only in a secure context): the page makes its turn ids another way.
 NO_RANDOM_UUID = "delete Crypto.prototype.randomUUID;"
-
-NewTab = Callable[..., Awaitable[Page]]
-
-
-def reply_of(tokens: int) -> str:
-    """The fake model's reply to a message with `!tokens=K` (system prompt + 1 message)."""
-    return "[n=2]" + "".join(f" t{k}" for k in range(tokens))
-
-
-def piece(seq: int) -> str:
-    """The fake model's piece number `seq` (1-based) of a `!tokens=K` reply."""
-    return "[n=2]" if seq == 1 else f" t{seq - 2}"
-
-
-def model_runs(fake: FakeGroq) -> int:
-    return int(str(fake.requests()["count"]))
-
-
-@pytest.fixture
-async def new_tab(browser: Browser) -> AsyncIterator[NewTab]:
-    """Opens a tab, in a browser of its own (a new guest) unless `context` is given."""
-    contexts: list[BrowserContext] = []
-
-    async def make(
-        base_url: str, *, init_script: str | None = None, context: BrowserContext | None = None
-    ) -> Page:
-        if context is None:
-            context = await browser.new_context(
-                base_url=base_url, viewport={"width": 1200, "height": 800}
-            )
-            contexts.append(context)
-            if init_script:
-                await context.add_init_script(init_script)
-        return await context.new_page()
-
-    yield make
-    for context in contexts:
-        await context.close()
-
-
-def record_subscriptions(tab: Page) -> list[dict[str, Any]]:
-    """The `subscribe` messages `tab` sends over its GraphQL sockets from now on."""
-    sent: list[dict[str, Any]] = []
-
-    def on_frame(payload: str | bytes) -> None:
-        if isinstance(payload, str):
-            message = json.loads(payload)
-            if message.get("type") == "subscribe":
-                sent.append(message["payload"])
-
-    def on_socket(ws: WebSocket) -> None:
-        ws.on("framesent", on_frame)
-
-    tab.on("websocket", on_socket)
-    return sent
-
-
-def named(subscriptions: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
-    """The variables of the subscriptions whose document selects `field`."""
-    return [s["variables"] for s in subscriptions if f" {field}(" in s["query"]]
-
-
-async def watch_reply(tab: Page, expected: str, *, seconds: float = 30) -> list[str]:
-    """Samples the last reply's text until it shows `expected` and no longer streams;
-    every sample must be a beginning of `expected` (no piece shown twice, none left
-    out). Returns the samples."""
-    reply = tab.locator(".msg.assistant .bubble").last
-    samples: list[str] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await reply.count():
-            text = await reply.inner_text()
-            samples.append(text)
-            assert expected.startswith(text), f"not a beginning of the reply: {text!r}"
-            if text == expected and not await tab.locator(".msg.assistant.streaming").count():
-                return samples
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the reply did not end as {expected!r}: last {samples[-1:]!r}")
 
 
 async def stored_messages(server: AppServer, tab: Page, session_id: str) -> list[dict[str, Any]]:

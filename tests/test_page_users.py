@@ -1,9 +1,9 @@
-"""The chat page as a per-user app, in headless Chromium: every browser is a guest (a
-token from `createGuest`, kept in localStorage) that sees and opens only its own chats;
-an admin who enters the admin token sees everyone's.
+"""The chat page as a per-user app, in headless Chromium: every browser is a guest (a token
+from `createGuest`, kept in localStorage) that sees and opens only its own chats; an
+admin who enters the admin token sees everyone's.
 
-It reuses the browser fixture and helpers of tests/test_page.py. Each browser context
-is one browser, so one guest.
+The browser fixtures are in tests/conftest.py, the helpers in tests/support/page.py.
+Each browser context is one browser, so one guest.
 """
 
 from __future__ import annotations
@@ -13,49 +13,24 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Request, Route, expect
+from playwright.async_api import Page, Request, Route, expect
 
-from tests import test_page
 from tests.support import AppServer
-from tests.test_page import send, start_chat
+from tests.support.page import NewTab, send, start_chat
 
 pytestmark = pytest.mark.browser
 
-# The browser fixture of tests/test_page.py, for these tests too.
-browser = test_page.browser
-
 ADMIN_TOKEN = "users-page-admin"
 GUEST_KEY = "chat.guestToken"
-
-NewTab = Callable[..., Awaitable[Page]]
 
 
 @pytest.fixture
 def server(make_app: Callable[..., AppServer]) -> AppServer:
     """The app with an admin token, on a database of its own."""
     return make_app(ADMIN_TOKEN=ADMIN_TOKEN)
-
-
-@pytest.fixture
-async def new_tab(browser: Browser) -> AsyncIterator[NewTab]:
-    """Opens a tab in a browser of its own (a new guest) on a given server."""
-    contexts: list[BrowserContext] = []
-
-    async def make(server: AppServer, *, init_script: str | None = None) -> Page:
-        context = await browser.new_context(
-            base_url=server.url, viewport={"width": 1200, "height": 800}
-        )
-        contexts.append(context)
-        if init_script:
-            await context.add_init_script(init_script)
-        return await context.new_page()
-
-    yield make
-    for context in contexts:
-        await context.close()
 
 
 def guest_requests(page: Page) -> list[Request]:

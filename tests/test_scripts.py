@@ -36,10 +36,11 @@ from resolvers.services.keys import (
     turn_stream_key,
 )
 from resolvers.services.scripts import Script
-from resolvers.services.stores import Stores, open_stores
+from resolvers.services.stores import Stores
 from resolvers.services.turn_store import TurnStart
 from resolvers.services.usage import Usage
 from tests.support.snapshot import snapshot
+from tests.support.stores import stores_on
 
 # Values another program may leave where a count, a time or a position belongs.
 HOSTILE_NUMBERS = [
@@ -91,12 +92,6 @@ async def raw(db_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(db_url)
     yield client
     await client.aclose()
-
-
-def make_store(redis: Redis, *, ttl: int = 0) -> Stores:
-    return open_stores(
-        redis, default_system_prompt="p", history_window=40, ttl_seconds=ttl, lock_seconds=20
-    )
 
 
 def reply(text: str, tokens_in: int, tokens_out: int) -> str:
@@ -193,7 +188,7 @@ async def test_commit_stores_once_whatever_the_counts_hold(
     """The review's case: a count past int64 made the commit fail after it had written
     the turn, and every retry stored it again. Now the turn is stored once, its usage is
     the sum over the stored replies, and a retry stores nothing more."""
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     first = await store.turns.begin_turn(session.id)
     assert await commit(store, session.id, first) == 1
@@ -209,7 +204,7 @@ async def test_commit_stores_once_whatever_the_counts_hold(
 
 @pytest.mark.parametrize("element", HOSTILE_ELEMENTS)
 async def test_commit_counts_only_what_it_can_read(db: Redis, element: str) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     await db.lpush(messages_key(session.id), element)
     await db.hdel(meta_key(session.id), "list_mark")  # as another program left it
@@ -230,7 +225,7 @@ async def test_commit_counts_only_what_it_can_read(db: Redis, element: str) -> N
 async def test_commit_changes_nothing_when_a_key_holds_another_type(
     db: Redis, raw: Redis, key: str, kind: str
 ) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     name = {
@@ -253,7 +248,7 @@ async def test_commit_changes_nothing_when_a_key_holds_another_type(
 
 
 async def test_commit_changes_nothing_when_the_index_is_another_type(db: Redis, raw: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     await db.delete(INDEX_KEY)
@@ -269,7 +264,7 @@ async def test_commit_changes_nothing_when_the_index_is_another_type(db: Redis, 
 
 @pytest.mark.parametrize("value", HOSTILE_NUMBERS)
 async def test_begin_reads_a_hostile_summary_place_as_no_summary(db: Redis, value: str) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     await commit(store, session.id, start)
@@ -284,7 +279,7 @@ async def test_begin_reads_a_hostile_summary_place_as_no_summary(db: Redis, valu
 async def test_begin_changes_nothing_when_a_key_holds_another_type(
     db: Redis, raw: Redis, key: str, kind: str
 ) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     name = meta_key(session.id) if key == "meta" else messages_key(session.id)
     await db.delete(name)
@@ -302,7 +297,7 @@ async def test_begin_changes_nothing_when_a_key_holds_another_type(
 async def test_rewind_leaves_exact_usage_whatever_the_counts_held(db: Redis, value: str) -> None:
     from resolvers.services.conversation import Conversations
 
-    store = make_store(db)
+    store = stores_on(db)
     conversations = Conversations(db, store.sessions)
     session = await store.sessions.create()
     for n in (1, 2):
@@ -322,7 +317,7 @@ async def test_a_rewind_never_subtracts_usage_that_was_never_added(db: Redis) ->
     it lost) takes the session's usage below zero nowhere."""
     from resolvers.services.conversation import Conversations
 
-    store = make_store(db)
+    store = stores_on(db)
     conversations = Conversations(db, store.sessions)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
@@ -336,7 +331,7 @@ async def test_a_rewind_never_subtracts_usage_that_was_never_added(db: Redis) ->
 
 @pytest.mark.parametrize("value", HOSTILE_NUMBERS)
 async def test_a_summary_is_never_kept_over_hostile_state(db: Redis, value: str) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     for n in (1, 2):
         start = await store.turns.begin_turn(session.id)
@@ -359,7 +354,7 @@ async def test_a_summary_is_never_kept_over_hostile_state(db: Redis, value: str)
 
 
 async def test_a_flush_for_a_deleted_session_writes_nothing(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     assert await store.sessions.delete(session.id)
@@ -369,7 +364,7 @@ async def test_a_flush_for_a_deleted_session_writes_nothing(db: Redis) -> None:
 
 
 async def test_a_flush_written_twice_keeps_one_entry(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     batch = [(session.id, start.turn_id, 1, ["a", "b"])]
@@ -383,7 +378,7 @@ async def test_a_flush_written_twice_keeps_one_entry(db: Redis) -> None:
 async def test_stream_scripts_change_nothing_on_a_stream_of_another_type(
     db: Redis, raw: Redis, kind: str
 ) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     stream = turn_stream_key(session.id, start.turn_id)
@@ -402,7 +397,7 @@ async def test_stream_scripts_change_nothing_on_a_stream_of_another_type(
 
 
 async def test_an_abandoned_turn_of_a_deleted_session_leaves_no_stream(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     assert await store.sessions.delete(session.id)
@@ -417,7 +412,7 @@ async def test_an_abandoned_turn_of_a_deleted_session_leaves_no_stream(db: Redis
 
 
 async def test_delete_leaves_nothing_of_the_session(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     for n in (1, 2):
         start = await store.turns.begin_turn(session.id, turn_id=str(uuid.uuid4()))
@@ -436,7 +431,7 @@ async def test_delete_leaves_nothing_of_the_session(db: Redis) -> None:
 async def test_delete_changes_nothing_when_a_key_holds_another_type(
     db: Redis, raw: Redis, kind: str
 ) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     name = {
         "meta": meta_key(session.id),
@@ -462,7 +457,7 @@ async def test_delete_changes_nothing_when_a_key_holds_another_type(
 
 @pytest.mark.parametrize("element", HOSTILE_ELEMENTS)
 async def test_adoption_counts_what_it_can_read(db: Redis, element: str) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session_id = str(uuid.uuid4())
     await db.lpush(messages_key(session_id), element)
     info = await store.sessions.get(session_id)
@@ -472,7 +467,7 @@ async def test_adoption_counts_what_it_can_read(db: Redis, element: str) -> None
 
 @pytest.mark.parametrize("value", HOSTILE_NUMBERS)
 async def test_reads_never_fail_on_hostile_metadata(db: Redis, value: str) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     await commit(store, session.id, start)
@@ -497,7 +492,7 @@ async def test_an_outside_clear_leaves_no_usage_and_no_summary(db: Redis) -> Non
     """Another LangChain program clears the list (RedisChatMessageHistory.clear()): the
     usage is the sum over what the list now holds, and no summary position points
     past it."""
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     await commit(store, session.id, start)
@@ -534,7 +529,7 @@ async def test_keeping_a_document_changes_nothing_on_an_index_of_another_type(
 async def test_a_lock_held_by_another_turn_is_neither_renewed_nor_released(
     db: Redis, raw: Redis
 ) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     await db.set(lock_key(session.id), "someone-else")
@@ -613,7 +608,7 @@ async def test_a_script_stops_at_no_error_whatever_type_a_key_holds(
     """Every key of every script, left holding another type by another program: the
     script answers without a Redis error (an error after a write would leave it half
     done), and when it says so (`-9`), it changed nothing."""
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create(owner="u")
     first = await store.turns.begin_turn(session.id, who=Identity(user_id="u"))
     await commit(store, session.id, first)

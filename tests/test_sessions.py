@@ -12,27 +12,16 @@ from redis.asyncio import Redis
 
 from resolvers.services.errors import BadInput, NotFound, SessionBusy
 from resolvers.services.keys import INDEX_KEY, lock_key, messages_key, meta_key
-from resolvers.services.stores import Stores, open_stores
+from resolvers.services.stores import Stores
 from resolvers.services.turn_store import TurnStart
 from resolvers.services.validation import check_session_id
-
-PROMPT = "be brief"
+from tests.support.stores import PROMPT, stores_on
 
 
 @pytest.fixture
 def db(backend_db: Redis) -> Redis:
     """Every test here runs on one Redis and on the 3-primary cluster (`backend_db`)."""
     return backend_db
-
-
-def make_store(redis: Redis, *, window: int = 40, ttl: int = 0, lock: float = 20) -> Stores:
-    return open_stores(
-        redis,
-        default_system_prompt=PROMPT,
-        history_window=window,
-        ttl_seconds=ttl,
-        lock_seconds=lock,
-    )
 
 
 @pytest.mark.parametrize(
@@ -56,7 +45,7 @@ def test_only_canonical_uuid4_is_a_session_id(bad: str) -> None:
 
 
 async def test_create_stores_metadata_and_lists_the_new_session_first(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     first = await store.sessions.create(title="one")
     second = await store.sessions.create()
     assert second.system_prompt == PROMPT and second.title is None
@@ -66,11 +55,11 @@ async def test_create_stores_metadata_and_lists_the_new_session_first(db: Redis)
 
 
 async def test_get_of_unknown_session_is_none(db: Redis) -> None:
-    assert await make_store(db).sessions.get(str(uuid.uuid4())) is None
+    assert await stores_on(db).sessions.get(str(uuid.uuid4())) is None
 
 
 async def test_keyset_paging_visits_every_session_once(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     created = [(await store.sessions.create()).id for _ in range(7)]
     seen, cursor = [], None
     for _ in range(10):
@@ -83,7 +72,7 @@ async def test_keyset_paging_visits_every_session_once(db: Redis) -> None:
 
 
 async def test_paging_with_equal_scores_keeps_every_session(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     ids = sorted(str(uuid.uuid4()) for _ in range(5))
     await db.zadd(INDEX_KEY, dict.fromkeys(ids, 1000))
     for session_id in ids:
@@ -100,7 +89,7 @@ async def test_paging_with_equal_scores_keeps_every_session(db: Redis) -> None:
 
 
 async def test_bad_cursor_and_bad_sizes_are_bad_input(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     with pytest.raises(BadInput):
         await store.sessions.ids(limit=2, cursor="garbage")
     with pytest.raises(BadInput):
@@ -110,7 +99,7 @@ async def test_bad_cursor_and_bad_sizes_are_bad_input(db: Redis) -> None:
 
 
 async def test_a_second_turn_is_busy_until_the_first_ends(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     with pytest.raises(SessionBusy):
@@ -123,12 +112,12 @@ async def test_a_second_turn_is_busy_until_the_first_ends(db: Redis) -> None:
 async def test_turn_on_unknown_session_is_not_found_and_leaves_no_lock(db: Redis) -> None:
     session_id = str(uuid.uuid4())
     with pytest.raises(NotFound):
-        await make_store(db).turns.begin_turn(session_id)
+        await stores_on(db).turns.begin_turn(session_id)
     assert await db.exists(lock_key(session_id)) == 0
 
 
 async def test_the_lock_expires_when_its_holder_dies(db: Redis) -> None:
-    store = make_store(db, lock=1)
+    store = stores_on(db, lock=1)
     session = await store.sessions.create()
     await store.turns.begin_turn(session.id)  # never released, as after a crash
     await asyncio.sleep(1.2)
@@ -137,7 +126,7 @@ async def test_the_lock_expires_when_its_holder_dies(db: Redis) -> None:
 
 
 async def test_begin_turn_reads_exactly_the_last_window_messages(db: Redis) -> None:
-    store = make_store(db, window=3)
+    store = stores_on(db, window=3)
     session = await store.sessions.create(system_prompt="custom")
     for i in range(4):
         start = await store.turns.begin_turn(session.id)
@@ -164,7 +153,7 @@ async def commit(store: Stores, session_id: str, start: TurnStart | str, q: str,
 
 
 async def test_commit_is_atomic_idempotent_and_moves_the_session_first(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     older = await store.sessions.create()
     newer = await store.sessions.create()
     start = await store.turns.begin_turn(older.id)
@@ -180,7 +169,7 @@ async def test_commit_is_atomic_idempotent_and_moves_the_session_first(db: Redis
 
 
 async def test_commit_after_the_lock_was_lost_stores_nothing(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     await store.turns.begin_turn(session.id)
     assert await commit(store, session.id, "someone-else", "q", "a") == -1
@@ -188,7 +177,7 @@ async def test_commit_after_the_lock_was_lost_stores_nothing(db: Redis) -> None:
 
 
 async def test_commit_to_a_deleted_session_stores_nothing(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     assert await store.sessions.delete(session.id)
@@ -197,7 +186,7 @@ async def test_commit_to_a_deleted_session_stores_nothing(db: Redis) -> None:
 
 
 async def test_delete_removes_every_key_and_the_index_entry(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     await commit(store, session.id, start, "q", "a")
@@ -208,7 +197,7 @@ async def test_delete_removes_every_key_and_the_index_entry(db: Redis) -> None:
 
 
 async def test_idle_sessions_expire_whole(db: Redis) -> None:
-    store = make_store(db, ttl=1)
+    store = stores_on(db, ttl=1)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     await commit(store, session.id, start, "q", "a")
@@ -220,7 +209,7 @@ async def test_idle_sessions_expire_whole(db: Redis) -> None:
 
 
 async def test_orphan_message_lists_are_adopted_in_batches(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     orphans = [str(uuid.uuid4()) for _ in range(25)]
     for session_id in orphans:
         await db.lpush(
@@ -239,7 +228,7 @@ async def test_orphan_message_lists_are_adopted_in_batches(db: Redis) -> None:
 
 
 async def test_an_orphan_is_adopted_on_first_use(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session_id = str(uuid.uuid4())
     await db.lpush(messages_key(session_id), json.dumps(message_to_dict(HumanMessage(content="q"))))
     start = await store.turns.begin_turn(session_id)
@@ -248,7 +237,7 @@ async def test_an_orphan_is_adopted_on_first_use(db: Redis) -> None:
 
 
 async def test_starting_a_turn_renews_the_sessions_ttl(db: Redis) -> None:
-    store = make_store(db, ttl=2)
+    store = stores_on(db, ttl=2)
     session = await store.sessions.create()
     await asyncio.sleep(1.2)
     start = await store.turns.begin_turn(session.id)
@@ -257,7 +246,7 @@ async def test_starting_a_turn_renews_the_sessions_ttl(db: Redis) -> None:
 
 
 async def test_adopted_sessions_get_the_ttl_too(db: Redis) -> None:
-    store = make_store(db, ttl=30)
+    store = stores_on(db, ttl=30)
     session_id = str(uuid.uuid4())
     await db.lpush(messages_key(session_id), json.dumps(message_to_dict(HumanMessage(content="q"))))
     assert await store.adoption.orphans(batch=10, pause=0) == 1
@@ -269,7 +258,7 @@ async def test_a_running_turn_keeps_its_session_alive_and_listed(db: Redis) -> N
     """SESSION_TTL_SECONDS counts from the end of the last turn: while one runs, the
     session's keys live a lock's life past the TTL (renewed with the lock), and a
     listing keeps every session that exists, however old its last activity."""
-    store = make_store(db, ttl=100, lock=20)
+    store = stores_on(db, ttl=100, lock=20)
     session = await store.sessions.create()
     await db.expire(meta_key(session.id), 50)  # as if the session had idled 50 s
     start = await store.turns.begin_turn(session.id)
@@ -294,7 +283,7 @@ async def test_a_running_turn_keeps_its_session_alive_and_listed(db: Redis) -> N
 
 
 async def test_message_count_is_what_the_list_holds_after_outside_writes(db: Redis) -> None:
-    store = make_store(db)
+    store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
     await store.turns.commit_turn(

@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 
 from resolvers.services.keys import lock_key
 from resolvers.services.model import build_model
-from resolvers.services.stores import open_stores
 from resolvers.services.turns import TurnRunner
 from tests.support import RedisServer
 from tests.support.redis_proxy import RedisProxy
+from tests.support.stores import stores_on
 
 
 async def test_a_start_cancelled_after_the_lock_was_taken_runs_the_turn(
@@ -25,9 +25,7 @@ async def test_a_start_cancelled_after_the_lock_was_taken_runs_the_turn(
     async with RedisProxy(redis_server.port) as proxy:
         db = url.rsplit("/", 1)[1]
         slow = Redis.from_url(f"redis://127.0.0.1:{proxy.port}/{db}", decode_responses=True)
-        store = open_stores(
-            slow, default_system_prompt="p", history_window=40, ttl_seconds=0, lock_seconds=20
-        )
+        store = stores_on(slow)
         runner = TurnRunner(
             store.turns,
             store.sessions,

@@ -12,13 +12,7 @@ import httpx
 import pytest
 
 from tests.support import AppServer, FakeGroq, RedisServer, app_env, gql, new_session
-
-
-async def history_of(client: httpx.AsyncClient, session_id: str) -> list[dict[str, str]]:
-    response = await client.get(f"/session/{session_id}/history")
-    assert response.status_code == 200
-    turns: list[dict[str, str]] = response.json()["history"]
-    return turns
+from tests.support.turns import history_of
 
 
 async def test_plain_text_chunks_arrive_as_they_are_produced(client: httpx.AsyncClient) -> None:
@@ -214,14 +208,20 @@ async def test_send_message_runs_a_whole_turn(client: httpx.AsyncClient) -> None
 async def test_a_slow_reader_gets_the_queued_tokens_merged(app: AppServer) -> None:
     from tests.support.ws_client import graphql_socket
 
-    async with httpx.AsyncClient(base_url=app.url) as http:
+    async with (
+        httpx.AsyncClient(base_url=app.url) as http,
+        graphql_socket(app.ws_url) as ws,
+    ):
         session_id = await new_session(http)
-    async with graphql_socket(app.ws_url) as ws:
         op = await ws.start(
             'subscription($s: ID!) { chat(sessionId: $s, message: "!tokens=30 go") { token } }',
             s=session_id,
         )
-        await asyncio.sleep(1.0)  # the whole reply is produced while nobody reads
+        # The whole reply is produced and stored while nobody reads.
+        for _ in range(300):
+            if await history_of(http, session_id):
+                break
+            await asyncio.sleep(0.1)
         got = await ws.collect(op)
     text = "".join(e["token"] for e in got.events)
     assert text == "[n=2] " + " ".join(f"t{i}" for i in range(30))

@@ -334,6 +334,11 @@ STATS = FuzzStats()
 _PLUGIN_NAME = "chat-server-fuzz-stats"
 
 
+def fake_reply(message: str, n_messages: int = 2) -> str:
+    """What tests/support/fake_groq.py answers: `[n=N]` then the message's words."""
+    return " ".join([f"[n={n_messages}]", *message.split()])
+
+
 def reporting(config: pytest.Config) -> FuzzStats:
     """The shared counters, registered once per run to print the summary."""
     if not config.pluginmanager.has_plugin(_PLUGIN_NAME):

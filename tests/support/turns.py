@@ -1,12 +1,17 @@
 """What the durable-turn tests share: the documents of `chat` with a turn id, `turn` and
-`stopTurn`, reading the first events of a subscription, and the checks of numbering."""
+`stopTurn`, reading the first events of a subscription, the checks of numbering, and
+messages written by another program."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
+from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
+from redis.asyncio import Redis
 
+from resolvers.services.keys import messages_key
 from tests.support.servers import FakeGroq
 from tests.support.ws_client import GraphQLSocket
 
@@ -71,3 +76,21 @@ async def history_of(http: httpx.AsyncClient, session_id: str) -> list[dict[str,
     assert response.status_code == 200, response.text
     history: list[dict[str, str]] = response.json()["history"]
     return history
+
+
+async def written_outside(redis_url: str, session_id: str, *messages: tuple[str, str]) -> None:
+    """Messages (kind, text), oldest first, appended as another LangChain program appends
+    them (`RedisChatMessageHistory`: one LPUSH of `message_to_dict` each)."""
+    kinds = {"human": HumanMessage, "ai": AIMessage}
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        for kind, text in messages:
+            entry = message_to_dict(kinds[kind](content=text))
+            await redis.lpush(messages_key(session_id), json.dumps(entry))
+    finally:
+        await redis.aclose()
+
+
+def alternating(texts: list[str]) -> list[tuple[str, str]]:
+    """A conversation of these texts: the user's first, then the model's, and so on."""
+    return [("human" if i % 2 == 0 else "ai", text) for i, text in enumerate(texts)]
