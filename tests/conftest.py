@@ -170,8 +170,8 @@ async def db(db_url: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
-    """A 3-primary Redis Cluster, started once for the run's cluster tests (every test
-    marked `cluster` runs on one worker: see `pytest_collection_modifyitems`)."""
+    """A 3-primary Redis Cluster, started once per worker that runs a `cluster` test
+    (workers take whole files, `--dist loadfile`, so at most one per worker)."""
     with running_cluster(tmp_path_factory.mktemp("cluster")) as nodes:
         yield nodes
 
