@@ -352,7 +352,14 @@ async def test_redis_client_cancelled_mid_command_keeps_replies_in_order(
                     task.cancel()
                 results = await asyncio.gather(*gets, *pipes, return_exceptions=True)
                 cancelled += sum(isinstance(r, asyncio.CancelledError) for r in results)
-                assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+                # On a loaded machine a reply may beat the cancel: it must then be the
+                # right one; the round still has to cancel some.
+                expected = [f"value-{i % 10}" for i in range(10)] + [
+                    [f"value-{i}", f"value-{(i + 1) % 10}"] for i in range(5)
+                ]
+                for result, want in zip(results, expected, strict=True):
+                    assert isinstance(result, asyncio.CancelledError) or result == want, result
+                assert any(isinstance(r, asyncio.CancelledError) for r in results), results
 
         wrong = 0
         checked = 0
@@ -387,7 +394,7 @@ async def test_redis_client_cancelled_mid_command_keeps_replies_in_order(
         commands_checked_after=checked,
         wrong_replies=wrong,
     )
-    assert cancelled == 45 and checked == 300 and wrong == 0
+    assert cancelled > 0 and checked == 300 and wrong == 0
 
 
 async def test_closing_the_app_client_closes_its_redis_connections(
