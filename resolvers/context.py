@@ -18,6 +18,8 @@ class Context(BaseContext):
         self._authorization = authorization
         self.client = client
         self._identity: tuple[str | None, Identity] | None = None
+        # Per session, the batched reads of messages' siblings (`graphql.siblings`).
+        self.sibling_loaders: dict[str, Any] = {}
 
     @property
     def bearer(self) -> str | None:

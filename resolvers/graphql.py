@@ -14,6 +14,7 @@ from typing import ParamSpec, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.dataloader import DataLoader
 
 from resolvers.context import Context
 from resolvers.services import metrics
@@ -153,6 +154,30 @@ async def rewind(info: Info, session_id: str, message_id: str) -> SessionInfo:
 
 
 @graphql_errors
+async def switch_branch(info: Info, session_id: str, message_id: str) -> SessionInfo:
+    conversations = info.context.services.conversations
+    return await conversations.switch_branch(session_id, message_id, who=await _who(info))
+
+
+async def siblings(info: Info, session_id: str, parent: str) -> list[str] | None:
+    """All the children of `parent` when it has some off the active path, else None;
+    the reads of one request are gathered into one per session (a page of messages
+    costs one more round trip, whatever its length)."""
+    loaders: dict[str, DataLoader[str, list[str] | None]] = info.context.sibling_loaders
+    loader = loaders.get(session_id)
+    if loader is None:
+        conversations = info.context.services.conversations
+
+        async def load(parents: list[str]) -> list[list[str] | None]:
+            found = await conversations.siblings(session_id, parents)
+            return [found.get(parent) for parent in parents]
+
+        # No cache: a WebSocket's context lives as long as its connection.
+        loader = loaders[session_id] = DataLoader(load_fn=load, cache=False)
+    return await loader.load(parent)
+
+
+@graphql_errors
 async def messages_page(
     info: Info, session_id: str, last: int, before: str | None
 ) -> list[StoredMessage]:
@@ -177,10 +202,18 @@ async def stop_turn(info: Info, session_id: str, turn_id: str | None) -> bool:
 
 
 async def chat(
-    info: Info, session_id: str, message: str, turn_id: str | None, *, regenerate: bool = False
+    info: Info,
+    session_id: str,
+    message: str,
+    turn_id: str | None,
+    *,
+    regenerate: bool = False,
+    edit: bool = False,
+    at: str | None = None,
 ) -> AsyncGenerator[TurnEvent, None]:
     """The turn's events; errors before or during the stream carry their code. With
-    `regenerate`, the turn runs the last user message again in place of the last reply."""
+    `regenerate`, the turn runs the user message of the reply `at` (the last when None)
+    again, beside that reply; with `edit`, `message` goes beside the user message `at`."""
     metrics.SUBSCRIPTIONS.inc()
     try:
         context = info.context
@@ -191,6 +224,8 @@ async def chat(
             who=await context.identity(),
             turn_id=turn_id,
             regenerate=regenerate,
+            edit=edit,
+            at=at,
         )
         async for event in turn.events():
             yield event

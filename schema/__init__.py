@@ -99,7 +99,9 @@ class Mutation:
     async def send_message(
         self, info: resolve.Info, session_id: strawberry.ID, message: str
     ) -> Message:
-        return Message.of(await resolve.send_message(info, str(session_id), message))
+        return Message.of(
+            await resolve.send_message(info, str(session_id), message), str(session_id)
+        )
 
     @strawberry.mutation(description="false when there was no such session.")
     async def delete_session(self, info: resolve.Info, id: strawberry.ID) -> bool:
@@ -139,6 +141,17 @@ class Mutation:
 
     @strawberry.mutation(
         description=(
+            "Makes the path through this message active (down its most recent "
+            "descendants); returns the session."
+        )
+    )
+    async def switch_branch(
+        self, info: resolve.Info, session_id: strawberry.ID, message_id: strawberry.ID
+    ) -> Session:
+        return Session.of(await resolve.switch_branch(info, str(session_id), str(message_id)))
+
+    @strawberry.mutation(
+        description=(
             "Stops the running turn from any process: the reply so far is stored with "
             "status STOPPED. false when nothing was running."
         )
@@ -164,19 +177,49 @@ class Subscription:
         chosen = _optional(turn_id)
         async with aclosing(resolve.chat(info, str(session_id), message, chosen)) as events:
             async for event in events:
-                yield ChatEvent.of(event)
+                yield ChatEvent.of(event, str(session_id))
 
     @strawberry.subscription(
-        description="Runs the last user message again in place of the last reply."
+        description=(
+            "Runs the user message of the reply `messageId` (the last reply when null) "
+            "again; the new reply becomes that reply's sibling, and the active path ends "
+            "there."
+        )
     )
     async def regenerate(
-        self, info: resolve.Info, session_id: strawberry.ID, turn_id: strawberry.ID | None = None
+        self,
+        info: resolve.Info,
+        session_id: strawberry.ID,
+        turn_id: strawberry.ID | None = None,
+        message_id: strawberry.ID | None = None,
     ) -> AsyncGenerator[ChatEvent, None]:
         chosen = _optional(turn_id)
-        events = resolve.chat(info, str(session_id), "", chosen, regenerate=True)
+        events = resolve.chat(
+            info, str(session_id), "", chosen, regenerate=True, at=_optional(message_id)
+        )
         async with aclosing(events) as running:
             async for event in running:
-                yield ChatEvent.of(event)
+                yield ChatEvent.of(event, str(session_id))
+
+    @strawberry.subscription(
+        description=(
+            "Sends `message` as a sibling of the user message `messageId` (a new branch) "
+            "and streams the reply."
+        )
+    )
+    async def edit(
+        self,
+        info: resolve.Info,
+        session_id: strawberry.ID,
+        message_id: strawberry.ID,
+        message: str,
+        turn_id: strawberry.ID | None = None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        chosen = _optional(turn_id)
+        events = resolve.chat(info, str(session_id), message, chosen, edit=True, at=str(message_id))
+        async with aclosing(events) as running:
+            async for event in running:
+                yield ChatEvent.of(event, str(session_id))
 
     @strawberry.subscription(
         description=(
@@ -195,7 +238,7 @@ class Subscription:
         chosen = _optional(turn_id)
         async with aclosing(resolve.follow_turn(info, str(session_id), chosen, after)) as events:
             async for event in events:
-                yield ChatEvent.of(event)
+                yield ChatEvent.of(event, str(session_id))
 
 
 def _optional(value: strawberry.ID | None) -> str | None:

@@ -8,7 +8,7 @@ import strawberry
 
 from resolvers import graphql as resolve
 from resolvers.context import Context
-from resolvers.services.history import Exchange, StoredMessage
+from resolvers.services.history import Exchange, StoredMessage, position_of
 from resolvers.services.history import Role as StoredRole
 from resolvers.services.history import TurnStatus as StoredTurnStatus
 from resolvers.services.identity import GuestToken as IssuedGuest
@@ -50,9 +50,41 @@ class Message:
     finish_reason: str | None = strawberry.field(
         description="Why the provider ended the reply (stop, length, ...), when it said."
     )
+    parent_id: strawberry.ID | None = strawberry.field(
+        description="The message this one follows; null for the first."
+    )
+    session_id: strawberry.Private[str]
+
+    @strawberry.field(
+        description=(
+            "1-based position among the messages with the same parent (this one "
+            "included), and their count."
+        )
+    )
+    async def branch(self, info: strawberry.Info[Context]) -> int:
+        siblings = await self._siblings(info)
+        return siblings.index(str(self.id)) + 1
+
+    @strawberry.field
+    async def branches(self, info: strawberry.Info[Context]) -> int:
+        return len(await self._siblings(info))
+
+    @strawberry.field
+    async def sibling_ids(self, info: strawberry.Info[Context]) -> list[strawberry.ID]:
+        return [strawberry.ID(i) for i in await self._siblings(info)]
+
+    async def _siblings(self, info: strawberry.Info[Context]) -> list[str]:
+        """The ids of the messages with this one's parent, oldest first (this one
+        alone when its parent has no other child, or its parent is not known)."""
+        own = str(self.id)
+        parent = str(self.parent_id) if self.parent_id else ("" if position_of(own) == 0 else None)
+        if parent is None:
+            return [own]
+        listed = await resolve.siblings(info, self.session_id, parent)
+        return listed if listed and own in listed else [own]
 
     @classmethod
-    def of(cls, message: StoredMessage) -> Message:
+    def of(cls, message: StoredMessage, session_id: str) -> Message:
         return cls(
             role=message.role,
             content=message.content,
@@ -62,6 +94,8 @@ class Message:
             status=message.status,
             usage=Usage.of(message.usage) if message.usage else None,
             finish_reason=message.finish_reason,
+            parent_id=strawberry.ID(message.parent_id) if message.parent_id else None,
+            session_id=session_id,
         )
 
 
@@ -152,7 +186,8 @@ class Session:
     async def messages(
         self, info: strawberry.Info[Context], last: int | None = None
     ) -> list[Message]:
-        return [Message.of(m) for m in await resolve.session_messages(info, str(self.id), last)]
+        found = await resolve.session_messages(info, str(self.id), last)
+        return [Message.of(m, str(self.id)) for m in found]
 
     @strawberry.field
     async def turns(self, info: strawberry.Info[Context]) -> list[Turn]:
@@ -169,7 +204,7 @@ class Session:
         found = await resolve.messages_page(
             info, str(self.id), last, None if before is None else str(before)
         )
-        return [Message.of(m) for m in found]
+        return [Message.of(m, str(self.id)) for m in found]
 
     @strawberry.field(description="What the next turn would send of the history.")
     async def context(self, info: strawberry.Info[Context]) -> ContextReceipt:
@@ -273,11 +308,11 @@ class ChatEvent:
     )
 
     @classmethod
-    def of(cls, event: TurnEvent) -> ChatEvent:
+    def of(cls, event: TurnEvent, session_id: str) -> ChatEvent:
         return cls(
             token=event.token,
             done=event.done,
-            message=Message.of(event.message) if event.message else None,
+            message=Message.of(event.message, session_id) if event.message else None,
             turn_id=strawberry.ID(event.turn_id),
             seq=event.seq,
             status=event.status,

@@ -369,6 +369,8 @@ SESSION_OPERATIONS: dict[str, str] = {
     "updateSession": 'mutation($s: ID!) { updateSession(id: $s, input: {title: "x"}) { id } }',
     "rewind": 'mutation($s: ID!) { rewind(sessionId: $s, messageId: "0") { id } }',
     "regenerate": "subscription($s: ID!) { regenerate(sessionId: $s) { token } }",
+    "edit": 'subscription($s: ID!) { edit(sessionId: $s, messageId: "0", message: "x") { token } }',
+    "switchBranch": 'mutation($s: ID!) { switchBranch(sessionId: $s, messageId: "0") { id } }',
 }
 
 

@@ -28,5 +28,10 @@ def test_schema_has_the_contracts_operations() -> None:
         "deleteSession(id: ID!): Boolean!",
         "chat(sessionId: ID!, message: String!, turnId: ID = null): ChatEvent!",
         "messages(last: Int = null): [Message!]!",
+        "switchBranch(sessionId: ID!, messageId: ID!): Session!",
+        "edit(sessionId: ID!, messageId: ID!, message: String!, turnId: ID = null): ChatEvent!",
+        "regenerate(sessionId: ID!, turnId: ID = null, messageId: ID = null): ChatEvent!",
+        "parentId: ID",
+        "siblingIds: [ID!]!",
     ):
         assert line in sdl

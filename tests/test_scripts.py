@@ -28,10 +28,12 @@ from resolvers.services.identity import Identity
 from resolvers.services.keys import (
     INDEX_KEY,
     active_turn_key,
+    kids_key,
     lock_key,
     messages_key,
     meta_key,
     session_tag,
+    tree_key,
     turn_ids_key,
     turn_stream_key,
 )
@@ -566,8 +568,9 @@ def plausible_args(name: str, state: dict[str, str]) -> dict[str, EncodableT]:
         "code": "X", "message": "m", "reply": "", "cap": 10_000,
         "user_json": json.dumps(message_to_dict(HumanMessage(content="q"))),
         "reply_json": json.dumps(message_to_dict(AIMessage(content="a"))),
-        "title": "", "input_tokens": "1", "output_tokens": "1", "replaces": "",
-        "regenerate": "0", "fields": "", "newest": -1, "position": -1, "id": "",
+        "title": "", "input_tokens": "1", "output_tokens": "1", "fork_at": -1,
+        "fork_id": "", "first_id": "9.abcdef01", "mode": "", "fields": "", "newest": -1,
+        "position": -1, "id": "",
         "summary": json.dumps({"type": "system", "data": {"content": "s"}}), "covers": 0,
         "at": -1, "epoch": 0, "old": "u", "new": "v", "hash": "0" * 64, "document": "{ a }",
         "most": 10, "prefix": "{apq}:doc:", "most_held": 10, "per_minute": 10,
@@ -589,6 +592,7 @@ def plausible_keys(name: str, state: dict[str, str]) -> dict[str, str]:
         "turn_session": f"turns:{turn_id}", "index": INDEX_KEY,
         "owner_index": "sessions:owner:u", "held": "{limits:user:u}:held",
         "made": "{limits:user:u}:sessions:1", "document": "{apq}:doc:" + "0" * 64,
+        "tree": tree_key(session_id), "kids": kids_key(session_id),
     }  # fmt: skip
     return {key: values[key] for key in scripts.interface(name).keys}
 

@@ -87,16 +87,18 @@ async def test_usage_sums_stay_exact_under_concurrent_turns(
         }
 
 
-async def test_the_session_usage_follows_its_stored_replies_through_rewind_and_regenerate(
+async def test_the_session_usage_follows_its_stored_replies_in_every_branch(
     app: AppServer, client: httpx.AsyncClient
 ) -> None:
     session_id = await new_session(client)
     for message in ("one two", "three four five", "six"):
         await client.post("/chat", json={"session_id": session_id, "message": message})
 
-    async def check() -> list[dict[str, Any]]:
+    async def check(*off_path: dict[str, int]) -> list[dict[str, Any]]:
+        """The usage is the sum over the path's replies and those of other branches."""
         session = await session_usage(client, session_id)
         replies = [m["usage"] for m in session["messages"] if m["role"] == "ASSISTANT"]
+        replies += off_path
         assert session["usage"] == {
             "inputTokens": sum(r["inputTokens"] for r in replies),
             "outputTokens": sum(r["outputTokens"] for r in replies),
@@ -109,10 +111,11 @@ async def test_the_session_usage_follows_its_stored_replies_through_rewind_and_r
     third = ids["data"]["session"]["messages"][4]["id"]  # type: ignore[index]
     rewound = "mutation($s: ID!, $m: ID!) { rewind(sessionId: $s, messageId: $m) { id } }"
     assert "errors" not in await gql(client, rewound, s=session_id, m=third)
-    assert len(await check()) == 4
+    replaced = (await check())[-1]["usage"]
     async with graphql_socket(app.ws_url) as ws:
         op = await ws.start(
             "subscription($s: ID!) { regenerate(sessionId: $s) { done } }", s=session_id
         )
         assert (await ws.collect(op)).events[-1]["done"]
-    assert len(await check()) == 4
+    # The regenerated reply's old version is kept on its branch, and still counts.
+    assert len(await check(replaced)) == 4

@@ -1,12 +1,17 @@
 """Changing a conversation after the fact: renaming a session or changing its prompt,
-paging back through its messages by id, and rewinding it to before a message.
+paging back through its messages by id, rewinding it to before a message, and
+switching between its branches.
 
-Message ids name a position in the list (see `history.message_id`), so a page or a
-rewind finds its message with one `LINDEX` and checks the whole id there, in the same
-script that reads or trims: never a read of the whole list.
+Message ids name a position on the path (see `history.message_id`; the depth in the
+conversation's tree), so a page or a rewind finds its message with one `LINDEX` and
+checks the whole id there, in the same script that reads or trims: never a read of the
+whole list. The branches off the path live beside it (`scripts/_tree.lua`).
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Sequence
 
 from redis.asyncio import Redis, RedisCluster
 
@@ -16,13 +21,12 @@ from resolvers.services.history import (
     StoredMessage,
     decode,
     decode_newest_first,
-    position_of,
 )
 from resolvers.services.identity import ANONYMOUS, Identity
-from resolvers.services.keys import lock_key, messages_key, meta_key
+from resolvers.services.keys import kids_key, lock_key, messages_key, meta_key, tree_key
 from resolvers.services.scripts import Script
 from resolvers.services.sessions import MAX_PAGE, SessionInfo, SessionStore
-from resolvers.services.validation import check_session_id
+from resolvers.services.validation import check_session_id, message_position
 from resolvers.services.window import ContextPlan, plan_context
 
 _NO_SESSION = "no session with that id"
@@ -51,6 +55,7 @@ class Conversations:
         self._rewind = Script(redis, "rewind")
         self._update = Script(redis, "update_session")
         self._read_window = Script(redis, "read_window")
+        self._switch = Script(redis, "switch_branch")
 
     async def update(
         self,
@@ -87,7 +92,7 @@ class Conversations:
         check_session_id(session_id)
         if not 0 <= last <= MAX_PAGE:
             raise BadInput(f"last must be from 0 to {MAX_PAGE}")
-        position = -1 if before is None else _position(before)
+        position = -1 if before is None else message_position(before)
         result = await self._page(
             keys={"messages": messages_key(session_id), "meta": meta_key(session_id)},
             args={**_caller(who), "last": last, "position": position, "id": before or ""},
@@ -97,7 +102,9 @@ class Conversations:
             raise NotFound(_NO_SESSION)
         if outcome == -2:
             raise BadInput(_NO_MESSAGE)
-        return decode_newest_first(result["elements"], int(result["newest"]) + 1)
+        return decode_newest_first(
+            result["elements"], int(result["newest"]) + 1, below=result["below"] or None
+        )
 
     async def context(self, session_id: str, *, who: Identity = ANONYMOUS) -> ContextPlan:
         """What the next turn would send: the same choice the turn makes, on the same
@@ -127,15 +134,18 @@ class Conversations:
     async def rewind(
         self, session_id: str, message_id: str, *, who: Identity = ANONYMOUS
     ) -> SessionInfo:
-        """Forget the message `message_id` and every later one, at once; SessionBusy
-        while a turn runs. The session as it now is."""
+        """Forget the message `message_id` and everything after it (the rest of the path
+        and every branch below them), at once; SessionBusy while a turn runs. The
+        session as it now is."""
         check_session_id(session_id)
-        position = _position(message_id)
+        position = message_position(message_id)
         result = await self._rewind(
             keys={
                 "messages": messages_key(session_id),
                 "meta": meta_key(session_id),
                 "lock": lock_key(session_id),
+                "tree": tree_key(session_id),
+                "kids": kids_key(session_id),
             },
             args={**_caller(who), "position": position, "id": message_id},
         )
@@ -147,6 +157,65 @@ class Conversations:
         if outcome == -2:
             raise BadInput(_NO_MESSAGE)
         return await self._sessions.require(session_id, who=who)
+
+    async def switch_branch(
+        self, session_id: str, message_id: str, *, who: Identity = ANONYMOUS
+    ) -> SessionInfo:
+        """Make the path through `message_id` active (up to it, then down its newest
+        children), at once; SessionBusy while a turn runs. The session as it now is."""
+        check_session_id(session_id)
+        position = message_position(message_id)
+        result = await self._switch(
+            keys=self._tree_keys(session_id),
+            args={**_caller(who), "position": position, "id": message_id},
+        )
+        outcome = _outcome(result)
+        if outcome == 0:
+            raise NotFound(_NO_SESSION)
+        if outcome == -1:
+            raise SessionBusy("a turn is running on this session; stop it or wait")
+        if outcome == -2:
+            raise BadInput(_NO_MESSAGE)
+        return await self._sessions.require(session_id, who=who)
+
+    async def siblings(self, session_id: str, parents: Sequence[str]) -> dict[str, list[str]]:
+        """The children of each message in `parents` ('' for the start) that has some
+        off the active path, all of them, oldest first; a message left out has at most
+        one child, the next on the path. One read, whatever the tree's size; the caller
+        has read the session's messages already (its owner is checked)."""
+        unique = list(dict.fromkeys(parents))
+        if not unique:
+            return {}
+        found = await self._redis.hmget(kids_key(session_id), unique)
+        listed: dict[str, list[str]] = {}
+        for parent, value in zip(unique, found, strict=True):
+            ids = _id_list(value)
+            if ids:
+                listed[parent] = ids
+        return listed
+
+    @staticmethod
+    def _tree_keys(session_id: str) -> dict[str, str]:
+        return {
+            "messages": messages_key(session_id),
+            "meta": meta_key(session_id),
+            "lock": lock_key(session_id),
+            "tree": tree_key(session_id),
+            "kids": kids_key(session_id),
+        }
+
+
+def _id_list(value: object) -> list[str] | None:
+    """A children entry as the scripts write it (a JSON list of ids), or None."""
+    if not isinstance(value, str | bytes):
+        return None
+    try:
+        ids = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return None
+    return ids
 
 
 def _caller(who: Identity) -> dict[str, str]:
@@ -161,16 +230,3 @@ def _outcome(result: dict[str, object]) -> int:
             "it); nothing was changed"
         )
     return outcome
-
-
-# Longer than any id this server gives (a position, a dot, eight hex digits).
-MAX_MESSAGE_ID_CHARS = 64
-
-
-def _position(message_id: str) -> int:
-    if not isinstance(message_id, str) or len(message_id) > MAX_MESSAGE_ID_CHARS:
-        raise BadInput("message id is not one this server gave")
-    position = position_of(message_id)
-    if position is None:
-        raise BadInput("message id is not one this server gave")
-    return position

@@ -35,6 +35,9 @@ CREATED_AT = "created_at"
 MESSAGE_ID = "message_id"
 TURN_ID = "turn_id"
 TURN_STATUS = "turn_status"
+# The message a message follows, kept by this server on what it writes; a message on the
+# path follows the one below it whatever it says.
+PARENT_ID = "parent_id"
 
 
 class Role(Enum):
@@ -63,6 +66,9 @@ class StoredMessage:
     # A reply's token counts and finish reason, as its provider reported them.
     usage: Usage | None = None
     finish_reason: str | None = None
+    # The id of the message this one follows in the conversation's tree: None for the
+    # first, and for one read alone whose parent was not read with it.
+    parent_id: str | None = None
 
 
 def message_id(position: int, nonce: str) -> str:
@@ -114,6 +120,7 @@ def stamped(
     turn_id: str | None = None,
     status: TurnStatus | None = None,
     finish_reason: str | None = None,
+    parent_id: str | None = None,
 ) -> BaseMessage:
     """`message` with its creation time, id, turn and status kept where LangChain passes
     them along untouched (`response_metadata`, `additional_kwargs`)."""
@@ -126,10 +133,14 @@ def stamped(
         message.additional_kwargs[TURN_STATUS] = status.value
     if finish_reason is not None:
         message.response_metadata["finish_reason"] = finish_reason
+    if parent_id:
+        message.additional_kwargs[PARENT_ID] = parent_id
     return message
 
 
-def decode(raw: str | bytes, position: int = 0) -> StoredMessage | None:
+def decode(
+    raw: str | bytes, position: int = 0, *, parent_id: str | None = None
+) -> StoredMessage | None:
     """The stored message, or None for an element that is not a chat message.
 
     `position` (from the oldest) is its id when the message carries none of its own.
@@ -173,6 +184,9 @@ def decode(raw: str | bytes, position: int = 0) -> StoredMessage | None:
     reason = metadata.get("finish_reason")
     own_id = extra.get(MESSAGE_ID)
     turn_id = extra.get(TURN_ID)
+    if parent_id is None and position > 0:
+        kept = extra.get(PARENT_ID)
+        parent_id = kept if isinstance(kept, str) and kept else None
     try:
         status = TurnStatus(extra.get(TURN_STATUS) or "COMPLETE")
     except ValueError:
@@ -186,20 +200,43 @@ def decode(raw: str | bytes, position: int = 0) -> StoredMessage | None:
         status=status,
         usage=usage,
         finish_reason=reason if isinstance(reason, str) else None,
+        parent_id=parent_id,
     )
 
 
+def element_id(raw: str | bytes, position: int) -> str:
+    """The id of any list element, read as the scripts read it (`_messages.lua`'s
+    `id_at`): its own message id, else its position."""
+    try:
+        extra = json.loads(raw)["data"]["additional_kwargs"]
+        own = extra.get(MESSAGE_ID) if isinstance(extra, dict) else None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        own = None
+    return own if isinstance(own, str) and own else str(position)
+
+
 def decode_newest_first(
-    raw: Sequence[str | bytes], length: int | None = None
+    raw: Sequence[str | bytes], length: int | None = None, *, below: str | bytes | None = None
 ) -> list[StoredMessage]:
     """Decode an `LRANGE 0 ...` result (newest first) into oldest-first messages.
 
     `length` is the whole list's length (`LLEN` read with it), which places each element
-    from the oldest; None when `raw` is the whole list.
+    from the oldest; None when `raw` is the whole list. Each message's parent is the
+    element below it: `below` is the one below the oldest, when it was read.
     """
     newest = (len(raw) if length is None else length) - 1
-    decoded = (decode(item, newest - index) for index, item in reversed(list(enumerate(raw))))
-    return [m for m in decoded if m is not None]
+    oldest = newest - len(raw) + 1
+    parent: str | None = None
+    if below is not None:
+        parent = element_id(below, oldest - 1)
+    messages: list[StoredMessage] = []
+    for index in range(len(raw) - 1, -1, -1):
+        position = newest - index
+        found = decode(raw[index], position, parent_id=parent if position > 0 else None)
+        if found is not None:
+            messages.append(found)
+        parent = found.id if found is not None else element_id(raw[index], position)
+    return messages
 
 
 def as_langchain(messages: Iterable[StoredMessage]) -> list[BaseMessage]:

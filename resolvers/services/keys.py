@@ -12,6 +12,10 @@ The keys of one session:
 - `message_store:<id>`: the messages (LangChain layout, newest first)
 - `{message_store:<id>}:meta`: hash of title, system_prompt, created_at, updated_at
   (microseconds since the epoch), last_turn
+- `{message_store:<id>}:tree`: hash of the messages off the active path (the other
+  branches): id -> `<length of the parent's id>:<parent's id><element>`
+- `{message_store:<id>}:kids`: hash of the children of each message that has one off
+  the active path: id (`''` for the start) -> JSON list of ids, oldest first
 - `{message_store:<id>}:lock`: the running turn's token, with an expiry
 - `{message_store:<id>}:active`: hash of the running turn (turn_id, token, started_at,
   message, stop), with the lock's expiry; it names a running turn while the lock holds
@@ -56,6 +60,14 @@ def session_tag(session_id: str) -> str:
 
 def meta_key(session_id: str) -> str:
     return f"{session_tag(session_id)}:meta"
+
+
+def tree_key(session_id: str) -> str:
+    return f"{session_tag(session_id)}:tree"
+
+
+def kids_key(session_id: str) -> str:
+    return f"{session_tag(session_id)}:kids"
 
 
 def lock_key(session_id: str) -> str:

@@ -37,11 +37,13 @@ from resolvers.services.keys import (
     OWNER_INDEX_PREFIX,
     TURN_SESSION_PREFIX,
     active_turn_key,
+    kids_key,
     lock_key,
     messages_key,
     meta_key,
     owner_index_key,
     session_tag,
+    tree_key,
     turn_ids_key,
     turn_rate_key,
     turn_session_key,
@@ -224,8 +226,8 @@ class SessionStore:
         return bool(await self._redis.exists(meta_key(session_id), messages_key(session_id)))
 
     async def delete(self, session_id: str, *, who: Identity = ANONYMOUS) -> bool:
-        """Delete the session and everything kept for it (its turns' events, their
-        records, the running turn's lock and record, its index entries). False when
+        """Delete the session and everything kept for it (its branches, its turns'
+        events, their records, the running turn's lock and record, its index entries). False when
         there is no such session, or `who` may not use it."""
         check_session_id(session_id)
         window = int(time.time() // 60)
@@ -234,7 +236,7 @@ class SessionStore:
             **caller(who),
             "session_id": session_id,
             "tag": session_tag(session_id),
-            "extra": " ".join(counters),
+            "extra": " ".join([*counters, tree_key(session_id), kids_key(session_id)]),
         }
         keys = {
             "meta": meta_key(session_id),
@@ -269,8 +271,12 @@ class SessionStore:
         if last == 0:
             await self.check_usable(session_id, who=who)
             return []
-        raw, length = await self._read_history(session_id, who, -1 if last is None else last)
-        return decode_newest_first(raw, length)
+        # One more than asked, when there is one: the parent of the oldest asked for.
+        raw, length = await self._read_history(session_id, who, -1 if last is None else last + 1)
+        below = None
+        if last is not None and len(raw) > last:
+            below = raw.pop()
+        return decode_newest_first(raw, length, below=below)
 
     async def exchanges(self, session_id: str, *, who: Identity = ANONYMOUS) -> list[Exchange]:
         """The session's exchanges (its `Turn`s: a message and its reply), oldest first;

@@ -32,17 +32,19 @@ from resolvers.services.index import SessionIndex, from_micros, now_micros
 from resolvers.services.keys import (
     INDEX_KEY,
     active_turn_key,
+    kids_key,
     lock_key,
     messages_key,
     meta_key,
     owner_index_key,
+    tree_key,
     turn_ids_key,
     turn_session_key,
     turn_stream_key,
 )
 from resolvers.services.scripts import Script, caller, each, outcome_of
 from resolvers.services.usage import Usage
-from resolvers.services.validation import check_session_id, check_turn_id
+from resolvers.services.validation import check_session_id, check_turn_id, message_position
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,18 @@ def _token_args(first: int, tokens: list[str]) -> dict[str, EncodableT]:
         return {"first": first, "last": first, "tokens": ""}
     last = first + len(tokens) - 1
     return {"first": first, "last": last, "tokens": json.dumps(tokens, ensure_ascii=False)}
+
+
+def _path_id(result: Mapping[str, Any], mode: str, at: str | None) -> str:
+    """The id of the message a branch starts at (the last reply's, read off the list,
+    when a regenerate names none)."""
+    if not mode:
+        return ""
+    if at is not None:
+        return at
+    fork_at = int(result["fork_at"])
+    found = decode(str(result["reply"]), fork_at) if result["reply"] else None
+    return found.id if found is not None else str(fork_at)
 
 
 def _summary(raw: Any, at: Any) -> StoredMessage | None:
@@ -81,13 +95,20 @@ class TurnStart:
     # Messages in the list when the turn began: the new ones' positions follow.
     length: int = 0
     joined: bool = False
-    # Regenerating: the reply to replace and the user message, as the list holds them.
+    # Regenerating: the reply the new one goes beside and its user message, as the list
+    # holds them.
     replaces: str | None = None
     asked: str | None = None
+    # Editing or regenerating: the position where the new branch starts (the message
+    # edited or regenerated, which moves off the path with all after it) and its id.
+    fork_at: int | None = None
+    fork_id: str = ""
+    # The id of the message the turn's first new message follows ('' for none).
+    parent: str = ""
     # The summary of trimmed history kept in the list, if there is one.
     summary: StoredMessage | None = None
-    # Newest messages left out of the window (a regenerate's reply and message, and a
-    # summary written after them).
+    # Newest messages left out of the window (from the branch's start on: a regenerate's
+    # reply and its message, an edit's message, and all after them).
     skip: int = 0
 
 
@@ -199,13 +220,19 @@ class TurnStore:
         who: Identity = ANONYMOUS,
         turn_id: str | None = None,
         message: str = "",
-        regenerate: bool = False,
+        mode: str = "",
+        at: str | None = None,
     ) -> TurnStart:
         """Take the session's lock for turn `turn_id` (a new id when None) and read what
         the model needs, in one round trip; NotFound as for a missing session when `who`
         may not use it. When a turn with this id is already on the session (running, or
-        ended and still kept), nothing is taken: the result says `joined`."""
+        ended and still kept), nothing is taken: the result says `joined`.
+
+        `mode` "regenerate" (a new reply beside the reply `at`, the last when None) or
+        "edit" (`message` beside the user message `at`) starts a branch; "" adds to the
+        path."""
         check_session_id(session_id)
+        position = -1 if at is None else message_position(at)
         chosen = turn_id is not None
         turn_id = check_turn_id(turn_id) if turn_id is not None else str(uuid.uuid4())
         token = secrets.token_hex(16)
@@ -217,6 +244,8 @@ class TurnStore:
             "active": active_turn_key(session_id),
             "stream": turn_stream_key(session_id, turn_id),
             "turn_ids": turn_ids_key(session_id),
+            "tree": tree_key(session_id),
+            "kids": kids_key(session_id),
         }
         if self._single:
             keys["turn_session"] = turn_session_key(turn_id)
@@ -243,7 +272,9 @@ class TurnStore:
                 "turn_id": turn_id,
                 "message": message,
                 "keep_ms": keep_ms,
-                "regenerate": "1" if regenerate else "0",
+                "mode": mode,
+                "position": position,
+                "id": at or "",
             },
         )
         outcome = outcome_of(result)
@@ -253,8 +284,16 @@ class TurnStore:
             raise SessionBusy("a turn is already running on this session")
         if outcome == -2:
             raise BadInput("that turn id belongs to another session")
+        if outcome == -3 and mode == "edit":
+            raise BadInput("only a user message can be edited")
         if outcome == -3:
-            raise BadInput("nothing to regenerate: the conversation does not end with a reply")
+            raise BadInput(
+                "nothing to regenerate: that is not a reply to a user message"
+                if at is not None
+                else "nothing to regenerate: the conversation does not end with a reply"
+            )
+        if outcome == -4:
+            raise BadInput("no message with that id on the session's active path")
         if outcome == 2:
             return TurnStart(token="", system_prompt="", window=[], turn_id=turn_id, joined=True)
         prompt = result["prompt"]
@@ -276,8 +315,11 @@ class TurnStore:
             owner=owner,
             turn_id=turn_id,
             length=length,
-            replaces=str(result["reply"]) if regenerate and result["reply"] else None,
-            asked=str(result["asked"]) if regenerate and result["asked"] else None,
+            replaces=str(result["reply"]) if mode == "regenerate" and result["reply"] else None,
+            asked=str(result["asked"]) if mode == "regenerate" and result["asked"] else None,
+            fork_at=int(result["fork_at"]) if mode else None,
+            fork_id=_path_id(result, mode, at),
+            parent=str(result["parent"] or ""),
             summary=_summary(result["summary"], result["summary_at"]),
             skip=skip,
         )
@@ -305,6 +347,8 @@ class TurnStore:
             "turn_ids": turn_ids_key(session_id),
             "meta": meta_key(session_id),
             "messages": messages_key(session_id),
+            "tree": tree_key(session_id),
+            "kids": kids_key(session_id),
         }
         if self._single:
             keys["turn_session"] = turn_session_key(turn_id)
@@ -347,7 +391,9 @@ class TurnStore:
         pending: tuple[int, list[str]] = (1, []),
         status: str = "COMPLETE",
         usage: Usage | None = None,
-        replaces: str | None = None,
+        fork_at: int | None = None,
+        fork_id: str = "",
+        first_id: str = "",
     ) -> int:
         """Store a finished turn atomically, and end its stream with the done entry
         (after the tokens in `pending`: the first one's seq, the tokens); the outcome
@@ -361,6 +407,8 @@ class TurnStore:
             "active": active_turn_key(session_id),
             "stream": turn_stream_key(session_id, turn_id),
             "turn_ids": turn_ids_key(session_id),
+            "tree": tree_key(session_id),
+            "kids": kids_key(session_id),
         }
         if self._single:
             keys["turn_session"] = turn_session_key(turn_id)
@@ -388,7 +436,9 @@ class TurnStore:
                     "cap": TURN_STREAM_CAP,
                     "input_tokens": "" if usage is None else usage.input_tokens,
                     "output_tokens": "" if usage is None else usage.output_tokens,
-                    "replaces": replaces or "",
+                    "fork_at": -1 if fork_at is None else fork_at,
+                    "fork_id": fork_id,
+                    "first_id": first_id,
                 },
             )
         )

@@ -136,10 +136,14 @@ class TurnRunner:
         who: Identity = ANONYMOUS,
         turn_id: str | None = None,
         regenerate: bool = False,
+        edit: bool = False,
+        at: str | None = None,
     ) -> LiveTurn:
         """Validate, take the session's lock, and start the model; errors raise here.
-        With `regenerate`, the turn runs the last user message again (`message` unused),
-        and its reply takes the last reply's place when stored.
+        With `regenerate`, the turn runs the user message of the reply `at` (the last
+        reply when None) again (`message` unused), and its reply is stored beside that
+        one, on a new branch. With `edit`, `message` is stored beside the user message
+        `at`, on a new branch, and answered.
 
         `client` is the caller's address, for the per-session rate limit. With a
         `turn_id` that is already a turn of the session (running, or ended and still
@@ -167,7 +171,8 @@ class TurnRunner:
                         who=who,
                         turn_id=turn_id,
                         message=message,
-                        regenerate=regenerate,
+                        mode="regenerate" if regenerate else "edit" if edit else "",
+                        at=at,
                     ),
                 )
             )
@@ -356,23 +361,26 @@ class TurnRunner:
         report: ReplyReport,
         written: Written,
     ) -> TurnEvent:
-        """Store the turn (the user message and the reply, or a regenerated reply in
-        place of the old one) and end its stream, in one step: its done event."""
+        """Store the turn (the user message and the reply, or a regenerated reply beside
+        the old one) and end its stream, in one step: its done event."""
         session_id, turn_id = live.session_id, live.turn_id
         reply = "".join(live.tokens)
         reply_at = datetime.now(UTC)
-        user_id = message_id(start.length, secrets.token_hex(4))
-        # A regenerated reply takes the place (the position) of the one it replaces.
-        reply_position = (
-            start.length - 1 - (start.skip - 2) if plan.regenerating else start.length + 1
-        )
-        reply_id = message_id(reply_position, secrets.token_hex(4))
-        user_json = encode(
-            stamped(
-                HumanMessage(content=plan.message),
-                plan.asked_at,
-                identifier=user_id,
-                turn_id=turn_id,
+        # A branch's first message takes the depth of the one it goes beside.
+        place = start.length if start.fork_at is None else start.fork_at
+        user_id = message_id(place, secrets.token_hex(4))
+        reply_id = message_id(place if plan.regenerating else place + 1, secrets.token_hex(4))
+        user_json = (
+            ""
+            if plan.regenerating
+            else encode(
+                stamped(
+                    HumanMessage(content=plan.message),
+                    plan.asked_at,
+                    identifier=user_id,
+                    turn_id=turn_id,
+                    parent_id=start.parent,
+                )
             )
         )
         reply_json = encode(
@@ -382,6 +390,7 @@ class TurnRunner:
                 identifier=reply_id,
                 turn_id=turn_id,
                 status=status,
+                parent_id=start.parent if plan.regenerating else user_id,
                 finish_reason=report.finish_reason,
             )
         )
@@ -398,7 +407,9 @@ class TurnRunner:
                 pending=written.pending(live),
                 status=status.value,
                 usage=report.usage,
-                replaces=start.replaces,
+                fork_at=start.fork_at,
+                fork_id=start.fork_id,
+                first_id=reply_id if plan.regenerating else user_id,
             )
 
         commit = asyncio.ensure_future(timed("commit", _confirmed(attempt)))
@@ -418,6 +429,7 @@ class TurnRunner:
             content=reply,
             created_at=reply_at,
             id=reply_id,
+            parent_id=(start.parent or None) if plan.regenerating else user_id,
             turn_id=turn_id,
             status=status,
             usage=report.usage,
@@ -440,7 +452,8 @@ class TurnRunner:
             pending=written.pending(live),
             kept_reply=start.replaces,
         )
-        kept = decode(start.replaces, start.length - 1 - (start.skip - 2))
+        assert start.fork_at is not None
+        kept = decode(start.replaces, start.fork_at, parent_id=start.parent or None)
         return TurnEvent(
             token="",
             done=True,
@@ -556,8 +569,8 @@ class _TurnPlan:
         self.message = message
         self.regenerating = regenerating
         self.asked_at = datetime.now(UTC)
-        # Messages before the turn's (a regenerate's own message and reply left out).
-        self.earlier = start.length - start.skip if regenerating else start.length
+        # Messages before the turn's (from a branch's start on, all left out).
+        self.earlier = start.length - start.skip
         self.planned: list[ContextPlan] = []
 
     def prompt(self, budget: int, summaries: bool) -> list[BaseMessage]:

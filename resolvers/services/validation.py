@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from resolvers.services.errors import BadInput
+from resolvers.services.history import position_of
 
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -44,3 +45,18 @@ def check_turn_id(turn_id: str) -> str:
     if not _TURN_ID.fullmatch(lowered):
         raise BadInput("turn id must be a UUID in canonical form")
     return lowered
+
+
+# Longer than any id this server gives (a position, a dot, eight hex digits).
+MAX_MESSAGE_ID_CHARS = 64
+
+
+def message_position(message_id: str) -> int:
+    """The position on the path (the depth in the conversation's tree) that a message id
+    names; BadInput for an id this server did not give."""
+    position = None
+    if isinstance(message_id, str) and len(message_id) <= MAX_MESSAGE_ID_CHARS:
+        position = position_of(message_id)
+    if position is None:
+        raise BadInput("message id is not one this server gave")
+    return position

@@ -6,7 +6,9 @@
 -- KEYS[4] active: the running turn's record
 -- KEYS[5] stream: this turn's events
 -- KEYS[6] turn_ids: the session's turns, each scored by when its events are forgotten (ms)
--- KEYS[7] turn_session?: the turn id's session (one Redis; the caller claims it on a cluster)
+-- KEYS[7] tree: the session's messages off the active path
+-- KEYS[8] kids: the session's children lists
+-- KEYS[9] turn_session?: the turn id's session (one Redis; the caller claims it on a cluster)
 -- ARGV[1] token: the lock's new token
 -- ARGV[2] lock_ms: the lock's life
 -- ARGV[3] window: most history messages to read
@@ -18,30 +20,39 @@
 -- ARGV[9] turn_id: the turn's id
 -- ARGV[10] message: the user's message, shown as the running turn's
 -- ARGV[11] keep_ms: how long the turn's events are kept after the lock's last renewal
--- ARGV[12] regenerate: '1' to run the last user message again in place of the last reply
--- RETURNS {outcome, prompt, window, owner, length, reply, asked, summary, summary_at, skip}
+-- ARGV[12] mode: '' a new message after the path's last; 'regenerate' a new reply beside
+-- the reply at `position`; 'edit' a new message beside the user message at `position`
+-- ARGV[13] position: that message's position on the path (-1: the last reply)
+-- ARGV[14] id: that message's id ('' with -1)
+-- RETURNS {outcome, prompt, window, owner, length, reply, asked, summary, summary_at, skip, fork_at, parent}
 -- outcome: 1 taken (a retry of this very call too), 0 no session the caller may use,
--- -1 busy, -2 the turn id is another session's, -3 nothing to regenerate, 2 the turn is
--- there already (join it), -9 a key holds a value of another type. With regenerate, the
--- window leaves the replaced reply and its message out (`skip` counts what it leaves
--- out: those two, and a summary written after them), and reply and asked are they.
+-- -1 busy, -2 the turn id is another session's, -3 that message cannot be regenerated
+-- (not a reply after a user message) or edited (not a user message), -4 no message with
+-- that id on the path, 2 the turn is there already (join it), -9 a key holds a value of
+-- another type. The window ends below the turn's place (`skip` counts the newest it
+-- leaves out: with regenerate the reply, its message and all after; with edit the
+-- message and all after); reply and asked are the regenerated reply and its message;
+-- fork_at is where the new branch starts (-1 none: the turn adds to the path), parent
+-- the id of the message the turn's first new message follows ('' for none).
 -- INCLUDE keys
 -- INCLUDE session
 -- INCLUDE numbers
 -- INCLUDE window
+-- INCLUDE tree
 
 local lock, meta, messages, active, stream, turn_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local token = ARGV[1]
 if not (holds(meta, 'hash') and holds(messages, 'list') and holds(active, 'hash')
     and holds(stream, 'stream') and holds(turn_ids, 'zset') and holds(lock, 'string')
-    and (not KEYS[7] or holds(KEYS[7], 'string'))) then
+    and holds(KEYS[7], 'hash') and holds(KEYS[8], 'hash')
+    and (not KEYS[9] or holds(KEYS[9], 'string'))) then
   return {-9}
 end
 if redis.call('EXISTS', meta, messages) == 0 then return {0} end
 local owner = redis.call('HGET', meta, 'owner')
 if refuses(owner, ARGV[8], ARGV[7]) then return {0} end
-if KEYS[7] then
-  local home = redis.call('GET', KEYS[7])
+if KEYS[9] then
+  local home = redis.call('GET', KEYS[9])
   if home and home ~= ARGV[6] then return {-2} end
 end
 local held = redis.call('GET', lock)
@@ -52,25 +63,46 @@ if not retried then
   if held then return {-1} end
 end
 
--- The reply to replace and its message: the newest two, or the two below a summary
--- written after them.
+-- Where the turn goes: after the path's last message, or beside the one it regenerates
+-- or edits (the last reply: the newest, or the one below a summary written after it).
 local length = redis.call('LLEN', messages)
 local skip, reply, asked, message = 0, false, false, ARGV[10]
-if ARGV[12] == '1' then
-  local offset = 0
-  if kind_of(redis.call('LINDEX', messages, 0)) == 'system' then offset = 1 end
-  reply = redis.call('LINDEX', messages, offset)
-  asked = redis.call('LINDEX', messages, offset + 1)
-  local reply_kind, asked_data = kind_of(reply), decoded(asked)
-  if (reply_kind ~= 'ai' and reply_kind ~= 'AIMessageChunk') or not asked_data
-      or asked_data['type'] ~= 'human' then
-    return {-3}
+local mode, fork_at = ARGV[12], whole(ARGV[13])
+if mode ~= '' then
+  if fork_at == nil then return {-4} end
+  if fork_at < 0 then
+    fork_at = length - 1
+    if kind_of(redis.call('LINDEX', messages, 0)) == 'system' then fork_at = length - 2 end
+  elseif fork_at >= length or path_id(messages, length, fork_at) ~= ARGV[14] then
+    return {-4}
   end
-  message = ''
-  if type(asked_data['data']) == 'table' and type(asked_data['data']['content']) == 'string' then
-    message = asked_data['data']['content']
+  if fork_at < 0 then return {-3} end
+  local found = redis.call('LINDEX', messages, length - 1 - fork_at)
+  if mode == 'edit' then
+    if kind_of(found) ~= 'human' then return {-3} end
+    skip = length - fork_at
+  else
+    reply = found
+    asked = fork_at > 0 and redis.call('LINDEX', messages, length - fork_at)
+    local reply_kind, asked_data = kind_of(reply), decoded(asked)
+    if (reply_kind ~= 'ai' and reply_kind ~= 'AIMessageChunk') or not asked_data
+        or asked_data['type'] ~= 'human' then
+      return {-3}
+    end
+    message = ''
+    if type(asked_data['data']) == 'table' and type(asked_data['data']['content']) == 'string' then
+      message = asked_data['data']['content']
+    end
+    skip = length - fork_at + 1
   end
-  skip = offset + 2
+else
+  fork_at = -1
+end
+local parent = ''
+if fork_at >= 0 then
+  parent = parent_on_path(messages, length, fork_at)
+elseif length > 0 then
+  parent = path_id(messages, length, length - 1)
 end
 
 local prompt = redis.call('HGET', meta, 'system_prompt')
@@ -86,12 +118,11 @@ if not retried then
   redis.call('ZREMRANGEBYSCORE', turn_ids, '-inf', '(' .. math.floor(whole(ARGV[5]) / 1000))
   redis.call('ZADD', turn_ids, forget_at, ARGV[9])
   redis.call('PEXPIRE', turn_ids, ARGV[11])
-  if KEYS[7] then redis.call('SET', KEYS[7], ARGV[6], 'PX', ARGV[11]) end
+  if KEYS[9] then redis.call('SET', KEYS[9], ARGV[6], 'PX', ARGV[11]) end
 end
 -- A running turn keeps its session: its keys live while the lock is renewed.
 local alive = whole(ARGV[4]) or 0
 if alive > 0 then
-  redis.call('EXPIRE', meta, alive)
-  redis.call('EXPIRE', messages, alive)
+  for _, key in ipairs({meta, messages, KEYS[7], KEYS[8]}) do redis.call('EXPIRE', key, alive) end
 end
-return {1, prompt, window, owner, length, reply, asked, summary, summary_at, skip}
+return {1, prompt, window, owner, length, reply, asked, summary, summary_at, skip, fork_at, parent}

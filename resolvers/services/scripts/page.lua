@@ -7,9 +7,10 @@
 -- ARGV[3] last: most messages in the page
 -- ARGV[4] position: the position of the message the page ends before (-1: the newest)
 -- ARGV[5] id: that message's id
--- RETURNS {outcome, length, elements, newest}
--- outcome: 1 (elements newest first, newest the position of the first of them), 0 no
--- session the caller may use, -2 no message with that id, -9 a key of another type.
+-- RETURNS {outcome, length, elements, newest, below}
+-- outcome: 1 (elements newest first, newest the position of the first of them, below
+-- the element below the oldest of them, false at the start), 0 no session the caller
+-- may use, -2 no message with that id, -9 a key of another type.
 -- INCLUDE keys
 -- INCLUDE session
 -- INCLUDE numbers
@@ -29,4 +30,6 @@ if p >= 0 then
 end
 local from = math.max(0, upto - whole(ARGV[3]))
 if upto <= from then return {1, n, {}, upto - 1} end
-return {1, n, redis.call('LRANGE', messages, n - upto, n - 1 - from), upto - 1}
+local below = false
+if from > 0 then below = redis.call('LINDEX', messages, n - from) end
+return {1, n, redis.call('LRANGE', messages, n - upto, n - 1 - from), upto - 1, below}

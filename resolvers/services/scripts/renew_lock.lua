@@ -5,7 +5,9 @@
 -- KEYS[4] turn_ids: the session's turns
 -- KEYS[5] meta: the session's metadata
 -- KEYS[6] messages: the session's list
--- KEYS[7] turn_session?: the turn id's session (one Redis only)
+-- KEYS[7] tree: the session's messages off the active path
+-- KEYS[8] kids: the session's children lists
+-- KEYS[9] turn_session?: the turn id's session (one Redis only)
 -- ARGV[1] token: the turn's lock token
 -- ARGV[2] lock_ms: the lock's life
 -- ARGV[3] keep_ms: how long the turn's events are kept after this renewal
@@ -28,8 +30,7 @@ redis.call('PEXPIRE', KEYS[3], keep)
 redis.call('ZADD', KEYS[4], 'GT', whole(ARGV[7]) + keep, ARGV[5])
 redis.call('PEXPIRE', KEYS[4], keep)
 if alive > 0 then
-  redis.call('EXPIRE', KEYS[5], alive)
-  redis.call('EXPIRE', KEYS[6], alive)
+  for i = 5, 8 do redis.call('EXPIRE', KEYS[i], alive) end
 end
-if KEYS[7] then redis.call('SET', KEYS[7], ARGV[6], 'PX', keep) end
+if KEYS[9] then redis.call('SET', KEYS[9], ARGV[6], 'PX', keep) end
 return 1
