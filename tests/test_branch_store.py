@@ -232,7 +232,7 @@ async def test_hostile_tree_values_are_read_as_no_branch(
     await turn(store, session.id, "q1", "a1")
     await turn(store, session.id, "", "a1'", mode="regenerate")
     q1, new = await path(store, session.id)
-    old_id = json.loads(await backend_db.hget(kids_key(session.id), q1.id))[0]
+    old_id = json.loads(str(await backend_db.hget(kids_key(session.id), q1.id)))[0]
     for value in ("", "x", "99999999999999999999:abc", "3:ab", "{}", "[1,2]", '{"a":1}'):
         await backend_db.hset(tree_key(session.id), old_id, value)
         with pytest.raises(BadInput):
