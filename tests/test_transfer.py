@@ -90,7 +90,7 @@ def test_a_thousand_sessions_round_trip_exactly(
     lines = exported.stdout.splitlines()
     assert len(lines) == SESSIONS
     record = json.loads(lines[0])
-    assert set(record) == {"session_id", "owner", "meta", "messages"}
+    assert set(record) == {"session_id", "owner", "meta", "messages", "branches", "children"}
     assert record["messages"][0]["type"] == "human"  # oldest first, LangChain's form
     imported = cli(target, "import", stdin=exported.stdout)
     assert imported.returncode == 0, imported.stderr
@@ -153,6 +153,15 @@ def test_a_chatgpt_export_becomes_sessions(fresh_db: Callable[[], str], tmp_path
         ("human", "Lisbon in 3 days?"),
         ("ai", "Day 1: Alfama."),
     ]
+    # The regenerated-away reply is kept as a branch beside the current one.
+    [kept] = record["branches"]
+    assert kept["message"]["data"]["content"] == "an abandoned branch"
+    assert record["children"] == {
+        kept["parent"]: [
+            kept["id"],
+            record["messages"][1]["data"]["additional_kwargs"]["message_id"],
+        ]
+    }
     assert record["owner"] == "user-9" and record["meta"]["title"] == "Trip"
     assert record["meta"]["created_at"] == "1700000000500000"
     assert uuid.UUID(record["session_id"]).version == 4
@@ -305,3 +314,127 @@ async def test_imported_sessions_older_than_the_ttl_are_listed(
         assert imported.json() == {"imported": 1, "skipped": 0}
         listed = (await http.get("/sessions", headers=admin)).json()["sessions"]
     assert listed == [session_id]
+
+
+def chatgpt_node(
+    node_id: str, role: str, text: str, parent: str | None, children: list[str]
+) -> dict[str, Any]:
+    """A node of ChatGPT's `mapping`, as its export writes one."""
+    return {
+        "id": node_id,
+        "parent": parent,
+        "children": children,
+        "message": {
+            "id": node_id,
+            "author": {"role": role, "name": None, "metadata": {}},
+            "create_time": 1_700_000_000.0,
+            "content": {"content_type": "text", "parts": [text]},
+            "status": "finished_successfully",
+            "end_turn": True,
+            "metadata": {},
+            "recipient": "all",
+        },
+    }
+
+
+# A conversation as ChatGPT exports it after an edit of the second question and a
+# regeneration of the first answer: the root and a hidden system node above them.
+EDITED = {
+    "id": "conv-edited",
+    "title": "Edited",
+    "create_time": 1_700_000_000.0,
+    "update_time": 1_700_000_500.0,
+    "current_node": "a2b",
+    "mapping": {
+        "root": {"id": "root", "message": None, "parent": None, "children": ["sys"]},
+        "sys": {**chatgpt_node("sys", "system", "", "root", ["u1"])},
+        "u1": chatgpt_node("u1", "user", "first question", "sys", ["a1", "a1r"]),
+        "a1": chatgpt_node("a1", "assistant", "first answer", "u1", ["u2"]),
+        "a1r": chatgpt_node("a1r", "assistant", "first answer, regenerated", "u1", ["u2b"]),
+        "u2": chatgpt_node("u2", "user", "second question", "a1", ["a2"]),
+        "a2": chatgpt_node("a2", "assistant", "second answer", "u2", []),
+        "u2b": chatgpt_node("u2b", "user", "second question, edited", "a1r", ["a2b"]),
+        "a2b": chatgpt_node("a2b", "assistant", "answer to the edit", "u2b", []),
+    },
+}
+
+
+async def test_a_chatgpt_export_with_edits_keeps_every_branch_and_round_trips(
+    fresh_db: Callable[[], str],
+) -> None:
+    from redis.asyncio import Redis as AsyncRedis
+
+    from resolvers.services.conversation import Conversations
+    from resolvers.services.transfer import Transfer, chatgpt_records
+    from tests.support.stores import stores_on
+
+    redis = AsyncRedis.from_url(fresh_db(), decode_responses=True)
+    try:
+        transfer = Transfer(redis)
+        [record] = list(chatgpt_records([EDITED], system_prompt="be brief"))
+        assert (await transfer.import_records([record])).written == 1
+        store = stores_on(redis)
+        talk = Conversations(redis, store.sessions)
+        session_id = record["session_id"]
+        path = await store.sessions.messages(session_id)
+        assert [m.content for m in path] == [
+            "first question",
+            "first answer, regenerated",
+            "second question, edited",
+            "answer to the edit",
+        ]
+        # ChatGPT's sibling order: the regenerated answer is the second of two.
+        listed = await talk.siblings(session_id, [path[0].id])
+        assert listed == {path[0].id: [listed[path[0].id][0], path[1].id]}
+        # The other branch, whole, one switch away.
+        await talk.switch_branch(session_id, listed[path[0].id][0])
+        assert [m.content for m in await store.sessions.messages(session_id)] == [
+            "first question",
+            "first answer",
+            "second question",
+            "second answer",
+        ]
+        # Export, import into another database, export again: the same lines.
+        exported = [line async for line in transfer.export([session_id])]
+        other = AsyncRedis.from_url(fresh_db(), decode_responses=True)
+        try:
+            moved = Transfer(other)
+            await moved.import_lines(exported)
+            assert [line async for line in moved.export([session_id])] == exported
+        finally:
+            await other.aclose()
+        info = await store.sessions.require(session_id)
+        assert info.message_count == 4
+    finally:
+        await redis.aclose()
+
+
+def test_an_import_refuses_a_tree_that_does_not_hold_together() -> None:
+    from resolvers.services.errors import BadInput
+    from resolvers.services.transfer import parse_record
+
+    base = {
+        "session_id": str(uuid.uuid4()),
+        "owner": None,
+        "meta": {"created_at": 1, "updated_at": 1, "system_prompt": "p"},
+        "messages": [
+            message_to_dict(HumanMessage(content="q", additional_kwargs={"message_id": "0.a"}))
+        ],
+    }
+    reply = message_to_dict(AIMessage(content="r", additional_kwargs={"message_id": "1.b"}))
+    good = {**base, "branches": [{"id": "0.c", "parent": "", "message": reply}],
+            "children": {"": ["0.a", "0.c"]}}  # fmt: skip
+    assert parse_record(json.dumps(good))["kids"] == {"": '["0.a", "0.c"]'}
+    for bad in (
+        {"branches": [{"id": "0.c", "parent": "nowhere", "message": reply}]},
+        {"branches": [{"id": "0.a", "parent": "", "message": reply}]},  # the path's id
+        {"branches": [{"id": "0.c", "parent": "", "message": {"type": "alien", "data": {}}}]},
+        {"branches": [{"id": "", "parent": "", "message": reply}]},
+        {"branches": "x"},
+        {"children": {"0.a": ["0.zz"]}},
+        {"children": {"0.a": ["0.a", "0.a"]}},
+        {"children": {"nowhere": ["0.a"]}},
+    ):
+        line = json.dumps({**good, **bad})
+        with pytest.raises(BadInput, match="line 1"):
+            parse_record(line)

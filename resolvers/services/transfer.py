@@ -1,11 +1,15 @@
 """Export and import of sessions as JSON Lines, for backups and moves between servers;
 and import of a ChatGPT export (`conversations.json`).
 
-One line per session: `{"session_id", "owner", "meta", "messages"}`, the messages
-oldest first in LangChain's `message_to_dict` form (as the session's list holds them,
-ids, turn ids, usage and all), `meta` the session's metadata as stored. An import writes
-each session in one step (on one Redis, a transaction) and rebuilds what is derived from
-it: the message count (the list), the index of sessions by activity and the owner's.
+One line per session: `{"session_id", "owner", "meta", "messages", "branches",
+"children"}`, the messages of the active path oldest first in LangChain's
+`message_to_dict` form (as the session's list holds them, ids, turn ids, usage and all),
+`meta` the session's metadata as stored; `branches` the messages off the path, each
+`{"id", "parent", "message"}`, and `children` the children of each message that has one
+off the path (`{"<id>": ["<id>", ...]}`, `""` for the start), as `scripts/_tree.lua`
+keeps them. An import writes each session in one step (on one Redis, a transaction) and
+rebuilds what is derived from it: the message count (the list), the usage (every
+branch's), the index of sessions by activity and the owner's.
 
 Command line (REDIS_URL and the other settings from the environment, as the server):
 
@@ -34,7 +38,14 @@ from redis.asyncio import Redis, RedisCluster
 
 from resolvers.services import meta as declared
 from resolvers.services.errors import BadInput, DataConflict
-from resolvers.services.keys import INDEX_KEY, messages_key, meta_key, owner_index_key
+from resolvers.services.keys import (
+    INDEX_KEY,
+    kids_key,
+    messages_key,
+    meta_key,
+    owner_index_key,
+    tree_key,
+)
 from resolvers.services.meta import MAX_COUNT
 from resolvers.services.validation import check_session_id, check_text
 
@@ -68,9 +79,11 @@ class Transfer:
                 for session_id in group:
                     pipe.hgetall(meta_key(session_id))
                     pipe.lrange(messages_key(session_id), 0, -1)
+                    pipe.hgetall(tree_key(session_id))
+                    pipe.hgetall(kids_key(session_id))
                 found = await pipe.execute()
             for index, session_id in enumerate(group):
-                meta, raw = found[2 * index], found[2 * index + 1]
+                meta, raw, tree, kids = found[4 * index : 4 * index + 4]
                 if not meta and not raw:
                     continue
                 # What the record declares exported; the rest the importer computes anew.
@@ -80,6 +93,7 @@ class Transfer:
                     "owner": meta.get("owner"),
                     "meta": kept,
                     "messages": _readable(reversed(raw), session_id),
+                    **_tree_of(tree, kids, session_id),
                 }
                 yield json.dumps(line, ensure_ascii=False)
 
@@ -150,13 +164,18 @@ class Transfer:
         meta: dict[str, str] = record["meta"]
         elements: list[str] = record["elements"]
         score = int(meta.get("updated_at") or meta.get("created_at") or time.time() * 1e6)
-        pipe.delete(meta_key(session_id), messages_key(session_id))
+        keys = _keys_of(session_id)
+        pipe.delete(*keys)
         pipe.hset(meta_key(session_id), mapping=meta)
         if elements:
             pipe.rpush(messages_key(session_id), *reversed(elements))  # newest first
+        if record["tree"]:
+            pipe.hset(tree_key(session_id), mapping=record["tree"])
+        if record["kids"]:
+            pipe.hset(kids_key(session_id), mapping=record["kids"])
         if self._ttl:
-            pipe.expire(meta_key(session_id), self._ttl)
-            pipe.expire(messages_key(session_id), self._ttl)
+            for key in keys:
+                pipe.expire(key, self._ttl)
         if old_owner is not None and old_owner != meta.get("owner"):
             pipe.zrem(owner_index_key(old_owner), session_id)
         pipe.zadd(INDEX_KEY, {session_id: score})
@@ -167,7 +186,7 @@ class Transfer:
         """The keys of sessions about to be replaced, serialized, to put back on failure."""
         saved: dict[str, tuple[Any, int]] = {}
         for session_id in session_ids:
-            for key in (meta_key(session_id), messages_key(session_id)):
+            for key in _keys_of(session_id):
                 dumped = await self._redis.dump(key)
                 if dumped is not None:
                     saved[key] = (dumped, max(0, int(await self._redis.pttl(key))))
@@ -177,10 +196,52 @@ class Transfer:
         """Undo a cluster import that failed halfway: what it wrote goes, what it
         replaced comes back."""
         for session_id in written:
-            await self._redis.delete(meta_key(session_id), messages_key(session_id))
+            await self._redis.delete(*_keys_of(session_id))
             await self._redis.zrem(INDEX_KEY, session_id)
         for key, (dumped, ttl) in saved.items():
             await self._redis.restore(key, ttl, dumped, replace=True)
+
+
+def _keys_of(session_id: str) -> list[str]:
+    """The keys an import writes whole (all in the session's slot)."""
+    return [
+        meta_key(session_id),
+        messages_key(session_id),
+        tree_key(session_id),
+        kids_key(session_id),
+    ]
+
+
+def _tree_of(tree: dict[str, str], kids: dict[str, str], session_id: str) -> dict[str, Any]:
+    """The branches off the path and the children lists, as the export writes them;
+    an entry that is not one this server wrote is left out."""
+    branches = []
+    for message_id, value in tree.items():
+        size, _, rest = value.partition(":")
+        length = int(size) if size.isdigit() else -1
+        encoded = rest.encode()
+        try:
+            if length < 0 or length > len(encoded):
+                raise ValueError("not a tree entry")  # noqa: TRY301  read as unreadable
+            parent = encoded[:length].decode()
+            message = json.loads(encoded[length:])
+        except (ValueError, RecursionError):
+            logger.warning("export of session %s skips an unreadable branch entry", session_id)
+            continue
+        branches.append({"id": message_id, "parent": parent, "message": message})
+    children: dict[str, list[str]] = {}
+    for parent, value in kids.items():
+        with contextlib.suppress(ValueError, RecursionError):
+            ids = json.loads(value)
+            if isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids):
+                children[parent] = ids
+    return {"branches": branches, "children": children}
+
+
+def tree_entry(parent: str, element: str) -> str:
+    """An off-path message as `scripts/_tree.lua` keeps it (the parent's length in
+    bytes, as Lua counts it)."""
+    return f"{len(parent.encode())}:{parent}{element}"
 
 
 def parse_record(line: str, number: int = 1) -> dict[str, Any]:
@@ -250,6 +311,8 @@ def _checked(record: object) -> dict[str, Any]:
         if name in meta and int(meta[name]) >= len(messages):
             raise ValueError(f"meta.{name} is past the last message")
     elements = [json.dumps(m, ensure_ascii=False) for m in messages]
+    tree, kids, (branch_in, branch_out) = _checked_tree(record, messages)
+    tokens_in, tokens_out = tokens_in + branch_in, tokens_out + branch_out
     meta["input_tokens"] = str(min(tokens_in, MAX_COUNT))
     meta["output_tokens"] = str(min(tokens_out, MAX_COUNT))
     newest = hashlib.sha1(elements[-1].encode()).hexdigest() if elements else ""  # noqa: S324
@@ -260,7 +323,74 @@ def _checked(record: object) -> dict[str, Any]:
         "meta": meta,
         "messages": messages,
         "elements": elements,
+        "tree": tree,
+        "kids": kids,
     }
+
+
+# Longer than any id this server gives; as validation.MAX_MESSAGE_ID_CHARS.
+_MAX_ID_CHARS = 64
+
+
+def _checked_tree(
+    record: dict[str, Any], messages: list[Any]
+) -> tuple[dict[str, str], dict[str, str], tuple[int, int]]:
+    """The branches and children lists of a record, checked: every id known and
+    unique, every parent known, every message LangChain's; as the tree's hashes hold
+    them, with the usage of the branches' replies."""
+    branches = record.get("branches") or []
+    children = record.get("children") or {}
+    if not isinstance(branches, list) or not isinstance(children, dict):
+        raise TypeError("branches must be a list and children an object")
+    known = {_path_id(message, position) for position, message in enumerate(messages)}
+    known.add("")
+    tree: dict[str, str] = {}
+    parents: dict[str, str] = {}
+    used_in = used_out = 0
+    for number, branch in enumerate(branches):
+        if not isinstance(branch, dict) or set(branch) != {"id", "parent", "message"}:
+            raise ValueError(f"branch {number} must be an object of id, parent, message")
+        identifier, parent, message = branch["id"], branch["parent"], branch["message"]
+        if not (isinstance(identifier, str) and 0 < len(identifier) <= _MAX_ID_CHARS):
+            raise ValueError(f"branch {number}: id must be a message id")
+        if not (isinstance(parent, str) and len(parent) <= _MAX_ID_CHARS):
+            raise ValueError(f"branch {number}: parent must be a message id")
+        if identifier in known or identifier in tree:
+            raise ValueError(f"branch {number}: id {identifier!r} is there twice")
+        messages_from_dict([message])
+        counts = message.get("data", {}).get("usage_metadata")
+        if counts is not None and not (
+            isinstance(counts, dict)
+            and _count(counts.get("input_tokens"))
+            and _count(counts.get("output_tokens"))
+        ):
+            raise ValueError(f"branch {number}: usage counts must be from 0 to {MAX_COUNT}")
+        more_in, more_out = counted(message)
+        used_in, used_out = used_in + more_in, used_out + more_out
+        tree[identifier] = tree_entry(parent, json.dumps(message, ensure_ascii=False))
+        parents[identifier] = parent
+    known |= set(tree)
+    for identifier, parent in parents.items():
+        if parent not in known:
+            raise ValueError(f"branch {identifier!r}: its parent is not in the session")
+    kids: dict[str, str] = {}
+    for parent, ids in children.items():
+        if parent not in known or not isinstance(ids, list) or not ids:
+            raise ValueError(f"children of {parent!r}: not a message of the session")
+        if not all(isinstance(i, str) and i in known and i for i in ids) or len(set(ids)) != len(
+            ids
+        ):
+            raise ValueError(f"children of {parent!r} must be ids of its messages, once each")
+        kids[parent] = json.dumps(ids)
+    return tree, kids, (used_in, used_out)
+
+
+def _path_id(message: object, position: int) -> str:
+    """A path message's id, as the scripts read it (its own, else its position)."""
+    data = message.get("data") if isinstance(message, dict) else None
+    extra = data.get("additional_kwargs") if isinstance(data, dict) else None
+    own = extra.get("message_id") if isinstance(extra, dict) else None
+    return own if isinstance(own, str) and own else str(position)
 
 
 def _check_strings(value: object, depth: int = 0) -> None:
@@ -308,36 +438,23 @@ def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
 def chatgpt_records(
     conversations: list[dict[str, Any]], *, owner: str | None = None, system_prompt: str = ""
 ) -> Iterator[dict[str, Any]]:
-    """Sessions of a ChatGPT `conversations.json`: each conversation's branch that ends
-    at its current message, its user and assistant text messages in order. The session
-    id comes from the conversation's id, so importing the same file twice makes no
-    second copy."""
+    """Sessions of a ChatGPT `conversations.json`: each conversation's whole tree of user
+    and assistant text messages (ChatGPT's `mapping`: an edit or a regeneration is a
+    sibling there as here), the branch that ends at its `current_node` as the active
+    path. Nodes without such a message (the root, system and tool messages) are left out
+    and their children hang from the nearest message above them. The session id comes
+    from the conversation's id, so importing the same file twice makes no second copy."""
     for conversation in conversations:
         mapping = conversation.get("mapping") or {}
-        node_id = conversation.get("current_node")
-        branch: list[dict[str, Any]] = []
-        for _ in range(len(mapping) + 1):  # bounded: a parent chain longer is a loop
-            node = mapping.get(node_id) if node_id else None
-            if node is None:
-                break
-            branch.append(node)
-            node_id = node.get("parent")
-        messages = []
-        for node in reversed(branch):
-            message = node.get("message") or {}
-            role = (message.get("author") or {}).get("role")
-            content = message.get("content") or {}
-            parts = [p for p in content.get("parts") or [] if isinstance(p, str)]
-            text = "\n".join(parts).strip()
-            if role not in ("user", "assistant") or not text:
-                continue
-            made = HumanMessage(content=text) if role == "user" else AIMessage(content=text)
-            messages.append(message_to_dict(made))
-        if not messages:
+        if not isinstance(mapping, dict):
             continue
+        key = str(conversation.get("id") or conversation.get("conversation_id") or "")
+        tree = _chatgpt_tree(mapping, conversation.get("current_node"), key)
+        if tree is None:
+            continue
+        messages, branches, children = tree
         created = _micros(conversation.get("create_time"))
         updated = _micros(conversation.get("update_time")) or created
-        key = str(conversation.get("id") or conversation.get("conversation_id") or "")
         meta: dict[str, Any] = {
             "title": str(conversation.get("title") or "")[:200],
             "system_prompt": system_prompt,
@@ -351,9 +468,111 @@ def chatgpt_records(
                     "owner": owner,
                     "meta": {k: v for k, v in meta.items() if v not in ("", None)},
                     "messages": messages,
+                    "branches": branches,
+                    "children": children,
                 }
             )
         )
+
+
+def _chatgpt_message(node: object) -> HumanMessage | AIMessage | None:
+    message = node.get("message") if isinstance(node, dict) else None
+    if not isinstance(message, dict):
+        return None
+    author = message.get("author")
+    role = author.get("role") if isinstance(author, dict) else None
+    content = message.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    text = "\n".join(p for p in parts or [] if isinstance(p, str)).strip()
+    if role not in ("user", "assistant") or not text:
+        return None
+    return HumanMessage(content=text) if role == "user" else AIMessage(content=text)
+
+
+def _chatgpt_tree(
+    mapping: dict[str, Any], current: object, key: str
+) -> tuple[list[Any], list[Any], dict[str, list[str]]] | None:
+    """The active path's messages, the branches and the children lists of one
+    conversation's `mapping`; None when it holds no message."""
+    made = {nid: m for nid, node in mapping.items() if (m := _chatgpt_message(node)) is not None}
+    if not made:
+        return None
+
+    def node_parent(nid: str) -> str | None:
+        node = mapping.get(nid)
+        parent = node.get("parent") if isinstance(node, dict) else None
+        return parent if isinstance(parent, str) and parent in mapping else None
+
+    def kept_above(nid: str | None) -> str | None:
+        for _ in range(len(mapping) + 1):  # bounded: a parent chain longer is a loop
+            if nid is None or nid in made:
+                return nid
+            nid = node_parent(nid)
+        return None
+
+    parent_of = {nid: kept_above(node_parent(nid)) for nid in made}
+    depth: dict[str, int] = {}
+    for nid in made:
+        chain: list[str] = []
+        up: str | None = nid
+        while up is not None and up not in depth and len(chain) <= len(made):
+            chain.append(up)
+            up = parent_of[up]
+        level = depth.get(up, -1) if up is not None else -1
+        for found in reversed(chain):
+            level += 1
+            depth[found] = level
+    ids = {
+        nid: f"{depth[nid]}.{hashlib.sha256((key + nid).encode()).hexdigest()[:8]}" for nid in made
+    }
+    # Children in ChatGPT's order (its `children` lists), through the nodes left out.
+    order = {nid: index for index, nid in enumerate(mapping)}
+    for nid, node in mapping.items():
+        for index, child in enumerate(node.get("children") or [] if isinstance(node, dict) else []):
+            if isinstance(child, str) and child in order:
+                order[child] = order.get(nid, 0) * 10_000 + index
+    children: dict[str, list[str]] = {}
+    for nid in sorted(made, key=lambda n: (depth[n], order.get(n, 0))):
+        children.setdefault(_id_or_start(ids, parent_of[nid]), []).append(ids[nid])
+    path_nodes: list[str] = []
+    at: str | None = kept_above(
+        current if isinstance(current, str) and current in mapping else None
+    )
+    while at is not None and len(path_nodes) <= len(made):
+        path_nodes.append(at)
+        at = parent_of[at]
+    path_nodes.reverse()
+    if not path_nodes or depth[path_nodes[0]] != 0:
+        path_nodes = []
+        at = min((n for n in made if parent_of[n] is None), key=lambda n: order.get(n, 0))
+        while at is not None and len(path_nodes) <= len(made):
+            path_nodes.append(at)
+            below = children.get(ids[at])
+            at = next((n for n in made if ids[n] == below[-1]), None) if below else None
+
+    def as_dict(nid: str) -> Any:
+        message = made[nid]
+        message.additional_kwargs["message_id"] = ids[nid]
+        return message_to_dict(message)
+
+    on_path = set(path_nodes)
+    messages = [as_dict(nid) for nid in path_nodes]
+    branches = [
+        {"id": ids[n], "parent": _id_or_start(ids, parent_of[n]), "message": as_dict(n)}
+        for n in sorted(made, key=lambda n: depth[n])
+        if n not in on_path
+    ]
+    path_ids = {ids[n] for n in path_nodes}
+    listed = {
+        parent: kids
+        for parent, kids in children.items()
+        if not (len(kids) == 1 and kids[0] in path_ids)
+    }
+    return messages, branches, listed
+
+
+def _id_or_start(ids: dict[str, str], node: str | None) -> str:
+    return "" if node is None else ids[node]
 
 
 def _session_id_of(key: str) -> str:
