@@ -4,16 +4,17 @@ Two `Services` (what `main.py` opens per process) on one Redis database, the sec
 through a proxy that can lose a reply on the wire, and the real `langchain-groq` client
 against the fake provider with its fault markers. Hypothesis picks any sequence of what
 happens to a session: turns that complete, fail, are stopped or whose stream the
-provider holds open after `[DONE]`, commits whose answer is lost, rewinds, regenerates,
-summaries of trimmed history (on, with a small budget), an expiry, export and import,
-deletes, another LangChain program appending to or clearing the list. A plain Python
-model of the conversation says what must be; after every step:
+provider holds open after `[DONE]`, commits whose answer is lost, rewinds, regenerates
+(of the last reply or any), edits, switches between branches, summaries of trimmed
+history (on, with a small budget), an expiry, export and import, deletes, another
+LangChain program appending to or clearing the list. A plain Python model of the
+conversation (a tree, with its active path) says what must be; after every step:
 
-- the history (user and assistant messages, in order) equals the model;
+- the history (user and assistant messages, in order) equals the model's active path;
 - a turn reported failed is not stored, and one reported stored is;
-- `Session.usage` is the sum of the stored replies' counts;
-- the provider never received a message that was forgotten (rewound, cleared,
-  replaced) before the request was made;
+- `Session.usage` is the sum of the stored replies' counts, in every branch;
+- the provider never received a message that was not on the active path (rewound,
+  cleared, or left on another branch) when the request was made;
 - nothing of a deleted (or expired) session is left in Redis.
 
 Later operations (branches, tools, queues, budgets) add their rules here.
@@ -62,23 +63,78 @@ class Said:
     role: Role
     text: str
     usage: tuple[int, int] = (0, 0)
+    # The id the server gave it (read back after the step that stored it), the id of the
+    # message it follows ('' for the first), and when it was made (the newest child is
+    # the one a switch goes down).
+    id: str = ""
+    parent: str = ""
+    made: int = 0
 
 
 @dataclass
 class Conversation:
-    """The model: what the session holds, and what may never reach the model again."""
+    """The model: the active path, the messages off it, and the markers that may not
+    reach the model while they are off the path."""
 
     exists: bool = False
     messages: list[Said] = field(default_factory=list)
+    off: dict[str, Said] = field(default_factory=dict)
     forgotten: set[str] = field(default_factory=set)
 
     def forget(self, from_index: int) -> None:
+        """A rewind: the path from `from_index` on and every branch below it go."""
+        gone = {said.id for said in self.messages[from_index:]}
         for said in self.messages[from_index:]:
+            self.forgotten |= markers(said.text)
+        for _ in range(len(self.off) + 1):
+            below = [s for s in self.off.values() if s.parent in gone and s.id not in gone]
+            if not below:
+                break
+            gone |= {s.id for s in below}
+        for said_id in gone & set(self.off):
+            self.forgotten |= markers(self.off.pop(said_id).text)
+        del self.messages[from_index:]
+
+    def drop_all(self) -> None:
+        """The list cleared by another program: the branches lose their places too."""
+        self.forget(0)
+        for said in self.off.values():
+            self.forgotten |= markers(said.text)
+        self.off.clear()
+
+    def leave(self, from_index: int) -> None:
+        """An edit or a regenerate: the path from `from_index` on moves off it."""
+        for said in self.messages[from_index:]:
+            self.off[said.id] = said
             self.forgotten |= markers(said.text)
         del self.messages[from_index:]
 
+    def switch(self, target: str) -> None:
+        """The path through `target`, then down the newest children."""
+        every = {s.id: s for s in [*self.messages, *self.off.values()]}
+        chain = [every[target]]
+        while chain[-1].parent:
+            chain.append(every[chain[-1].parent])
+        chain.reverse()
+        for _ in range(len(every)):
+            children = [s for s in every.values() if s.parent == chain[-1].id]
+            if not children:
+                break
+            chain.append(max(children, key=lambda s: s.made))
+        on = {s.id for s in chain}
+        for said in self.messages:
+            if said.id not in on:
+                self.off[said.id] = said
+                self.forgotten |= markers(said.text)
+        for said in chain:
+            self.off.pop(said.id, None)
+        self.messages = chain
+
+    def every(self) -> list[Said]:
+        return [*self.messages, *self.off.values()]
+
     def kept(self) -> set[str]:
-        """The markers the session still holds (a reply echoes its message's)."""
+        """The markers on the active path (a reply echoes its message's)."""
         return {m for said in self.messages for m in markers(said.text)}
 
 
@@ -125,16 +181,39 @@ class SessionModel(AsyncMachine):
             return []
         return [m for m in found if m.role is not Role.SYSTEM]
 
-    def turn(self, process: int, message: str, *, regenerate: bool = False) -> StoredMessage:
+    def turn(
+        self,
+        process: int,
+        message: str,
+        *,
+        regenerate: bool = False,
+        edit: bool = False,
+        at: str | None = None,
+    ) -> StoredMessage:
         runner = self.processes[process].turns
 
         async def run() -> StoredMessage:
             live = await runner.start(
-                session_id=self.session_id, message=message, regenerate=regenerate
+                session_id=self.session_id,
+                message=message,
+                regenerate=regenerate,
+                edit=edit,
+                at=at,
             )
             return await live.reply()
 
         return self.run(run())
+
+    def add(self, *said: Said) -> None:
+        """New messages at the path's end; their ids as the server gave them."""
+        self.model.messages += said
+        stored = self.stored()
+        assert len(stored) == len(self.model.messages)
+        for index, (model, found) in enumerate(zip(self.model.messages, stored, strict=True)):
+            if not model.id:
+                self.counter += 1
+                model.id, model.made = found.id, self.counter
+                model.parent = self.model.messages[index - 1].id if index else ""
 
     def sent_to_provider(self) -> list[dict[str, Any]]:
         recent = self.fake.requests()["recent"]
@@ -212,7 +291,7 @@ class SessionModel(AsyncMachine):
             return
         assert kind != "fail", "a turn the provider failed was stored"
         usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
-        self.model.messages += [Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage)]
+        self.add(Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage))
         self.check_provider_saw_nothing_forgotten(seen)
 
     @precondition(lambda self: self.model.exists)
@@ -236,7 +315,7 @@ class SessionModel(AsyncMachine):
         reply = self.run(run())
         assert reply.status.value == "STOPPED" and reply.content.startswith("[n=")
         usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
-        self.model.messages += [Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage)]
+        self.add(Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage))
 
     @precondition(lambda self: self.model.exists and self.model.messages)
     @rule(data=st.data(), process=st.integers(0, 1))
@@ -260,12 +339,67 @@ class SessionModel(AsyncMachine):
     def regenerate(self, process: int) -> None:
         self.step("regenerate")
         seen = len(self.sent_to_provider())
-        old = self.model.messages[-1]
         reply = self.turn(process, "", regenerate=True)
-        self.model.forgotten |= markers(old.text) - markers(self.model.messages[-2].text)
         usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
-        self.model.messages[-1] = Said(Role.ASSISTANT, reply.content, usage)
+        self.model.leave(len(self.model.messages) - 1)
+        self.add(Said(Role.ASSISTANT, reply.content, usage))
         self.check_provider_saw_nothing_forgotten(seen)
+
+    @precondition(
+        lambda self: self.model.exists and any(m.role is Role.USER for m in self.model.messages)
+    )
+    @rule(data=st.data(), process=st.integers(0, 1))
+    def edit(self, data: st.DataObject, process: int) -> None:
+        """A new version of any user message of the path: the old one and all after it
+        stay, off the path; the model is sent the path before it."""
+        self.step("edit")
+        users = [k for k, m in enumerate(self.model.messages) if m.role is Role.USER]
+        index = data.draw(st.sampled_from(users), label="edit")
+        text = f"{self.marker()} edited"
+        seen = len(self.sent_to_provider())
+        reply = self.turn(process, text, edit=True, at=self.model.messages[index].id)
+        usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
+        self.model.leave(index)
+        self.add(Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage))
+        self.check_provider_saw_nothing_forgotten(seen)
+
+    @precondition(
+        lambda self: (
+            self.model.exists
+            and any(
+                m.role is Role.ASSISTANT and k and self.model.messages[k - 1].role is Role.USER
+                for k, m in enumerate(self.model.messages)
+            )
+        )
+    )
+    @rule(data=st.data(), process=st.integers(0, 1))
+    def regenerate_any(self, data: st.DataObject, process: int) -> None:
+        """A new version of any reply of the path, by its id."""
+        self.step("regenerate (by id)")
+        path = self.model.messages
+        replies = [
+            k
+            for k, m in enumerate(path)
+            if m.role is Role.ASSISTANT and k and path[k - 1].role is Role.USER
+        ]
+        index = data.draw(st.sampled_from(replies), label="regenerate")
+        seen = len(self.sent_to_provider())
+        reply = self.turn(process, "", regenerate=True, at=path[index].id)
+        usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
+        self.model.leave(index)
+        self.add(Said(Role.ASSISTANT, reply.content, usage))
+        self.check_provider_saw_nothing_forgotten(seen)
+
+    @precondition(lambda self: self.model.exists and self.model.off)
+    @rule(data=st.data(), process=st.integers(0, 1))
+    def switch(self, data: st.DataObject, process: int) -> None:
+        """The path through any message, on the path or off it."""
+        self.step("switch")
+        every = sorted(s.id for s in self.model.every())
+        target = data.draw(st.sampled_from(every), label="switch to")
+        conversations: Conversations = self.processes[process].conversations
+        self.run(conversations.switch_branch(self.session_id, target))
+        self.model.switch(target)
 
     @precondition(lambda self: self.model.exists)
     @rule()
@@ -275,7 +409,7 @@ class SessionModel(AsyncMachine):
         text = f"{self.marker()} written elsewhere"
         element = json.dumps({"type": "human", "data": {"content": text}})
         self.run(self.redis.lpush(messages_key(self.session_id), element))
-        self.model.messages.append(Said(Role.USER, text))
+        self.add(Said(Role.USER, text))
 
     @precondition(lambda self: self.model.exists and len(self.model.messages) >= 2)
     @rule()
@@ -283,7 +417,7 @@ class SessionModel(AsyncMachine):
         """Another LangChain program clears the list (RedisChatMessageHistory.clear())."""
         self.step("outside clear")
         self.run(self.redis.delete(messages_key(self.session_id)))
-        self.model.forget(0)
+        self.model.drop_all()
 
     @precondition(lambda self: self.model.exists and len(self.model.messages) >= 4)
     @rule(process=st.integers(0, 1))
@@ -308,7 +442,7 @@ class SessionModel(AsyncMachine):
     def delete(self, process: int) -> None:
         self.step("delete")
         assert self.run(self.processes[process].sessions.delete(self.session_id))
-        self.model.forget(0)
+        self.model.drop_all()
         self.model.exists = False
         self.assert_nothing_left()
 
@@ -324,7 +458,7 @@ class SessionModel(AsyncMachine):
 
         self.run(expire_all())
         self.run(_sleep(0.01))
-        self.model.forget(0)
+        self.model.drop_all()
         self.model.exists = False
 
     def assert_nothing_left(self) -> None:
@@ -356,8 +490,8 @@ class SessionModel(AsyncMachine):
             assert not self.model.messages
             return
         expected = (
-            sum(m.usage[0] for m in self.model.messages),
-            sum(m.usage[1] for m in self.model.messages),
+            sum(m.usage[0] for m in self.model.every()),
+            sum(m.usage[1] for m in self.model.every()),
         )
         assert (info.usage.input_tokens, info.usage.output_tokens) == expected
 
@@ -445,7 +579,8 @@ def test_a_session_follows_its_model(
 ) -> None:
     stats = reporting(request.config)
     run_model(fresh_db, redis_server, fake_groq, stats, machine_settings(12, 25))
-    for what in ("turn (complete)", "turn (fail)", "turn (lost commit)", "rewind", "delete"):
+    for what in ("turn (complete)", "turn (fail)", "turn (lost commit)", "rewind", "delete",
+                 "edit", "switch"):  # fmt: skip
         assert stats.cases(SessionModel.name, what) >= 3, what
 
 

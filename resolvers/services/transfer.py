@@ -93,7 +93,9 @@ class Transfer:
                     "owner": meta.get("owner"),
                     "meta": kept,
                     "messages": _readable(reversed(raw), session_id),
-                    **_tree_of(tree, kids, session_id),
+                    # A list another program cleared or rewrote has lost its branches'
+                    # places (as the scripts read it): they are not exported.
+                    **_tree_of(tree, kids, session_id, placed=_intact(raw, meta)),
                 }
                 yield json.dumps(line, ensure_ascii=False)
 
@@ -212,9 +214,14 @@ def _keys_of(session_id: str) -> list[str]:
     ]
 
 
-def _tree_of(tree: dict[str, str], kids: dict[str, str], session_id: str) -> dict[str, Any]:
+def _tree_of(
+    tree: dict[str, str], kids: dict[str, str], session_id: str, *, placed: bool
+) -> dict[str, Any]:
     """The branches off the path and the children lists, as the export writes them;
-    an entry that is not one this server wrote is left out."""
+    an entry that is not one this server wrote is left out, and all of them when the
+    list has lost their places (`placed` false)."""
+    if not placed:
+        return {"branches": [], "children": {}}
     branches = []
     for message_id, value in tree.items():
         size, _, rest = value.partition(":")
@@ -236,6 +243,21 @@ def _tree_of(tree: dict[str, str], kids: dict[str, str], session_id: str) -> dic
             if isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids):
                 children[parent] = ids
     return {"branches": branches, "children": children}
+
+
+def _intact(raw: list[str], meta: dict[str, str]) -> bool:
+    """Whether the list (newest first) still holds what this server last left in it,
+    maybe with more appended: `scripts/_session.lua`'s `intact`."""
+    mark = meta.get("list_mark")
+    if mark is None:
+        return len(raw) > 0
+    kept, _, digest = mark.partition(":")
+    if not kept.isdigit() or int(kept) > len(raw):
+        return False
+    if int(kept) == 0:
+        return True
+    element = raw[len(raw) - int(kept)]
+    return hashlib.sha1(element.encode()).hexdigest() == digest  # noqa: S324  as Redis does
 
 
 def tree_entry(parent: str, element: str) -> str:
