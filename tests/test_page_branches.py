@@ -3,7 +3,8 @@ uvicorn: Edit on an earlier message sends it as a new version (`edit`) and the o
 with what followed it, is shown again by the version picker's arrows ("1 / 2" between
 them: `switchBranch`); Regenerate adds versions of a reply (`regenerate` with
 `messageId`), the last one or an earlier one; a failed edit changes nothing, a lost
-socket does not run an edit twice; the arrows work from the keyboard and at 375 px.
+socket does not run an edit twice, a second tab that follows an edit shows the new
+version once it is stored; the arrows work from the keyboard and at 375 px.
 
 The browser fixtures are in tests/conftest.py, the helpers in tests/support/page.py. The
 model is the fake Groq server: its reply to a message is "[n=K]" and the message's words,
@@ -284,6 +285,33 @@ async def test_an_edit_resumes_after_a_lost_socket_without_running_again(
     assert [m["content"] for m in stored] == [text, reply_of(40)]
     assert stored[1]["turnId"] == edits[0]["turnId"]
     assert model_runs(fake_groq) == runs + 1, "the edit ran more than once"
+
+
+async def test_a_second_tab_following_an_edit_shows_the_new_version_at_its_end(
+    new_tab: NewTab, app: AppServer
+) -> None:
+    first = await new_tab(app.url)
+    session_id = await start_chat(first, "Edit followed")
+    await send(first, "alpha one")
+    await expect(first.locator(".msg.assistant .bubble")).to_have_text(["[n=2] alpha one"])
+    await send(first, "beta two")
+    await expect(first.locator(".msg.assistant .bubble").last).to_have_text("[n=4] beta two")
+    await first.locator(".msg.user").first.get_by_role("button", name="Edit this message").click()
+    text = "!delay=0.1 !tokens=30 edited elsewhere"
+    await first.fill("#input", text)
+    await first.press("#input", "Enter")
+    await expect(first.locator(".msg.assistant .bubble")).to_contain_text(" t2")
+
+    # The same guest opens the chat mid-edit: the server does not say the turn is an
+    # edit, so the reply streams after the chat as stored; once stored, the chat shows
+    # as it is now.
+    second = await new_tab(app.url, context=first.context)
+    await second.goto(f"/#/s/{session_id}")
+    await expect(second.locator(".msg.assistant.streaming")).to_have_count(1)
+    for tab in (first, second):
+        await shows(tab, [text], [reply_of(30)])
+        await picker_says(tab.locator(".msg.user").first, "2 / 2", "message")
+        await expect(tab.locator("#input")).to_be_enabled()
 
 
 async def test_regenerating_the_last_reply_twice_keeps_three_versions(
