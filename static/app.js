@@ -1,7 +1,8 @@
 // @ts-check
 // The chat page: sessions in the sidebar, a conversation, replies streamed through the
 // `chat` subscription (followed with `turn` after a reload or a lost connection, stopped
-// with `stopTurn`), the last reply regenerated and the last message edited, the title
+// with `stopTurn`), replies regenerated and messages edited as new versions (the old
+// ones kept, shown again with the "‹ 2 / 3 ›" picker: `switchBranch`), the title
 // renamed in place, earlier messages loaded on scrolling up, the tokens used shown. It
 // uses the public GraphQL API only.
 //
@@ -11,7 +12,7 @@
 //   state.js    the page's state
 //   view.js     what the page shows (DOM only)
 //   flows.js    the chats: the list, opening/creating/renaming/deleting a chat, paging
-//               back through it, starting an edit
+//               back through it, showing another version of a message, starting an edit
 //   turnflow.js a turn's life: sent, regenerated, edited, followed, taken up again after
 //               a lost connection, stopped
 //   graphql.js  the GraphQL client (HTTP and graphql-transport-ws)
@@ -19,7 +20,7 @@
 
 import {
   cancelEdit, deleteOpenSession, identityChanged, loadOlder, loadSessions, newChat, openSession,
-  saveTitle, startEdit, startRenaming, stopRenaming, titleLeft, useAdminToken,
+  saveTitle, showVersion, startEdit, startRenaming, stopRenaming, titleLeft, useAdminToken,
 } from "./flows.js";
 import {
   adminToken, client, identityReady, onConnectionStatus, onIdentityChange, queryServerInfo,
@@ -87,13 +88,16 @@ ui.titleInput.addEventListener("keydown", (event) => {
 });
 ui.titleInput.addEventListener("blur", () => titleLeft());
 
-// The last turn's buttons, and earlier messages once the person scrolls to the top.
+// The turns' buttons, the versions' arrows, and earlier messages once the person scrolls
+// to the top.
 ui.messages.addEventListener("click", (event) => {
   const button = event.target instanceof Element ? event.target.closest("button[data-action]") : null;
   const item = button?.closest(".msg");
   if (!(button instanceof HTMLButtonElement) || !(item instanceof HTMLElement)) return;
-  if (button.dataset.action === "regenerate") regenerate();
-  else if (button.dataset.action === "edit") startEdit(item);
+  const { action } = button.dataset;
+  if (action === "regenerate") regenerate(item);
+  else if (action === "edit") startEdit(item);
+  else if (action === "previous" || action === "next") showVersion(button);
 });
 ui.messages.addEventListener("scroll", () => { if (nearTop()) loadOlder(); }, { passive: true });
 

@@ -1,19 +1,20 @@
 // @ts-check
 // The chats on the page: loads the list, opens, creates, renames and deletes a chat,
-// pages back through its earlier messages, and starts editing the last message. A
-// turn's life (sending, streaming, following, resuming, stopping) is `turnflow.js`'s.
+// pages back through its earlier messages, shows another version of a message, and
+// starts editing a message. A turn's life (sending, streaming, following, resuming,
+// stopping) is `turnflow.js`'s.
 
 import {
-  MESSAGES_PAGE, client, mutateCreateSession, mutateDeleteSession, mutateTitle, queryHeader,
-  queryOlder, querySession, querySessions, saveAdminToken,
+  MESSAGES_PAGE, client, mutateCreateSession, mutateDeleteSession, mutateSwitchBranch, mutateTitle,
+  queryHeader, queryOlder, querySession, querySessions, saveAdminToken,
 } from "./queries.js";
 import { follow } from "./turnflow.js";
 import { state } from "./state.js";
 import {
-  autosize, findMessage, hideNotice, markCurrentInList, markStored, nearTop, openDrawer,
-  prependMessages, showAdminRejected, showBusy, showDeletable, showEditing, showError,
-  showListMode, showMessages, showNotice, showRenaming, showSessions, showStop, showTitle,
-  showTurnActions, showUsage, switchDraft, ui, updateListed,
+  autosize, enableVersions, findMessage, giveBack, hideNotice, keepInPlace, markCurrentInList,
+  markStored, nearTop, offsetOf, openDrawer, prependMessages, showAdminRejected, showBusy,
+  showDeletable, showEditing, showError, showListMode, showMessages, showNotice, showRenaming,
+  showSessions, showStop, showTitle, showTurnActions, showUsage, switchDraft, ui, updateListed,
 } from "./view.js";
 
 /** @import { GraphQLError } from "./graphql.js" */
@@ -41,9 +42,13 @@ export function updateBusy() {
   updateActions();
 }
 
-/** Regenerate and Edit on the open chat's last turn, unless a reply streams or an edit is on. */
+/** Regenerate and Edit on the open chat's turns, unless a reply streams, an edit is on
+ * or another version is being shown; the versions' arrows, unless a reply streams. */
 function updateActions() {
-  showTurnActions(state.current !== null && !state.streaming && state.editing === null);
+  showTurnActions(
+    state.current !== null && !state.streaming && state.editing === null && !state.switching,
+  );
+  enableVersions(!state.streaming && !state.switching);
 }
 
 /**
@@ -70,7 +75,8 @@ export function holdsTurn(messages, turnId, role = "ASSISTANT") {
 // The last messages stored in a chat (a page: earlier ones load as the person scrolls up);
 // then its turn still streaming, unless stored meanwhile (each message once: the
 // person's message is left out if the history has it; a regenerated reply streams in
-// the place of the reply it replaces).
+// the place of the reply it is a new version of, an edited message in the place of the
+// message edited, and what followed either is left out meanwhile).
 /**
  * @param {Message[]} messages the chat's last MESSAGES_PAGE messages (fewer: all of them)
  * @param {string | null} [sessionId]
@@ -81,9 +87,13 @@ export function showChat(messages, sessionId = null) {
   /** @type {HTMLElement[]} */
   let streaming = [];
   if (live && !holdsTurn(messages, live.turnId)) {
+    const replaced = live.kind === "regenerate" ? live.replaces : live.edits;
+    const at = replaced === null ? -1 : messages.findIndex((m) => m.id === replaced);
+    if (at >= 0) shown = messages.slice(0, at);
     if (live.kind === "regenerate") {
-      if (messages.at(-1)?.id === live.replaces) shown = messages.slice(0, -1);
       streaming = [live.reply];
+    } else if (live.kind === "edit") {
+      streaming = [live.mine, live.reply];
     } else {
       streaming = holdsTurn(messages, live.turnId, "USER") ? [live.reply] : [live.mine, live.reply];
     }
@@ -123,7 +133,7 @@ export async function loadOlder() {
   older.more = messages.length >= MESSAGES_PAGE;
   if (!messages.length) return;
   older.before = messages[0].id;
-  prependMessages(messages);
+  prependMessages(messages, updateActions); // their Edit and Regenerate too
   if (older.more && nearTop()) loadOlder();
 }
 
@@ -275,7 +285,8 @@ export async function deleteOpenSession() {
 /**
  * Shows the chat's header as stored after a turn (the server may have named it from the
  * first message; the tokens it used grew), and gives the nodes of its last turn the ids
- * of their messages (the page learns the person's message's only from the history).
+ * of their messages (the page learns the person's message's only from the history) and
+ * their versions.
  * @param {string} sessionId
  */
 export async function refreshHeader(sessionId) {
@@ -289,7 +300,9 @@ export async function refreshHeader(sessionId) {
   showTitle(session.title);
   showUsage(session.usage);
   for (const message of session.messages) {
-    if (findMessage(message.id) || !message.turnId) continue;
+    const shown = findMessage(message.id);
+    if (shown) markStored(shown, message); // its versions: an edit added one
+    if (shown || !message.turnId) continue;
     const node = ui.messages.querySelector(
       `:scope > .msg:not([data-id])[data-turn-id="${CSS.escape(message.turnId)}"][data-role="${message.role}"]`,
     );
@@ -341,22 +354,87 @@ export async function saveTitle() {
   }
 }
 
-// ---------- editing the last message ----------
+// ---------- versions of a message ----------
 
 /**
- * Edit on the person's last message: its text goes into the input (what was typed
- * there waits); sent, the chat is rewound to before that message first.
+ * An arrow of a message's picker: the chat goes through the version it names (the
+ * server's active path: `switchBranch`), then shows as it now is, that version where the
+ * message was on screen (and the focus on the same arrow, if it was on one).
+ * @param {HTMLButtonElement} button
+ */
+export async function showVersion(button) {
+  const sessionId = state.current;
+  const target = button.dataset.target;
+  const item = button.closest(".msg");
+  const action = button.dataset.action === "previous" ? "previous" : "next";
+  if (!sessionId || !target || !(item instanceof HTMLElement)) return;
+  if (state.streaming || state.switching) return;
+  cancelEdit(); // the message being edited may not show in that version
+  hideNotice();
+  const offset = offsetOf(item);
+  const focus = button.parentElement?.contains(document.activeElement) ? action : null;
+  state.switching = true;
+  updateBusy();
+  let session;
+  try {
+    updateListed((await mutateSwitchBranch(sessionId, target)).switchBranch);
+    session = (await querySession(sessionId)).session;
+  } catch (error) {
+    state.switching = false;
+    updateBusy();
+    if (state.current === sessionId) showError(error);
+    return;
+  }
+  state.switching = false;
+  if (state.current !== sessionId || !session) {
+    updateBusy();
+    return; // another chat was opened meanwhile (or this one is gone: its next load says)
+  }
+  showUsage(session.usage);
+  showChat(session.messages, sessionId);
+  updateBusy();
+  const shown = findMessage(target);
+  if (shown) keepInPlace(shown, offset, focus);
+  if (session.activeTurn) follow(sessionId, session.activeTurn, session.messages);
+}
+
+// ---------- editing a message ----------
+
+/**
+ * Edit on a message of the person's: its text goes into the input (what was typed
+ * there waits); sent, it is a new version of that message (`edit`), and the old one
+ * stays another.
  * @param {HTMLElement} item the message's node
  */
 export function startEdit(item) {
   const sessionId = state.current;
   const messageId = item.dataset.id;
-  if (!sessionId || !messageId || state.streaming || state.editing) return;
+  if (!sessionId || !messageId || state.streaming || state.editing || state.switching) return;
   state.editing = { sessionId, messageId, draft: ui.input.value };
   ui.input.value = item.querySelector(".bubble")?.textContent ?? "";
   autosize();
   ui.input.focus();
   ui.input.setSelectionRange(ui.input.value.length, ui.input.value.length);
+  showEditing(messageId);
+  updateActions();
+}
+
+/**
+ * An edit that was sent and not stored: it is on again, its text in the input (what the
+ * input holds waits, as when it started). Another chat open, or another edit on, or the
+ * message no longer shown: the text goes back into the chat's input.
+ * @param {string} sessionId
+ * @param {string} messageId
+ * @param {string} text
+ */
+export function reopenEdit(sessionId, messageId, text) {
+  if (sessionId !== state.current || state.editing || !findMessage(messageId)) {
+    giveBack(sessionId, text);
+    return;
+  }
+  state.editing = { sessionId, messageId, draft: ui.input.value };
+  ui.input.value = text;
+  autosize();
   showEditing(messageId);
   updateActions();
 }

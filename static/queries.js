@@ -1,7 +1,7 @@
 // @ts-check
 // What the page asks the server: the GraphQL documents, the one client that sends them
-// (HTTP for queries and mutations, the socket for the `chat`, `regenerate` and `turn`
-// subscriptions),
+// (HTTP for queries and mutations, the socket for the `chat`, `regenerate`, `edit` and
+// `turn` subscriptions),
 // who the page is to the server (a guest token, or the admin token in admin mode) and one
 // typed helper per document. It uses the public API only.
 //
@@ -41,6 +41,10 @@ import { GraphQLClient } from "./graphql.js";
  * @property {string | null} createdAt ISO date and time
  * @property {Usage | null} usage a reply's tokens, when its provider reported them
  * @property {string | null} finishReason why the provider ended the reply, when it said
+ * @property {number} branch its 1-based place among the versions of this message (the
+ *   messages with the same parent: an edit or a regeneration adds one)
+ * @property {number} branches how many versions there are
+ * @property {string[]} siblingIds the versions' ids, oldest first (this one included)
  */
 
 /**
@@ -121,7 +125,10 @@ export const PAGE = 50;
 export const MESSAGES_PAGE = 50;
 
 const USAGE = "usage { inputTokens outputTokens }";
-const MESSAGE = `id turnId status role content createdAt ${USAGE} finishReason`;
+// The versions of a message (branch, branches, siblingIds) cost one read per request,
+// whatever the number of messages.
+const MESSAGE = `id turnId status role content createdAt ${USAGE} finishReason
+  branch branches siblingIds`;
 const CHANGED = `id title updatedAt messageCount ${USAGE}`;
 const EVENT = `token done turnId seq status message { ${MESSAGE} }`;
 const SESSION_PAGE = `edges { node { id title updatedAt messageCount } }
@@ -156,8 +163,8 @@ const Q = {
   update: `mutation Rename($id: ID!, $input: CreateSessionInput!) {
     updateSession(id: $id, input: $input) { ${CHANGED} }
   }`,
-  rewind: `mutation Rewind($sessionId: ID!, $messageId: ID!) {
-    rewind(sessionId: $sessionId, messageId: $messageId) { ${CHANGED} }
+  switchBranch: `mutation SwitchBranch($sessionId: ID!, $messageId: ID!) {
+    switchBranch(sessionId: $sessionId, messageId: $messageId) { ${CHANGED} }
   }`,
   create: `mutation Create($input: CreateSessionInput) {
     createSession(input: $input) { id title updatedAt messageCount }
@@ -166,8 +173,13 @@ const Q = {
   chat: `subscription Chat($sessionId: ID!, $message: String!, $turnId: ID) {
     chat(sessionId: $sessionId, message: $message, turnId: $turnId) { ${EVENT} }
   }`,
-  regenerate: `subscription Regenerate($sessionId: ID!, $turnId: ID) {
-    regenerate(sessionId: $sessionId, turnId: $turnId) { ${EVENT} }
+  regenerate: `subscription Regenerate($sessionId: ID!, $turnId: ID, $messageId: ID) {
+    regenerate(sessionId: $sessionId, turnId: $turnId, messageId: $messageId) { ${EVENT} }
+  }`,
+  edit: `subscription Edit($sessionId: ID!, $messageId: ID!, $message: String!, $turnId: ID) {
+    edit(sessionId: $sessionId, messageId: $messageId, message: $message, turnId: $turnId) {
+      ${EVENT}
+    }
   }`,
   turn: `subscription Turn($sessionId: ID!, $turnId: ID, $after: Int!) {
     turn(sessionId: $sessionId, turnId: $turnId, after: $after) { ${EVENT} }
@@ -415,14 +427,14 @@ export function mutateTitle(id, title) {
 }
 
 /**
- * Forgets the message `messageId` of the chat and every later one. SESSION_BUSY while
- * a turn runs on it.
+ * Shows the version `messageId` of a message: the chat's active path goes through it
+ * (then down its most recent replies and messages). SESSION_BUSY while a turn runs.
  * @param {string} sessionId
  * @param {string} messageId
- * @returns {Promise<{ rewind: ChangedSession }>}
+ * @returns {Promise<{ switchBranch: ChangedSession }>}
  */
-export function mutateRewind(sessionId, messageId) {
-  return call(Q.rewind, { sessionId, messageId });
+export function mutateSwitchBranch(sessionId, messageId) {
+  return call(Q.switchBranch, { sessionId, messageId });
 }
 
 /**
@@ -471,16 +483,35 @@ export function subscribeChat(sessionId, message, turnId, sink) {
 }
 
 /**
- * Runs the chat's last message again as the turn `turnId` (chosen by the page) and
- * streams the new reply into `sink`; stored, it takes the last reply's place (a failure
- * keeps the old one). Sent again with the same `turnId`, it joins that turn.
+ * Runs the person's message of the reply `messageId` again as the turn `turnId` (chosen
+ * by the page) and streams the new reply into `sink`; stored, it is a new version of
+ * that reply, and the chat ends with it (the old reply and what followed it stay, as
+ * other versions). A failure, or a stop before the first token, keeps the old one. Sent
+ * again with the same `turnId`, it joins that turn.
  * @param {string} sessionId
  * @param {string} turnId
+ * @param {string} messageId the reply to run again
  * @param {Sink<{ regenerate: ChatEvent }>} sink
  * @returns {() => void} cancels the subscription
  */
-export function subscribeRegenerate(sessionId, turnId, sink) {
-  return client.subscribe(Q.regenerate, { sessionId, turnId }, sink);
+export function subscribeRegenerate(sessionId, turnId, messageId, sink) {
+  return client.subscribe(Q.regenerate, { sessionId, turnId, messageId }, sink);
+}
+
+/**
+ * Sends `message` as a new version of the person's message `messageId` (the old one and
+ * what followed it stay, as another version) as the turn `turnId` (chosen by the page),
+ * and streams the reply into `sink`. Sent again with the same `turnId`, it joins that
+ * turn.
+ * @param {string} sessionId
+ * @param {string} messageId
+ * @param {string} message
+ * @param {string} turnId
+ * @param {Sink<{ edit: ChatEvent }>} sink
+ * @returns {() => void} cancels the subscription
+ */
+export function subscribeEdit(sessionId, messageId, message, turnId, sink) {
+  return client.subscribe(Q.edit, { sessionId, messageId, message, turnId }, sink);
 }
 
 /**

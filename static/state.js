@@ -2,23 +2,31 @@
 // The page's state, one object shared by the view and the flows: the open chat, whether
 // the composer waits for a reply, the list's paging, the paging back through the open
 // chat's earlier messages, the message being edited, the turns whose replies the page
-// shows as they stream, and what waits per chat (the text typed in it, a notice for it).
+// shows as they stream, whether a version of a message is being switched to, and what
+// waits per chat (the text typed in it, a notice for it).
 
 /**
  * A turn whose reply the page streams: one it sent, or one it follows (found running
  * when a chat was opened, after a reload or a lost connection). Its events are numbered;
  * `lastSeq` is the last one shown, so a new subscription resumes right after it. A
- * regenerated reply streams in the last reply's place: that reply (`previous`) comes back
- * if the new one is not stored.
+ * regenerated reply streams in the place of the reply it is a new version of: that reply
+ * (`previous`) comes back if the new one is not stored. An edited message and its reply
+ * stream in the place of the message edited. Either way, what followed in the chat is
+ * taken out meanwhile (`hidden`: it stays on the server as another version) and comes
+ * back if nothing is stored.
  * @typedef {object} LiveTurn
  * @property {string} sessionId
  * @property {string} turnId
- * @property {"chat" | "regenerate"} kind a new message, or the last one run again
+ * @property {"chat" | "regenerate" | "edit"} kind a new message, a message run again,
+ *   or a new version of a message
  * @property {string} text the person's message it answers
  * @property {boolean} own whether this page sent it (its text goes back if it fails)
  * @property {HTMLElement | null} previous for a regenerated reply: the node of the reply
  *   it replaces, as it was
  * @property {string | null} replaces for a regenerated reply: the id of that reply
+ * @property {string | null} edits for an edit: the id of the message edited
+ * @property {HTMLElement[]} hidden the nodes taken out of the chat while it streams (the
+ *   message edited, and what followed it or the regenerated reply)
  * @property {number} lastSeq the number of the last event shown; 0 for none
  * @property {string} content the reply so far
  * @property {boolean} resumed whether its subscription was lost and taken up again
@@ -45,8 +53,9 @@
  */
 
 /**
- * The person's last message being edited: its text is in the input; sent, the chat is
- * rewound to before it first. `draft` is what the input held before (back on cancel).
+ * A message of the person's being edited: its text is in the input; sent, it is a new
+ * version of that message (the old one stays). `draft` is what the input held before
+ * (back on cancel).
  * @typedef {object} Editing
  * @property {string} sessionId
  * @property {string} messageId
@@ -77,6 +86,7 @@
  * @property {Older | null} older paging back through the open chat; null for no chat
  * @property {Editing | null} editing the message being edited, if one is
  * @property {boolean} renaming whether the open chat's title is being edited
+ * @property {boolean} switching whether another version of a message is being shown
  */
 
 /** @type {State} */
@@ -95,4 +105,5 @@ export const state = {
   older: null,
   editing: null,
   renaming: false,
+  switching: false,
 };

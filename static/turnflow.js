@@ -1,14 +1,16 @@
 // @ts-check
-// A turn's life on the page: sending a message (or editing the last, or regenerating the
-// last reply) and streaming its reply through the `chat` subscription, following a reply
-// that streams on the server (found running when a chat is opened or the socket
+// A turn's life on the page: sending a message (or a new version of one: `edit`, or of a
+// reply: `regenerate`) and streaming its reply through the `chat` subscription, following
+// a reply that streams on the server (found running when a chat is opened or the socket
 // reconnects), taking a reply up again after a lost connection where it was cut off,
 // and stopping one. The chats themselves (the list, opening, creating, renaming,
 // deleting, paging back) are `flows.js`'s.
 //
 // A regenerated reply is a turn like the others (the same streaming, following, resuming
-// and stopping): it streams into the last reply's node, and the old reply comes back if
-// the new one is not stored.
+// and stopping): it streams into the node of the reply it is a new version of, and the
+// old reply comes back if the new one is not stored. So does an edit: the edited message
+// and its reply stream in the place of the message edited. What followed is taken out
+// meanwhile (the server keeps it, as another version) and comes back if nothing is stored.
 //
 // A turn sent by the page has an id the page chooses, so nothing the page does can run
 // a message twice: after a lost connection it follows the turn by that id with
@@ -17,18 +19,17 @@
 // server does have it after all.
 
 import {
-  checkIdentity, client, identityReady, mutateRewind, mutateStopTurn, newTurnId, querySession,
-  subscribeChat, subscribeRegenerate, subscribeTurn,
+  checkIdentity, client, identityReady, mutateStopTurn, newTurnId, querySession,
+  subscribeChat, subscribeEdit, subscribeRegenerate, subscribeTurn,
 } from "./queries.js";
 import {
-  cancelEdit, createSession, holdsTurn, loadSessions, positionOf, refreshHeader,
+  cancelEdit, createSession, holdsTurn, loadSessions, positionOf, refreshHeader, reopenEdit,
   showChat, updateBusy,
 } from "./flows.js";
 import { state } from "./state.js";
 import {
-  clearInput, endReply, findMessage, giveBack, hideNotice, lastTurn, markCurrentInList,
-  markStored, removeFrom, restartReply, showEditing, showError, showNotice, showReply, showTurn,
-  showUsage, tell, ui, updateListed,
+  clearInput, endReply, findMessage, giveBack, hideNotice, markCurrentInList, markStored, putBack,
+  restartReply, showEditing, showError, showNotice, showReply, showTurn, takeFrom, tell, ui,
 } from "./view.js";
 
 /** @import { ConnectionStatus, GraphQLError, Sink } from "./graphql.js" */
@@ -41,7 +42,9 @@ import {
 const RECOVERY_MS = 60000;
 
 /**
- * Sends `text` in the open chat (creating one if none is open) and streams the reply.
+ * Sends `text` in the open chat (creating one if none is open) and streams the reply;
+ * with an edit on, as a new version of the message edited (`edit`), which streams in
+ * its place.
  * @param {string} text
  */
 export async function send(text) {
@@ -63,47 +66,23 @@ export async function send(text) {
     return;
   }
   const editing = state.editing?.sessionId === sessionId ? state.editing : null;
-  if (editing && !(await rewindTo(editing))) return;
   state.sending = false;
-  if (sessionId !== state.current) {
-    updateBusy();
-    return;
+  if (editing) {
+    state.editing = null;
+    showEditing(null);
   }
   clearInput();
   if (editing?.draft) giveBack(sessionId, editing.draft); // what was typed before the edit
+  // An edit: the message edited and what followed it make way for the new version.
+  const edited = editing ? findMessage(editing.messageId) : null;
+  const hidden = edited ? takeFrom(edited) : [];
   const { mine, reply } = showTurn(text);
-  const turn = liveTurn(sessionId, newTurnId(), text, true, mine, reply);
+  const turn = liveTurn(sessionId, newTurnId(), text, true, mine, reply, editing ? "edit" : "chat");
+  turn.edits = editing?.messageId ?? null;
+  turn.hidden = hidden;
   state.turns.set(sessionId, turn);
   updateBusy();
-  stream(turn, "chat");
-}
-
-/**
- * An edit being sent: the chat forgets the edited message and every later one (then
- * the edited text goes as a new turn). Refused (a turn runs, the message is gone), the
- * edit stays as it was and the notice says why.
- * @param {import("./state.js").Editing} editing
- * @returns {Promise<boolean>} whether the chat was rewound
- */
-async function rewindTo(editing) {
-  state.editing = null; // the edit ends here, whichever chat is open when it returns
-  let session;
-  try {
-    session = (await mutateRewind(editing.sessionId, editing.messageId)).rewind;
-  } catch (error) {
-    state.sending = false;
-    if (editing.sessionId === state.current && !state.editing) state.editing = editing;
-    updateBusy();
-    tell(editing.sessionId, /** @type {GraphQLError} */ (error).code, /** @type {GraphQLError} */ (error).message);
-    return false;
-  }
-  updateListed(session);
-  if (editing.sessionId === state.current) {
-    showEditing(null);
-    removeFrom(editing.messageId);
-    showUsage(session.usage);
-  }
-  return true;
+  stream(turn, turn.kind);
 }
 
 /** Waits for the page's identity and the socket (which sends the page's token when it
@@ -133,33 +112,38 @@ async function connectedTo(sessionId) {
   }
 }
 
-/** Regenerate on the last reply: the person's last message runs again, its new reply
- * streams in the old one's place (which comes back if the new one is not stored). */
-export async function regenerate() {
+/** Regenerate on a reply: the person's message it answers runs again, its new reply
+ * streams in the old one's place as a new version of it (the chat then ends with it:
+ * what followed is another version now). The old reply, and what followed it, come back
+ * if the new one is not stored.
+ * @param {HTMLElement} reply the reply's node
+ */
+export async function regenerate(reply) {
   const sessionId = state.current;
-  if (!sessionId || state.streaming || state.editing) return;
-  const last = lastTurn();
-  if (!last) return;
+  if (!sessionId || state.streaming || state.editing || state.switching) return;
+  const mine = reply.previousElementSibling;
+  if (!reply.dataset.id || !(mine instanceof HTMLElement) || mine.dataset.role !== "USER") return;
   hideNotice();
   state.sending = true;
   updateBusy();
   if (!(await connected())) return;
   state.sending = false;
-  if (sessionId !== state.current || !last.reply.isConnected) {
+  if (sessionId !== state.current || !reply.isConnected || reply.previousElementSibling !== mine) {
     updateBusy();
     return;
   }
-  const text = last.mine.querySelector(".bubble")?.textContent ?? "";
-  const turn = liveTurn(sessionId, newTurnId(), text, true, last.mine, last.reply, "regenerate");
+  const text = mine.querySelector(".bubble")?.textContent ?? "";
+  const turn = liveTurn(sessionId, newTurnId(), text, true, mine, reply, "regenerate");
   replaceReply(turn);
+  turn.hidden = takeFrom(reply, true);
   state.turns.set(sessionId, turn);
   updateBusy();
   stream(turn, "regenerate");
 }
 
 /**
- * A regenerated reply begins: the last reply is kept aside (it comes back if the new
- * one is not stored) and its node emptied for the new one.
+ * A regenerated reply begins: the reply it replaces is kept aside (it comes back if the
+ * new one is not stored) and its node emptied for the new one.
  * @param {LiveTurn} turn
  */
 function replaceReply(turn) {
@@ -172,12 +156,30 @@ function replaceReply(turn) {
 }
 
 /**
- * A regenerated reply that was not stored: the reply it was to replace shows again.
+ * A regenerated reply or an edit that was not stored: what it was to replace shows
+ * again (the reply, or the message edited), with what followed.
  * @param {LiveTurn} turn
  */
 function restore(turn) {
   turn.mine.classList.remove("pending");
-  if (turn.previous && turn.reply.isConnected) turn.reply.replaceWith(turn.previous);
+  if (turn.kind === "regenerate" && turn.previous && turn.reply.isConnected) {
+    turn.reply.replaceWith(turn.previous);
+    putBack(turn.hidden);
+  } else if (turn.kind === "edit" && turn.reply.isConnected) {
+    turn.mine.remove();
+    turn.reply.remove();
+    putBack(turn.hidden);
+  }
+}
+
+/**
+ * The text of a turn of the page's that was not stored goes back: an edit's into the
+ * input with the edit on again, a message's before what the input holds.
+ * @param {LiveTurn} turn
+ */
+function giveBackText(turn) {
+  if (turn.kind === "edit" && turn.edits !== null) reopenEdit(turn.sessionId, turn.edits, turn.text);
+  else giveBack(turn.sessionId, turn.text);
 }
 
 /**
@@ -192,13 +194,13 @@ function restore(turn) {
  * @returns {LiveTurn}
  */
 function liveTurn(sessionId, turnId, text, own, mine, reply, kind = "chat") {
-  if (kind === "chat") {
+  if (kind !== "regenerate") {
     mine.dataset.turnId = turnId; // given its id once the turn is stored (refreshHeader)
     reply.dataset.turnId = turnId;
   }
   return {
     sessionId, turnId, kind, text, own, mine, reply, previous: null, replaces: null,
-    lastSeq: 0, content: "", frame: 0,
+    edits: null, hidden: [], lastSeq: 0, content: "", frame: 0,
     resumed: false, stopping: false, stopAgain: false, renewed: false, resent: false, ended: false,
   };
 }
@@ -249,11 +251,12 @@ function followRegenerated(sessionId, active, messages) {
 }
 
 /**
- * Subscribes to the turn's events: `chat` sends its message and `regenerate` runs the
- * last one again (with the turn's id: sent again, either joins the turn); `turn`
- * follows it after the last event shown.
+ * Subscribes to the turn's events: `chat` sends its message, `edit` sends it as a new
+ * version of the message edited, and `regenerate` runs the replaced reply's message
+ * again (with the turn's id: sent again, each joins the turn); `turn` follows it after
+ * the last event shown.
  * @param {LiveTurn} turn
- * @param {"chat" | "regenerate" | "turn"} how
+ * @param {LiveTurn["kind"] | "turn"} how
  */
 function stream(turn, how) {
   /** @type {Sink<ChatEvent>} */
@@ -265,7 +268,11 @@ function stream(turn, how) {
   if (how === "chat") {
     subscribeChat(turn.sessionId, turn.text, turn.turnId, { ...sink, next: (data) => sink.next(data.chat) });
   } else if (how === "regenerate") {
-    subscribeRegenerate(turn.sessionId, turn.turnId, { ...sink, next: (data) => sink.next(data.regenerate) });
+    const replaced = /** @type {string} */ (turn.replaces);
+    subscribeRegenerate(turn.sessionId, turn.turnId, replaced, { ...sink, next: (data) => sink.next(data.regenerate) });
+  } else if (how === "edit") {
+    const edited = /** @type {string} */ (turn.edits);
+    subscribeEdit(turn.sessionId, edited, turn.text, turn.turnId, { ...sink, next: (data) => sink.next(data.edit) });
   } else {
     subscribeTurn(turn.sessionId, turn.turnId, turn.lastSeq, { ...sink, next: (data) => sink.next(data.turn) });
   }
@@ -299,7 +306,7 @@ function onEvent(turn, event) {
 /**
  * The turn's subscription ended in an error.
  * @param {LiveTurn} turn
- * @param {"chat" | "regenerate" | "turn"} how
+ * @param {LiveTurn["kind"] | "turn"} how
  * @param {GraphQLError} error
  */
 function onError(turn, how, error) {
@@ -309,10 +316,13 @@ function onError(turn, how, error) {
   if (error.code === "CONNECTION_LOST") {
     if (how !== "turn" && error.sent === false && !turn.resumed) {
       // The message never left: nothing was stored, the text goes back (a regenerated
-      // reply: the old one shows again).
+      // reply: the old one shows again; an edit: the message edited, the edit on again).
       drop(turn);
       if (turn.kind === "regenerate") {
         restore(turn);
+      } else if (turn.kind === "edit") {
+        restore(turn);
+        giveBackText(turn);
       } else {
         turn.mine.remove();
         giveBack(turn.sessionId, turn.text);
@@ -383,7 +393,7 @@ export async function lost(turn) {
   if (!turn.own) {
     // A turn the page followed and that is gone: the chat shows what is stored.
     drop(turn);
-    if (turn.kind === "regenerate") {
+    if (turn.kind !== "chat") {
       restore(turn);
     } else {
       turn.mine.remove();
@@ -404,17 +414,50 @@ export async function lost(turn) {
 function finish(turn, event) {
   drop(turn);
   const { message } = event;
+  if (turn.kind === "regenerate" && message && message.id === turn.replaces) {
+    // Stopped before its first token: nothing was stored, the old reply (and what
+    // followed it) stays as it was.
+    restore(turn);
+    settle(turn);
+    return;
+  }
   turn.content = message?.content ?? turn.content;
   const stopped = (event.status ?? message?.status) === "STOPPED";
   endReply(turn.reply, turn.content, message?.createdAt ?? new Date().toISOString(), stopped);
   if (message) markStored(turn.reply, message);
   turn.mine.classList.remove("pending");
   settle(turn);
-  if (turn.kind === "regenerate" && message && turn.replaces !== null
-    && positionOf(message.id) !== positionOf(turn.replaces) && turn.sessionId === state.current) {
-    // Followed as a regenerated reply, it was a new turn with the same words after all.
+  if (message && turn.sessionId === state.current && !inPlace(turn, message)) {
+    // Followed as a regenerated reply, it was a new turn with the same words after all;
+    // followed as a new message, it was an edit or a regeneration of an earlier one; an
+    // edit of a message no longer shown: the chat shows as it is now.
     followOpenChat();
   }
+}
+
+/**
+ * Whether the stored reply `message` of the turn is where the page shows it (its id
+ * starts with its position in the chat): after the message it answers, in the place of
+ * the reply or the message it replaces.
+ * @param {LiveTurn} turn
+ * @param {Message} message
+ * @returns {boolean}
+ */
+function inPlace(turn, message) {
+  const at = positionOf(message.id);
+  if (turn.kind === "regenerate") return turn.replaces === null || at === positionOf(turn.replaces);
+  if (turn.kind === "edit") return turn.hidden.length > 0 && at === positionOf(/** @type {string} */ (turn.edits)) + 1;
+  if (turn.own) return true;
+  // Followed: after the last message stored before it (and its own, unless the history
+  // showed that one).
+  let before = turn.reply.previousElementSibling;
+  let step = 1;
+  if (before === turn.mine) {
+    before = turn.mine.previousElementSibling;
+    step = 2;
+  }
+  if (!(before instanceof HTMLElement) || !before.classList.contains("msg")) return at === step - 1;
+  return before.dataset.id === undefined || at === positionOf(before.dataset.id) + step;
 }
 
 /**
@@ -432,6 +475,11 @@ function fail(turn, code, message) {
     restore(turn);
     const own = ["SESSION_BUSY", "UNAVAILABLE", "NETWORK", "BAD_USER_INPUT"];
     tell(turn.sessionId, turn.own && own.includes(code) ? code : "REGENERATE_FAILED", message);
+  } else if (turn.kind === "edit") {
+    // The message edited shows again, the edit on again with its text.
+    restore(turn);
+    giveBackText(turn);
+    tell(turn.sessionId, code, message);
   } else {
     turn.reply.remove();
     turn.mine.classList.add("failed");

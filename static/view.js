@@ -3,8 +3,9 @@
 // layout's drawer, the header (the title, renamed in place, and the tokens the chat
 // used), the composer (with its Stop button, and the bar of an edit) and each chat's
 // draft in it, the messages of a chat (a stopped reply marked so, a reply's tokens on
-// hover, earlier pages put before them, Regenerate and Edit on the last turn) and the
-// list of chats. It builds DOM nodes only; nothing here talks to the server.
+// hover, earlier pages put before them, Regenerate on replies and Edit on the person's
+// messages, the "‹ 2 / 3 ›" picker on a message with other versions) and the list of
+// chats. It builds DOM nodes only; nothing here talks to the server.
 
 import { renderMarkdown } from "./markdown.js";
 import { state } from "./state.js";
@@ -293,7 +294,12 @@ export function messageNode(role, content, createdAt, status = "COMPLETE") {
   bubble.className = "bubble";
   const meta = document.createElement("time");
   meta.className = "meta";
-  item.append(bubble, meta);
+  // Under the bubble, on one line: the versions' picker, the time, a "stopped" note, the
+  // buttons.
+  const foot = document.createElement("div");
+  foot.className = "foot";
+  foot.append(meta);
+  item.append(bubble, foot);
   fillMessage(item, content, createdAt);
   if (status === "STOPPED") markStopped(item);
   return item;
@@ -312,12 +318,14 @@ function storedNode(message) {
 }
 
 /**
- * Marks a node as the stored `message`: its id, its turn, its tokens (on hover).
+ * Marks a node as the stored `message`: its id, its turn, its tokens (on hover), its
+ * versions (the picker, when there are others).
  * @param {HTMLElement} item a node from messageNode
  * @param {Message} message
  */
 export function markStored(item, message) {
   item.dataset.id = message.id;
+  showVersions(item, message);
   if (message.turnId) item.dataset.turnId = message.turnId;
   if (message.usage) {
     const finish = message.finishReason && message.finishReason !== "stop"
@@ -337,6 +345,7 @@ export function restartReply(item) {
   item.classList.remove("stopped");
   item.querySelector(".note")?.remove();
   item.querySelector(".actions")?.remove();
+  item.querySelector(".versions")?.remove();
   delete item.dataset.id;
   delete item.dataset.turnId;
   item.removeAttribute("title");
@@ -347,6 +356,104 @@ export function restartReply(item) {
   /** @type {HTMLElement} */ (item.querySelector(".bubble")).replaceChildren();
   item.classList.add("streaming");
   item.setAttribute("aria-busy", "true");
+}
+
+// ---------- versions ----------
+// A message with other versions (an edit or a regeneration added one; the old ones stay)
+// shows "‹ 2 / 3 ›" under it: the arrows show the version before or after (the chat then
+// goes on from it). They wait while a reply streams (the server would refuse).
+
+/** Whether the arrows of the pickers can be used now. */
+let versionsOn = true;
+
+/**
+ * The picker of the versions of `item`'s message, none when it has no other.
+ * @param {HTMLElement} item a node from messageNode
+ * @param {Pick<Message, "role" | "branch" | "branches" | "siblingIds">} message
+ */
+export function showVersions(item, message) {
+  const { branch, branches, siblingIds } = message;
+  const old = item.querySelector(".versions");
+  if (!(branches > 1) || siblingIds?.length !== branches || !(branch >= 1 && branch <= branches)) {
+    old?.remove();
+    return;
+  }
+  const what = message.role === "USER" ? "message" : "reply";
+  const picker = document.createElement("div");
+  picker.className = "versions";
+  picker.setAttribute("role", "group");
+  picker.setAttribute("aria-label", `Version ${branch} of ${branches} of this ${what}`);
+  const count = document.createElement("span");
+  count.className = "count";
+  count.textContent = `${branch} / ${branches}`;
+  count.setAttribute("aria-hidden", "true");
+  picker.append(
+    versionButton("previous", "‹", `Previous version of this ${what}`, siblingIds[branch - 2]),
+    count,
+    versionButton("next", "›", `Next version of this ${what}`, siblingIds[branch]),
+  );
+  if (old) old.replaceWith(picker);
+  else item.querySelector(".foot")?.prepend(picker);
+}
+
+/**
+ * @param {"previous" | "next"} action
+ * @param {string} text
+ * @param {string} label
+ * @param {string | undefined} target the id of the version it shows; none at either end
+ * @returns {HTMLButtonElement}
+ */
+function versionButton(action, text, label, target) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "version";
+  button.dataset.action = action;
+  button.textContent = text;
+  button.setAttribute("aria-label", label);
+  button.title = label;
+  if (target) button.dataset.target = target;
+  button.disabled = !versionsOn || !target;
+  return button;
+}
+
+/**
+ * Whether the pickers' arrows can be used (not while a reply streams, nor while
+ * another version is being shown).
+ * @param {boolean} on
+ */
+export function enableVersions(on) {
+  if (on === versionsOn) return;
+  versionsOn = on;
+  for (const button of ui.messages.querySelectorAll(".versions button")) {
+    if (button instanceof HTMLButtonElement) button.disabled = !on || !button.dataset.target;
+  }
+}
+
+/**
+ * Where a message's node is on screen (its top, from the top of the messages' box).
+ * @param {HTMLElement} item
+ * @returns {number}
+ */
+export function offsetOf(item) {
+  return item.getBoundingClientRect().top - ui.messages.getBoundingClientRect().top;
+}
+
+/**
+ * Scrolls the messages so that `item` is where it was (`offsetOf` before the chat was
+ * shown anew), and puts the focus on its picker's `action` arrow (the other one when
+ * that one is disabled), if the focus was on a picker.
+ * @param {HTMLElement} item
+ * @param {number} offset
+ * @param {"previous" | "next" | null} focus
+ */
+export function keepInPlace(item, offset, focus) {
+  ui.messages.scrollTop += offsetOf(item) - offset;
+  if (!focus) return;
+  /** @type {HTMLButtonElement[]} */
+  const arrows = Array.from(item.querySelectorAll(".versions button"));
+  const wanted = arrows.find((b) => b.dataset.action === focus && !b.disabled)
+    ?? arrows.find((b) => !b.disabled);
+  wanted?.focus();
 }
 
 /**
@@ -360,7 +467,7 @@ export function markStopped(item) {
   note.className = "note";
   note.textContent = "stopped";
   note.title = "The reply was stopped before its end.";
-  item.append(note);
+  item.querySelector(".meta")?.after(note);
 }
 
 /**
@@ -406,12 +513,15 @@ export function nearTop() {
  * Puts earlier messages before those shown, the view staying where it was (what was on
  * screen stays there: the messages grow above it).
  * @param {Message[]} messages oldest first
+ * @param {() => void} [then] what to do once they are in, before the view is put back
+ *   (their buttons)
  */
-export function prependMessages(messages) {
+export function prependMessages(messages, then) {
   if (!messages.length) return;
   const box = ui.messages;
   const fromEnd = box.scrollHeight - box.scrollTop;
   box.prepend(...messages.map(storedNode));
+  then?.();
   box.scrollTop = box.scrollHeight - fromEnd;
 }
 
@@ -420,13 +530,14 @@ export function prependMessages(messages) {
  * @param {"regenerate" | "edit"} action
  * @param {string} text
  * @param {string} label
+ * @param {boolean} quiet whether the bar shows only on hover or focus (not the last turn's)
  */
-function addAction(item, action, text, label) {
+function addAction(item, action, text, label, quiet) {
   let bar = item.querySelector(".actions");
   if (!bar) {
     bar = document.createElement("div");
-    bar.className = "actions";
-    item.append(bar);
+    bar.className = quiet ? "actions quiet" : "actions";
+    item.querySelector(".foot")?.append(bar);
   }
   const button = document.createElement("button");
   button.type = "button";
@@ -463,27 +574,40 @@ export function lastTurn() {
   return { mine, reply };
 }
 
+/** @type {Record<"regenerate" | "edit", [text: string, last: string, other: string]>} */
+const ACTIONS = {
+  edit: ["Edit", "Edit your last message", "Edit this message"],
+  regenerate: ["Regenerate", "Regenerate the last reply", "Regenerate this reply"],
+};
+
 /**
- * The buttons of the chat's last turn: Regenerate on its reply (when the chat ends with
- * a message of the person's and a reply), Edit on the person's message; none when `on`
- * is false (a reply streams, a message is being edited).
+ * The buttons of the chat's turns: Edit on each message of the person's, Regenerate on
+ * each reply that answers one (either adds a version; the old one stays); those of the
+ * last turn always show, the others on hover or focus. None when `on` is false (a reply
+ * streams, a message is being edited).
  * @param {boolean} on
  */
 export function showTurnActions(on) {
-  /** @type {Array<[HTMLElement, "regenerate" | "edit"]>} */
+  /** @type {Array<[HTMLElement, "regenerate" | "edit", string]>} */
   const wanted = [];
   if (on) {
     const turn = lastTurn();
     /** @type {HTMLElement[]} */
     const stored = Array.from(ui.messages.querySelectorAll(":scope > .msg[data-id]"));
-    const last = stored.at(-1);
-    if (turn) wanted.push([turn.mine, "edit"], [turn.reply, "regenerate"]);
-    else if (last?.dataset.role === "USER") wanted.push([last, "edit"]);
+    const lastMine = stored.filter((item) => item.dataset.role === "USER").at(-1);
+    stored.forEach((item, k) => {
+      if (item.dataset.role === "USER") {
+        wanted.push([item, "edit", ACTIONS.edit[item === lastMine ? 1 : 2]]);
+      } else if (item.dataset.role === "ASSISTANT" && stored[k - 1]?.dataset.role === "USER") {
+        wanted.push([item, "regenerate", ACTIONS.regenerate[item === turn?.reply ? 1 : 2]]);
+      }
+    });
   }
   /** @type {HTMLButtonElement[]} */
   const shown = Array.from(ui.messages.querySelectorAll(".actions button"));
   const same = shown.length === wanted.length && wanted.every(
-    ([item, action], k) => shown[k].closest(".msg") === item && shown[k].dataset.action === action,
+    ([item, action, label], k) => shown[k].closest(".msg") === item
+      && shown[k].dataset.action === action && shown[k].getAttribute("aria-label") === label,
   );
   if (same) return;
   const box = ui.messages;
@@ -492,9 +616,8 @@ export function showTurnActions(on) {
     && document.activeElement.closest(".actions") !== null;
   for (const bar of box.querySelectorAll(".actions")) bar.remove();
   if (focused && !ui.input.disabled) ui.input.focus();
-  for (const [item, action] of wanted) {
-    if (action === "edit") addAction(item, "edit", "Edit", "Edit your last message");
-    else addAction(item, "regenerate", "Regenerate", "Regenerate the last reply");
+  for (const [item, action, label] of wanted) {
+    addAction(item, action, ACTIONS[action][0], label, label !== ACTIONS[action][1]);
   }
   if (atEnd) scrollToEnd(); // the buttons do not push the end of the chat out of view
 }
@@ -513,15 +636,27 @@ export function showEditing(messageId) {
 }
 
 /**
- * Takes out of the chat the message `messageId` and everything shown after it (the chat
- * was rewound to before it).
- * @param {string} messageId
+ * Takes out of the chat the node `item` and everything shown after it (`item` too
+ * unless `keep`): they are another version now, while a new one streams.
+ * @param {HTMLElement} item
+ * @param {boolean} [keep]
+ * @returns {HTMLElement[]} the nodes taken out, in order (`putBack` shows them again)
  */
-export function removeFrom(messageId) {
-  const nodes = Array.from(ui.messages.children);
-  const at = nodes.findIndex((node) => node instanceof HTMLElement && node.dataset.id === messageId);
-  if (at < 0) return;
-  for (const node of nodes.slice(at)) node.remove();
+export function takeFrom(item, keep = false) {
+  const nodes = /** @type {HTMLElement[]} */ (Array.from(ui.messages.children));
+  const at = nodes.indexOf(item);
+  if (at < 0) return [];
+  const taken = nodes.slice(keep ? at + 1 : at);
+  for (const node of taken) node.remove();
+  return taken;
+}
+
+/**
+ * Shows again at the end of the chat the nodes `takeFrom` took out.
+ * @param {HTMLElement[]} nodes
+ */
+export function putBack(nodes) {
+  ui.messages.append(...nodes);
 }
 
 /**

@@ -1,7 +1,8 @@
 """Conversation control in the chat page, in headless Chromium against the app on a real
 uvicorn: Regenerate on the last reply (streamed in its place, followed again after a
-lost socket), Edit on the last message (rewind, then the edited text as a new turn;
-Escape leaves everything as it was), the title renamed in the header, a long chat opened
+lost socket), Edit on the last message (sent with `edit` as a new version of it, the old
+one kept; Escape leaves everything as it was; tests/test_page_branches.py has the
+versions), the title renamed in the header, a long chat opened
 with its last 50 messages and paged back on scrolling up, and the tokens used (per reply
 on hover, per chat in the header) as GraphQL reports them.
 
@@ -122,8 +123,9 @@ async def test_regenerate_replaces_the_last_reply_in_the_page_and_in_history(
     asked, old = before["messages"][-2:]
     assert (old["content"], old["status"]) == (partial, "STOPPED")
 
-    # The buttons are on the last turn only.
+    # The last turn's buttons say so (earlier turns have their own: "... this reply").
     await expect(page.get_by_role("button", name="Regenerate the last reply")).to_have_count(1)
+    await expect(page.get_by_role("button", name="Regenerate this reply")).to_have_count(1)
     await expect(page.get_by_role("button", name="Edit your last message")).to_have_count(1)
     last = page.locator(".msg.assistant").last
     await expect(last.get_by_role("button", name="Regenerate the last reply")).to_be_visible()
@@ -210,9 +212,10 @@ async def test_a_regenerated_reply_resumes_after_a_lost_socket_without_running_a
     assert model_runs(fake_groq) == runs + 1, "the regeneration ran more than once"
 
 
-async def test_edit_rewinds_and_sends_the_edited_message_and_escape_changes_nothing(
+async def test_edit_sends_a_new_version_of_the_last_message_and_escape_changes_nothing(
     page: Page, app: AppServer, fake_groq: FakeGroq
 ) -> None:
+    subscriptions = record_subscriptions(page)
     session_id = await start_chat(page, "Edited")
     await send(page, "alpha one")
     await expect(page.locator(".msg.assistant .bubble")).to_have_text(["[n=2] alpha one"])
@@ -239,7 +242,7 @@ async def test_edit_rewinds_and_sends_the_edited_message_and_escape_changes_noth
     await expect(page.locator("#edit-bar")).to_be_hidden()
     await expect(page.locator(".msg.editing")).to_have_count(0)
     assert pairs(await stored(app, page, session_id)) == pairs(first)
-    assert not operations(requests, "rewind")
+    assert not operations(requests, "rewind") and not named(subscriptions, "edit")
 
     # The Cancel button does the same.
     await edit.click()
@@ -248,8 +251,8 @@ async def test_edit_rewinds_and_sends_the_edited_message_and_escape_changes_noth
     await expect(page.locator("#input")).to_have_value("a draft")
     assert pairs(await stored(app, page, session_id)) == pairs(first)
 
-    # Edited and sent: the chat forgets the message and its reply, and goes on from the
-    # edited text (the model was sent 4 messages, not 6).
+    # Edited and sent: the edited text is a new version of the message, answered in its
+    # place (the model was sent 4 messages, not 6); the old one is kept, not rewound.
     await edit.click()
     await page.fill("#input", "gamma three")
     await page.press("#input", "Enter")
@@ -259,7 +262,13 @@ async def test_edit_rewinds_and_sends_the_edited_message_and_escape_changes_noth
     await expect(page.locator(".msg.user .bubble")).to_have_text(["alpha one", "gamma three"])
     await expect(page.locator("#input")).to_be_enabled()
     await expect(page.locator("#input")).to_have_value("a draft")  # what was typed is kept
-    assert operations(requests, "rewind") == [{"sessionId": session_id, "messageId": edited_id}]
+    assert not operations(requests, "rewind")
+    edits = named(subscriptions, "edit")
+    assert [{k: v for k, v in e.items() if k != "turnId"} for e in edits] == [
+        {"sessionId": session_id, "messageId": edited_id, "message": "gamma three"}
+    ]
+    assert UUID_V4.match(edits[0]["turnId"])
+    assert len(named(subscriptions, "chat")) == 2  # the two messages before, nothing more
     assert model_runs(fake_groq) == runs + 1
     after = await stored(app, page, session_id)
     assert pairs(after) == [
@@ -270,6 +279,8 @@ async def test_edit_rewinds_and_sends_the_edited_message_and_escape_changes_noth
     ]
     assert after["messages"][:2] == first["messages"][:2]
     assert edited_id not in {m["id"] for m in after["messages"]}
+    assert after["messages"][3]["turnId"] == edits[0]["turnId"]
+    await expect(page.locator(".msg.user").last.locator(".versions .count")).to_have_text("2 / 2")
     await expect(page.locator("#usage")).to_have_text(tokens(after["usage"]))
     # The new last turn has the buttons (its message's id learned from the history).
     await expect(
