@@ -439,3 +439,39 @@ async def test_an_ended_turn_replays_the_same_events_from_the_other_process_on_t
     async with graphql_socket(cluster_pair[0].ws_url) as ws:
         home = await ws.collect(await ws.start(FOLLOW, s=session_id, t=turn_id))
     assert home.events == ran.events
+
+
+async def test_branches_on_the_cluster(
+    cluster_pair: list[AppServer], http: httpx.AsyncClient, direct: RedisCluster
+) -> None:
+    """An edit on one process, a switch on the other: the tree's keys sit in the
+    session's slot, and each branch keeps its own replies."""
+    session_id = await new_session(http)
+    for text in ("one", "two"):
+        await http.post("/chat", json={"session_id": session_id, "message": text})
+    fields = "id content branch branches siblingIds"
+    query = f"query($s: ID!) {{ session(id: $s) {{ messages {{ {fields} }} }} }}"
+    old = (await gql(http, query, s=session_id))["data"]["session"]["messages"]  # type: ignore[index]
+    edit = (
+        "subscription($s: ID!, $m: ID!) { edit(sessionId: $s, messageId: $m, "
+        'message: "two, edited") { done } }'
+    )
+    async with graphql_socket(cluster_pair[1].ws_url) as ws:
+        got = await ws.collect(await ws.start(edit, s=session_id, m=old[2]["id"]))
+    assert not got.errors and got.events[-1]["done"]
+    keys = [key async for key in direct.scan_iter(match=f"*{{message_store:{session_id}}}:*")]
+    assert {k.rsplit(":", 1)[1] for k in keys} >= {"tree", "kids", "meta"}
+    slots = {await direct.cluster_keyslot(k) for k in [*keys, messages_key(session_id)]}
+    assert len(slots) == 1
+    new = (await gql(http, query, s=session_id))["data"]["session"]["messages"]  # type: ignore[index]
+    assert [m["content"] for m in new][2:] == ["two, edited", "[n=4] two, edited"]
+    assert (new[2]["branch"], new[2]["branches"]) == (2, 2)
+    async with httpx.AsyncClient(base_url=cluster_pair[1].url, timeout=30) as other:
+        switch = "mutation($s: ID!, $m: ID!) { switchBranch(sessionId: $s, messageId: $m) { id } }"
+        assert "errors" not in await gql(other, switch, s=session_id, m=old[2]["id"])
+    back = (await gql(http, query, s=session_id))["data"]["session"]["messages"]  # type: ignore[index]
+    assert [m["id"] for m in back] == [m["id"] for m in old]
+    assert await history_of(http, session_id) == [
+        {"input": "one", "output": "[n=2] one"},
+        {"input": "two", "output": "[n=4] two"},
+    ]
