@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import AppServer, FakeGroq, error_codes, gql, new_session
+from tests.support import AppServer, FakeGroq, app_env, error_codes, gql, new_session
 from tests.support.turns import history_of
 from tests.support.ws_client import graphql_socket
 
@@ -38,11 +38,13 @@ subscription($s: ID!, $m: ID) {{ regenerate(sessionId: $s, messageId: $m) {{ {EV
 """
 
 
-@pytest.fixture
-def pair(make_app: Callable[..., AppServer], fresh_db: Callable[[], str]) -> list[AppServer]:
-    url = fresh_db()
-    settings = {"RATE_LIMIT_TURNS_PER_MINUTE": "0"}
-    return [make_app(redis_url=url, **settings), make_app(redis_url=url, **settings)]
+@pytest.fixture(scope="module")
+def pair(
+    start_app: type[AppServer], fresh_db: Callable[[], str], fake_groq: FakeGroq
+) -> list[AppServer]:
+    """Two processes on one Redis, for the whole module (each test its own sessions)."""
+    env = app_env(fresh_db(), fake_groq, RATE_LIMIT_TURNS_PER_MINUTE="0")
+    return [start_app(env=env).start(), start_app(env=env).start()]
 
 
 @pytest.fixture
