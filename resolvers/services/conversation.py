@@ -137,35 +137,23 @@ class Conversations:
         """Forget the message `message_id` and everything after it (the rest of the path
         and every branch below them), at once; SessionBusy while a turn runs. The
         session as it now is."""
-        check_session_id(session_id)
-        position = message_position(message_id)
-        result = await self._rewind(
-            keys={
-                "messages": messages_key(session_id),
-                "meta": meta_key(session_id),
-                "lock": lock_key(session_id),
-                "tree": tree_key(session_id),
-                "kids": kids_key(session_id),
-            },
-            args={**_caller(who), "position": position, "id": message_id},
-        )
-        outcome = _outcome(result)
-        if outcome == 0:
-            raise NotFound(_NO_SESSION)
-        if outcome == -1:
-            raise SessionBusy("a turn is running on this session; stop it or wait")
-        if outcome == -2:
-            raise BadInput(_NO_MESSAGE)
-        return await self._sessions.require(session_id, who=who)
+        return await self._change_path(self._rewind, session_id, message_id, who)
 
     async def switch_branch(
         self, session_id: str, message_id: str, *, who: Identity = ANONYMOUS
     ) -> SessionInfo:
         """Make the path through `message_id` active (up to it, then down its newest
         children), at once; SessionBusy while a turn runs. The session as it now is."""
+        return await self._change_path(self._switch, session_id, message_id, who)
+
+    async def _change_path(
+        self, script: Script, session_id: str, message_id: str, who: Identity
+    ) -> SessionInfo:
+        """Run a script that changes the path at a message (`rewind.lua`,
+        `switch_branch.lua`: the same keys, arguments and outcomes)."""
         check_session_id(session_id)
         position = message_position(message_id)
-        result = await self._switch(
+        result = await script(
             keys=self._tree_keys(session_id),
             args={**_caller(who), "position": position, "id": message_id},
         )
