@@ -81,7 +81,11 @@ class Message:
         if parent is None:
             return [own]
         listed = await resolve.siblings(info, self.session_id, parent)
-        return listed if listed and own in listed else [own]
+        if not listed:
+            return [own]
+        # A message another program appended after one with children off the path is
+        # one of them, unlisted (its place is its own, at the end).
+        return listed if own in listed else [*listed, own]
 
     @classmethod
     def of(cls, message: StoredMessage, session_id: str) -> Message:

@@ -243,3 +243,160 @@ async def test_hostile_tree_values_are_read_as_no_branch(
         assert await talk.siblings(session.id, [q1.id]) == {}
         await talk.switch_branch(session.id, q1.id)  # the path stays as it is
         assert await path(store, session.id) == [q1, new]
+
+
+# -- what a review found: each a reproduction, kept --------------------------------------
+
+
+def outside(text: str, kind: str = "human") -> str:
+    """An element as another LangChain program writes it: no id of its own."""
+    return json.dumps({"type": kind, "data": {"content": text}})
+
+
+async def summarize(store: Stores, session_id: str, text: str) -> bool:
+    """What the summarizer keeps once the model answered: a summary with its own id."""
+    state = await store.summaries.summary_state(session_id)
+    position = state.length if state.at is None else state.at
+    element = json.dumps(
+        {
+            "type": "system",
+            "data": {
+                "content": text,
+                "additional_kwargs": {"summary_covers": 1, "message_id": f"{position}.5a"},
+            },
+        }
+    )
+    return await store.summaries.store_summary(
+        session_id, text_json=element, covers=1, at=state.at, epoch=state.epoch, position=position
+    )
+
+
+async def test_other_programs_messages_get_ids_before_they_leave_the_path(
+    backend_db: Redis | RedisCluster,
+) -> None:
+    """Their id is their position, which a message of another branch takes too: moved
+    off the path as such, a later switch joined two branches and lost messages."""
+    store = stores_on(backend_db)
+    talk = conversations(store, backend_db)
+    session = await store.sessions.create()
+    key = f"message_store:{session.id}"
+    for text, kind in (("h0", "human"), ("a1", "ai"), ("h2", "human"), ("a3", "ai")):
+        await backend_db.lpush(key, outside(text, kind))
+    await turn(store, session.id, "h2 edited", "b3", mode="edit", at="2")
+    old_h2 = [m for m in await path(store, session.id)][:2]
+    assert texts(await path(store, session.id)) == ["h0", "a1", "h2 edited", "b3"]
+    for text, kind in (("L4", "human"), ("L5", "ai")):
+        await backend_db.lpush(key, outside(text, kind))
+    siblings = await talk.siblings(session.id, [old_h2[1].id])
+    [stamped_h2, edit] = siblings[old_h2[1].id]
+    assert stamped_h2.startswith("2.") and stamped_h2 != "2"
+    await talk.switch_branch(session.id, stamped_h2)
+    assert texts(await path(store, session.id)) == ["h0", "a1", "h2", "a3"]
+    for text, kind in (("NEW4", "human"), ("NEW5", "ai")):
+        await backend_db.lpush(key, outside(text, kind))
+    await turn(store, session.id, "q6", "a7")
+    await talk.switch_branch(session.id, edit)
+    assert texts(await path(store, session.id)) == ["h0", "a1", "h2 edited", "b3", "L4", "L5"]
+    await talk.switch_branch(session.id, stamped_h2)
+    assert texts(await path(store, session.id)) == [
+        "h0", "a1", "h2", "a3", "NEW4", "NEW5", "q6", "a7",
+    ]  # fmt: skip
+    tree = await backend_db.hgetall(tree_key(session.id))
+    assert all("." in message_id for message_id in tree)
+
+
+async def test_a_cycle_of_parents_is_refused_at_once(backend_db: Redis | RedisCluster) -> None:
+    store = stores_on(backend_db)
+    talk = conversations(store, backend_db)
+    session = await store.sessions.create()
+    await turn(store, session.id, "q1", "a1")
+    element = outside("looped")
+    await backend_db.hset(
+        tree_key(session.id),
+        mapping={
+            "3.a": f"3:3.b{element}",
+            "3.b": f"3:3.a{element}",
+            "999999999999.c": f"3:3.a{element}",
+        },
+    )
+    for target in ("3.a", "999999999999.c"):
+        with pytest.raises(BadInput):
+            await talk.switch_branch(session.id, target)
+    assert texts(await path(store, session.id)) == ["q1", "a1"]
+
+
+async def test_a_switch_at_the_first_message_keeps_the_sessions_life(
+    backend_db: Redis | RedisCluster,
+) -> None:
+    """The list is made anew: without the session's life it outlived its metadata, and
+    an ownerless leftover list is anyone's to read."""
+    store = stores_on(backend_db, ttl=600)
+    talk = conversations(store, backend_db)
+    session = await store.sessions.create()
+    await turn(store, session.id, "q1", "a1")
+    first = (await path(store, session.id))[0]
+    await turn(store, session.id, "q1 again", "b1", mode="edit", at=first.id)
+    await talk.switch_branch(session.id, first.id)
+    for key in (f"message_store:{session.id}", tree_key(session.id), kids_key(session.id)):
+        assert 0 < await backend_db.ttl(key) <= 600, key
+
+
+async def test_a_usage_count_that_is_not_a_number_keeps_the_branches(
+    backend_db: Redis | RedisCluster,
+) -> None:
+    store = stores_on(backend_db)
+    talk = conversations(store, backend_db)
+    session = await store.sessions.create()
+    await turn(store, session.id, "q1", "a1")
+    await turn(store, session.id, "", "a1'", mode="regenerate", tokens=2)
+    old = json.loads(
+        str(await backend_db.hget(kids_key(session.id), (await path(store, session.id))[0].id))
+    )[0]
+    await backend_db.hset(f"{{message_store:{session.id}}}:meta", "input_tokens", "n/a")
+    await turn(store, session.id, "q2", "a2", tokens=3)
+    assert await backend_db.hexists(tree_key(session.id), old)
+    # Counted anew over the path and the branches: 1 + 2 + 3 replies' worth.
+    info = await store.sessions.require(session.id)
+    assert (info.usage.input_tokens, info.usage.output_tokens) == (60, 6)
+    await talk.switch_branch(session.id, old)
+    assert texts(await path(store, session.id)) == ["q1", "a1"]
+
+
+async def test_an_edit_sends_no_summary_of_the_branch_it_replaces(
+    backend_db: Redis | RedisCluster,
+) -> None:
+    store = stores_on(backend_db)
+    session = await store.sessions.create()
+    await turn(store, session.id, "my name is Bob", "hi Bob")
+    assert await summarize(store, session.id, "SUMMARY: the user is Bob")
+    await turn(store, session.id, "q2", "a2")
+    first = (await path(store, session.id))[0]
+    start = await store.turns.begin_turn(
+        session.id, message="my name is Alice", mode="edit", at=first.id
+    )
+    assert start.summary is None and start.window == []
+    await store.turns.release_lock(session.id, start.token)
+
+
+async def test_a_message_appended_after_a_rewind_stays_one_of_the_siblings(
+    backend_db: Redis | RedisCluster,
+) -> None:
+    """A summary pushed onto a path whose end has children off it: moved off later, it
+    is listed with them, and a rewind above it forgets it with its usage."""
+    store = stores_on(backend_db)
+    talk = conversations(store, backend_db)
+    session = await store.sessions.create()
+    await turn(store, session.id, "q1", "a1")
+    await turn(store, session.id, "q2", "a2")
+    _, a1, q2, _ = await path(store, session.id)
+    await turn(store, session.id, "q2 edited", "b2", mode="edit", at=q2.id)
+    await talk.rewind(session.id, (await path(store, session.id))[2].id)
+    assert await summarize(store, session.id, "SUMMARY")
+    await turn(store, session.id, "q3", "a3", tokens=100)
+    await talk.switch_branch(session.id, q2.id)
+    listed = (await talk.siblings(session.id, [a1.id]))[a1.id]
+    assert listed[0] == q2.id and len(listed) == 2 and listed[1].startswith("2.")
+    await talk.rewind(session.id, a1.id)
+    assert await backend_db.hlen(tree_key(session.id)) == 0
+    info = await store.sessions.require(session.id)
+    assert (info.usage.input_tokens, info.usage.output_tokens) == (0, 0)

@@ -54,9 +54,22 @@ async def a_session_with_everything(stores: Stores, redis: Redis) -> str:
             usage=Usage(input_tokens=n, output_tokens=1),
         )
     state = await stores.summaries.summary_state(session.id)
-    summary = json.dumps({"type": "system", "data": {"content": "the summary"}})
+    summary = json.dumps(
+        {
+            "type": "system",
+            "data": {
+                "content": "the summary",
+                "additional_kwargs": {"message_id": f"{state.length}.s"},
+            },
+        }
+    )
     assert await stores.summaries.store_summary(
-        session.id, text_json=summary, covers=1, at=None, epoch=state.epoch
+        session.id,
+        text_json=summary,
+        covers=1,
+        at=None,
+        epoch=state.epoch,
+        position=state.length,
     )
     messages = await stores.sessions.messages(session.id, who=_owner())
     await Conversations(redis, stores.sessions).rewind(session.id, messages[-1].id, who=_owner())

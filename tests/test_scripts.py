@@ -345,7 +345,12 @@ async def test_a_summary_is_never_kept_over_hostile_state(db: Redis, value: str)
     state = await store.summaries.summary_state(session.id)
     element = encode(stamped(AIMessage(content="s"), _now()))
     kept = await store.summaries.store_summary(
-        session.id, text_json=element, covers=1, at=state.at, epoch=state.epoch
+        session.id,
+        text_json=element,
+        covers=1,
+        at=state.at,
+        epoch=state.epoch,
+        position=state.length if state.at is None else state.at,
     )
     # Kept only where the state reads as numbers: never an error.
     assert kept in (True, False)
@@ -572,7 +577,8 @@ def plausible_args(name: str, state: dict[str, str]) -> dict[str, EncodableT]:
         "fork_id": "", "first_id": "9.abcdef01", "mode": "", "fields": "", "newest": -1,
         "position": -1, "id": "",
         "summary": json.dumps({"type": "system", "data": {"content": "s"}}), "covers": 0,
-        "at": -1, "epoch": 0, "old": "u", "new": "v", "hash": "0" * 64, "document": "{ a }",
+        "at": -1, "epoch": 0, "changes": "[]", "old": "u", "new": "v", "hash": "0" * 64,
+        "document": "{ a }",
         "most": 10, "prefix": "{apq}:doc:", "most_held": 10, "per_minute": 10,
         "window_s": 120, "tag": session_tag(state["session_id"]), "extra": "",
         "turn_prefix": "turns:", "owner_prefix": "sessions:owner:", "prompt": "p",

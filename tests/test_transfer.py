@@ -427,6 +427,19 @@ def test_an_import_refuses_a_tree_that_does_not_hold_together() -> None:
     assert parse_record(json.dumps(good))["kids"] == {"": '["0.a", "0.c"]'}
     for bad in (
         {"branches": [{"id": "0.c", "parent": "nowhere", "message": reply}]},
+        # A loop of parents, and a parent that is not one level up.
+        {
+            "branches": [
+                {"id": "1.c", "parent": "1.d", "message": reply},
+                {"id": "1.d", "parent": "1.c", "message": reply},
+            ]
+        },
+        {"branches": [{"id": "3.c", "parent": "0.a", "message": reply}]},
+        {"branches": [{"id": "1", "parent": "0.a", "message": reply}]},
+        {
+            "children": {"": ["0.a", "1.x"]},
+            "branches": [{"id": "1.x", "parent": "0.a", "message": reply}],
+        },
         {"branches": [{"id": "0.a", "parent": "", "message": reply}]},  # the path's id
         {"branches": [{"id": "0.c", "parent": "", "message": {"type": "alien", "data": {}}}]},
         {"branches": [{"id": "", "parent": "", "message": reply}]},
@@ -438,3 +451,87 @@ def test_an_import_refuses_a_tree_that_does_not_hold_together() -> None:
         line = json.dumps({**good, **bad})
         with pytest.raises(BadInput, match="line 1"):
             parse_record(line)
+
+
+def test_odd_chatgpt_mappings_import_what_holds_together() -> None:
+    from resolvers.services.transfer import chatgpt_records
+
+    def node(nid: str, role: str | None, text: str, parent: str | None, *children: str) -> Any:
+        message = None if role is None else {"author": {"role": role}, "content": {"parts": [text]}}
+        return {"id": nid, "message": message, "parent": parent, "children": list(children)}
+
+    cases: dict[str, tuple[dict[str, Any], str | None, list[str]]] = {
+        "each other's parent, no root": (
+            {"A": node("A", "user", "hi", "B", "B"), "B": node("B", "assistant", "yo", "A", "A")},
+            None,
+            [],
+        ),
+        "a root and a loop beside it": (
+            {
+                "R": node("R", "user", "root", None),
+                "A": node("A", "user", "hi", "B", "B"),
+                "B": node("B", "assistant", "yo", "A", "A"),
+            },
+            "A",
+            ["root"],
+        ),
+        "a message-less root with two children": (
+            {
+                "root": node("root", None, "", None, "u1", "u2"),
+                "u1": node("u1", "user", "one", "root"),
+                "u2": node("u2", "user", "two", "root"),
+            },
+            "root",
+            ["two"],
+        ),
+        "current_node on a tool node": (
+            {
+                "u": node("u", "user", "q", None, "a"),
+                "a": node("a", "assistant", "r", "u", "t"),
+                "t": node("t", "tool", "x", "a"),
+            },
+            "t",
+            ["q", "r"],
+        ),
+    }
+    for name, (mapping, current, expected) in cases.items():
+        conversation = {"id": name, "mapping": mapping, "current_node": current, "create_time": 1.0}
+        records = list(chatgpt_records([conversation], system_prompt="p"))
+        assert [[m["data"]["content"] for m in r["messages"]] for r in records] == (
+            [expected] if expected else []
+        ), name
+
+
+def test_an_export_reads_hostile_marks_and_entries_as_lost_places(
+    fresh_db: Callable[[], str],
+) -> None:
+    """Values another program left: never an error that stops the whole export."""
+    import asyncio
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from resolvers.services.keys import tree_key
+    from resolvers.services.transfer import Transfer
+
+    async def run() -> list[dict[str, Any]]:
+        redis = AsyncRedis.from_url(fresh_db(), decode_responses=True)
+        try:
+            ids = []
+            for mark in ("\u00b2:00", "0", "1:ZZ", "99999999999999999999:ab"):
+                session_id = str(uuid.uuid4())
+                ids.append(session_id)
+                await redis.hset(
+                    meta_key(session_id),
+                    mapping={"list_mark": mark, "created_at": 1, "updated_at": 1},
+                )
+                await redis.lpush(
+                    messages_key(session_id), json.dumps(message_to_dict(HumanMessage("q")))
+                )
+                await redis.hset(tree_key(session_id), mapping={"1.a": "\u00b2:x{}", "1.b": "0:{"})
+            return [json.loads(line) async for line in Transfer(redis).export(ids)]
+        finally:
+            await redis.aclose()
+
+    lines = asyncio.run(run())
+    assert len(lines) == 4
+    assert all(line["branches"] == [] for line in lines)

@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 
 from redis.asyncio import Redis, RedisCluster
+from redis.typing import EncodableT
 
 from resolvers.services.errors import BadInput, DataConflict, NotFound, SessionBusy
 from resolvers.services.history import (
@@ -26,6 +27,7 @@ from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.keys import kids_key, lock_key, messages_key, meta_key, tree_key
 from resolvers.services.scripts import Script
 from resolvers.services.sessions import MAX_PAGE, SessionInfo, SessionStore
+from resolvers.services.stamping import Stamper
 from resolvers.services.validation import check_session_id, message_position
 from resolvers.services.window import ContextPlan, plan_context
 
@@ -56,6 +58,7 @@ class Conversations:
         self._update = Script(redis, "update_session")
         self._read_window = Script(redis, "read_window")
         self._switch = Script(redis, "switch_branch")
+        self._stamper = Stamper(redis)
 
     async def update(
         self,
@@ -153,11 +156,15 @@ class Conversations:
         `switch_branch.lua`: the same keys, arguments and outcomes)."""
         check_session_id(session_id)
         position = message_position(message_id)
-        result = await script(
-            keys=self._tree_keys(session_id),
-            args={**_caller(who), "position": position, "id": message_id},
-        )
+        args: dict[str, EncodableT] = {**_caller(who), "position": position, "id": message_id}
+        result = await script(keys=self._tree_keys(session_id), args=args)
+        if _outcome(result) == -5:
+            # Another program's messages would leave the path: ids of their own first.
+            await self._stamper.stamp(session_id, int(result["moved"]), who=who)
+            result = await script(keys=self._tree_keys(session_id), args=args)
         outcome = _outcome(result)
+        if outcome == -5:
+            raise SessionBusy("another program changed this conversation meanwhile; try again")
         if outcome == 0:
             raise NotFound(_NO_SESSION)
         if outcome == -1:

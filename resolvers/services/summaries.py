@@ -4,22 +4,31 @@ messages out of its context, the model summarizes them, after the turn and off i
 list in LangChain's layout. Later turns send it first; it is rewritten in its place as
 more is trimmed.
 
-The summary's element carries no `message_id`: its id is its position, which never
-moves (it is written as the newest message only while no turn runs, and refreshed in
-place).
+The summary's element carries a `message_id` of its own, as every message this server
+writes (a branch moves it off the path with the messages around it): its position, which
+never moves while it is on the path (it is written as the newest message only while no
+turn runs, and refreshed in place, keeping its id), and a nonce.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from redis.asyncio import Redis, RedisCluster
 
-from resolvers.services.history import Role, StoredMessage, decode_newest_first, encode
+from resolvers.services.history import (
+    MESSAGE_ID,
+    Role,
+    StoredMessage,
+    decode_newest_first,
+    encode,
+    message_id,
+)
 from resolvers.services.keys import lock_key, messages_key, meta_key
 from resolvers.services.model import ChatModel
 from resolvers.services.scripts import Script
@@ -86,7 +95,14 @@ class SummaryStore:
         return decode_newest_first(raw, last + 1)
 
     async def store_summary(
-        self, session_id: str, *, text_json: str, covers: int, at: int | None, epoch: int
+        self,
+        session_id: str,
+        *,
+        text_json: str,
+        covers: int,
+        at: int | None,
+        epoch: int,
+        position: int,
     ) -> bool:
         """Keep a summary in the list: in the place of the old one (`at`), or as the newest
         message when there is none yet (only while no turn runs, whose new messages'
@@ -103,6 +119,7 @@ class SummaryStore:
                 "covers": covers,
                 "at": -1 if at is None else at,
                 "epoch": epoch,
+                "position": position,
             },
         )
         return bool(int(result))
@@ -152,10 +169,15 @@ class Summarizer:
             first = max(covers + 1, upto - MAX_MESSAGES + 1)
             new = await self._store.messages_between(session_id, first, upto)
             old = "(none yet)"
-            if at is not None and not stale:
+            # Its id: the one it has (refreshed in place), or a new one at the list's end.
+            identifier = message_id(length if at is None else at, secrets.token_hex(4))
+            if at is not None:
                 kept = await self._store.messages_between(session_id, at, at)
                 if kept and kept[0].role is Role.SYSTEM:
-                    old = kept[0].content
+                    if not stale:
+                        old = kept[0].content
+                    if kept[0].id != str(at):
+                        identifier = kept[0].id
             lines: list[str] = []
             size = 0
             for m in reversed(new):  # the newest first, within MAX_TRANSCRIPT_CHARS
@@ -178,9 +200,15 @@ class Summarizer:
             text = reply.strip()[:MAX_SUMMARY_CHARS]
             if not text:
                 return
-            element = encode(SystemMessage(content=text, additional_kwargs={COVERS: upto}))
+            extra = {COVERS: upto, MESSAGE_ID: identifier}
+            element = encode(SystemMessage(content=text, additional_kwargs=extra))
             if not await self._store.store_summary(
-                session_id, text_json=element, covers=upto, at=at, epoch=state.epoch
+                session_id,
+                text_json=element,
+                covers=upto,
+                at=at,
+                epoch=state.epoch,
+                position=length if at is None else at,
             ):
                 logger.info("summary of session %s left for a later turn", session_id)
         except asyncio.CancelledError:

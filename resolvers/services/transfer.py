@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 import uuid
@@ -38,6 +39,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from resolvers.services import meta as declared
 from resolvers.services.errors import BadInput, DataConflict
+from resolvers.services.history import position_of
 from resolvers.services.keys import (
     INDEX_KEY,
     kids_key,
@@ -224,9 +226,9 @@ def _tree_of(
         return {"branches": [], "children": {}}
     branches = []
     for message_id, value in tree.items():
-        size, _, rest = value.partition(":")
-        length = int(size) if size.isdigit() else -1
-        encoded = rest.encode()
+        found = _ENTRY.match(value)
+        encoded = value[found.end() :].encode() if found else b""
+        length = int(found.group(1)) if found and len(found.group(1)) <= 16 else -1
         try:
             if length < 0 or length > len(encoded):
                 raise ValueError("not a tree entry")  # noqa: TRY301  read as unreadable
@@ -236,13 +238,20 @@ def _tree_of(
             logger.warning("export of session %s skips an unreadable branch entry", session_id)
             continue
         branches.append({"id": message_id, "parent": parent, "message": message})
+    # In an order of their own (a hash's order is not kept across a copy): by depth.
+    branches.sort(key=lambda b: (position_of(b["id"]) or 0, b["id"]))
     children: dict[str, list[str]] = {}
     for parent, value in kids.items():
         with contextlib.suppress(ValueError, RecursionError):
             ids = json.loads(value)
             if isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids):
                 children[parent] = ids
-    return {"branches": branches, "children": children}
+    return {"branches": branches, "children": dict(sorted(children.items()))}
+
+
+# As the scripts read them (`_session.lua`, `_tree.lua`): ASCII digits only.
+_MARK = re.compile(r"([0-9]+):([0-9a-f]*)", re.ASCII)
+_ENTRY = re.compile(r"([0-9]+):", re.ASCII)
 
 
 def _intact(raw: list[str], meta: dict[str, str]) -> bool:
@@ -251,13 +260,14 @@ def _intact(raw: list[str], meta: dict[str, str]) -> bool:
     mark = meta.get("list_mark")
     if mark is None:
         return len(raw) > 0
-    kept, _, digest = mark.partition(":")
-    if not kept.isdigit() or int(kept) > len(raw):
+    found = _MARK.fullmatch(mark)
+    if found is None or len(found.group(1)) > 16 or int(found.group(1)) > len(raw):
         return False
-    if int(kept) == 0:
+    kept = int(found.group(1))
+    if kept == 0:
         return True
-    element = raw[len(raw) - int(kept)]
-    return hashlib.sha1(element.encode()).hexdigest() == digest  # noqa: S324  as Redis does
+    element = raw[len(raw) - kept]
+    return hashlib.sha1(element.encode()).hexdigest() == found.group(2)  # noqa: S324  as Redis does
 
 
 def tree_entry(parent: str, element: str) -> str:
@@ -364,8 +374,11 @@ def _checked_tree(
     children = record.get("children") or {}
     if not isinstance(branches, list) or not isinstance(children, dict):
         raise TypeError("branches must be a list and children an object")
-    known = {_path_id(message, position) for position, message in enumerate(messages)}
-    known.add("")
+    # Every id's depth: a path message's is its position, an off-path one's the number
+    # its id begins with; a parent is one level up, so no chain of parents can loop.
+    depth = {_path_id(message, position): position for position, message in enumerate(messages)}
+    depth[""] = -1
+    known = set(depth)
     tree: dict[str, str] = {}
     parents: dict[str, str] = {}
     used_in = used_out = 0
@@ -379,6 +392,10 @@ def _checked_tree(
             raise ValueError(f"branch {number}: parent must be a message id")
         if identifier in known or identifier in tree:
             raise ValueError(f"branch {number}: id {identifier!r} is there twice")
+        level = position_of(identifier)
+        if level is None or identifier == str(level):
+            raise ValueError(f"branch {number}: id {identifier!r} does not name its depth")
+        depth[identifier] = level
         messages_from_dict([message])
         counts = message.get("data", {}).get("usage_metadata")
         if counts is not None and not (
@@ -393,14 +410,16 @@ def _checked_tree(
         parents[identifier] = parent
     known |= set(tree)
     for identifier, parent in parents.items():
-        if parent not in known:
-            raise ValueError(f"branch {identifier!r}: its parent is not in the session")
+        if parent not in known or depth[parent] != depth[identifier] - 1:
+            raise ValueError(f"branch {identifier!r}: its parent is not the message above it")
     kids: dict[str, str] = {}
     for parent, ids in children.items():
         if parent not in known or not isinstance(ids, list) or not ids:
             raise ValueError(f"children of {parent!r}: not a message of the session")
-        if not all(isinstance(i, str) and i in known and i for i in ids) or len(set(ids)) != len(
-            ids
+        if (
+            not all(isinstance(i, str) and i in known and i for i in ids)
+            or len(set(ids)) != len(ids)
+            or any(depth[i] != depth[parent] + 1 for i in ids)
         ):
             raise ValueError(f"children of {parent!r} must be ids of its messages, once each")
         kids[parent] = json.dumps(ids)
@@ -533,6 +552,22 @@ def _chatgpt_tree(
         return None
 
     parent_of = {nid: kept_above(node_parent(nid)) for nid in made}
+
+    def rooted(nid: str) -> bool:
+        """Whether its parents lead to the start (not round a loop)."""
+        seen: set[str] = set()
+        up: str | None = nid
+        while up is not None:
+            if up in seen:
+                return False
+            seen.add(up)
+            up = parent_of[up]
+        return True
+
+    # Messages whose parents go round a loop belong nowhere: left out.
+    made = {nid: message for nid, message in made.items() if rooted(nid)}
+    if not made:
+        return None
     depth: dict[str, int] = {}
     for nid in made:
         chain: list[str] = []
@@ -566,7 +601,11 @@ def _chatgpt_tree(
     path_nodes.reverse()
     if not path_nodes or depth[path_nodes[0]] != 0:
         path_nodes = []
-        at = min((n for n in made if parent_of[n] is None), key=lambda n: order.get(n, 0))
+        # No message on the way to current_node: from the start down the newest children,
+        # as a switch goes down.
+        at = max(
+            (n for n in made if parent_of[n] is None), key=lambda n: order.get(n, 0), default=None
+        )
         while at is not None and len(path_nodes) <= len(made):
             path_nodes.append(at)
             below = children.get(ids[at])
@@ -577,6 +616,8 @@ def _chatgpt_tree(
         message.additional_kwargs["message_id"] = ids[nid]
         return message_to_dict(message)
 
+    if not path_nodes:
+        return None
     on_path = set(path_nodes)
     messages = [as_dict(nid) for nid in path_nodes]
     branches = [

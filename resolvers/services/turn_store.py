@@ -43,6 +43,7 @@ from resolvers.services.keys import (
     turn_stream_key,
 )
 from resolvers.services.scripts import Script, caller, each, outcome_of
+from resolvers.services.stamping import Stamper
 from resolvers.services.usage import Usage
 from resolvers.services.validation import check_session_id, check_turn_id, message_position
 
@@ -200,6 +201,7 @@ class TurnStore:
         self._lock_ms = int(lock_seconds * 1000)
         self._replay_ms = int(replay_seconds * 1000)
         self._begin = Script(redis, "begin_turn")
+        self._stamper = Stamper(redis)
         self._commit = Script(redis, "commit_turn")
         self._release = Script(redis, "release_lock")
         self._renew = Script(redis, "renew_lock")
@@ -259,25 +261,33 @@ class TurnStore:
                 await self._claim_turn_id(session_id, turn_id, keep_ms)
             except Exception as exc:
                 logger.warning("turn id %s not recorded: %s", turn_id, type(exc).__name__)
-        result = await self._begin(
-            keys=keys,
-            args={
-                "token": token,
-                "lock_ms": self._lock_ms,
-                "window": self._window,
-                "alive_s": self._alive_seconds,
-                "now": now_micros(),
-                "session_id": session_id,
-                **caller(who),
-                "turn_id": turn_id,
-                "message": message,
-                "keep_ms": keep_ms,
-                "mode": mode,
-                "position": position,
-                "id": at or "",
-            },
-        )
+        args: dict[str, EncodableT] = {
+            "token": token,
+            "lock_ms": self._lock_ms,
+            "window": self._window,
+            "alive_s": self._alive_seconds,
+            "now": now_micros(),
+            "session_id": session_id,
+            **caller(who),
+            "turn_id": turn_id,
+            "message": message,
+            "keep_ms": keep_ms,
+            "mode": mode,
+            "position": position,
+            "id": at or "",
+        }
+        result = await self._begin(keys=keys, args=args)
+        if outcome_of(result) == -5:
+            # Another program's messages would leave the path at the commit: they get ids
+            # of their own first, then the turn begins (once more).
+            given = await self._stamper.stamp(session_id, int(result["fork_at"]), who=who)
+            if at is not None and position in given:
+                at = given[position]  # the message named by its place has its own id now
+            args.update(now=now_micros(), id=at or "")
+            result = await self._begin(keys=keys, args=args)
         outcome = outcome_of(result)
+        if outcome == -5:
+            raise SessionBusy("another program changed this conversation meanwhile; try again")
         if outcome == 0:
             raise NotFound(_NOT_FOUND)
         if outcome == -1:

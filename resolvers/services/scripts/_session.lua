@@ -25,17 +25,31 @@ local function intact(list, mark)
 end
 -- The session's usage: the sum of its replies' counts. The kept sums while the list is
 -- intact, else the sum over the list read anew (a program cleared or rewrote it, or the
--- sums are not counts). Returns tokens in, tokens out, and whether the kept sums held.
-local function usage_of(list, meta)
+-- sums are not counts), with the replies off the path in `tree` (an optional key) while
+-- the list is intact. Returns tokens in, tokens out, whether the kept sums held, and
+-- whether the list is intact (its branches keep their places).
+local function usage_of(list, meta, tree)
   local kept = redis.call('HMGET', meta, 'input_tokens', 'output_tokens', 'list_mark')
   local tokens_in, tokens_out = count(kept[1] or '0'), count(kept[2] or '0')
-  if tokens_in and tokens_out and intact(list, kept[3]) then
-    return tokens_in, tokens_out, true
+  local placed = intact(list, kept[3])
+  if tokens_in and tokens_out and placed then
+    return tokens_in, tokens_out, true, true
   end
   local sum_in, sum_out = 0, 0
-  for _, raw in ipairs(redis.call('LRANGE', list, 0, -1)) do
+  local raws = redis.call('LRANGE', list, 0, -1)
+  if placed and tree then
+    for _, value in ipairs(redis.call('HVALS', tree)) do
+      -- An off-path entry: '<length>:<parent><element>' (see _tree.lua).
+      local size = string.match(value, '^(%d+):')
+      local length = size and whole(size)
+      if length and #size + 1 + length <= #value then
+        raws[#raws + 1] = string.sub(value, #size + 2 + length)
+      end
+    end
+  end
+  for _, raw in ipairs(raws) do
     local more_in, more_out = counted(raw)
     sum_in, sum_out = sum_in + more_in, sum_out + more_out
   end
-  return bounded(sum_in), bounded(sum_out), false
+  return bounded(sum_in), bounded(sum_out), false, placed
 end

@@ -41,10 +41,24 @@ local function parent_on_path(messages, n, position)
   if position == 0 then return '' end
   return path_id(messages, n, position - 1)
 end
+-- The depth an id names (its leading digits), or nil.
+local function depth_of(id)
+  local digits = type(id) == 'string' and string.match(id, '^(%d+)')
+  return digits and whole(digits) or nil
+end
+-- Whether the element at `position` carries an id of its own that names its depth (ids
+-- of other programs' elements are their positions, which another element takes too).
+local function owns_id(raw, position)
+  local id = id_at(raw, position)
+  return id ~= tostring(position) and depth_of(id) == position
+end
 
--- Moving the path's messages from `k` on off it: what it takes, read only. `raws` are
--- those messages newest first, as LRANGE 0 n-1-k gives them.
-local function plan_off_path(messages, kids, n, k)
+-- Moving the path's messages from `k` on off it: what it takes, read only. A message
+-- off the path is found by its id alone, so each must carry one of its own that no
+-- other message off the path has: `plan.unstamped` says one has only its position (an
+-- element another program wrote; see `stamp_ids.lua`), `plan.clash` that its id is
+-- taken.
+local function plan_off_path(messages, tree, kids, n, k)
   local plan = {parent = parent_on_path(messages, n, k), moves = {}, listed = {}}
   if k >= n then return plan end
   local raws = redis.call('LRANGE', messages, 0, n - 1 - k)
@@ -52,6 +66,8 @@ local function plan_off_path(messages, kids, n, k)
   for position = k, n - 1 do
     local raw = raws[n - position]
     local id = id_at(raw, position)
+    if not owns_id(raw, position) then plan.unstamped = true end
+    if redis.call('HEXISTS', tree, id) == 1 then plan.clash = true end
     plan.moves[#plan.moves + 1] = {id = id, parent = parent, raw = raw}
     parent = id
   end
@@ -75,15 +91,31 @@ local function write_off_path(messages, tree, kids, plan, n, k)
 end
 
 -- The children of `parent` once `child` is added after them (`first`: its child on the
--- path before, when it has no entry), or nil when nothing needs listing (a first child).
+-- path until now, listed too when it was not, as a message another program appended
+-- is not), or nil when nothing needs listing (a first child).
 local function children_with(kids, parent, first, child)
   local listed = id_list(redis.call('HGET', kids, parent))
   if listed == nil then
     if first == nil then return nil end
-    listed = {first}
+    listed = {}
   end
-  listed[#listed + 1] = child
+  local seen = {}
+  for _, id in ipairs(listed) do seen[id] = true end
+  if first ~= nil and not seen[first] then listed[#listed + 1] = first end
+  if child ~= nil and not seen[child] then listed[#listed + 1] = child end
   return listed
+end
+-- A session's time to live as its metadata has it (ms; 0: none), read before a script
+-- recreates a key (a DEL then a push), and given back to the keys after.
+local function life_of(meta)
+  local ms = redis.call('PTTL', meta)
+  if type(ms) == 'number' and ms > 0 then return ms end
+  return 0
+end
+local function keep_life(ms, ...)
+  if ms > 0 then
+    for _, key in ipairs({...}) do redis.call('PEXPIRE', key, ms) end
+  end
 end
 
 -- A summary written for a path that changed from `k` on: gone with its place, or stale
@@ -126,7 +158,8 @@ local function plan_forget(messages, tree, kids, n, p, tail)
       for _, child in ipairs(listed) do
         if not on_path[child] and not seen[child] then
           local parent, raw = tree_parse(redis.call('HGET', tree, child))
-          if parent ~= nil then
+          -- Only a message that says it follows this one is below it.
+          if parent == id then
             seen[child] = true
             plan.gone[#plan.gone + 1] = child
             plan.raws[#plan.raws + 1] = raw

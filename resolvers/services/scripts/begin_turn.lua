@@ -28,8 +28,9 @@
 -- outcome: 1 taken (a retry of this very call too), 0 no session the caller may use,
 -- -1 busy, -2 the turn id is another session's, -3 that message cannot be regenerated
 -- (not a reply after a user message) or edited (not a user message), -4 no message with
--- that id on the path, 2 the turn is there already (join it), -9 a key holds a value of
--- another type. The window ends below the turn's place (`skip` counts the newest it
+-- that id on the path, -5 messages another program wrote are on the part that would
+-- leave the path and need ids of their own first (fork_at: where they start), 2 the turn
+-- is there already (join it), -9 a key holds a value of another type (or an id twice). The window ends below the turn's place (`skip` counts the newest it
 -- leaves out: with regenerate the reply, its message and all after; with edit the
 -- message and all after); reply and asked are the regenerated reply and its message;
 -- fork_at is where the new branch starts (-1 none: the turn adds to the path), parent
@@ -97,6 +98,18 @@ if mode ~= '' then
   end
 else
   fork_at = -1
+end
+-- What would move off the path at the commit: each message must carry an id of its own
+-- (another program's need them stamped first: `stamp_ids.lua`), none taken off the path.
+if fork_at >= 0 then
+  local tail = redis.call('LRANGE', messages, 0, length - 1 - fork_at)
+  for position = fork_at, length - 1 do
+    local raw = tail[length - position]
+    if not owns_id(raw, position) then
+      return {-5, false, false, false, false, false, false, false, false, false, fork_at}
+    end
+    if redis.call('HEXISTS', KEYS[7], id_at(raw, position)) == 1 then return {-9} end
+  end
 end
 local parent = ''
 if fork_at >= 0 then

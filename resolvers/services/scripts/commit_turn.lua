@@ -37,8 +37,9 @@
 -- RETURNS outcome
 -- outcome: 1 stored (also when an earlier try of this very call stored it), 0 the
 -- session was deleted meanwhile, -1 the lock is lost, -3 the message the branch starts
--- at is no longer there, -9 a key holds a value of another type. Nothing is written
--- unless it is 1.
+-- at is no longer there, or what would move off the path with it was written meanwhile
+-- by another program, -9 a key holds a value of another type. Nothing is written unless
+-- it is 1.
 -- INCLUDE keys
 -- INCLUDE session
 -- INCLUDE stream
@@ -72,7 +73,7 @@ if fork_at >= 0 and (fork_at >= n or path_id(messages, n, fork_at) ~= ARGV[19]) 
   return -3
 end
 -- Replies kept in every branch count: a branch moved off the path keeps its usage.
-local tokens_in, tokens_out, usage_held = usage_of(messages, meta)
+local tokens_in, tokens_out, usage_held, placed = usage_of(messages, meta, tree)
 tokens_in = bounded(tokens_in + (count(ARGV[16]) or 0))
 tokens_out = bounded(tokens_out + (count(ARGV[17]) or 0))
 local epoch = whole(redis.call('HGET', meta, 'epoch') or '0') or 0
@@ -81,15 +82,16 @@ if fork_at >= 0 or not usage_held then epoch = epoch + 1 end
 -- siblings; a new message after a last one with children off the path joins them.
 local plan, siblings = nil, nil
 if fork_at >= 0 then
-  plan = plan_off_path(messages, kids, n, fork_at)
+  plan = plan_off_path(messages, tree, kids, n, fork_at)
+  if plan.unstamped or plan.clash then return -3 end
   siblings = children_with(kids, plan.parent, plan.moves[1].id, ARGV[20])
-elseif usage_held then
+elseif placed then
   local last = ''
   if n > 0 then last = path_id(messages, n, n - 1) end
   siblings = children_with(kids, last, nil, ARGV[20])
   plan = {parent = last}
 end
-local change = fork_at >= 0 and path_change(meta, fork_at, usage_held)
+local change = fork_at >= 0 and path_change(meta, fork_at, placed)
 local first, last, done = whole(ARGV[9]), whole(ARGV[10]), whole(ARGV[12])
 local ttl = whole(ARGV[6]) or 0
 
@@ -105,7 +107,7 @@ redis.call('HSET', meta, 'updated_at', ARGV[5], 'last_turn', ARGV[2],
   'input_tokens', tokens_in, 'output_tokens', tokens_out, 'epoch', epoch,
   'list_mark', mark_of(messages))
 if change then change(messages) end
-if not usage_held then
+if not placed then
   -- The list was cleared or rewritten by another program: the summary's place and the
   -- branches' are gone.
   redis.call('HDEL', meta, 'summary_at', 'summary_covers', 'summary_stale')

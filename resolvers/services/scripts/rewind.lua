@@ -31,9 +31,9 @@ if p == nil or p >= n or path_id(messages, n, p) ~= ARGV[4] then return {-2} end
 
 -- The session's usage is a sum over its replies: the forgotten ones' counts leave it,
 -- on the path and off it.
-local tokens_in, tokens_out, held = usage_of(messages, meta)
+local tokens_in, tokens_out, _, placed = usage_of(messages, meta, tree)
 local tail = redis.call('LRANGE', messages, 0, n - p - 1)
-local plan = held and plan_forget(messages, tree, kids, n, p, tail)
+local plan = placed and plan_forget(messages, tree, kids, n, p, tail)
 local gone = {}
 for _, raw in ipairs(tail) do gone[#gone + 1] = raw end
 for _, raw in ipairs(plan and plan.raws or {}) do gone[#gone + 1] = raw end
@@ -41,7 +41,7 @@ for _, raw in ipairs(gone) do
   local gone_in, gone_out = counted(raw)
   tokens_in, tokens_out = tokens_in - gone_in, tokens_out - gone_out
 end
-local change = path_change(meta, p, held)
+local change = path_change(meta, p, placed)
 
 if p == 0 then redis.call('DEL', messages) else redis.call('LTRIM', messages, n - p, -1) end
 redis.call('HSET', meta, 'input_tokens', bounded(tokens_in), 'output_tokens', bounded(tokens_out))

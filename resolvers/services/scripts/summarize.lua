@@ -8,10 +8,12 @@
 -- ARGV[2] covers: the last position it covers
 -- ARGV[3] at: the old summary's position (-1: none)
 -- ARGV[4] epoch: the session's epoch when the summarized messages were read
+-- ARGV[5] position: the position the summary's id names (its own, which it keeps off
+-- the path as every message does): where it must land
 -- RETURNS kept
 -- kept: 1 kept, 0 not (the session is gone; its messages were rewound, replaced or
--- rewritten since they were read; another summary covers as much; or a turn runs and
--- there is no summary to replace).
+-- rewritten since they were read; another summary covers as much; it would land
+-- elsewhere than its id says; or a turn runs and there is no summary to replace).
 -- INCLUDE keys
 -- INCLUDE session
 -- INCLUDE numbers
@@ -32,6 +34,9 @@ local stored_at = whole(state[2] or '')
 if at < 0 and stored_at then return 0 end
 if not state[4] and covers <= (whole(state[3] or '') or -1) then return 0 end
 local place = false
+local lands = at
+if at < 0 then lands = length end
+if whole(ARGV[5]) ~= lands then return 0 end
 if at >= 0 then
   if stored_at ~= at or at >= length
       or kind_of(redis.call('LINDEX', messages, length - 1 - at)) ~= 'system' then
