@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from run import LOOPBACK, free_port, wait_port  # noqa: E402  bench/run.py, beside this file
+
 from resolvers.services.conversation import Conversations  # noqa: E402
 from resolvers.services.history import encode, message_id, stamped  # noqa: E402
 from resolvers.services.stores import Stores, open_stores  # noqa: E402
