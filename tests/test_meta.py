@@ -106,6 +106,8 @@ def test_session_info_shows_every_listed_field() -> None:
         "owner": "owner_id",
         "input_tokens": "usage",
         "output_tokens": "usage",
+        "pinned": "pinned",
+        "archived": "archived",
     }
     assert set(meta.LISTED) == set(shown_as)
     attributes = {f.name for f in dataclasses.fields(SessionInfo)}
@@ -121,6 +123,8 @@ def test_session_info_shows_every_listed_field() -> None:
         ("summary_covers", "-2"),
         ("list_mark", "x"),
         ("owner", ""),
+        ("pinned", "0"),
+        ("archived", "yes"),
     ],
 )
 def test_a_value_its_field_does_not_allow_is_refused(name: str, value: str) -> None:

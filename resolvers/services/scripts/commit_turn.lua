@@ -9,6 +9,8 @@
 -- KEYS[7] turn_session?: the turn id's session (one Redis only)
 -- KEYS[8] index?: every session by activity (one Redis only)
 -- KEYS[9] owner_index?: the owner's sessions by activity (one Redis, owned sessions)
+-- KEYS[10] archived_index?: the owner's archived sessions (with owner_index)
+-- KEYS[11] pinned_index?: the owner's pinned sessions (with owner_index)
 -- ARGV[1] token: the turn's lock token
 -- ARGV[2] turn_id: the turn's id
 -- ARGV[3] user_json: the user's message, as the list holds it
@@ -16,7 +18,7 @@
 -- ARGV[5] now: microseconds since the epoch
 -- ARGV[6] ttl: the session's time to live in seconds (0: none)
 -- ARGV[7] session_id: the session's id
--- ARGV[8] title: a title for a session that has none ('' none)
+-- ARGV[8] title: a title for a session that has none ('' none); marked as the server's
 -- ARGV[9] first: the number of the first token not yet in the stream
 -- ARGV[10] last: the number of the last one
 -- ARGV[11] tokens: those tokens as a JSON list ('' none)
@@ -43,7 +45,8 @@ local messages, meta, lock, active, stream, turn_ids = KEYS[1], KEYS[2], KEYS[3]
 local replaces = ARGV[18]
 if not (holds(messages, 'list') and holds(meta, 'hash') and holds(stream, 'stream')
     and holds(turn_ids, 'zset') and holds(lock, 'string') and (not KEYS[8] or holds(KEYS[8], 'zset'))
-    and (not KEYS[9] or holds(KEYS[9], 'zset'))) then
+    and (not KEYS[9] or holds(KEYS[9], 'zset')) and (not KEYS[10] or holds(KEYS[10], 'zset'))
+    and (not KEYS[11] or holds(KEYS[11], 'zset'))) then
   return -9
 end
 local top, ended, unstored = last_entry(stream)
@@ -94,9 +97,11 @@ if not usage_held then
   -- The list was cleared or rewritten by another program: the summary's place is gone.
   redis.call('HDEL', meta, 'summary_at', 'summary_covers', 'summary_stale')
 end
-if ARGV[8] ~= '' then redis.call('HSETNX', meta, 'title', ARGV[8]) end
+if ARGV[8] ~= '' and redis.call('HSETNX', meta, 'title', ARGV[8]) == 1 then
+  redis.call('HSET', meta, 'title_auto', '1')
+end
 if KEYS[8] then place(KEYS[8], ARGV[7], ARGV[5]) end
-if KEYS[9] then place(KEYS[9], ARGV[7], ARGV[5]) end
+if KEYS[9] then file_owned(meta, ARGV[7], ARGV[5], KEYS[9], KEYS[10], KEYS[11]) end
 if ttl > 0 then
   redis.call('EXPIRE', messages, ttl)
   redis.call('EXPIRE', meta, ttl)
