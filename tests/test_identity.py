@@ -369,6 +369,9 @@ SESSION_OPERATIONS: dict[str, str] = {
     "updateSession": 'mutation($s: ID!) { updateSession(id: $s, input: {title: "x"}) { id } }',
     "rewind": 'mutation($s: ID!) { rewind(sessionId: $s, messageId: "0") { id } }',
     "regenerate": "subscription($s: ID!) { regenerate(sessionId: $s) { token } }",
+    "shareSession": "mutation($s: ID!) { shareSession(id: $s) { id url } }",
+    # Given a session id, or another user's share id (test_list_api.py): NOT_FOUND.
+    "revokeShare": "mutation($s: ID!) { revokeShare(id: $s) }",
 }
 
 

@@ -321,12 +321,14 @@ async def test_a_session_keeps_a_bounded_number_of_shares(db: Redis | RedisClust
 @pytest.mark.parametrize(
     "share_id", ["", "x", "../../etc", "*", "a" * 31, "a" * 33, "a" * 31 + "\n", "é" * 32]
 )
-async def test_a_share_id_not_of_this_server_is_not_found(
+async def test_a_share_id_not_of_this_servers_form_is_bad_input(
     db: Redis | RedisCluster, share_id: str
 ) -> None:
     shares = ShareStore(db, stores_on(db).sessions)
-    with pytest.raises(NotFound):
+    with pytest.raises(BadInput):
         await shares.snapshot(share_id)
+    with pytest.raises(BadInput):
+        await shares.revoke(share_id, who=ALICE)
 
 
 async def test_a_pointer_another_program_left_is_not_found(one: Redis) -> None:

@@ -43,9 +43,10 @@ def new_share_id() -> str:
 
 
 def check_share_id(share_id: object) -> str:
-    """A share id as this server makes them (NotFound otherwise: no key is built of it)."""
+    """A share id as this server makes them; anything else is bad input (as a session
+    id that is not one), never used to build a key."""
     if not isinstance(share_id, str) or not _ID.fullmatch(share_id):
-        raise NotFound(_NO_SHARE)
+        raise BadInput("share id is not one this server gave")
     return share_id
 
 
