@@ -77,6 +77,8 @@
  * @property {Older | null} older paging back through the open chat; null for no chat
  * @property {Editing | null} editing the message being edited, if one is
  * @property {boolean} renaming whether the open chat's title is being edited
+ * @property {boolean} archiveView whether the list shows the page's archived chats
+ * @property {string | null} sharing the chat whose share links the panel shows, if any
  */
 
 /** @type {State} */
@@ -95,4 +97,6 @@ export const state = {
   older: null,
   editing: null,
   renaming: false,
+  archiveView: false,
+  sharing: null,
 };
