@@ -307,6 +307,23 @@ async def test_deleting_the_session_deletes_its_shares(db: Redis | RedisCluster)
     assert left == []
 
 
+async def test_an_expired_sessions_shares_go_with_its_listing_entry(
+    db: Redis | RedisCluster,
+) -> None:
+    stores = stores_on(db, ttl=60)
+    shares = ShareStore(db, stores.sessions)
+    session = await stores.sessions.create(owner="alice")
+    made = await shares.create(session.id, who=ALICE)
+    # The TTL runs out: the session's keys expire, its entries stay until a listing.
+    await db.delete(meta_key(session.id), f"message_store:{session.id}")
+    with pytest.raises(NotFound):
+        await shares.snapshot(made.id)  # at once
+    await db.zadd(owner_index_key("alice"), {session.id: 1})
+    assert await listed(stores, "alice", "main") == []
+    assert await db.get(share_pointer_key(made.id)) is None
+    assert [k async for k in db.scan_iter(match=f"*{session.id}*")] == []
+
+
 async def test_a_session_keeps_a_bounded_number_of_shares(db: Redis | RedisCluster) -> None:
     stores = stores_on(db)
     shares = ShareStore(db, stores.sessions)

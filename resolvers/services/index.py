@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ResponseError
 
 from resolvers.services.errors import BadInput
 from resolvers.services.keys import (
@@ -33,6 +34,9 @@ from resolvers.services.keys import (
     meta_key,
     owner_index_key,
     pinned_index_key,
+    share_key,
+    share_pointer_key,
+    shares_key,
 )
 from resolvers.services.validation import check_session_id
 
@@ -234,6 +238,22 @@ class SessionIndex:
         gone = [str(sid) for sid, found in zip(stale, alive, strict=True) if not found]
         if gone:
             await self._redis.zrem(index, *gone)
+            await self._drop_shares(gone)
+
+    async def _drop_shares(self, gone: list[str]) -> None:
+        """The share links of expired sessions: they read as none already (a share is
+        read only while its session is there); their keys, which have no TTL of their
+        own, go with the session's entry."""
+        for session_id in gone:
+            try:
+                found = await self._redis.zrange(shares_key(session_id), 0, -1)
+            except ResponseError:  # another program's value: not this server's to drop
+                continue
+            share_ids = [str(s) for s in found]
+            doomed = [share_key(session_id, s) for s in share_ids] + [shares_key(session_id)]
+            await self._redis.delete(*doomed)
+            for share_id in share_ids:  # each in a slot of its own
+                await self._redis.delete(share_pointer_key(share_id))
 
     async def slice(
         self, index: str, count: int, after: str | None
