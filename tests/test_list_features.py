@@ -292,6 +292,20 @@ async def test_only_the_owner_or_an_admin_shares_lists_and_revokes(
     assert await db.get(share_pointer_key(made.id)) is None
 
 
+async def test_a_share_id_alone_cannot_revoke_a_share_of_an_ownerless_session(
+    db: Redis | RedisCluster,
+) -> None:
+    stores = stores_on(db)
+    shares = ShareStore(db, stores.sessions)
+    session = await stores.sessions.create()  # anonymous: whoever holds its id uses it
+    made = await shares.create(session.id)
+    assert [s.id for s in await shares.shares(session.id)] == [made.id]
+    with pytest.raises(NotFound):
+        await shares.revoke(made.id)  # a reader of the link holds just as much
+    await shares.snapshot(made.id)
+    assert await shares.revoke(made.id, who=Identity(user_id=None, is_admin=True))
+
+
 async def test_deleting_the_session_deletes_its_shares(db: Redis | RedisCluster) -> None:
     stores = stores_on(db)
     shares = ShareStore(db, stores.sessions)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.support import AppServer, gql, new_session
+from tests.support import AppServer, error_codes, gql, new_session
 from tests.support.page import shot
 
 pytestmark = pytest.mark.browser
@@ -20,7 +20,10 @@ ATTACK = (
 
 
 async def shared(app: AppServer, message: str) -> dict[str, str]:
+    """A chat of a new guest's, shared: the share, and the guest's token (`token`)."""
     async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        token = (await http.post("/guest")).json()["token"]
+        http.headers["authorization"] = f"Bearer {token}"
         session_id = await new_session(http, title="A shared <b>chat</b>")
         reply = await http.post(
             "/chat",
@@ -32,7 +35,7 @@ async def shared(app: AppServer, message: str) -> dict[str, str]:
             http, "mutation($s: ID!) { shareSession(id: $s) { id url } }", s=session_id
         )
     share: dict[str, str] = body["data"]["shareSession"]  # type: ignore[index]
-    return share
+    return {**share, "token": token}
 
 
 async def test_a_shared_chat_reads_as_a_page_with_its_markup_inert(
@@ -62,7 +65,11 @@ async def test_a_shared_chat_reads_as_a_page_with_its_markup_inert(
 async def test_a_revoked_share_page_says_it_is_gone(page: Page, app: AppServer) -> None:
     share = await shared(app, "soon gone")
     async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
-        revoked = await gql(http, "mutation($s: ID!) { revokeShare(id: $s) }", s=share["id"])
+        revoke = "mutation($s: ID!) { revokeShare(id: $s) }"
+        anyone = await gql(http, revoke, s=share["id"])
+        assert error_codes(anyone) == ["NOT_FOUND"]  # the link is not the key to revoke it
+        owner = {"authorization": f"Bearer {share['token']}"}
+        revoked = await gql(http, revoke, owner, s=share["id"])
     assert revoked["data"] == {"revokeShare": True}
     response = await page.goto(share["url"])
     assert response is not None and response.status == 404

@@ -52,7 +52,7 @@ from resolvers.services.container import Services, open_services
 from resolvers.services.conversation import Conversations
 from resolvers.services.errors import ChatError, NotFound
 from resolvers.services.history import Role, StoredMessage
-from resolvers.services.identity import ANONYMOUS
+from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.keys import messages_key, share_pointer_key
 from resolvers.services.settings import Settings
 from tests.support import FakeGroq, RedisServer
@@ -60,6 +60,7 @@ from tests.support.fuzzing import FuzzStats, reporting
 from tests.support.machines import AsyncMachine
 from tests.support.redis_proxy import RedisProxy
 
+ADMIN = Identity(user_id=None, is_admin=True)
 COMMIT_SHA = hashlib.sha1(scripts.source("commit_turn").encode()).hexdigest().encode()  # noqa: S324
 
 
@@ -376,7 +377,8 @@ class SessionModel(AsyncMachine):
             self.model.shares[made.id] = [(m.role, m.text) for m in self.model.messages]
         else:
             share_id = data.draw(st.sampled_from(sorted(self.model.shares)), label="share")
-            assert self.run(services.shares.revoke(share_id))
+            # The session has no owner: an admin revokes (a share id alone may not).
+            assert self.run(services.shares.revoke(share_id, who=ADMIN))
             del self.model.shares[share_id]
             self.model.gone_shares.add(share_id)
             assert not self.run(self.redis.exists(share_pointer_key(share_id)))

@@ -130,7 +130,9 @@ class ShareStore:
 
     async def revoke(self, share_id: str, *, who: Identity = ANONYMOUS) -> bool:
         """Revoke a share: from then on its url is 404. NotFound when there is no such
-        share, or it is of a session `who` may not use (the same answer)."""
+        share, or it is of a session `who` may not use (the same answer). A share of a
+        session with no owner only an admin revokes: its id is all a reader has, which
+        must not be enough (deleting the session takes its shares)."""
         share_id = check_share_id(share_id)
         session_id = await self._session_of(share_id)
         keys = {
