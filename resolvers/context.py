@@ -12,11 +12,20 @@ from resolvers.services.identity import Identity
 
 
 class Context(BaseContext):
-    def __init__(self, services: Services, authorization: str | None, client: str | None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        authorization: str | None,
+        client: str | None,
+        base_url: str = "/",
+    ) -> None:
         super().__init__()
         self.services = services
         self._authorization = authorization
         self.client = client
+        # Where this server is, as the request reached it (http or https, also over a
+        # WebSocket), ending in '/': the base of the urls a response gives.
+        self.base_url = base_url
         self._identity: tuple[str | None, Identity] | None = None
         # Per session, the batched reads of messages' siblings (`graphql.siblings`).
         self.sibling_loaders: dict[str, Any] = {}

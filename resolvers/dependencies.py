@@ -61,9 +61,18 @@ async def require_admin(services: ServicesDep, who: IdentityDep) -> None:
     services.check_admin(who)
 
 
+def base_url(connection: HTTPConnection) -> str:
+    """The server's own url as the request reached it, ending in '/' (a WebSocket's
+    ws:// or wss:// as http:// or https://)."""
+    url = connection.base_url
+    scheme = {"ws": "http", "wss": "https"}.get(url.scheme, url.scheme)
+    return str(url.replace(scheme=scheme))
+
+
 async def get_context(connection: HTTPConnection) -> Context:
     return Context(
         services=get_services(connection),
         authorization=connection.headers.get("authorization"),
         client=client_address(connection),
+        base_url=base_url(connection),
     )

@@ -23,6 +23,7 @@ from resolvers.services.errors import RateLimited, client_error
 from resolvers.services.history import Exchange, StoredMessage, TurnStatus
 from resolvers.services.identity import GuestToken, Identity
 from resolvers.services.sessions import SessionInfo, SessionPage
+from resolvers.services.shares import ShareInfo
 from resolvers.services.turn_store import ActiveTurn
 from resolvers.services.turnlog import TurnEvent, TurnFailed
 from resolvers.services.window import ContextPlan
@@ -78,10 +79,14 @@ async def viewer(info: Info) -> Identity:
 
 
 @graphql_errors
-async def viewer_sessions(info: Info, who: Identity, first: int, after: str | None) -> SessionPage:
+async def viewer_sessions(
+    info: Info, who: Identity, first: int, after: str | None, archived: bool = False
+) -> SessionPage:
     if who.user_id is None:
         return SessionPage(sessions=[], cursors=[], has_next=False, total=0)
-    return await info.context.services.sessions.page(first=first, after=after, owner=who.user_id)
+    return await info.context.services.sessions.page(
+        first=first, after=after, owner=who.user_id, listing="archived" if archived else "main"
+    )
 
 
 @graphql_errors
@@ -118,9 +123,20 @@ async def session_messages(info: Info, session_id: str, last: int | None) -> lis
 
 
 @graphql_errors
-async def create_session(info: Info, title: str | None, system_prompt: str | None) -> SessionInfo:
+async def create_session(
+    info: Info,
+    title: str | None,
+    system_prompt: str | None,
+    pinned: bool | None = None,
+    archived: bool | None = None,
+) -> SessionInfo:
     return await info.context.services.create_session(
-        who=await _who(info), client=info.context.client, title=title, system_prompt=system_prompt
+        who=await _who(info),
+        client=info.context.client,
+        title=title,
+        system_prompt=system_prompt,
+        pinned=bool(pinned),
+        archived=bool(archived),
     )
 
 
@@ -140,10 +156,20 @@ async def delete_session(info: Info, session_id: str) -> bool:
 
 @graphql_errors
 async def update_session(
-    info: Info, session_id: str, title: str | None, system_prompt: str | None
+    info: Info,
+    session_id: str,
+    title: str | None,
+    system_prompt: str | None,
+    pinned: bool | None = None,
+    archived: bool | None = None,
 ) -> SessionInfo:
     return await info.context.services.conversations.update(
-        session_id, title=title, system_prompt=system_prompt, who=await _who(info)
+        session_id,
+        title=title,
+        system_prompt=system_prompt,
+        who=await _who(info),
+        pinned=pinned,
+        archived=archived,
     )
 
 
@@ -199,6 +225,41 @@ async def active_turn(info: Info, session_id: str) -> ActiveTurn | None:
 @graphql_errors
 async def stop_turn(info: Info, session_id: str, turn_id: str | None) -> bool:
     return await info.context.services.turns.stop(session_id, turn_id, who=await _who(info))
+
+
+# -- the conversation list: pins and share links ------------------------------------
+
+# The caller's pinned sessions a viewer lists, at most.
+MAX_PINNED = 100
+
+
+@graphql_errors
+async def viewer_pinned_sessions(info: Info, who: Identity) -> list[SessionInfo]:
+    if who.user_id is None:
+        return []
+    sessions = info.context.services.sessions
+    page = await sessions.page(first=MAX_PINNED, after=None, owner=who.user_id, listing="pinned")
+    return page.sessions
+
+
+@graphql_errors
+async def share_session(info: Info, session_id: str) -> ShareInfo:
+    return await info.context.services.shares.create(session_id, who=await _who(info))
+
+
+@graphql_errors
+async def revoke_share(info: Info, share_id: str) -> bool:
+    return await info.context.services.shares.revoke(share_id, who=await _who(info))
+
+
+@graphql_errors
+async def session_shares(info: Info, session_id: str) -> list[ShareInfo]:
+    return await info.context.services.shares.shares(session_id, who=await _who(info))
+
+
+def share_url(info: Info, share_id: str) -> str:
+    """The absolute url of the share's page, as the request reached this server."""
+    return f"{info.context.base_url}s/{share_id}"
 
 
 async def chat(

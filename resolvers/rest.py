@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from resolvers.dependencies import (
@@ -31,6 +32,8 @@ from resolvers.rest_models import (
     NewSessionBody,
     NewSessionResponse,
     SessionsResponse,
+    SharedMessage,
+    ShareResponse,
     StopBody,
     StopResponse,
 )
@@ -45,9 +48,12 @@ from resolvers.services.errors import (
     client_error,
 )
 from resolvers.services.identity import Identity
+from resolvers.services.index import Listing
 from resolvers.services.validation import check_session_id
 
 logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 STATUS_OF_CODE = {
     "BAD_USER_INPUT": 400,
@@ -264,15 +270,25 @@ async def sessions(
     tags=["sessions"],
 )
 async def my_sessions(
-    services: ServicesDep, who: IdentityDep, limit: str | None = None, cursor: str | None = None
+    services: ServicesDep,
+    who: IdentityDep,
+    limit: str | None = None,
+    cursor: str | None = None,
+    archived: str | None = None,
 ) -> JSONResponse:
-    """The caller's own session ids, most recently active first (empty when anonymous)."""
+    """The caller's own session ids, most recently active first (empty when anonymous):
+    the archived left out, or (`archived=true`) only those."""
     size = _parse_limit(limit)
     if size is not None and size < 1:
         raise BadInput("limit must be at least 1")
+    if archived not in (None, "true", "false"):
+        raise BadInput("archived must be true or false")
     if who.user_id is None:
         return JSONResponse({"sessions": [], "next_cursor": None})
-    page = await services.sessions.ids(limit=size, cursor=cursor, owner=who.user_id)
+    listing: Listing = "archived" if archived == "true" else "main"
+    page = await services.sessions.ids(
+        limit=size, cursor=cursor, owner=who.user_id, listing=listing
+    )
     return JSONResponse({"sessions": page.ids, "next_cursor": page.next_cursor})
 
 
@@ -301,6 +317,52 @@ async def delete_session(session_id: str, services: ServicesDep, who: IdentityDe
     if not await services.sessions.delete(session_id, who=who):
         raise NotFound("no session with that id")
     return Response(status_code=204)
+
+
+@router.get(
+    "/share/{share_id}",
+    response_model=ShareResponse,
+    responses={status: {"model": ErrorResponse} for status in (400, 404, 503)},
+    tags=["shares"],
+)
+async def share(share_id: str, services: ServicesDep, response: Response) -> ShareResponse:
+    """A share link's snapshot, to anyone with its id (no token); 404 once revoked or
+    its session deleted, 400 for an id this server never gives."""
+    found = await services.shares.snapshot(share_id)
+    response.headers.update(_SHARE_HEADERS)
+    return ShareResponse(
+        title=found.title,
+        messages=[
+            SharedMessage(
+                role=m.role.value,
+                content=m.content,
+                created_at=m.created_at.isoformat() if m.created_at else None,
+            )
+            for m in found.messages
+        ],
+        created_at=found.created_at.isoformat(),
+    )
+
+
+@router.api_route("/s/{share_id}", methods=["GET", "HEAD"], include_in_schema=False)
+async def share_page(share_id: str, services: ServicesDep) -> FileResponse:
+    """The share's read-only page (it reads `/share/{id}` itself); 404 for a share that
+    is revoked or gone (or an id that names none), with the same page saying so."""
+    try:
+        await services.shares.snapshot(share_id)
+        status = 200
+    except (NotFound, BadInput):
+        status = 404
+    return FileResponse(STATIC_DIR / "share.html", status_code=status, headers=_SHARE_HEADERS)
+
+
+# A revoked share must not be served from a cache, nor its url sent on to the sites its
+# links lead to, nor indexed.
+_SHARE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex",
+}
 
 
 @router.get("/healthz", tags=["operations"])

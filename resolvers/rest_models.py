@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class NewSessionBody(BaseModel):
@@ -59,3 +59,18 @@ class GuestResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class SharedMessage(BaseModel):
+    role: str
+    content: str
+    # ISO 8601 with the UTC offset, as GraphQL's DateTime writes it.
+    created_at: str | None = Field(serialization_alias="createdAt")
+
+
+class ShareResponse(BaseModel):
+    """A share link's snapshot: the conversation as it was when it was shared."""
+
+    title: str | None
+    messages: list[SharedMessage]
+    created_at: str = Field(serialization_alias="createdAt")

@@ -36,6 +36,7 @@ from schema.types import (
     ServerInfo,
     Session,
     SessionConnection,
+    Share,
     Turn,
     Viewer,
 )
@@ -93,7 +94,9 @@ class Mutation:
     ) -> Session:
         title = input.title if input else None
         prompt = input.system_prompt if input else None
-        return Session.of(await resolve.create_session(info, title, prompt))
+        pinned = input.pinned if input else None
+        archived = input.archived if input else None
+        return Session.of(await resolve.create_session(info, title, prompt, pinned, archived))
 
     @strawberry.mutation(description="One whole turn without streaming; returns the stored reply.")
     async def send_message(
@@ -125,7 +128,9 @@ class Mutation:
     async def update_session(
         self, info: resolve.Info, id: strawberry.ID, input: CreateSessionInput
     ) -> Session:
-        changed = await resolve.update_session(info, str(id), input.title, input.system_prompt)
+        changed = await resolve.update_session(
+            info, str(id), input.title, input.system_prompt, input.pinned, input.archived
+        )
         return Session.of(changed)
 
     @strawberry.mutation(
@@ -160,6 +165,23 @@ class Mutation:
         self, info: resolve.Info, session_id: strawberry.ID, turn_id: strawberry.ID | None = None
     ) -> bool:
         return await resolve.stop_turn(info, str(session_id), _optional(turn_id))
+
+    # -- the conversation list: share links
+
+    @strawberry.mutation(
+        description=(
+            "A read-only snapshot of the active path as it is now; anyone with the url can read it."
+        )
+    )
+    async def share_session(self, info: resolve.Info, id: strawberry.ID) -> Share:
+        return Share.of(info, await resolve.share_session(info, str(id)))
+
+    @strawberry.mutation(
+        description="Revokes a share link: its url reads 404 from then on. NOT_FOUND when "
+        "there is no such share of a session of the caller's."
+    )
+    async def revoke_share(self, info: resolve.Info, id: strawberry.ID) -> bool:
+        return await resolve.revoke_share(info, str(id))
 
 
 @strawberry.type

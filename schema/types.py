@@ -14,6 +14,7 @@ from resolvers.services.history import TurnStatus as StoredTurnStatus
 from resolvers.services.identity import GuestToken as IssuedGuest
 from resolvers.services.identity import Identity
 from resolvers.services.sessions import SessionInfo, SessionPage
+from resolvers.services.shares import ShareInfo
 from resolvers.services.turn_store import ActiveTurn as RunningTurn
 from resolvers.services.turnlog import TurnEvent
 from resolvers.services.usage import Usage as StoredUsage
@@ -162,6 +163,11 @@ class Session:
     usage: Usage = strawberry.field(
         description="The sum of its replies' tokens, as the provider reported them."
     )
+    pinned: bool = strawberry.field(default=False, description="Pinned by its owner.")
+    archived: bool = strawberry.field(
+        default=False,
+        description="Archived by its owner: left out of viewer.sessions unless archived: true.",
+    )
     # Read with the session, or (in a listing) only when the field is asked for.
     prompt: strawberry.Private[str | None] = None
 
@@ -176,6 +182,8 @@ class Session:
             message_count=info.message_count,
             owner_id=strawberry.ID(info.owner_id) if info.owner_id else None,
             usage=Usage.of(info.usage),
+            pinned=info.pinned,
+            archived=info.archived,
         )
 
     @strawberry.field
@@ -218,6 +226,10 @@ class Session:
     async def active_turn(self, info: strawberry.Info[Context]) -> ActiveTurn | None:
         running = await resolve.active_turn(info, str(self.id))
         return ActiveTurn.of(running) if running else None
+
+    @strawberry.field(description="Its share links, oldest first (the owner's and admins').")
+    async def shares(self, info: strawberry.Info[Context]) -> list[Share]:
+        return [Share.of(info, s) for s in await resolve.session_shares(info, str(self.id))]
 
 
 @strawberry.type
@@ -271,9 +283,20 @@ class Viewer:
         )
     )
     async def sessions(
-        self, info: strawberry.Info[Context], first: int = 50, after: str | None = None
+        self,
+        info: strawberry.Info[Context],
+        first: int = 50,
+        after: str | None = None,
+        archived: bool = False,
     ) -> SessionConnection:
-        return SessionConnection.of(await resolve.viewer_sessions(info, self.who, first, after))
+        page = await resolve.viewer_sessions(info, self.who, first, after, archived)
+        return SessionConnection.of(page)
+
+    @strawberry.field(
+        description="The caller's pinned sessions, most recently active first (at most 100)."
+    )
+    async def pinned_sessions(self, info: strawberry.Info[Context]) -> list[Session]:
+        return [Session.of(s) for s in await resolve.viewer_pinned_sessions(info, self.who)]
 
 
 @strawberry.type
@@ -350,3 +373,23 @@ class OutsideHistories:
 class CreateSessionInput:
     title: str | None = None
     system_prompt: str | None = None
+    pinned: bool | None = None
+    archived: bool | None = None
+
+
+# -- the conversation list: share links -------------------------------------------------
+
+
+@strawberry.type(description="A read-only copy of a session's conversation, at a url.")
+class Share:
+    id: strawberry.ID
+    url: str = strawberry.field(description="The absolute url of its read-only page.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, info: strawberry.Info[Context], share: ShareInfo) -> Share:
+        return cls(
+            id=strawberry.ID(share.id),
+            url=resolve.share_url(info, share.id),
+            created_at=share.created_at,
+        )

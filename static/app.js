@@ -19,8 +19,9 @@
 //   markdown.js the safe Markdown renderer
 
 import {
-  cancelEdit, deleteOpenSession, identityChanged, loadOlder, loadSessions, newChat, openSession,
-  saveTitle, showVersion, startEdit, startRenaming, stopRenaming, titleLeft, useAdminToken,
+  cancelEdit, closeShares, deleteOpenSession, identityChanged, listAction, loadOlder,
+  loadSessions, newChat, newShare, openSession, saveTitle, shareAction, showVersion, startEdit,
+  startRenaming, stopRenaming, titleLeft, toggleArchiveView, useAdminToken,
 } from "./flows.js";
 import {
   adminToken, client, identityReady, onConnectionStatus, onIdentityChange, queryServerInfo,
@@ -113,7 +114,25 @@ ui.more.addEventListener("click", () => loadSessions({ append: true }));
 ui.menu.addEventListener("click", () => openDrawer(!ui.app.classList.contains("drawer-open")));
 ui.scrim.addEventListener("click", () => openDrawer(false));
 ui.sessions.addEventListener("click", (event) => {
-  if (event.target instanceof Element && event.target.closest("a")) openDrawer(false);
+  if (!(event.target instanceof Element)) return;
+  const button = event.target.closest("button[data-action]");
+  const item = button?.closest("li");
+  if (button instanceof HTMLElement && item instanceof HTMLElement && item.dataset.id) {
+    listAction(item.dataset.id, button.dataset.action ?? "", button.getAttribute("aria-pressed") === "true");
+    return;
+  }
+  if (event.target.closest("a")) openDrawer(false);
+});
+ui.archiveView.addEventListener("click", () => toggleArchiveView());
+ui.shareClose.addEventListener("click", () => closeShares());
+ui.shareNew.addEventListener("click", () => newShare());
+ui.shareLinks.addEventListener("click", (event) => {
+  if (!(event.target instanceof Element)) return;
+  const button = event.target.closest("button[data-action]");
+  const item = button?.closest("li");
+  if (button instanceof HTMLElement && item instanceof HTMLElement) {
+    shareAction(item, button.dataset.action ?? "");
+  }
 });
 // Switching chats while a reply streams is fine: the turn goes on on the server.
 window.addEventListener("popstate", () => openSession(sessionFromHash()));

@@ -5,16 +5,18 @@
 // stopping) is `turnflow.js`'s.
 
 import {
-  MESSAGES_PAGE, client, mutateCreateSession, mutateDeleteSession, mutateSwitchBranch, mutateTitle,
-  queryHeader, queryOlder, querySession, querySessions, saveAdminToken,
+  client, MESSAGES_PAGE, mutateCreateSession, mutateDeleteSession, mutateFlags,
+  mutateRevokeShare, mutateShare, mutateSwitchBranch, mutateTitle, queryHeader, queryOlder,
+  querySession, querySessions, queryShares, saveAdminToken,
 } from "./queries.js";
 import { follow } from "./turnflow.js";
 import { state } from "./state.js";
 import {
   autosize, enableVersions, findMessage, giveBack, hideNotice, keepInPlace, markCurrentInList,
-  markStored, nearTop, offsetOf, openDrawer, prependMessages, showAdminRejected, showBusy,
-  showDeletable, showEditing, showError, showListMode, showMessages, showNotice, showRenaming,
-  showSessions, showStop, showTitle, showTurnActions, showUsage, switchDraft, ui, updateListed,
+  markStored, nearTop, offsetOf, openDrawer, prependMessages, showAdminRejected,
+  showArchiveView, showBusy, showDeletable, showEditing, showError, showListMode, showMessages,
+  showNotice, showRenaming, showSessions, showShareError, showShares, showStop, showTitle,
+  showTurnActions, showUsage, switchDraft, ui, updateListed,
 } from "./view.js";
 
 /** @import { GraphQLError } from "./graphql.js" */
@@ -148,16 +150,128 @@ export async function loadSessions({ append = false } = {}) {
   const seq = ++state.listSeq; // only the newest answer is shown
   let data;
   try {
-    data = await querySessions(append ? state.sessionsAfter : null);
+    data = await querySessions(append ? state.sessionsAfter : null, state.archiveView);
     if (seq !== state.listSeq) return;
   } catch (error) {
     if (seq !== state.listSeq) return;
     showError(error);
     return;
   }
+  if (data.admin) state.archiveView = false; // everyone's chats: no archive of the page's
   showListMode(data.admin);
-  showSessions(data.page, append);
+  showArchiveView(state.archiveView, data.admin);
+  showSessions(data.page, append, data.pinned);
   state.sessionsAfter = data.page.pageInfo.endCursor;
+}
+
+// ---------- pins, the archive, share links ----------
+
+/** The list's Archived toggle: the archive, or back to the page's chats. */
+export function toggleArchiveView() {
+  state.archiveView = !state.archiveView;
+  state.sessionsAfter = null;
+  loadSessions();
+}
+
+/**
+ * A button of a chat in the list: pin or unpin it, archive or restore it, or show its
+ * share links. The list shows the chat where it now belongs.
+ * @param {string} id
+ * @param {string} action "pin", "archive" or "share"
+ * @param {boolean} on whether the toggle was on before the click
+ */
+export async function listAction(id, action, on) {
+  if (action === "share") {
+    await openShares(id);
+    return;
+  }
+  const flags = action === "pin" ? { pinned: !on } : { archived: !on };
+  try {
+    await mutateFlags(id, flags);
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  await loadSessions();
+}
+
+/**
+ * The share panel of the chat `id`, with its links (closed when the chat is not the
+ * page's to share).
+ * @param {string} id
+ */
+export async function openShares(id) {
+  state.sharing = id;
+  let session;
+  try {
+    session = (await queryShares(id)).session;
+  } catch (error) {
+    if (state.sharing === id) showError(error);
+    return;
+  }
+  if (state.sharing !== id) return;
+  if (!session) {
+    closeShares();
+    showNotice("NOT_FOUND");
+    return;
+  }
+  const name = ui.sessions.querySelector(`a[data-id="${CSS.escape(id)}"] .name`);
+  showShares(name?.textContent || "this chat", session.shares);
+}
+
+/** Closes the share panel. */
+export function closeShares() {
+  state.sharing = null;
+  showShares(null);
+}
+
+/** The panel's New link: a copy of the chat as it is now, at a new url. */
+export async function newShare() {
+  const id = state.sharing;
+  if (!id) return;
+  try {
+    await mutateShare(id);
+  } catch (error) {
+    const failed = /** @type {GraphQLError} */ (error);
+    if (state.sharing === id) showShareError(failed.message || "The link could not be made.");
+    return;
+  }
+  await openShares(id);
+}
+
+/**
+ * A link's Copy or Revoke in the panel.
+ * @param {HTMLElement} item the link's node (`data-share-id`, its url in an input)
+ * @param {string} action "copy" or "revoke"
+ */
+export async function shareAction(item, action) {
+  const id = state.sharing;
+  const shareId = item.dataset.shareId;
+  if (!id || !shareId) return;
+  const url = /** @type {HTMLInputElement | null} */ (item.querySelector("input"));
+  if (action === "copy" && url) {
+    url.select();
+    try {
+      await navigator.clipboard.writeText(url.value);
+      showShareError("");
+      item.dataset.copied = "true";
+    } catch {
+      showShareError("Copying is not allowed here: the link is selected, copy it with Ctrl+C.");
+    }
+    return;
+  }
+  if (action !== "revoke") return;
+  if (!window.confirm("Revoke this link? Whoever has it can no longer read the chat.")) return;
+  try {
+    await mutateRevokeShare(shareId);
+  } catch (error) {
+    // NOT_FOUND: revoked already (elsewhere): the list below shows it gone.
+    if (/** @type {GraphQLError} */ (error).code !== "NOT_FOUND") {
+      showShareError(/** @type {GraphQLError} */ (error).message || "The link was not revoked.");
+      return;
+    }
+  }
+  await openShares(id);
 }
 
 /**

@@ -62,6 +62,16 @@ import { GraphQLClient } from "./graphql.js";
  * @property {string | null} title
  * @property {string} updatedAt ISO date and time
  * @property {number} messageCount
+ * @property {boolean} [pinned] pinned by its owner
+ * @property {boolean} [archived] archived by its owner (listed only in the archive)
+ */
+
+/**
+ * A share link of a chat: a read-only copy of it as it was, at `url`.
+ * @typedef {object} Share
+ * @property {string} id
+ * @property {string} url
+ * @property {string} createdAt ISO date and time
  */
 
 /**
@@ -129,9 +139,10 @@ const USAGE = "usage { inputTokens outputTokens }";
 // whatever the number of messages.
 const MESSAGE = `id turnId status role content createdAt ${USAGE} finishReason
   branch branches siblingIds`;
-const CHANGED = `id title updatedAt messageCount ${USAGE}`;
+const SUMMARY = "id title updatedAt messageCount pinned archived";
+const CHANGED = `${SUMMARY} ${USAGE}`;
 const EVENT = `token done turnId seq status message { ${MESSAGE} }`;
-const SESSION_PAGE = `edges { node { id title updatedAt messageCount } }
+const SESSION_PAGE = `edges { node { ${SUMMARY} } }
       pageInfo { hasNextPage endCursor }`;
 
 const Q = {
@@ -140,11 +151,17 @@ const Q = {
     "outsideHistories { count more redisUrl } } }",
   guest: "mutation Guest { createGuest { token userId expiresAt } }",
   viewer: "query Viewer { viewer { id isAdmin } }",
-  mine: `query MySessions($first: Int!, $after: String) {
-    viewer { id sessions(first: $first, after: $after) { ${SESSION_PAGE} } }
+  mine: `query MySessions($first: Int!, $after: String, $archived: Boolean!) {
+    viewer {
+      id sessions(first: $first, after: $after, archived: $archived) { ${SESSION_PAGE} }
+      pinnedSessions @skip(if: $archived) { ${SUMMARY} }
+    }
   }`,
-  sessions: `query Sessions($first: Int!, $after: String) {
-    sessions(first: $first, after: $after) { ${SESSION_PAGE} }
+  sessions: `query Sessions($first: Int!, $after: String, $archived: Boolean!) {
+    sessions(first: $first, after: $after) @skip(if: $archived) { ${SESSION_PAGE} }
+    viewer @include(if: $archived) {
+      id sessions(first: $first, after: $after, archived: true) { ${SESSION_PAGE} }
+    }
   }`,
   // activeTurn before messages: asked first, a turn that ends meanwhile shows in the
   // messages read after it (the page shows a turn found in both once).
@@ -167,8 +184,11 @@ const Q = {
     switchBranch(sessionId: $sessionId, messageId: $messageId) { ${CHANGED} }
   }`,
   create: `mutation Create($input: CreateSessionInput) {
-    createSession(input: $input) { id title updatedAt messageCount }
+    createSession(input: $input) { ${SUMMARY} }
   }`,
+  shares: "query Shares($id: ID!) { session(id: $id) { id shares { id url createdAt } } }",
+  share: "mutation Share($id: ID!) { shareSession(id: $id) { id url createdAt } }",
+  revokeShare: "mutation Revoke($id: ID!) { revokeShare(id: $id) }",
   remove: "mutation Delete($id: ID!) { deleteSession(id: $id) }",
   chat: `subscription Chat($sessionId: ID!, $message: String!, $turnId: ID) {
     chat(sessionId: $sessionId, message: $message, turnId: $turnId) { ${EVENT} }
@@ -377,15 +397,22 @@ export function queryServerInfo() {
 }
 
 /**
- * A page of the chat list, most recently active first: the page's own chats, or in
- * admin mode everyone's.
+ * A page of the chat list, most recently active first: the page's own chats (with the
+ * pinned ones), or in admin mode everyone's; with `archived`, the page's own archive
+ * (never asked in admin mode).
  * @param {string | null} after the cursor of the previous page; null for the first
- * @returns {Promise<{ page: SessionPage, admin: boolean }>}
+ * @param {boolean} [archived] the archive instead of the list
+ * @returns {Promise<{ page: SessionPage, admin: boolean, pinned: SessionSummary[] }>}
  */
-export async function querySessions(after) {
-  /** @type {{ sessions: SessionPage } | { viewer: { id: string | null, sessions: SessionPage } }} */
-  const data = await call(Q.sessions, { first: PAGE, after }, Q.mine);
-  return "viewer" in data ? { page: data.viewer.sessions, admin: false } : { page: data.sessions, admin: true };
+export async function querySessions(after, archived = false) {
+  /**
+   * @type {{ sessions?: SessionPage, viewer?: { id: string | null, sessions: SessionPage,
+   *   pinnedSessions?: SessionSummary[] } }}
+   */
+  const data = await call(Q.sessions, { first: PAGE, after, archived }, Q.mine);
+  if (data.sessions) return { page: data.sessions, admin: true, pinned: [] };
+  const viewer = /** @type {NonNullable<typeof data.viewer>} */ (data.viewer);
+  return { page: viewer.sessions, admin: false, pinned: viewer.pinnedSessions ?? [] };
 }
 
 /**
@@ -424,6 +451,44 @@ export function queryHeader(id) {
  */
 export function mutateTitle(id, title) {
   return call(Q.update, { id, input: { title } });
+}
+
+/**
+ * Pins or unpins, archives or restores the chat (a flag left undefined is unchanged).
+ * @param {string} id
+ * @param {{ pinned?: boolean, archived?: boolean }} flags
+ * @returns {Promise<{ updateSession: ChangedSession }>}
+ */
+export function mutateFlags(id, flags) {
+  return call(Q.update, { id, input: flags });
+}
+
+/**
+ * The chat's share links, oldest first.
+ * @param {string} id
+ * @returns {Promise<{ session: { id: string, shares: Share[] } | null }>}
+ */
+export function queryShares(id) {
+  return call(Q.shares, { id });
+}
+
+/**
+ * A new share link of the chat: a copy of it as it is now. BAD_USER_INPUT when it keeps
+ * as many as it may.
+ * @param {string} id
+ * @returns {Promise<{ shareSession: Share }>}
+ */
+export function mutateShare(id) {
+  return call(Q.share, { id });
+}
+
+/**
+ * Revokes a share link: its url reads "not found" from then on.
+ * @param {string} shareId
+ * @returns {Promise<{ revokeShare: boolean }>}
+ */
+export function mutateRevokeShare(shareId) {
+  return call(Q.revokeShare, { id: shareId });
 }
 
 /**

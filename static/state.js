@@ -87,6 +87,8 @@
  * @property {Editing | null} editing the message being edited, if one is
  * @property {boolean} renaming whether the open chat's title is being edited
  * @property {boolean} switching whether another version of a message is being shown
+ * @property {boolean} archiveView whether the list shows the page's archived chats
+ * @property {string | null} sharing the chat whose share links the panel shows, if any
  */
 
 /** @type {State} */
@@ -106,4 +108,6 @@ export const state = {
   editing: null,
   renaming: false,
   switching: false,
+  archiveView: false,
+  sharing: null,
 };

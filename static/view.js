@@ -11,7 +11,7 @@ import { renderMarkdown } from "./markdown.js";
 import { state } from "./state.js";
 
 /** @import { ConnectionStatus } from "./graphql.js" */
-/** @import { Message, SessionPage, SessionSummary, Usage } from "./queries.js" */
+/** @import { Message, SessionPage, SessionSummary, Share, Usage } from "./queries.js" */
 
 /**
  * The element with this id, checked to be of this kind.
@@ -37,6 +37,13 @@ export const ui = {
   empty: byId("sessions-empty", HTMLParagraphElement),
   elsewhere: byId("sessions-elsewhere", HTMLParagraphElement),
   more: byId("sessions-more", HTMLButtonElement),
+  archiveView: byId("archive-view", HTMLButtonElement),
+  sharePanel: byId("share-panel", HTMLElement),
+  shareAbout: byId("share-about", HTMLParagraphElement),
+  shareLinks: byId("share-links", HTMLUListElement),
+  shareNew: byId("share-new", HTMLButtonElement),
+  shareClose: byId("share-close", HTMLButtonElement),
+  shareError: byId("share-error", HTMLParagraphElement),
   newForm: byId("new-chat-form", HTMLFormElement),
   newTitle: byId("new-title", HTMLInputElement),
   adminForm: byId("admin-form", HTMLFormElement),
@@ -707,11 +714,43 @@ export function showReply(reply, content, createdAt) {
 // ---------- the list of chats ----------
 
 /**
+ * A small button of a chat in the list (pin, archive, share), its action in `data-action`.
+ * @param {string} action
+ * @param {string} label
+ * @param {string} path the icon's SVG path
+ * @param {boolean | null} pressed for a toggle, whether it is on
+ * @returns {HTMLButtonElement}
+ */
+function itemButton(action, label, path, pressed) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = `icon small item-action ${action}`;
+  button.dataset.action = action;
+  button.setAttribute("aria-label", label);
+  button.title = label;
+  if (pressed !== null) button.setAttribute("aria-pressed", String(pressed));
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  const line = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  line.setAttribute("d", path);
+  svg.append(line);
+  button.append(svg);
+  return button;
+}
+
+const PIN = "M9 4h6l-1 6 3 3H7l3-3-1-6zM12 13v7";
+const ARCHIVE = "M4 5h16v4H4zM6 9v10h12V9M10 13h4";
+const SHARE = "M10 14l10-10M14 4h6v6M18 14v6H4V6h6";
+
+/**
  * @param {SessionSummary} session
  * @returns {HTMLLIElement}
  */
 function sessionItem(session) {
   const li = document.createElement("li");
+  li.dataset.id = session.id;
+  if (session.pinned) li.classList.add("pinned");
   const link = document.createElement("a");
   link.href = `#/s/${session.id}`;
   link.dataset.id = session.id;
@@ -723,7 +762,29 @@ function sessionItem(session) {
   when.className = "when";
   when.textContent = `${formatTime(session.updatedAt)} · ${session.messageCount} messages`;
   link.append(name, when);
-  li.append(link);
+  const actions = document.createElement("span");
+  actions.className = "item-actions";
+  const pinned = Boolean(session.pinned);
+  const archived = Boolean(session.archived);
+  actions.append(
+    itemButton("pin", pinned ? "Unpin" : "Pin", PIN, pinned),
+    itemButton("archive", archived ? "Restore from the archive" : "Archive", ARCHIVE, archived),
+    itemButton("share", "Share", SHARE, null),
+  );
+  li.append(link, actions);
+  return li;
+}
+
+/**
+ * A heading between the groups of the list (pinned chats, the others).
+ * @param {string} text
+ * @returns {HTMLLIElement}
+ */
+function groupLabel(text) {
+  const li = document.createElement("li");
+  li.className = "group-label";
+  li.setAttribute("role", "presentation");
+  li.textContent = text;
   return li;
 }
 
@@ -738,16 +799,92 @@ export function updateListed(session) {
 }
 
 /**
- * A page of the list: in place of what it showed, or after it (`append`).
+ * A page of the list: in place of what it showed, or after it (`append`). The pinned
+ * chats (given with the first page) come first, under a heading of their own, and are
+ * not shown again among the others.
  * @param {SessionPage} page
  * @param {boolean} append
+ * @param {SessionSummary[]} [pinned]
  */
-export function showSessions({ edges, pageInfo }, append) {
-  if (!append) ui.sessions.replaceChildren();
-  for (const { node } of edges) ui.sessions.append(sessionItem(node));
+export function showSessions({ edges, pageInfo }, append, pinned = []) {
+  if (!append) {
+    ui.sessions.replaceChildren();
+    if (pinned.length) {
+      ui.sessions.append(groupLabel("Pinned"), ...pinned.map(sessionItem), groupLabel("Recent"));
+    }
+  }
+  const shown = new Set(Array.from(ui.sessions.querySelectorAll("a"), (a) => a.dataset.id));
+  for (const { node } of edges) if (!shown.has(node.id)) ui.sessions.append(sessionItem(node));
   ui.more.hidden = !pageInfo.hasNextPage;
-  ui.empty.hidden = ui.sessions.children.length > 0;
+  ui.empty.hidden = ui.sessions.querySelector("a") !== null;
   showElsewhere();
+}
+
+/**
+ * Whether the list shows the archive: its heading, the toggle, the empty list's words.
+ * @param {boolean} archive
+ * @param {boolean} admin admin mode has no archive of its own
+ */
+export function showArchiveView(archive, admin) {
+  ui.archiveView.hidden = admin;
+  ui.archiveView.textContent = archive ? "Back to my chats" : "Archived";
+  ui.archiveView.setAttribute("aria-pressed", String(archive));
+  if (archive) ui.listTitle.textContent = "Archived chats";
+  ui.empty.textContent = archive ? "No archived chats." : "No chats yet.";
+}
+
+// ---------- share links ----------
+
+/**
+ * The share panel for the chat `title` (null: closed): its links, each with Copy and
+ * Revoke.
+ * @param {string | null} title
+ * @param {Share[]} [shares]
+ */
+export function showShares(title, shares = []) {
+  ui.sharePanel.hidden = title === null;
+  ui.shareError.textContent = "";
+  if (title === null) return;
+  ui.shareAbout.textContent =
+    `Anyone with a link can read \u201c${title}\u201d as it was when the link was made.`;
+  ui.shareLinks.replaceChildren(...shares.map(shareItem));
+  if (!shares.length) {
+    const none = document.createElement("li");
+    none.className = "share-none";
+    none.textContent = "No links yet.";
+    ui.shareLinks.append(none);
+  }
+}
+
+/**
+ * @param {Share} share
+ * @returns {HTMLLIElement}
+ */
+function shareItem(share) {
+  const li = document.createElement("li");
+  li.dataset.shareId = share.id;
+  const url = document.createElement("input");
+  url.type = "text";
+  url.readOnly = true;
+  url.value = share.url;
+  url.className = "share-url";
+  url.setAttribute("aria-label", "Share link");
+  const copy = document.createElement("button");
+  copy.type = "button";
+  copy.dataset.action = "copy";
+  copy.textContent = "Copy";
+  const revoke = document.createElement("button");
+  revoke.type = "button";
+  revoke.dataset.action = "revoke";
+  revoke.className = "danger";
+  revoke.textContent = "Revoke";
+  li.append(url, copy, revoke);
+  return li;
+}
+
+/** @param {string} text what went wrong with a share, shown in the panel */
+export function showShareError(text) {
+  ui.shareError.textContent = text;
 }
 
 /**

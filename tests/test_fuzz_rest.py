@@ -95,6 +95,8 @@ DOCUMENTED = {
     # 204: the client has seen the turn's last event (EventSource then stops).
     "GET /session/{session_id}/turns/{turn_id}/events": {200, 204, 400, 401, 404},
     "POST /session/{session_id}/stop": {200, 400, 401, 404, 422},
+    # 400 for an id not of this server's form, 404 for one that names no share.
+    "GET /share/{share_id}": {200, 400, 404},
     "GET /healthz": {200},
     "GET /readyz": {200},
 }

@@ -371,6 +371,9 @@ SESSION_OPERATIONS: dict[str, str] = {
     "regenerate": "subscription($s: ID!) { regenerate(sessionId: $s) { token } }",
     "edit": 'subscription($s: ID!) { edit(sessionId: $s, messageId: "0", message: "x") { token } }',
     "switchBranch": 'mutation($s: ID!) { switchBranch(sessionId: $s, messageId: "0") { id } }',
+    "shareSession": "mutation($s: ID!) { shareSession(id: $s) { id url } }",
+    # Given a session id, or another user's share id (test_list_api.py): NOT_FOUND.
+    "revokeShare": "mutation($s: ID!) { revokeShare(id: $s) }",
 }
 
 

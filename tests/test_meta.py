@@ -32,8 +32,8 @@ async def target(fresh_db: Callable[[], str]) -> AsyncIterator[Redis]:
 
 
 async def a_session_with_everything(stores: Stores, redis: Redis) -> str:
-    """A session as the server leaves it after turns, a summary and a rewind: every
-    field it writes."""
+    """A session as the server leaves it after turns, a summary, a rewind, a pin and
+    the archive: every field it writes."""
     from datetime import UTC, datetime
 
     session = await stores.sessions.create(title="all of it", owner="someone")
@@ -72,7 +72,11 @@ async def a_session_with_everything(stores: Stores, redis: Redis) -> str:
         position=state.length,
     )
     messages = await stores.sessions.messages(session.id, who=_owner())
-    await Conversations(redis, stores.sessions).rewind(session.id, messages[-1].id, who=_owner())
+    talk = Conversations(redis, stores.sessions)
+    await talk.rewind(session.id, messages[-1].id, who=_owner())
+    await talk.update(
+        session.id, title=None, system_prompt=None, who=_owner(), pinned=True, archived=True
+    )
     return session.id
 
 
@@ -106,6 +110,9 @@ async def test_what_the_export_writes_the_import_takes_and_a_round_trip_is_exact
     derived = [f.name for f in meta.FIELDS if f.derived]
     source = await db.hmget(meta_key(session_id), derived)
     assert await target.hmget(meta_key(session_id), derived) == source
+    # The flags came along, and file the session in the owner's archive there too.
+    assert await target.zscore("sessions:archived:someone", session_id) is not None
+    assert await target.zscore("sessions:owner:someone", session_id) is None
     listed_source = await stores_on(db).sessions.require(session_id, who=_owner())
     listed_target = await stores_on(target).sessions.require(session_id, who=_owner())
     assert listed_target == listed_source
@@ -119,6 +126,8 @@ def test_session_info_shows_every_listed_field() -> None:
         "owner": "owner_id",
         "input_tokens": "usage",
         "output_tokens": "usage",
+        "pinned": "pinned",
+        "archived": "archived",
     }
     assert set(meta.LISTED) == set(shown_as)
     attributes = {f.name for f in dataclasses.fields(SessionInfo)}
@@ -134,6 +143,8 @@ def test_session_info_shows_every_listed_field() -> None:
         ("summary_covers", "-2"),
         ("list_mark", "x"),
         ("owner", ""),
+        ("pinned", "0"),
+        ("archived", "yes"),
     ],
 )
 def test_a_value_its_field_does_not_allow_is_refused(name: str, value: str) -> None:

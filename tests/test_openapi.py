@@ -185,6 +185,21 @@ def check_every_route(
     assert isinstance(refused, models.ErrorResponse)
     called.add("GET /sessions")
 
+    # A share is made over GraphQL; anyone reads it with no token.
+    made_share = user.get_httpx_client().post(
+        "/graphql",
+        json={"query": f'mutation {{ shareSession(id: "{session_id}") {{ id }} }}'},
+    )
+    share_id = made_share.json()["data"]["shareSession"]["id"]
+    shared = api(generated, "shares.share_share_share_id_get").sync(share_id, client=plain)
+    assert [m.content for m in shared.messages] == [
+        "first",
+        "[n=2] first",
+        "hello there",
+        "[n=4] hello there",
+    ]
+    called.add("GET /share/{share_id}")
+
     deleted = api(generated, "sessions.delete_session_session_session_id_delete").sync_detailed(
         session_id, client=user
     )

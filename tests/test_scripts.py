@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT
 
 from resolvers.services import scripts
+from resolvers.services.conversation import Conversations
 from resolvers.services.errors import DataConflict
 from resolvers.services.history import encode, stamped
 from resolvers.services.identity import Identity
@@ -33,11 +34,14 @@ from resolvers.services.keys import (
     messages_key,
     meta_key,
     session_tag,
+    share_key,
+    shares_key,
     tree_key,
     turn_ids_key,
     turn_stream_key,
 )
 from resolvers.services.scripts import Script
+from resolvers.services.shares import ShareStore
 from resolvers.services.stores import Stores
 from resolvers.services.turn_store import TurnStart
 from resolvers.services.usage import Usage
@@ -559,6 +563,102 @@ def test_no_script_shadows_a_function_of_its_includes(name: str) -> None:
     assert not names & included, f"{name}.lua shadows {sorted(names & included)}"
 
 
+# -- the conversation list: flags, shares, titles ----------------------------------------
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS)
+async def test_pinning_files_a_session_whatever_its_activity_holds(db: Redis, value: str) -> None:
+    store = stores_on(db)
+    session = await store.sessions.create(owner="u")
+    await db.hset(meta_key(session.id), "updated_at", value)
+    talk = Conversations(db, store.sessions)
+    changed = await talk.update(
+        session.id, title=None, system_prompt=None, who=Identity(user_id="u"), pinned=True
+    )
+    assert changed.pinned
+    assert await db.zscore("sessions:pinned:u", session.id) is not None
+
+
+@pytest.mark.parametrize("kind", ["owner_index", "archived_index", "pinned_index"])
+async def test_a_change_of_flags_changes_nothing_when_an_index_is_another_type(
+    db: Redis, raw: Redis, kind: str
+) -> None:
+    store = stores_on(db)
+    session = await store.sessions.create(owner="u")
+    name = {"owner_index": "sessions:owner:u", "archived_index": "sessions:archived:u",
+            "pinned_index": "sessions:pinned:u"}[kind]  # fmt: skip
+    await db.delete(name)
+    await db.set(name, "planted")
+    before = await snapshot(raw)
+    with pytest.raises(DataConflict):
+        await Conversations(db, store.sessions).update(
+            session.id, title=None, system_prompt=None, who=Identity(user_id="u"), archived=True
+        )
+    assert await snapshot(raw) == before
+
+
+@pytest.mark.parametrize("element", HOSTILE_ELEMENTS)
+async def test_a_share_copies_a_hostile_list_and_shows_what_reads(db: Redis, element: str) -> None:
+    store = stores_on(db)
+    shares = ShareStore(db, store.sessions)
+    session = await store.sessions.create()
+    await db.lpush(messages_key(session.id), element)
+    made = await shares.create(session.id)
+    shown = await shares.snapshot(made.id)
+    assert shown.messages == await store.sessions.messages(session.id)
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS)
+async def test_a_share_is_refused_past_a_hostile_most(db: Redis, value: str) -> None:
+    store = stores_on(db)
+    session = await store.sessions.create()
+    script = Script(db, "share_session")
+    keys = {
+        "meta": meta_key(session.id), "messages": messages_key(session.id),
+        "shares": shares_key(session.id), "share": share_key(session.id, "s" * 32),
+    }  # fmt: skip
+    args: dict[str, EncodableT] = {"admin": "0", "user": "", "share_id": "s" * 32,
+                                   "session_id": session.id, "now": 1, "most": value}  # fmt: skip
+    result = await script(keys=keys, args=args)
+    assert result["outcome"] == -2  # nothing kept: not a number of shares
+    assert await db.exists(share_key(session.id, "s" * 32)) == 0
+
+
+async def test_a_share_another_program_rewrote_reads_as_what_it_holds(db: Redis) -> None:
+    store = stores_on(db)
+    shares = ShareStore(db, store.sessions)
+    session = await store.sessions.create()
+    made = await shares.create(session.id)
+    for value in ("not json", "{}", "[1, 2]", '"x"', "[" * 3000 + "]" * 3000):
+        await db.hset(share_key(session.id, made.id), "messages", value)
+        assert (await shares.snapshot(made.id)).messages == []
+    await db.hset(share_key(session.id, made.id), "created_at", "abc")
+    assert (await shares.snapshot(made.id)).created_at.year == 1970
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS)
+@pytest.mark.parametrize("field", ["input_tokens", "output_tokens", "list_mark"])
+async def test_a_title_counts_usage_whatever_the_counts_hold(
+    db: Redis, field: str, value: str
+) -> None:
+    store = stores_on(db)
+    session = await store.sessions.create()
+    first = await store.turns.begin_turn(session.id)
+    await commit(store, session.id, first)
+    await db.hset(meta_key(session.id), field, value)
+    script = Script(db, "name_session")
+    keys = {"meta": meta_key(session.id), "messages": messages_key(session.id)}
+    for tokens in (value, "5"):
+        named = await script(
+            keys=keys, args={"title": "T", "input_tokens": tokens, "output_tokens": tokens}
+        )
+        assert named == 1
+    info = await store.sessions.require(session.id)
+    assert info.title == "T"
+    for count in (info.usage.input_tokens, info.usage.output_tokens):
+        assert 0 <= count <= MAX_COUNT
+
+
 # -- every script, every key of another type ------------------------------------------
 
 
@@ -582,6 +682,9 @@ def plausible_args(name: str, state: dict[str, str]) -> dict[str, EncodableT]:
         "most": 10, "prefix": "{apq}:doc:", "most_held": 10, "per_minute": 10,
         "window_s": 120, "tag": session_tag(state["session_id"]), "extra": "",
         "turn_prefix": "turns:", "owner_prefix": "sessions:owner:", "prompt": "p",
+        "archived_prefix": "sessions:archived:", "pinned_prefix": "sessions:pinned:",
+        "share_prefix": "shares:", "pinned": "1", "archived": "1",
+        "share_id": "s" * 32,
     }  # fmt: skip
     if name == "keep_document":
         values["ttl"] = 60  # a document's life: at least a second
@@ -597,6 +700,9 @@ def plausible_keys(name: str, state: dict[str, str]) -> dict[str, str]:
         "stream": turn_stream_key(session_id, turn_id), "turn_ids": turn_ids_key(session_id),
         "turn_session": f"turns:{turn_id}", "index": INDEX_KEY,
         "owner_index": "sessions:owner:u", "held": "{limits:user:u}:held",
+        "archived_index": "sessions:archived:u", "pinned_index": "sessions:pinned:u",
+        "shares": shares_key(session_id), "share": share_key(session_id, "s" * 32),
+        "pointer": "shares:" + "s" * 32,
         "made": "{limits:user:u}:sessions:1", "document": "{apq}:doc:" + "0" * 64,
         "tree": tree_key(session_id), "kids": kids_key(session_id),
     }  # fmt: skip

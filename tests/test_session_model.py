@@ -15,7 +15,13 @@ conversation (a tree, with its active path) says what must be; after every step:
 - `Session.usage` is the sum of the stored replies' counts, in every branch;
 - the provider never received a message that was not on the active path (rewound,
   cleared, or left on another branch) when the request was made;
-- nothing of a deleted (or expired) session is left in Redis.
+- nothing of a deleted (or expired) session is left in Redis;
+- its flags (pinned, archived) are what was last set, through export and import too;
+- each share link reads the conversation as it was when shared, and a revoked one, or
+  one of a deleted, expired or replaced session, reads as none.
+
+The model's titles (TITLE_AUTO) are off here: they land in the background, at no step
+of the model; their usage and their place are test_list_api.py's and test_scripts.py's.
 
 Later operations (branches, tools, queues, budgets) add their rules here.
 """
@@ -45,16 +51,17 @@ from hypothesis.stateful import (
 from resolvers.services import scripts
 from resolvers.services.container import Services, open_services
 from resolvers.services.conversation import Conversations
-from resolvers.services.errors import ChatError
+from resolvers.services.errors import ChatError, NotFound
 from resolvers.services.history import Role, StoredMessage
-from resolvers.services.identity import ANONYMOUS
-from resolvers.services.keys import messages_key
+from resolvers.services.identity import ANONYMOUS, Identity
+from resolvers.services.keys import messages_key, share_pointer_key
 from resolvers.services.settings import Settings
 from tests.support import FakeGroq, RedisServer
 from tests.support.fuzzing import FuzzStats, reporting
 from tests.support.machines import AsyncMachine
 from tests.support.redis_proxy import RedisProxy
 
+ADMIN = Identity(user_id=None, is_admin=True)
 COMMIT_SHA = hashlib.sha1(scripts.source("commit_turn").encode()).hexdigest().encode()  # noqa: S324
 
 
@@ -80,6 +87,12 @@ class Conversation:
     messages: list[Said] = field(default_factory=list)
     off: dict[str, Said] = field(default_factory=dict)
     forgotten: set[str] = field(default_factory=set)
+    # The session's flags, and its share links: id -> the conversation when shared.
+    pinned: bool = False
+    archived: bool = False
+    shares: dict[str, list[tuple[Role, str]]] = field(default_factory=dict)
+    # Share links revoked, or gone with their session: each reads as no share.
+    gone_shares: set[str] = field(default_factory=set)
 
     def forget(self, from_index: int) -> None:
         """A rewind: the path from `from_index` on and every branch below it go."""
@@ -239,7 +252,8 @@ class SessionModel(AsyncMachine):
         self.step("create")
         made = self.run(self.processes[0].sessions.create())
         self.session_id = made.id
-        self.model = Conversation(exists=True, forgotten=self.model.forgotten)
+        gone = self.model.gone_shares | set(self.model.shares)
+        self.model = Conversation(exists=True, forgotten=self.model.forgotten, gone_shares=gone)
 
     @precondition(lambda self: self.model.exists)
     @rule(process=st.integers(0, 1))
@@ -432,6 +446,7 @@ class SessionModel(AsyncMachine):
             assert done.written == (1 if lines else 0)
 
         self.run(move())
+        self.forget_shares()  # the delete took them; the export does not carry them
         if not self.model.messages and not self.run(
             self.processes[0].sessions.get(self.session_id)
         ):
@@ -445,6 +460,9 @@ class SessionModel(AsyncMachine):
         self.model.drop_all()
         self.model.exists = False
         self.assert_nothing_left()
+        for share_id in self.model.shares:
+            assert not self.run(self.redis.exists(share_pointer_key(share_id)))
+        self.forget_shares()
 
     @precondition(lambda self: self.model.exists and len(self.model.messages) >= 4)
     @rule()
@@ -460,6 +478,44 @@ class SessionModel(AsyncMachine):
         self.run(_sleep(0.01))
         self.model.drop_all()
         self.model.exists = False
+        self.forget_shares()
+
+    def forget_shares(self) -> None:
+        self.model.gone_shares |= set(self.model.shares)
+        self.model.shares = {}
+
+    # One rule for the list's operations, once the session holds a turn: rules of their
+    # own, always on, crowded out those the long run counts (deletes, rewinds).
+    @precondition(lambda self: self.model.exists and len(self.model.messages) >= 2)
+    @rule(data=st.data(), process=st.integers(0, 1))
+    def listing(self, data: st.DataObject, process: int) -> None:
+        actions = ["pin or archive", "share"] + (["revoke a share"] if self.model.shares else [])
+        action = data.draw(st.sampled_from(actions), label="action")
+        self.step(action)
+        services = self.processes[process]
+        if action == "pin or archive":
+            pinned, archived = data.draw(st.tuples(st.booleans(), st.booleans()), label="flags")
+            changed = self.run(
+                services.conversations.update(
+                    self.session_id,
+                    title=None,
+                    system_prompt=None,
+                    pinned=pinned,
+                    archived=archived,
+                )
+            )
+            assert (changed.pinned, changed.archived) == (pinned, archived)
+            self.model.pinned, self.model.archived = pinned, archived
+        elif action == "share":
+            made = self.run(services.shares.create(self.session_id))
+            self.model.shares[made.id] = [(m.role, m.text) for m in self.model.messages]
+        else:
+            share_id = data.draw(st.sampled_from(sorted(self.model.shares)), label="share")
+            # The session has no owner: an admin revokes (a share id alone may not).
+            assert self.run(services.shares.revoke(share_id, who=ADMIN))
+            del self.model.shares[share_id]
+            self.model.gone_shares.add(share_id)
+            assert not self.run(self.redis.exists(share_pointer_key(share_id)))
 
     def assert_nothing_left(self) -> None:
         async def left() -> list[str]:
@@ -480,6 +536,25 @@ class SessionModel(AsyncMachine):
         assert [(m.role, m.content) for m in stored] == [
             (s.role, s.text) for s in self.model.messages
         ]
+
+    @invariant()
+    def the_flags_are_the_models(self) -> None:
+        if not self.model.exists:
+            return
+        info = self.run(self.processes[0].sessions.get(self.session_id))
+        if info is not None:
+            assert (info.pinned, info.archived) == (self.model.pinned, self.model.archived)
+
+    @invariant()
+    def each_share_reads_what_was_shared(self) -> None:
+        shares = self.processes[1].shares
+        for share_id, shared in self.model.shares.items():
+            found = self.run(shares.snapshot(share_id))
+            shown = [(m.role, m.content) for m in found.messages if m.role is not Role.SYSTEM]
+            assert shown == shared, share_id
+        for share_id in self.model.gone_shares:
+            with pytest.raises(NotFound):
+                self.run(shares.snapshot(share_id))
 
     @invariant()
     def usage_is_the_sum_of_the_stored_replies(self) -> None:
@@ -508,6 +583,7 @@ def settings_for(redis_url: str) -> Settings:
         groq_api_key="test-key",
         llm_timeout_seconds=5,
         history_summary=True,
+        title_auto=False,
         history_max_tokens=60,
         history_window=6,
         stream_min_interval_ms=0,

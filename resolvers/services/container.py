@@ -20,10 +20,12 @@ from resolvers.services.limits import RateLimiter
 from resolvers.services.model import build_model
 from resolvers.services.persisted import PersistedQueries
 from resolvers.services.sessions import SessionInfo, SessionStore, new_session_id
-from resolvers.services.settings import Settings
+from resolvers.services.settings import OFFLINE_MODEL, Settings
+from resolvers.services.shares import ShareStore
 from resolvers.services.storage import describe_url, make_client, redis_url
 from resolvers.services.stores import Stores, open_stores
 from resolvers.services.summaries import Summarizer
+from resolvers.services.titles import Titler
 from resolvers.services.transfer import Transfer
 from resolvers.services.turns import TurnRunner
 
@@ -48,6 +50,7 @@ class Services:
     auth: Authenticator
     persisted: PersistedQueries
     transfer: Transfer
+    shares: ShareStore
     # Chats of the documented app in a Redis on localhost:6379 this server does not use
     # (looked for at start, when REDIS_URL is unset).
     elsewhere: OutsideHistories | None = None
@@ -73,6 +76,8 @@ class Services:
         client: str | None,
         title: str | None = None,
         system_prompt: str | None = None,
+        pinned: bool = False,
+        archived: bool = False,
     ) -> SessionInfo:
         """A new session of `who` (owned by its user, if any), counted against the
         creator's limits before anything is written."""
@@ -80,7 +85,12 @@ class Services:
         session_id = new_session_id()
         await self.limiter.claim_session(session_id, client, who)
         return await self.sessions.create(
-            session_id=session_id, title=title, system_prompt=system_prompt, owner=who.user_id
+            session_id=session_id,
+            title=title,
+            system_prompt=system_prompt,
+            owner=who.user_id,
+            pinned=pinned,
+            archived=archived,
         )
 
     def begin_shutdown(self) -> None:
@@ -159,6 +169,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 if settings.history_summary
                 else None
             ),
+            titler=(
+                Titler(redis, model, timeout=settings.llm_timeout_seconds)
+                if settings.title_auto and settings.model_name != OFFLINE_MODEL
+                else None
+            ),
         )
         logger.info("redis: %s", where)
         logger.info("model: %s", settings.model_name)
@@ -185,7 +200,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             turns=turns,
             limiter=limiter,
             model_name=settings.model_name,
-            transfer=Transfer(redis, ttl_seconds=settings.session_ttl_seconds),
+            transfer=Transfer(redis, ttl_seconds=settings.session_ttl_seconds, index=stores.index),
+            shares=ShareStore(redis, sessions),
             persisted=PersistedQueries(
                 redis,
                 max_documents=settings.apq_max_documents,

@@ -1,6 +1,6 @@
-"""Changing a conversation after the fact: renaming a session or changing its prompt,
-paging back through its messages by id, rewinding it to before a message, and
-switching between its branches.
+"""Changing a conversation after the fact: renaming a session, changing its prompt,
+pinning or archiving it, paging back through its messages by id, rewinding it to before
+a message, and switching between its branches.
 
 Message ids name a position on the path (see `history.message_id`; the depth in the
 conversation's tree), so a page or a rewind finds its message with one `LINDEX` and
@@ -24,7 +24,16 @@ from resolvers.services.history import (
     decode_newest_first,
 )
 from resolvers.services.identity import ANONYMOUS, Identity
-from resolvers.services.keys import kids_key, lock_key, messages_key, meta_key, tree_key
+from resolvers.services.keys import (
+    ARCHIVED_INDEX_PREFIX,
+    OWNER_INDEX_PREFIX,
+    PINNED_INDEX_PREFIX,
+    kids_key,
+    lock_key,
+    messages_key,
+    meta_key,
+    tree_key,
+)
 from resolvers.services.scripts import Script
 from resolvers.services.sessions import MAX_PAGE, SessionInfo, SessionStore
 from resolvers.services.stamping import Stamper
@@ -50,6 +59,7 @@ class Conversations:
     ) -> None:
         self._redis = redis
         self._sessions = sessions
+        self._index = sessions.index
         self._window = history_window
         self._history_tokens = history_tokens
         self._summaries = summaries
@@ -67,20 +77,44 @@ class Conversations:
         title: str | None,
         system_prompt: str | None,
         who: Identity = ANONYMOUS,
+        pinned: bool | None = None,
+        archived: bool | None = None,
     ) -> SessionInfo:
-        """Change the title and the system prompt (None: unchanged; a blank title
-        clears it, a blank prompt restores the default); the session as it now is."""
+        """Change the title, the system prompt and the flags (None: unchanged; a blank
+        title clears it, a blank prompt restores the default); the session as it now
+        is. A pinned or archived session moves between its owner's indexes in the same
+        step (on a cluster, right after)."""
         title, system_prompt = self._sessions.check_fields(title, system_prompt)
         await self._sessions.require(session_id, who=who)  # adopts a foreign list first
         title_arg = "" if title is None else ("=" + title if title.strip() else "-")
         prompt_arg = "" if system_prompt is None else "=" + system_prompt
-        result = await self._update(
-            keys={"meta": meta_key(session_id)},
-            args={**_caller(who), "title": title_arg, "prompt": prompt_arg},
-        )
+        args: dict[str, EncodableT] = {
+            **_caller(who),
+            "title": title_arg,
+            "prompt": prompt_arg,
+            "pinned": _flag_arg(pinned),
+            "archived": _flag_arg(archived),
+            "session_id": session_id,
+        }
+        single = isinstance(self._redis, Redis)
+        if single:
+            args["owner_prefix"] = OWNER_INDEX_PREFIX
+            args["archived_prefix"] = ARCHIVED_INDEX_PREFIX
+            args["pinned_prefix"] = PINNED_INDEX_PREFIX
+        result = await self._update(keys={"meta": meta_key(session_id)}, args=args)
         if _outcome(result) == 0:
             raise NotFound(_NO_SESSION)
-        return await self._sessions.require(session_id, who=who)
+        info = await self._sessions.require(session_id, who=who)
+        owner = result["owner"]
+        if not single and owner and (pinned is not None or archived is not None):
+            await self._index.refile(
+                session_id,
+                owner=str(owner),
+                score=int(result["score"]),
+                pinned=info.pinned,
+                archived=info.archived,
+            )
+        return info
 
     async def page(
         self,
@@ -211,6 +245,10 @@ def _id_list(value: object) -> list[str] | None:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         return None
     return ids
+
+
+def _flag_arg(value: bool | None) -> str:
+    return "" if value is None else ("1" if value else "0")
 
 
 def _caller(who: Identity) -> dict[str, str]:

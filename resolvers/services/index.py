@@ -1,10 +1,12 @@
 """The index of sessions by activity: the one owner of its scores.
 
-`sessions:index` lists every session and `sessions:owner:<user>` the sessions one user
-owns, each a sorted set of ids scored by the session's `updated_at` (µs since the
-epoch): the rule every writer follows (scripts through the `_index.lua` include, Python
-through this class). Activity moves a score on with `ZADD GT` only, so two writers
-racing never move it back; an import, which writes a session whole, sets it.
+`sessions:index` lists every session; of its owner's indexes, `sessions:owner:<user>`
+lists the sessions one user owns and has not archived, `sessions:archived:<user>` those
+archived, `sessions:pinned:<user>` those pinned and not archived (`owner_indexes`). Each
+is a sorted set of ids scored by the session's `updated_at` (µs since the epoch): the
+rule every writer follows (scripts through the `_index.lua` include, Python through this
+class). Activity moves a score on with `ZADD GT` only, so two writers racing never move
+it back; an import, which writes a session whole, sets it.
 
 A page is one `ZREVRANGEBYSCORE` (keyset paging, stable under inserts), never `KEYS` or
 `SCAN`. On a cluster the indexes live in other slots than the sessions: they are written
@@ -18,15 +20,24 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ResponseError
 
 from resolvers.services.errors import BadInput
-from resolvers.services.keys import INDEX_KEY, meta_key, owner_index_key
+from resolvers.services.keys import (
+    INDEX_KEY,
+    archived_index_key,
+    meta_key,
+    owner_index_key,
+    pinned_index_key,
+    share_key,
+    share_pointer_key,
+    shares_key,
+)
 from resolvers.services.validation import check_session_id
 
 logger = logging.getLogger(__name__)
@@ -75,9 +86,41 @@ class IdPage:
     next_cursor: str | None
 
 
-def index_key(owner: str | None = None) -> str:
-    """Everyone's index, or one owner's."""
-    return INDEX_KEY if owner is None else owner_index_key(owner)
+Listing = Literal["main", "archived", "pinned"]
+
+
+def index_key(owner: str | None = None, listing: Listing = "main") -> str:
+    """Everyone's index, or one of an owner's three."""
+    if owner is None:
+        return INDEX_KEY
+    if listing == "archived":
+        return archived_index_key(owner)
+    if listing == "pinned":
+        return pinned_index_key(owner)
+    return owner_index_key(owner)
+
+
+def owner_indexes(owner: str, *, pinned: bool, archived: bool) -> list[str]:
+    """The owner's indexes that list a session with these flags (`_index.lua`'s
+    `owner_lists`, the same rule)."""
+    if archived:
+        return [archived_index_key(owner)]
+    if pinned:
+        return [owner_index_key(owner), pinned_index_key(owner)]
+    return [owner_index_key(owner)]
+
+
+def every_owner_index(owner: str) -> list[str]:
+    return [owner_index_key(owner), archived_index_key(owner), pinned_index_key(owner)]
+
+
+def owner_keys(owner: str) -> dict[str, str]:
+    """The owner's three indexes by the names scripts give them."""
+    return {
+        "owner_index": owner_index_key(owner),
+        "archived_index": archived_index_key(owner),
+        "pinned_index": pinned_index_key(owner),
+    }
 
 
 class SessionIndex:
@@ -93,15 +136,40 @@ class SessionIndex:
         """One Redis: scripts may write the indexes in the step that writes a session."""
         return self._single
 
-    def queue_place(self, pipe: Any, session_id: str, score: int, owner: str | None) -> None:
-        """Queue the entries of a session written whole (a new one, an import)."""
-        for index in _indexes(owner):
+    def queue_place(
+        self,
+        pipe: Any,
+        session_id: str,
+        score: int,
+        owner: str | None,
+        *,
+        pinned: bool = False,
+        archived: bool = False,
+        old_owner: str | None = None,
+    ) -> None:
+        """Queue the entries of a session written whole (a new one, an import): set where
+        its flags list it, dropped from its owner's other indexes (and from `old_owner`'s,
+        an import replacing another owner's session)."""
+        listed = _indexes(owner, pinned=pinned, archived=archived)
+        for former in {old_owner, owner} - {None}:
+            for index in every_owner_index(str(former)):
+                if index not in listed:
+                    pipe.zrem(index, session_id)
+        for index in listed:
             pipe.zadd(index, {session_id: score})
 
     async def place_after(self, session_id: str, score: int, *, owner: str | None) -> None:
-        """On a cluster, after the step that stored the session: move its entries on.
-        A failure is kept for `repair`, never raised (the session is stored)."""
-        for index in _indexes(owner):
+        """On a cluster, after the step that stored the session: move its entries on
+        (in its owner's indexes by its flags, read now). A failure is kept for `repair`,
+        never raised (the session is stored)."""
+        pinned = archived = False
+        if owner is not None:
+            try:
+                flags = await self._redis.hmget(meta_key(session_id), ["pinned", "archived"])
+                pinned, archived = (flag == "1" for flag in flags)
+            except Exception as exc:
+                logger.warning("flags of session %s unread: %s", session_id, type(exc).__name__)
+        for index in _indexes(owner, pinned=pinned, archived=archived):
             try:
                 await self._redis.zadd(index, {session_id: score}, gt=True)
             except Exception as exc:
@@ -119,8 +187,21 @@ class SessionIndex:
             await self._redis.zadd(INDEX_KEY, scores, gt=True)
 
     async def remove(self, session_id: str, *, owner: str | None) -> None:
-        for index in _indexes(owner):
+        for index in [INDEX_KEY, *(every_owner_index(owner) if owner is not None else [])]:
             await self._redis.zrem(index, session_id)
+
+    async def refile(
+        self, session_id: str, *, owner: str, score: int, pinned: bool, archived: bool
+    ) -> None:
+        """On a cluster, after a session's flags changed: its entries in its owner's
+        indexes as its flags now list it (one Redis does this in the script that changed
+        them)."""
+        listed = owner_indexes(owner, pinned=pinned, archived=archived)
+        for index in every_owner_index(owner):
+            if index in listed:
+                await self._redis.zadd(index, {session_id: score}, gt=True)
+            else:
+                await self._redis.zrem(index, session_id)
 
     def forget(self, session_id: str) -> None:
         """A deleted session's entries are not repaired."""
@@ -157,6 +238,22 @@ class SessionIndex:
         gone = [str(sid) for sid, found in zip(stale, alive, strict=True) if not found]
         if gone:
             await self._redis.zrem(index, *gone)
+            await self._drop_shares(gone)
+
+    async def _drop_shares(self, gone: list[str]) -> None:
+        """The share links of expired sessions: they read as none already (a share is
+        read only while its session is there); their keys, which have no TTL of their
+        own, go with the session's entry."""
+        for session_id in gone:
+            try:
+                found = await self._redis.zrange(shares_key(session_id), 0, -1)
+            except ResponseError:  # another program's value: not this server's to drop
+                continue
+            share_ids = [str(s) for s in found]
+            doomed = [share_key(session_id, s) for s in share_ids] + [shares_key(session_id)]
+            await self._redis.delete(*doomed)
+            for share_id in share_ids:  # each in a slot of its own
+                await self._redis.delete(share_pointer_key(share_id))
 
     async def slice(
         self, index: str, count: int, after: str | None
@@ -184,9 +281,16 @@ class SessionIndex:
             rows += [(str(m), s) for m, s in results[2]]
         return rows[:count], len(rows) > count, total
 
-    async def ids(self, *, limit: int | None, cursor: str | None, owner: str | None) -> IdPage:
+    async def ids(
+        self,
+        *,
+        limit: int | None,
+        cursor: str | None,
+        owner: str | None,
+        listing: Listing = "main",
+    ) -> IdPage:
         """Session ids, most recently active first: all of them, or one page."""
-        index = index_key(owner)
+        index = index_key(owner, listing)
         await self.prune(index)
         if limit is None:
             if cursor is not None:
@@ -203,5 +307,7 @@ class SessionIndex:
         return IdPage(ids=[session_id for session_id, _ in entries], next_cursor=next_cursor)
 
 
-def _indexes(owner: str | None) -> Iterable[str]:
-    return [INDEX_KEY] if owner is None else [INDEX_KEY, owner_index_key(owner)]
+def _indexes(owner: str | None, *, pinned: bool = False, archived: bool = False) -> list[str]:
+    if owner is None:
+        return [INDEX_KEY]
+    return [INDEX_KEY, *owner_indexes(owner, pinned=pinned, archived=archived)]

@@ -25,11 +25,18 @@ The keys of one session:
 - `{message_store:<id>}:turn_ids`: the session's turns whose events are kept, each scored
   by when they are forgotten (ms), so a delete finds every stream
 - `{message_store:<id>}:turns:<minute>`: turns started in that minute (rate limit)
+- `{message_store:<id>}:shares`: the session's share links (ids scored by creation, µs)
+- `{message_store:<id>}:share:<share_id>`: hash of one share's snapshot (title,
+  created_at, messages: the active path's elements as a JSON list)
 
 and, each in a slot of its own:
 
 - `sessions:index`: a sorted set of session ids scored by the time of last activity
-- `sessions:owner:<user id>`: the same, for the sessions one user owns
+- `sessions:owner:<user id>`: the same, for the sessions one user owns and has not archived
+- `sessions:archived:<user id>`: the same, for the sessions one user has archived
+- `sessions:pinned:<user id>`: the same, for the sessions one user has pinned (and not
+  archived)
+- `shares:<share_id>`: the session a share link belongs to
 - `turns:<turn_id>`: the session a turn id belongs to (a client-chosen id cannot be
   reused on another session), as long as the turn's stream
 - `auth:secret`: the HMAC key of the tokens this server signs, when AUTH_SECRET is unset
@@ -98,6 +105,33 @@ OWNER_INDEX_PREFIX = "sessions:owner:"
 
 def owner_index_key(user_id: str) -> str:
     return f"{OWNER_INDEX_PREFIX}{user_id}"
+
+
+ARCHIVED_INDEX_PREFIX = "sessions:archived:"
+PINNED_INDEX_PREFIX = "sessions:pinned:"
+
+
+def archived_index_key(user_id: str) -> str:
+    return f"{ARCHIVED_INDEX_PREFIX}{user_id}"
+
+
+def pinned_index_key(user_id: str) -> str:
+    return f"{PINNED_INDEX_PREFIX}{user_id}"
+
+
+def shares_key(session_id: str) -> str:
+    return f"{session_tag(session_id)}:shares"
+
+
+def share_key(session_id: str, share_id: str) -> str:
+    return f"{session_tag(session_id)}:share:{share_id}"
+
+
+SHARE_PREFIX = "shares:"
+
+
+def share_pointer_key(share_id: str) -> str:
+    return f"{SHARE_PREFIX}{share_id}"
 
 
 def turn_rate_key(session_id: str, window: int) -> str:

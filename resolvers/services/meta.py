@@ -45,8 +45,15 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("title", "text", "the title (a user's, or the start of the first message)",
-          listed=True, exported=True),
+    Field("title", "text", "the title (a user's, the start of the first message, or the "
+          "model's name for the conversation)", listed=True, exported=True),
+    Field("title_auto", "flag", "set while the title is the server's (the first message's "
+          "start, or the model's): only such a title is replaced by the model's; a user's "
+          "title clears it", exported=True),
+    Field("pinned", "flag", "set when its owner pinned it: it is in the owner's pinned "
+          "index too (unless archived)", listed=True, exported=True),
+    Field("archived", "flag", "set when its owner archived it: it is in the owner's "
+          "archived index instead of the main one", listed=True, exported=True),
     Field("system_prompt", "text", "the system prompt, sent first on every turn",
           exported=True, required=True),
     Field("created_at", "micros", "when it was made (µs since the epoch)",
@@ -89,6 +96,8 @@ def check_value(name: str, value: str) -> str:
             raise ValueError(f"meta.{name} must be a whole number from {low} to {high}")
     elif field.kind == "mark" and not _MARK.fullmatch(value):
         raise ValueError(f"meta.{name} must be a list mark")
+    elif field.kind == "flag" and value != "1":
+        raise ValueError(f"meta.{name} must be 1 when set")
     elif field.kind == "user" and not value:
         raise ValueError(f"meta.{name} must be a user id")
     return value

@@ -27,6 +27,7 @@ from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.index import (
     MAX_PAGE,
     IdPage,
+    Listing,
     SessionIndex,
     encode_cursor,
     from_micros,
@@ -34,15 +35,18 @@ from resolvers.services.index import (
     now_micros,
 )
 from resolvers.services.keys import (
+    ARCHIVED_INDEX_PREFIX,
     OWNER_INDEX_PREFIX,
+    PINNED_INDEX_PREFIX,
+    SHARE_PREFIX,
     TURN_SESSION_PREFIX,
     active_turn_key,
     kids_key,
     lock_key,
     messages_key,
     meta_key,
-    owner_index_key,
     session_tag,
+    share_pointer_key,
     tree_key,
     turn_ids_key,
     turn_rate_key,
@@ -82,6 +86,8 @@ class SessionInfo:
     owner_id: str | None = None
     # The sum of its replies' token counts, as the provider reported them.
     usage: Usage = NO_USAGE
+    pinned: bool = False
+    archived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +132,11 @@ class SessionStore:
         system_prompt: str | None = None,
         owner: str | None = None,
         session_id: str | None = None,
+        pinned: bool = False,
+        archived: bool = False,
     ) -> SessionInfo:
         """A new session (with a new id unless one chosen by `new_session_id` is given);
-        owned by `owner` (a user id), or by nobody when None."""
+        owned by `owner` (a user id), or by nobody when None; pinned or archived as asked."""
         title, system_prompt = self.check_fields(title, system_prompt)
         prompt = system_prompt if system_prompt is not None else self._default_prompt
         session_id = check_session_id(session_id) if session_id else new_session_id()
@@ -143,11 +151,14 @@ class SessionStore:
             fields["title"] = title
         if owner is not None:
             fields["owner"] = owner
+        for flag, wanted in (("pinned", pinned), ("archived", archived)):
+            if wanted:
+                fields[flag] = "1"
         async with self._redis.pipeline(transaction=self._single) as pipe:
             pipe.hset(meta_key(session_id), mapping=fields)
             if self._ttl:
                 pipe.expire(meta_key(session_id), self._ttl)
-            self._index.queue_place(pipe, session_id, now, owner)
+            self._index.queue_place(pipe, session_id, now, owner, pinned=pinned, archived=archived)
             await pipe.execute()
         created = from_micros(now)
         return SessionInfo(
@@ -158,7 +169,13 @@ class SessionStore:
             updated_at=created,
             message_count=0,
             owner_id=owner,
+            pinned=pinned,
+            archived=archived,
         )
+
+    @property
+    def index(self) -> SessionIndex:
+        return self._index
 
     def prompt_or_default(self, prompt: str | None) -> str:
         """A session's system prompt as a turn sends it (an adopted list has none)."""
@@ -227,7 +244,8 @@ class SessionStore:
 
     async def delete(self, session_id: str, *, who: Identity = ANONYMOUS) -> bool:
         """Delete the session and everything kept for it (its branches, its turns'
-        events, their records, the running turn's lock and record, its index entries). False when
+        events, their records, the running turn's lock and record, its shares, its index
+        entries). False when
         there is no such session, or `who` may not use it."""
         check_session_id(session_id)
         window = int(time.time() // 60)
@@ -249,6 +267,9 @@ class SessionStore:
             keys["index"] = index_key()
             args["turn_prefix"] = TURN_SESSION_PREFIX
             args["owner_prefix"] = OWNER_INDEX_PREFIX
+            args["archived_prefix"] = ARCHIVED_INDEX_PREFIX
+            args["pinned_prefix"] = PINNED_INDEX_PREFIX
+            args["share_prefix"] = SHARE_PREFIX
         result = await self._delete(keys=keys, args=args)
         if outcome_of(result) != 1:
             return False
@@ -259,6 +280,8 @@ class SessionStore:
             await self._index.remove(session_id, owner=str(owner) if owner else None)
             for turn_id in result["turn_ids"] or []:
                 await self._redis.delete(turn_session_key(str(turn_id)))
+            for share_id in result["share_ids"] or []:
+                await self._redis.delete(share_pointer_key(str(share_id)))
         return True
 
     async def messages(
@@ -305,15 +328,19 @@ class SessionStore:
         after: str | None,
         owner: str | None = None,
         who: Identity | None = None,
+        listing: Listing = "main",
     ) -> SessionPage:
         """A page of sessions, most recently active first, with their metadata: every
-        session, or those `owner` owns. Given `who`, the sessions they may not use are
+        session, or those `owner` owns in one of their indexes (`listing`: the main one,
+        the archived or the pinned). Given `who`, the sessions they may not use are
         left out (the admin listing is open to all without ADMIN_TOKEN: nobody else's
-        title or messages show there), at no extra cost: the owner is read anyway."""
+        title or messages show there), at no extra cost: the owner is read anyway. So
+        is an entry its session's flags no longer list there (left by a cluster's index
+        write racing a change of flags)."""
         if first < 0:
             raise BadInput("first must not be negative")
         first = min(first, MAX_PAGE)
-        index = index_key(owner)
+        index = index_key(owner, listing)
         await self._index.prune(index)
         entries, has_next, total = await self._index.slice(index, first, after)
         replies = await each(
@@ -332,7 +359,11 @@ class SessionStore:
             if isinstance(reply, BaseException):
                 raise reply
             info = _read_result(session_id, reply)
-            if info is not None and (who is None or who.may_use(info.owner_id)):
+            if (
+                info is not None
+                and (who is None or who.may_use(info.owner_id))
+                and (owner is None or _listed_in(info, listing))
+            ):
                 sessions.append(info)
                 cursors.append(encode_cursor(score, session_id))
         # The page ends where the walk stopped, even at a session this caller may not see:
@@ -343,38 +374,50 @@ class SessionStore:
         )
 
     async def ids(
-        self, *, limit: int | None, cursor: str | None, owner: str | None = None
+        self,
+        *,
+        limit: int | None,
+        cursor: str | None,
+        owner: str | None = None,
+        listing: Listing = "main",
     ) -> IdPage:
         """Session ids, most recently active first: all of them, or one page; of every
-        session, or of those `owner` owns."""
-        return await self._index.ids(limit=limit, cursor=cursor, owner=owner)
+        session, or of those `owner` owns in one of their indexes."""
+        return await self._index.ids(limit=limit, cursor=cursor, owner=owner, listing=listing)
 
     async def move_owner(self, old: str, new: str) -> int:
         """Give every session `old` owns to `new` (a legacy guest id's to its prefixed
-        one), a batch at a time; how many moved."""
+        one), a batch at a time, in each of the owner's indexes; how many moved."""
         moved = 0
-        source, target = owner_index_key(old), owner_index_key(new)
-        for _ in range(MAX_OWNED_BATCHES):
-            entries: Any = await self._redis.zrange(source, 0, 499, withscores=True)
-            if not entries:
-                break
-            scores = {str(member): int(score) for member, score in entries}
-            ids = list(scores)
-            done = await each(
-                self._move,
-                self._redis,
-                [({"meta": meta_key(sid)}, {"old": old, "new": new}) for sid in ids],
-            )
-            mine = {
-                sid: scores[sid]
-                for sid, result in zip(ids, done, strict=True)
-                if not isinstance(result, BaseException) and int(result)
-            }
-            if mine:
-                await self._redis.zadd(target, mine)
-            await self._redis.zrem(source, *ids)
-            moved += len(mine)
+        for listing in ("main", "archived", "pinned"):
+            source, target = index_key(old, listing), index_key(new, listing)
+            for _ in range(MAX_OWNED_BATCHES):
+                entries: Any = await self._redis.zrange(source, 0, 499, withscores=True)
+                if not entries:
+                    break
+                scores = {str(member): int(score) for member, score in entries}
+                ids = list(scores)
+                done = await each(
+                    self._move,
+                    self._redis,
+                    [({"meta": meta_key(sid)}, {"old": old, "new": new}) for sid in ids],
+                )
+                # A pinned session was moved with the main index: its entry follows.
+                mine = {
+                    sid: scores[sid]
+                    for sid, result in zip(ids, done, strict=True)
+                    if not isinstance(result, BaseException)
+                    and (int(result) or (listing == "pinned" and await self._owned(sid, new)))
+                }
+                if mine:
+                    await self._redis.zadd(target, mine)
+                await self._redis.zrem(source, *ids)
+                if listing != "pinned":
+                    moved += len(mine)
         return moved
+
+    async def _owned(self, session_id: str, owner: str) -> bool:
+        return await self._redis.hget(meta_key(session_id), "owner") == owner
 
 
 def _read_result(session_id: str, result: Any) -> SessionInfo | None:
@@ -401,4 +444,15 @@ def info_of(
         message_count=count,
         owner_id=fields.get("owner") or None,
         usage=usage,
+        pinned=fields.get("pinned") == "1",
+        archived=fields.get("archived") == "1",
     )
+
+
+def _listed_in(info: SessionInfo, listing: Listing) -> bool:
+    """Whether the session's flags list it in its owner's `listing` index."""
+    if listing == "archived":
+        return info.archived
+    if listing == "pinned":
+        return info.pinned and not info.archived
+    return not info.archived

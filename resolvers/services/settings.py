@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     history_max_tokens: int = Field(default=8000, ge=1)
     # Summarize the history left out of turns into a SYSTEM message sent first.
     history_summary: bool = False
+    # After a session's first turn, the model names it in the background.
+    title_auto: bool = True
     max_message_chars: int = Field(default=32000, ge=1)
     session_ttl_seconds: int = Field(default=0, ge=0)
     # How long a turn's lock lives without renewal: bounds how long a session stays

@@ -40,14 +40,8 @@ from redis.asyncio import Redis, RedisCluster
 from resolvers.services import meta as declared
 from resolvers.services.errors import BadInput, DataConflict
 from resolvers.services.history import position_of
-from resolvers.services.keys import (
-    INDEX_KEY,
-    kids_key,
-    messages_key,
-    meta_key,
-    owner_index_key,
-    tree_key,
-)
+from resolvers.services.index import SessionIndex, every_owner_index
+from resolvers.services.keys import INDEX_KEY, kids_key, messages_key, meta_key, tree_key
 from resolvers.services.meta import MAX_COUNT
 from resolvers.services.validation import check_session_id, check_text
 
@@ -63,10 +57,17 @@ class Imported:
 
 
 class Transfer:
-    def __init__(self, redis: Redis | RedisCluster, *, ttl_seconds: int = 0) -> None:
+    def __init__(
+        self,
+        redis: Redis | RedisCluster,
+        *,
+        ttl_seconds: int = 0,
+        index: SessionIndex | None = None,
+    ) -> None:
         self._redis = redis
         self._single = isinstance(redis, Redis)
         self._ttl = ttl_seconds
+        self._index = index or SessionIndex(redis, ttl_seconds=ttl_seconds)
 
     async def export(self, session_ids: Iterable[str] | None = None) -> AsyncIterator[str]:
         """One JSON line per session (every indexed session, most recent first, or those
@@ -119,7 +120,8 @@ class Transfer:
         done = Imported(written=len(chosen), skipped=len(records) - len(chosen))
         if not chosen:
             return done
-        for index in {INDEX_KEY} | {owner_index_key(r["owner"]) for r in chosen if r["owner"]}:
+        owners = {r["owner"] for r in chosen if r["owner"]}
+        for index in {INDEX_KEY} | {i for owner in owners for i in every_owner_index(owner)}:
             if await self._redis.type(index) not in ("zset", "none"):
                 raise DataConflict(f"{index} holds a value of another type; nothing imported")
         if self._single:
@@ -180,11 +182,15 @@ class Transfer:
         if self._ttl:
             for key in keys:
                 pipe.expire(key, self._ttl)
-        if old_owner is not None and old_owner != meta.get("owner"):
-            pipe.zrem(owner_index_key(old_owner), session_id)
-        pipe.zadd(INDEX_KEY, {session_id: score})
-        if meta.get("owner"):
-            pipe.zadd(owner_index_key(meta["owner"]), {session_id: score})
+        self._index.queue_place(
+            pipe,
+            session_id,
+            score,
+            meta.get("owner") or None,
+            pinned=meta.get("pinned") == "1",
+            archived=meta.get("archived") == "1",
+            old_owner=old_owner,
+        )
 
     async def _save(self, session_ids: list[str]) -> dict[str, tuple[Any, int]]:
         """The keys of sessions about to be replaced, serialized, to put back on failure."""

@@ -28,7 +28,7 @@ from resolvers.services.adoption import Adoption
 from resolvers.services.errors import BadInput, NotFound, SessionBusy, StoreUnavailable
 from resolvers.services.history import Role, StoredMessage, decode, decode_newest_first
 from resolvers.services.identity import ANONYMOUS, Identity
-from resolvers.services.index import SessionIndex, from_micros, now_micros
+from resolvers.services.index import SessionIndex, from_micros, now_micros, owner_keys
 from resolvers.services.keys import (
     INDEX_KEY,
     active_turn_key,
@@ -36,7 +36,6 @@ from resolvers.services.keys import (
     lock_key,
     messages_key,
     meta_key,
-    owner_index_key,
     tree_key,
     turn_ids_key,
     turn_session_key,
@@ -424,7 +423,7 @@ class TurnStore:
             keys["turn_session"] = turn_session_key(turn_id)
             keys["index"] = INDEX_KEY
             if owner is not None:
-                keys["owner_index"] = owner_index_key(owner)
+                keys.update(owner_keys(owner))
         first, tokens = pending
         now = now_micros()
         result = int(

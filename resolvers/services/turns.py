@@ -53,6 +53,7 @@ from resolvers.services.model import ChatModel
 from resolvers.services.sessions import SessionStore
 from resolvers.services.stream_writer import StreamWriter, Written
 from resolvers.services.summaries import Summarizer
+from resolvers.services.titles import Titler
 from resolvers.services.turn_store import TurnStart, TurnStore
 from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent, TurnFailed
 from resolvers.services.usage import ReplyReport, Usage
@@ -93,6 +94,7 @@ class TurnRunner:
         follow_connections: int = 50,
         history_tokens: int = 8000,
         summarizer: Summarizer | None = None,
+        titler: Titler | None = None,
     ) -> None:
         self._store = store
         self._sessions = sessions
@@ -118,6 +120,7 @@ class TurnRunner:
         self._writer = StreamWriter(store)
         self._history_tokens = history_tokens
         self._summarizer = summarizer
+        self._titler = titler
         self._closing: asyncio.Task[None] | None = None
 
     def check_message(self, message: str) -> str:
@@ -267,6 +270,8 @@ class TurnRunner:
             await self._writer.close()
             if self._summarizer is not None:
                 await self._summarizer.close()
+            if self._titler is not None:
+                await self._titler.close()
 
     async def _drain(self, seconds: float) -> None:
         if not self._tasks:
@@ -424,6 +429,14 @@ class TurnRunner:
             # Off the turn's path: the reply is out before a summary is asked for.
             oldest = plan.planned[0].oldest_sent  # the full budget's: what turns send
             self._summarizer.want(session_id, (plan.earlier if oldest is None else oldest) - 1)
+        if (
+            self._titler is not None
+            and status is TurnStatus.COMPLETE
+            and not plan.regenerating
+            and start.length == 0
+        ):
+            # The session's first turn: named off the turn's path, the reply goes out now.
+            self._titler.want(session_id, message=plan.message, reply=reply)
         done = StoredMessage(
             role=Role.ASSISTANT,
             content=reply,

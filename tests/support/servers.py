@@ -188,8 +188,13 @@ def app_env(redis_url: str | None, fake: FakeGroq | None, **overrides: str) -> d
     # the default (tokens merged per 40 ms) has tests of its own (test_merging.py),
     # which pass STREAM_MIN_INTERVAL_MS="" to get it.
     env["STREAM_MIN_INTERVAL_MS"] = "0"
+    # No model request after a first turn but the tests': they name what the fake model
+    # was sent, and titles that change under them. The model's titles have tests of their
+    # own (test_list_features.py), which pass TITLE_AUTO="" to get the default (on).
+    env["TITLE_AUTO"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
-    if env["STREAM_MIN_INTERVAL_MS"] == "":
-        del env["STREAM_MIN_INTERVAL_MS"]  # the server's default
+    for name in ("STREAM_MIN_INTERVAL_MS", "TITLE_AUTO"):
+        if env[name] == "":
+            del env[name]  # the server's default
     return env

@@ -11,6 +11,8 @@
 -- KEYS[9] turn_session?: the turn id's session (one Redis only)
 -- KEYS[10] index?: every session by activity (one Redis only)
 -- KEYS[11] owner_index?: the owner's sessions by activity (one Redis, owned sessions)
+-- KEYS[12] archived_index?: the owner's archived sessions (with owner_index)
+-- KEYS[13] pinned_index?: the owner's pinned sessions (with owner_index)
 -- ARGV[1] token: the turn's lock token
 -- ARGV[2] turn_id: the turn's id
 -- ARGV[3] user_json: the user's message, as the list holds it ('' for a regenerate)
@@ -18,7 +20,7 @@
 -- ARGV[5] now: microseconds since the epoch
 -- ARGV[6] ttl: the session's time to live in seconds (0: none)
 -- ARGV[7] session_id: the session's id
--- ARGV[8] title: a title for a session that has none ('' none)
+-- ARGV[8] title: a title for a session that has none ('' none); marked as the server's
 -- ARGV[9] first: the number of the first token not yet in the stream
 -- ARGV[10] last: the number of the last one
 -- ARGV[11] tokens: those tokens as a JSON list ('' none)
@@ -52,6 +54,7 @@ local tree, kids = KEYS[7], KEYS[8]
 if not (holds(messages, 'list') and holds(meta, 'hash') and holds(stream, 'stream')
     and holds(turn_ids, 'zset') and holds(lock, 'string') and holds(tree, 'hash')
     and holds(kids, 'hash') and (not KEYS[10] or holds(KEYS[10], 'zset'))
+    and (not KEYS[12] or holds(KEYS[12], 'zset')) and (not KEYS[13] or holds(KEYS[13], 'zset'))
     and (not KEYS[11] or holds(KEYS[11], 'zset'))) then
   return -9
 end
@@ -113,9 +116,11 @@ if not placed then
   redis.call('HDEL', meta, 'summary_at', 'summary_covers', 'summary_stale')
   redis.call('DEL', tree, kids)
 end
-if ARGV[8] ~= '' then redis.call('HSETNX', meta, 'title', ARGV[8]) end
+if ARGV[8] ~= '' and redis.call('HSETNX', meta, 'title', ARGV[8]) == 1 then
+  redis.call('HSET', meta, 'title_auto', '1')
+end
 if KEYS[10] then place(KEYS[10], ARGV[7], ARGV[5]) end
-if KEYS[11] then place(KEYS[11], ARGV[7], ARGV[5]) end
+if KEYS[11] then file_owned(meta, ARGV[7], ARGV[5], KEYS[11], KEYS[12], KEYS[13]) end
 if ttl > 0 then
   for _, key in ipairs({messages, meta, tree, kids}) do redis.call('EXPIRE', key, ttl) end
 end
