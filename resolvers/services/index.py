@@ -145,13 +145,14 @@ class SessionIndex:
         *,
         pinned: bool = False,
         archived: bool = False,
+        replacing: bool = False,
         old_owner: str | None = None,
     ) -> None:
         """Queue the entries of a session written whole (a new one, an import): set where
-        its flags list it, dropped from its owner's other indexes (and from `old_owner`'s,
-        an import replacing another owner's session)."""
+        its flags list it; `replacing` one that was there (an import), dropped from its
+        owner's other indexes, and from `old_owner`'s."""
         listed = _indexes(owner, pinned=pinned, archived=archived)
-        for former in {old_owner, owner} - {None}:
+        for former in {old_owner, owner} - {None} if replacing else set():
             for index in every_owner_index(str(former)):
                 if index not in listed:
                     pipe.zrem(index, session_id)

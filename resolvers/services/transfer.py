@@ -189,6 +189,7 @@ class Transfer:
             meta.get("owner") or None,
             pinned=meta.get("pinned") == "1",
             archived=meta.get("archived") == "1",
+            replacing=True,
             old_owner=old_owner,
         )
 
