@@ -255,3 +255,35 @@ def stats(request: pytest.FixtureRequest) -> FuzzStats:
     from tests.support.fuzzing import reporting
 
     return reporting(request.config)
+
+
+# The files that take longest (`pytest --durations`, a whole run with four workers on a
+# 2-core machine), longest first. The workers take whole files in collection order
+# (`--dist loadfile`): these start first, so none of them is left to run alone at the
+# end. A file missing here keeps its place after them.
+LONGEST_FIRST = (
+    "test_session_model.py",
+    "test_fuzz_graphql.py",
+    "test_faults_redis.py",
+    "test_history_properties.py",
+    "test_fuzz_rest.py",
+    "test_page_users.py",
+    "test_page.py",
+    "test_hardening.py",
+    "test_process_faults.py",
+    "test_transfer.py",
+    "test_page_turns.py",
+    "test_durable_turns.py",
+    "test_identity.py",
+    "test_metrics.py",
+    "test_storage.py",
+    "test_list_api.py",
+    "test_page_branches.py",
+    "test_branches.py",
+    "test_migrating.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
