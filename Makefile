@@ -11,7 +11,7 @@ PORT ?= 8000
 # The tiers `make check` leaves out (see CONTRIBUTING.md).
 SLOW_TIERS := not slow and not fuzz and not browser and not cluster
 # Test workers (pytest-xdist): most tests wait on servers, so more than the cores.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 5
 # The tests write bytecode caches (under .venv, not beside the sources) even where
 # PYTHONDONTWRITEBYTECODE is set: each worker and every app it starts would otherwise
 # compile the same sources again, seconds each.

@@ -16,13 +16,11 @@ duration is asserted.
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Locator, Page, Request, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from tests.support import AppServer, FakeGroq, gql
 from tests.support.page import (
@@ -31,6 +29,8 @@ from tests.support.page import (
     guest_headers,
     model_runs,
     named,
+    operations,
+    record_graphql,
     record_subscriptions,
     reply_of,
     send,
@@ -61,23 +61,6 @@ async def active_path(server: AppServer, tab: Page, session_id: str) -> list[dic
     assert session["activeTurn"] is None
     messages: list[dict[str, Any]] = session["messages"]
     return messages
-
-
-def record_graphql(tab: Page) -> list[dict[str, Any]]:
-    """The bodies of the GraphQL requests `tab` sends over HTTP from now on."""
-    sent: list[dict[str, Any]] = []
-
-    def on_request(request: Request) -> None:
-        if request.url.endswith("/graphql") and request.method == "POST":
-            sent.append(json.loads(request.post_data or "{}"))
-
-    tab.on("request", on_request)
-    return sent
-
-
-def operations(sent: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
-    """The variables of the requests whose document selects `field`."""
-    return [s["variables"] for s in sent if re.search(rf"\b{field}\(", s["query"])]
 
 
 async def shows(tab: Page, users: list[str], replies: list[str]) -> None:

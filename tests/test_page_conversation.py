@@ -16,12 +16,11 @@ wait is bounded; no wall-clock duration is asserted.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Request, expect
+from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
 
 from resolvers.services.keys import messages_key
@@ -32,6 +31,8 @@ from tests.support.page import (
     guest_headers,
     model_runs,
     named,
+    operations,
+    record_graphql,
     record_subscriptions,
     reply_of,
     send,
@@ -79,23 +80,6 @@ def pairs(session: dict[str, Any]) -> list[tuple[str, str]]:
 def tokens(usage: dict[str, int]) -> str:
     """How the page writes a count of tokens."""
     return f"{usage['inputTokens']:,} in / {usage['outputTokens']:,} out tokens"
-
-
-def record_graphql(tab: Page) -> list[dict[str, Any]]:
-    """The bodies of the GraphQL requests `tab` sends over HTTP from now on."""
-    sent: list[dict[str, Any]] = []
-
-    def on_request(request: Request) -> None:
-        if request.url.endswith("/graphql") and request.method == "POST":
-            sent.append(json.loads(request.post_data or "{}"))
-
-    tab.on("request", on_request)
-    return sent
-
-
-def operations(sent: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
-    """The variables of the requests whose document selects `field`."""
-    return [s["variables"] for s in sent if re.search(rf"\b{field}\(", s["query"])]
 
 
 async def stopped_reply(tab: Page, text: str) -> str:

@@ -336,15 +336,7 @@ def _checked(record: object) -> dict[str, Any]:
     messages_from_dict(messages)  # LangChain's own check of each message
     tokens_in = tokens_out = 0
     for position, message in enumerate(messages):
-        data = message.get("data") if isinstance(message, dict) else None
-        counts = data.get("usage_metadata") if isinstance(data, dict) else None
-        if counts is not None and not (
-            isinstance(counts, dict)
-            and _count(counts.get("input_tokens"))
-            and _count(counts.get("output_tokens"))
-        ):
-            raise ValueError(f"message {position}: usage counts must be from 0 to {MAX_COUNT}")
-        used_in, used_out = counted(message)
+        used_in, used_out = _checked_counts(message, f"message {position}")
         tokens_in, tokens_out = tokens_in + used_in, tokens_out + used_out
     for name in ("summary_at", "summary_covers"):
         if name in meta and int(meta[name]) >= len(messages):
@@ -404,14 +396,7 @@ def _checked_tree(
             raise ValueError(f"branch {number}: id {identifier!r} does not name its depth")
         depth[identifier] = level
         messages_from_dict([message])
-        counts = message.get("data", {}).get("usage_metadata")
-        if counts is not None and not (
-            isinstance(counts, dict)
-            and _count(counts.get("input_tokens"))
-            and _count(counts.get("output_tokens"))
-        ):
-            raise ValueError(f"branch {number}: usage counts must be from 0 to {MAX_COUNT}")
-        more_in, more_out = counted(message)
+        more_in, more_out = _checked_counts(message, f"branch {number}")
         used_in, used_out = used_in + more_in, used_out + more_out
         tree[identifier] = tree_entry(parent, json.dumps(message, ensure_ascii=False))
         parents[identifier] = parent
@@ -439,6 +424,19 @@ def _path_id(message: object, position: int) -> str:
     extra = data.get("additional_kwargs") if isinstance(data, dict) else None
     own = extra.get("message_id") if isinstance(extra, dict) else None
     return own if isinstance(own, str) and own else str(position)
+
+
+def _checked_counts(message: object, what: str) -> tuple[int, int]:
+    """The usage a message adds (`counted`), once its counts, if any, are checked."""
+    data = message.get("data") if isinstance(message, dict) else None
+    counts = data.get("usage_metadata") if isinstance(data, dict) else None
+    if counts is not None and not (
+        isinstance(counts, dict)
+        and _count(counts.get("input_tokens"))
+        and _count(counts.get("output_tokens"))
+    ):
+        raise ValueError(f"{what}: usage counts must be from 0 to {MAX_COUNT}")
+    return counted(message)
 
 
 def _check_strings(value: object, depth: int = 0) -> None:

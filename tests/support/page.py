@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Page, ViewportSize, WebSocket, expect
+from playwright.async_api import Page, Request, ViewportSize, WebSocket, expect
 
 from tests.support.servers import FakeGroq
 
@@ -119,3 +119,20 @@ async def watch_reply(tab: Page, expected: str, *, seconds: float = 30) -> list[
                 return samples
         await asyncio.sleep(0.05)
     raise AssertionError(f"the reply did not end as {expected!r}: last {samples[-1:]!r}")
+
+
+def record_graphql(tab: Page) -> list[dict[str, Any]]:
+    """The bodies of the GraphQL requests `tab` sends over HTTP from now on."""
+    sent: list[dict[str, Any]] = []
+
+    def on_request(request: Request) -> None:
+        if request.url.endswith("/graphql") and request.method == "POST":
+            sent.append(json.loads(request.post_data or "{}"))
+
+    tab.on("request", on_request)
+    return sent
+
+
+def operations(sent: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
+    """The variables of the requests whose document selects `field`."""
+    return [s["variables"] for s in sent if re.search(rf"\b{field}\(", s["query"])]
