@@ -345,12 +345,28 @@ export async function openSession(id) {
   if (note) showNotice(...note);
 }
 
+/** The chat being made, while it is: a message sent meanwhile goes to it. */
+/** @type {Promise<string> | null} */
+let creating = null;
+
 /**
- * Creates a chat and opens it.
+ * Creates a chat and opens it; while one is being made (New chat, then a message sent
+ * before the server answered), that one: a second click or message makes no second chat.
  * @param {string | null} title
  * @returns {Promise<string>} its id
  */
-export async function createSession(title) {
+export function createSession(title) {
+  creating ??= makeSession(title).finally(() => {
+    creating = null;
+  });
+  return creating;
+}
+
+/**
+ * @param {string | null} title
+ * @returns {Promise<string>} its id
+ */
+async function makeSession(title) {
   const data = await mutateCreateSession(title);
   const session = data.createSession;
   cancelEdit();

@@ -654,7 +654,7 @@ def test_a_session_follows_its_model(
     request: pytest.FixtureRequest,
 ) -> None:
     stats = reporting(request.config)
-    run_model(fresh_db, redis_server, fake_groq, stats, machine_settings(8, 25))
+    run_model(fresh_db, redis_server, fake_groq, stats, machine_settings(10, 25))
     for what in ("turn (complete)", "turn (fail)", "turn (lost commit)", "rewind", "delete",
                  "edit", "switch"):  # fmt: skip
         assert stats.cases(SessionModel.name, what) >= 3, what
