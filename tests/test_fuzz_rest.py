@@ -59,7 +59,7 @@ SCHEMATHESIS_CONFIG: dict[str, Any] = {
     "seed": 20240601,
     "generation": {
         "mode": "all",  # schema-valid and schema-invalid requests
-        "max-examples": 100,  # per operation, in the fuzzing phase
+        "max-examples": 70,  # per operation, in the fuzzing phase
         "deterministic": True,
         "database": "none",
         "allow-x00": True,
