@@ -10,8 +10,10 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 # The tiers `make check` leaves out (see CONTRIBUTING.md).
 SLOW_TIERS := not slow and not fuzz and not browser and not cluster
-# Test workers (pytest-xdist): most tests wait on servers, so more than the cores.
+# Test workers (pytest-xdist): most tests wait on servers, so more than the cores. The
+# fast tier's files are short: each worker's start (about 10 s) weighs more there.
 TEST_WORKERS ?= 5
+CHECK_WORKERS ?= 4
 # The tests write bytecode caches (under .venv, not beside the sources) even where
 # PYTHONDONTWRITEBYTECODE is set: each worker and every app it starts would otherwise
 # compile the same sources again, seconds each.
@@ -46,7 +48,7 @@ test: lint
 
 # The fast tier for a development loop: under a minute.
 check: lint
-	$(call tests_and_types,-m "$(SLOW_TIERS)" -q)
+	$(call tests_and_types,-m "$(SLOW_TIERS)" -q -n $(CHECK_WORKERS))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

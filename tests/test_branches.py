@@ -17,6 +17,10 @@ from tests.support import AppServer, FakeGroq, app_env, error_codes, gql, new_se
 from tests.support.turns import history_of
 from tests.support.ws_client import graphql_socket
 
+# Two processes of their own, and the fast tier has the store's tests of the same rules
+# (tests/test_branch_store.py).
+pytestmark = pytest.mark.slow
+
 FIELDS = "id role content parentId branch branches siblingIds"
 EVENT = f"token done seq turnId status message {{ {FIELDS} }}"
 MESSAGES = f"query($s: ID!) {{ session(id: $s) {{ messages {{ {FIELDS} }} }} }}"

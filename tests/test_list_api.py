@@ -179,6 +179,7 @@ async def test_a_session_titled_at_creation_is_not_named(
     assert (await data(http, READ, alice, s=session["id"]))["session"]["title"] == "Chosen"
 
 
+@pytest.mark.slow  # an app of its own for each
 @pytest.mark.parametrize("settings", [{"TITLE_AUTO": "false"}, {"model": False}])
 async def test_without_naming_the_title_is_the_first_messages_start(
     make_app: Callable[..., AppServer], settings: dict[str, Any]

@@ -183,6 +183,7 @@ async def test_a_listing_skips_an_entry_its_flags_no_longer_list(one: Redis) -> 
     assert await listed(stores, "alice", "main") == []
 
 
+@pytest.mark.slow  # 10,000 sessions written
 async def test_keyset_pages_over_ten_thousand_sessions_hold_each_listing(one: Redis) -> None:
     """10,000 sessions of one owner, every 7th archived and every 5th pinned: each
     listing, walked page by page, is exactly its sessions in order, and a page reads
