@@ -88,7 +88,8 @@ if fork_at >= 0 then
   plan = plan_off_path(messages, tree, kids, n, fork_at)
   if plan.unstamped or plan.clash then return -3 end
   siblings = children_with(kids, plan.parent, plan.moves[1].id, ARGV[20])
-elseif placed then
+elseif placed and redis.call('EXISTS', kids) == 1 then
+  -- Only a session with branches lists children: a plain turn reads nothing more.
   local last = ''
   if n > 0 then last = path_id(messages, n, n - 1) end
   siblings = children_with(kids, last, nil, ARGV[20])
