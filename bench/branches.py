@@ -50,8 +50,8 @@ async def turn(
     user_id = message_id(place, secrets.token_hex(4))
     reply_id = message_id(place if regenerating else place + 1, secrets.token_hex(4))
     now = datetime.now(UTC)
-    user_json = (
-        "" if regenerating else encode(stamped(HumanMessage(content=text), now, identifier=user_id))
+    asked = (
+        [] if regenerating else [encode(stamped(HumanMessage(content=text), now, identifier=user_id))]
     )
     reply_json = encode(
         stamped(
@@ -64,7 +64,7 @@ async def turn(
     outcome = await store.turns.commit_turn(
         session_id,
         start.token,
-        user_json=user_json,
+        asked=asked,
         reply_json=reply_json,
         first_message="" if regenerating else text,
         turn_id=start.turn_id,

@@ -49,10 +49,10 @@ async def turn(
     user_id = message_id(place, secrets.token_hex(4))
     reply_id = message_id(place if regenerating else place + 1, secrets.token_hex(4))
     at_time = datetime.now(UTC)
-    user_json = (
-        ""
+    asked = (
+        []
         if regenerating
-        else encode(stamped(HumanMessage(content=text), at_time, identifier=user_id))
+        else [encode(stamped(HumanMessage(content=text), at_time, identifier=user_id))]
     )
     reply_json = encode(
         stamped(
@@ -72,7 +72,7 @@ async def turn(
     outcome = await store.turns.commit_turn(
         session_id,
         start.token,
-        user_json=user_json,
+        asked=asked,
         reply_json=reply_json,
         first_message="" if regenerating else text,
         turn_id=start.turn_id,

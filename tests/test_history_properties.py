@@ -541,7 +541,7 @@ class SessionMachine(AsyncMachine):
             self.stores[who].turns.commit_turn(
                 session_id,
                 token,
-                user_json=encode(stamped(HumanMessage(content=question), now)),
+                asked=[encode(stamped(HumanMessage(content=question), now))],
                 reply_json=encode(stamped(AIMessage(content=answer), now)),
                 first_message=question,
                 turn_id=self.turn_ids.get(token, str(uuid.uuid4())),

@@ -64,9 +64,9 @@ async def turn(stores: Stores, session_id: str, n: int, who: Identity = ALICE) -
         await stores.turns.commit_turn(
             session_id,
             start.token,
-            user_json=encode(
-                stamped(HumanMessage(content=f"q{n}"), now, identifier=f"{start.length}.u")
-            ),
+            asked=[
+                encode(stamped(HumanMessage(content=f"q{n}"), now, identifier=f"{start.length}.u"))
+            ],
             reply_json=encode(stamped(reply, now, identifier=f"{start.length + 1}.r")),
             first_message=f"question number {n}",
             owner=start.owner,

@@ -47,7 +47,7 @@ async def a_session_with_everything(stores: Stores, redis: Redis) -> str:
         await stores.turns.commit_turn(
             session.id,
             start.token,
-            user_json=encode(stamped(HumanMessage(content=f"q{n}"), now, identifier=f"{2 * n}.u")),
+            asked=[encode(stamped(HumanMessage(content=f"q{n}"), now, identifier=f"{2 * n}.u"))],
             reply_json=encode(stamped(reply, now, identifier=f"{2 * n + 1}.r")),
             first_message=f"q{n}",
             turn_id=start.turn_id,

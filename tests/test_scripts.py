@@ -120,7 +120,7 @@ async def commit(store: Stores, session_id: str, start: TurnStart, n: int = 1) -
     return await store.turns.commit_turn(
         session_id,
         start.token,
-        user_json=json.dumps(message_to_dict(HumanMessage(content=f"q{n}"))),
+        asked=[json.dumps(message_to_dict(HumanMessage(content=f"q{n}")))],
         reply_json=reply(f"a{n}", 10 * n, n),
         first_message=f"q{n}",
         turn_id=start.turn_id,
@@ -671,7 +671,7 @@ def plausible_args(name: str, state: dict[str, str]) -> dict[str, EncodableT]:
         "alive_s": 0, "window": 40, "ttl": 0, "admin": "0", "user": "u", "first": 1,
         "last": 1, "tokens": '["a"]', "end_seq": 2, "done_seq": 2, "status": "COMPLETE",
         "code": "X", "message": "m", "reply": "", "cap": 10_000,
-        "user_json": json.dumps(message_to_dict(HumanMessage(content="q"))),
+        "asked": json.dumps([json.dumps(message_to_dict(HumanMessage(content="q")))]),
         "reply_json": json.dumps(message_to_dict(AIMessage(content="a"))),
         "title": "", "input_tokens": "1", "output_tokens": "1", "fork_at": -1,
         "fork_id": "", "first_id": "9.abcdef01", "mode": "", "fields": "", "newest": -1,

@@ -145,7 +145,7 @@ async def commit(store: Stores, session_id: str, start: TurnStart | str, q: str,
     return await store.turns.commit_turn(
         session_id,
         token,
-        user_json=json.dumps(message_to_dict(HumanMessage(content=q))),
+        asked=[json.dumps(message_to_dict(HumanMessage(content=q)))],
         reply_json=json.dumps(message_to_dict(AIMessageChunk(content=a))),
         first_message=q,
         turn_id=turn_id,
@@ -289,7 +289,7 @@ async def test_message_count_is_what_the_list_holds_after_outside_writes(db: Red
     await store.turns.commit_turn(
         session.id,
         start.token,
-        user_json=_human("q"),
+        asked=[_human("q")],
         reply_json=_human("a"),
         first_message="q",
         turn_id=start.turn_id,

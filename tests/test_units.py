@@ -261,17 +261,34 @@ def test_a_token_is_hidden_however_its_name_is_encoded(name: str) -> None:
 def test_the_quick_token_estimate_is_langchains_approximate_count() -> None:
     """The context's fast path counts without building messages; LangChain's
     `count_tokens_approximately` must agree, or a release changed it."""
-    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
     from langchain_core.messages.utils import count_tokens_approximately
 
-    from resolvers.services.history import Role, StoredMessage
+    from resolvers.services.history import Role, StoredMessage, ToolCall
     from resolvers.services.window import estimate
 
-    kinds = {Role.USER: HumanMessage, Role.ASSISTANT: AIMessage, Role.SYSTEM: SystemMessage}
+    kinds = {
+        Role.USER: HumanMessage,
+        Role.ASSISTANT: AIMessage,
+        Role.SYSTEM: SystemMessage,
+        Role.TOOL: lambda content: ToolMessage(content=content, tool_call_id=""),
+    }
     for role in Role:
         for text in ("", "a", "four", "hello world", "é" * 33, "x" * 4001):
             stored = StoredMessage(role=role, content=text, created_at=None)
-            assert estimate(stored) == count_tokens_approximately([kinds[role](content=text)])
+            assert estimate(stored) == count_tokens_approximately([kinds[role](text)])
+    # A reply's calls and a result's call id count as LangChain counts them.
+    call = ToolCall(id="call_1", name="add", arguments='{"a": 1, "b": 22}')
+    asking = StoredMessage(role=Role.ASSISTANT, content="", created_at=None, tool_calls=(call,))
+    lc_call = {"name": "add", "args": {"a": 1, "b": 22}, "id": "call_1"}
+    assert estimate(asking) == count_tokens_approximately(
+        [AIMessage(content="", tool_calls=[lc_call])]
+    )
+    assert estimate(asking) > estimate(StoredMessage(Role.ASSISTANT, "", None))
+    result = StoredMessage(role=Role.TOOL, content="23", created_at=None, tool_call_id="call_1")
+    assert estimate(result) == count_tokens_approximately(
+        [ToolMessage(content="23", tool_call_id="call_1")]
+    )
 
 
 class _Blocks(httpx.AsyncByteStream):

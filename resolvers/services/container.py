@@ -114,6 +114,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         max_retries=settings.llm_max_retries,
         max_connections=settings.llm_max_connections,
         fast=settings.llm_fast_stream,
+        reasoning_format=settings.llm_reasoning_format,
         offline_token_delay=settings.offline_token_delay_seconds,
     )
     async with contextlib.AsyncExitStack() as stack:

@@ -20,6 +20,7 @@ from langchain_core.messages import (
     BaseMessage,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
     message_to_dict,
     messages_from_dict,
 )
@@ -38,12 +39,17 @@ TURN_STATUS = "turn_status"
 # The message a message follows, kept by this server on what it writes; a message on the
 # path follows the one below it whatever it says.
 PARENT_ID = "parent_id"
+# Where LangChain keeps a reply's reasoning (langchain-groq, langchain-deepseek, ...).
+REASONING = "reasoning_content"
+# What a tool call left unanswered gets when a new message is sent.
+CANCELLED = "cancelled"
 
 
 class Role(Enum):
     USER = "USER"
     ASSISTANT = "ASSISTANT"
     SYSTEM = "SYSTEM"
+    TOOL = "TOOL"
 
 
 class TurnStatus(Enum):
@@ -51,6 +57,27 @@ class TurnStatus(Enum):
     COMPLETE = "COMPLETE"
     STOPPED = "STOPPED"
     FAILED = "FAILED"
+    # The reply asks for tool calls the client runs (`submitToolResults`).
+    REQUIRES_ACTION = "REQUIRES_ACTION"
+    # Waiting in the session's queue.
+    QUEUED = "QUEUED"
+
+
+class Reasoning(str):
+    """A piece of a reply's reasoning, among the pieces of its answer: the kind travels
+    with the text, so a plain reply's pieces stay plain strings and cost nothing more."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call of one of the client's tools, as the model asked for it; `arguments` is
+    the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +96,10 @@ class StoredMessage:
     # The id of the message this one follows in the conversation's tree: None for the
     # first, and for one read alone whose parent was not read with it.
     parent_id: str | None = None
+    # A reply's reasoning, and the tool calls it asks for; a tool result's call.
+    reasoning: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 def message_id(position: int, nonce: str) -> str:
@@ -104,6 +135,7 @@ _ROLE_OF_TYPE = {
     # Replies streamed through the documented REST app are stored as chunks.
     "AIMessageChunk": Role.ASSISTANT,
     "system": Role.SYSTEM,
+    "tool": Role.TOOL,
 }
 
 
@@ -191,6 +223,8 @@ def decode(
         status = TurnStatus(extra.get(TURN_STATUS) or "COMPLETE")
     except ValueError:
         status = TurnStatus.COMPLETE
+    reasoning = extra.get(REASONING) if role is Role.ASSISTANT else None
+    call_id = fields.get("tool_call_id") if role is Role.TOOL else None
     return StoredMessage(
         role=role,
         content=content,
@@ -201,7 +235,29 @@ def decode(
         usage=usage,
         finish_reason=reason if isinstance(reason, str) else None,
         parent_id=parent_id,
+        reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
+        tool_calls=_tool_calls(fields) if role is Role.ASSISTANT else (),
+        tool_call_id=str(call_id) if isinstance(call_id, str | int) else None,
     )
+
+
+def _tool_calls(fields: dict[str, object]) -> tuple[ToolCall, ...]:
+    """A reply's tool calls as LangChain keeps them (`tool_calls`, with arguments read;
+    `invalid_tool_calls`, with the text the model wrote), in the model's order."""
+    found: list[ToolCall] = []
+    for key in ("tool_calls", "invalid_tool_calls"):
+        calls = fields.get(key)
+        if not isinstance(calls, list):
+            continue
+        for call in calls:
+            if not isinstance(call, dict):
+                continue
+            call_id, name, args = call.get("id"), call.get("name"), call.get("args")
+            if not isinstance(call_id, str) or not call_id:
+                continue
+            text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+            found.append(ToolCall(id=call_id, name=str(name or ""), arguments=text))
+    return tuple(found)
 
 
 def element_id(raw: str | bytes, position: int) -> str:
@@ -241,16 +297,89 @@ def decode_newest_first(
 
 def as_langchain(messages: Iterable[StoredMessage]) -> list[BaseMessage]:
     """Plain LangChain messages for a model call (no stored metadata sent along)."""
-    kinds: dict[Role, type[BaseMessage]] = {
-        Role.USER: HumanMessage,
-        Role.ASSISTANT: AIMessage,
-        Role.SYSTEM: SystemMessage,
-    }
-    return [kinds[m.role](content=m.content) for m in messages]
+    return [to_model(m) for m in messages]
+
+
+def to_model(message: StoredMessage, *, id: str | None = None) -> BaseMessage:
+    """The message as a model is sent it: its text, a reply's tool calls and a tool
+    result's call id; never its reasoning (not answer text) nor this server's metadata."""
+    if message.role is Role.USER:
+        return HumanMessage(content=message.content, id=id)
+    if message.role is Role.SYSTEM:
+        return SystemMessage(content=message.content, id=id)
+    if message.role is Role.TOOL:
+        return ToolMessage(content=message.content, tool_call_id=message.tool_call_id or "", id=id)
+    if not message.tool_calls:
+        return AIMessage(content=message.content, id=id)
+    calls, invalid = [], []
+    for call in message.tool_calls:
+        args = _arguments(call.arguments)
+        if args is None:
+            invalid.append(
+                {"name": call.name, "args": call.arguments, "id": call.id, "error": None}
+            )
+        else:
+            calls.append({"name": call.name, "args": args, "id": call.id})
+    return AIMessage(
+        content=message.content,
+        tool_calls=calls,
+        invalid_tool_calls=invalid,
+        id=id,
+    )
+
+
+def _arguments(text: str) -> dict[str, object] | None:
+    """Tool call arguments as LangChain keeps them (an object), or None when the model's
+    text is not a JSON object (LangChain keeps that as an invalid call, text and all)."""
+    if not text.strip():
+        return {}
+    try:
+        args = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return args if isinstance(args, dict) else None
+
+
+def reply_message(
+    text: str,
+    *,
+    reasoning: str = "",
+    tool_calls: Sequence[ToolCall] = (),
+) -> AIMessage:
+    """A reply as LangChain keeps it: its reasoning in `additional_kwargs` (as
+    langchain-groq and others put it), its calls in `tool_calls` (`invalid_tool_calls`
+    for arguments that are not a JSON object)."""
+    stored = StoredMessage(
+        role=Role.ASSISTANT, content=text, created_at=None, tool_calls=tuple(tool_calls)
+    )
+    message = to_model(stored)
+    assert isinstance(message, AIMessage)
+    if reasoning:
+        message.additional_kwargs[REASONING] = reasoning
+    return message
+
+
+def pending_calls(messages: Sequence[StoredMessage]) -> tuple[ToolCall, ...]:
+    """The tool calls of the path's last reply that no tool result after it answers
+    (`messages` oldest first, ending with the path's newest; summaries are passed over)."""
+    answered: set[str] = set()
+    for message in reversed(messages):
+        if message.role is Role.SYSTEM:
+            continue
+        if message.role is Role.TOOL:
+            if message.tool_call_id is not None:
+                answered.add(message.tool_call_id)
+            continue
+        if message.role is Role.ASSISTANT:
+            return tuple(call for call in message.tool_calls if call.id not in answered)
+        return ()
+    return ()
 
 
 def exchanges(messages: Sequence[StoredMessage]) -> list[Exchange]:
-    """Each user message with the assistant reply that follows it (summaries skipped)."""
+    """Each user message with the final reply that answers it (summaries skipped): a
+    reply that asks for tool calls, and the tools' results, lead to the reply after them;
+    calls left unanswered leave the output empty."""
     turns: list[Exchange] = []
     pending: str | None = None
     for message in messages:
@@ -259,6 +388,9 @@ def exchanges(messages: Sequence[StoredMessage]) -> list[Exchange]:
                 turns.append(Exchange(input=pending, output=""))
             pending = message.content
         elif message.role is Role.ASSISTANT:
+            if message.tool_calls:
+                pending = pending or ""
+                continue  # its answer comes after the tools' results
             turns.append(Exchange(input=pending or "", output=message.content))
             pending = None
     if pending is not None:

@@ -26,6 +26,7 @@ from langsmith.utils import tracing_is_enabled
 from resolvers.services import metrics
 from resolvers.services.errors import ModelFailed
 from resolvers.services.groq_fast import groq_stream, is_groq
+from resolvers.services.history import REASONING, Reasoning
 from resolvers.services.settings import OFFLINE_MODEL
 from resolvers.services.usage import ReplyReport
 
@@ -80,10 +81,69 @@ class OfflineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        for piece in _pieces(OFFLINE_REPLY):
+        for chunk in offline_chunks(messages, kwargs.get("tools") or ()):
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)
-            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            yield ChatGenerationChunk(message=chunk)
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        """The client's tools, for the markers that call one (see `offline_chunks`)."""
+        return self.bind(tools=list(tools), **kwargs)
+
+
+_REASON_RE = re.compile(r"!reason=(\d{1,3})\b")
+_CALL_RE = re.compile(r"!call=([A-Za-z0-9_-]{1,64})(\{\S*\})?")
+
+
+def offline_chunks(messages: Sequence[BaseMessage], tools: Sequence[Any]) -> list[AIMessageChunk]:
+    """The offline model's reply, with two markers a user message may carry to try the
+    rich turns without a provider: `!reason=K` streams K pieces of reasoning first, and
+    `!call=NAME{"json":"arguments"}` calls the bound tool NAME (arguments streamed in
+    pieces, as providers do). After tools' results, it answers with what they said."""
+    last = messages[-1] if messages else None
+    if last is not None and last.type == "tool":
+        results: list[str] = []
+        for message in reversed(messages):
+            if message.type != "tool":
+                break
+            results.insert(0, message.text)
+        return [
+            AIMessageChunk(content=p) for p in _pieces("The tools answered: " + "; ".join(results))
+        ]
+    text = last.text if last is not None and last.type == "human" else ""
+    chunks: list[AIMessageChunk] = []
+    reason = _REASON_RE.search(text)
+    for n in range(int(reason.group(1)) if reason else 0):
+        chunks.append(AIMessageChunk(content="", additional_kwargs={REASONING: f" thought {n}"}))
+    names = {_tool_name(tool) for tool in tools}
+    calls = [m for m in _CALL_RE.finditer(text) if m.group(1) in names]
+    for index, call in enumerate(calls):
+        arguments = call.group(2) or "{}"
+        pieces = [arguments[i : i + 8] for i in range(0, len(arguments), 8)]
+        for n, piece in enumerate(pieces):
+            first = n == 0
+            chunks.append(
+                AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        {
+                            "name": call.group(1) if first else None,
+                            "args": piece,
+                            "id": f"call_offline_{index}" if first else None,
+                            "index": index,
+                        }
+                    ],
+                )
+            )
+    if not calls:
+        chunks += [AIMessageChunk(content=p) for p in _pieces(OFFLINE_REPLY)]
+    return chunks
+
+
+def _tool_name(tool: Any) -> str:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) else ""
 
 
 class ChatModel:
@@ -118,7 +178,10 @@ class ChatModel:
             await pool.aclose()
 
     async def stream(
-        self, messages: Sequence[BaseMessage], report: ReplyReport | None = None
+        self,
+        messages: Sequence[BaseMessage],
+        report: ReplyReport | None = None,
+        tools: Sequence[dict[str, Any]] = (),
     ) -> AsyncGenerator[list[str], None]:
         """The reply's pieces, in batches (the pieces that came together: one read of the
         provider's stream), as valid text (a lone surrogate becomes U+FFFD); no batch is
@@ -126,13 +189,15 @@ class ChatModel:
 
         Each model gets `first_token_wait` seconds for its first piece, its SDK's own
         retries included; past it, or on a failure, the next model is tried. `report`
-        gets the provider's own token counts and finish reason, when it sends them.
+        gets the provider's own token counts and finish reason, when it sends them, and
+        the tool calls the model asks for (of `tools`, in OpenAI's format, bound for this
+        reply); reasoning comes as `Reasoning` pieces among the answer's.
         """
         report = report if report is not None else ReplyReport()
         models = self._shards[next(self._next)]
         last = len(models) - 1
         for index, model in enumerate(models):
-            batches = _valid_text(self._stream_one(model, messages, report))
+            batches = _valid_text(self._stream_one(model, messages, report, tools))
             try:
                 async with asyncio.timeout(self.first_token_wait):
                     first = await anext(batches)
@@ -168,13 +233,17 @@ class ChatModel:
             return "".join([piece async for batch in batches for piece in batch])
 
     def _stream_one(
-        self, model: BaseChatModel, messages: Sequence[BaseMessage], report: ReplyReport
+        self,
+        model: BaseChatModel,
+        messages: Sequence[BaseMessage],
+        report: ReplyReport,
+        tools: Sequence[dict[str, Any]],
     ) -> AsyncIterator[list[str]]:
         # While LangChain's tracing is on (LANGSMITH_TRACING=true), the fast path steps
         # aside: LangChain's own `astream` makes the run, with its callbacks.
         if self._fast and is_groq(model) and not tracing_is_enabled():
-            return groq_stream(model, messages, report)
-        return _langchain_stream(model, messages, report)
+            return groq_stream(model, messages, report, tools)
+        return _langchain_stream(model, messages, report, tools)
 
 
 async def _valid_text(batches: AsyncIterator[list[str]]) -> AsyncGenerator[list[str], None]:
@@ -186,7 +255,7 @@ async def _valid_text(batches: AsyncIterator[list[str]]) -> AsyncGenerator[list[
         async for batch in batches:
             valid: list[str] = []
             for piece in batch:
-                text = held + piece
+                text = held + piece if held else piece
                 held = ""
                 try:
                     text.encode("utf-8")
@@ -194,6 +263,8 @@ async def _valid_text(batches: AsyncIterator[list[str]]) -> AsyncGenerator[list[
                     if "\ud800" <= text[-1] <= "\udbff":
                         held, text = text[-1], text[:-1]  # its pair may start the next piece
                     text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+                if type(piece) is Reasoning and type(text) is not Reasoning:
+                    text = Reasoning(text)  # the kind goes with the piece
                 if text:
                     valid.append(text)
             if valid:
@@ -211,9 +282,13 @@ AFTER_FINISH_SECONDS = 0.5
 
 
 async def _langchain_stream(
-    model: BaseChatModel, messages: Sequence[BaseMessage], report: ReplyReport
+    model: BaseChatModel,
+    messages: Sequence[BaseMessage],
+    report: ReplyReport,
+    tools: Sequence[dict[str, Any]] = (),
 ) -> AsyncIterator[list[str]]:
-    chunks = aiter(model.astream(list(messages)))
+    runnable: Any = model.bind_tools(list(tools)) if tools else model
+    chunks = aiter(runnable.astream(list(messages)))
     try:
         while True:
             try:
@@ -231,11 +306,37 @@ async def _langchain_stream(
             reason = chunk.response_metadata.get("finish_reason")
             if isinstance(reason, str) and reason:
                 report.finish_reason = reason
+            for call in getattr(chunk, "tool_call_chunks", None) or ():
+                report.add_call(
+                    call.get("index"), call.get("id"), call.get("name"), call.get("args")
+                )
+            pieces = _reasoning_of(chunk)
             text = chunk.text
             if text:
-                yield [text]
+                pieces.append(text)
+            if pieces:
+                yield pieces
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
+
+
+def _reasoning_of(chunk: Any) -> list[str]:
+    """The reasoning a LangChain chunk carries, as providers' classes put it: in
+    `additional_kwargs["reasoning_content"]` (Groq, DeepSeek, xAI, ...), or as content
+    blocks of type `reasoning` or `thinking` (OpenAI's Responses API, Anthropic)."""
+    found: list[str] = []
+    kept = chunk.additional_kwargs.get(REASONING) if chunk.additional_kwargs else None
+    if isinstance(kept, str) and kept:
+        found.append(Reasoning(kept))
+    if isinstance(chunk.content, list):
+        for block in chunk.content:
+            if not isinstance(block, dict):
+                continue
+            kind = block.get("type")
+            text = block.get(kind) if kind in ("reasoning", "thinking") else None
+            if isinstance(text, str) and text:
+                found.append(Reasoning(text))
+    return found
 
 
 # Providers whose LangChain class takes `timeout` and `max_retries` (the SDK's own
@@ -265,6 +366,19 @@ _SHARD_CONNECTIONS = 64
 _TAKES_HTTP_CLIENT = {"groq", "openai", "azure_openai"}
 
 
+def takes_reasoning_format(name: str) -> bool:
+    """Whether Groq takes `reasoning_format` for the model `groq:<model>`: its models
+    that reason, but not OpenAI's gpt-oss (which sends its reasoning apart unasked, and
+    refuses the parameter); any other model refuses it."""
+    provider, _, model = name.partition(":")
+    model = model.lower()
+    return provider == "groq" and any(mark in model for mark in _REASONING_MODELS)
+
+
+# Groq's models that reason and take `reasoning_format` (names contain one of these).
+_REASONING_MODELS = ("qwen3", "qwq", "deepseek-r1", "r1-distill")
+
+
 def _chat_model(
     name: str,
     *,
@@ -272,6 +386,7 @@ def _chat_model(
     max_retries: int,
     offline_token_delay: float,
     http: httpx.AsyncClient,
+    reasoning_format: str = "",
 ) -> BaseChatModel:
     if name == OFFLINE_MODEL:
         return OfflineChatModel(token_delay=offline_token_delay)
@@ -285,6 +400,8 @@ def _chat_model(
         options["http_async_client"] = http
     if provider in _STREAMS_USAGE_ON_REQUEST:
         options["stream_usage"] = True  # the token counts, in the stream's last chunk
+    if reasoning_format and takes_reasoning_format(name):
+        options["reasoning_format"] = reasoning_format
     try:
         model = init_chat_model(name, **options)
     except (ImportError, AttributeError) as exc:
@@ -311,6 +428,7 @@ def build_model(
     max_connections: int = 1000,
     offline_token_delay: float = 0.02,
     fast: bool = True,
+    reasoning_format: str = "",
 ) -> ChatModel:
     """The model named `provider:model` (or `offline`), with an optional fallback that
     takes over when the primary fails before its first token; errors surface at start.
@@ -341,6 +459,7 @@ def build_model(
             max_retries=max_retries,
             offline_token_delay=offline_token_delay,
             http=pool,
+            reasoning_format=reasoning_format,
         )
         models = [make(name)]
         if fallback:

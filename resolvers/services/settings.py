@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Read Groq's stream directly (its request still built by ChatGroq); false uses
     # LangChain's astream for every provider.
     llm_fast_stream: bool = True
+    # Groq's reasoning_format for models that reason ("" never sends one); see
+    # docs/configuration.md for which models take it.
+    llm_reasoning_format: Literal["parsed", "raw", "hidden", ""] = "parsed"
     # Tokens that come sooner than this after the last streamed event wait (at most this
     # long) to go out in one event; 0 sends every token as its own event. 40 ms: 25
     # events a second, smoother than anyone reads, and at a provider's 300-1,000 tokens

@@ -15,7 +15,7 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,13 @@ from redis.typing import EncodableT
 
 from resolvers.services.adoption import Adoption
 from resolvers.services.errors import BadInput, NotFound, SessionBusy, StoreUnavailable
-from resolvers.services.history import Role, StoredMessage, decode, decode_newest_first
+from resolvers.services.history import (
+    Reasoning,
+    Role,
+    StoredMessage,
+    decode,
+    decode_newest_first,
+)
 from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.index import SessionIndex, from_micros, now_micros, owner_keys
 from resolvers.services.keys import (
@@ -59,7 +65,9 @@ def _token_args(first: int, tokens: list[str]) -> dict[str, EncodableT]:
     if not tokens:
         return {"first": first, "last": first, "tokens": ""}
     last = first + len(tokens) - 1
-    return {"first": first, "last": last, "tokens": json.dumps(tokens, ensure_ascii=False)}
+    # A piece of reasoning is kept as a list of its text, an answer's piece as its text.
+    kept = [[t] if type(t) is Reasoning else t for t in tokens]
+    return {"first": first, "last": last, "tokens": json.dumps(kept, ensure_ascii=False)}
 
 
 def _path_id(result: Mapping[str, Any], mode: str, at: str | None) -> str:
@@ -156,7 +164,7 @@ def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> TokenEntry | TurnEnd:
             tokens, first = [], seq + 1  # not written by this server: nothing in it
         if not isinstance(tokens, list):
             tokens = []
-        return TokenEntry(seq=seq, first=first, tokens=[str(t) for t in tokens])
+        return TokenEntry(seq=seq, first=first, tokens=[_piece(t) for t in tokens])
     status = values.get("s", "FAILED")
     return TurnEnd(
         seq=seq,
@@ -166,6 +174,13 @@ def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> TokenEntry | TurnEnd:
         message=values.get("e"),
         stored=status in ("COMPLETE", "STOPPED") and "u" not in values,
     )
+
+
+def _piece(kept: Any) -> str:
+    """A piece of a reply as `_token_args` keeps it: text, or reasoning as a list of it."""
+    if isinstance(kept, list):
+        return Reasoning(kept[0]) if kept and isinstance(kept[0], str) else ""
+    return str(kept)
 
 
 # Most entries a turn's stream keeps (approximately; writes are batched, see `turns`).
@@ -392,7 +407,7 @@ class TurnStore:
         session_id: str,
         token: str,
         *,
-        user_json: str,
+        asked: Sequence[str],
         reply_json: str,
         first_message: str,
         owner: str | None = None,
@@ -404,7 +419,8 @@ class TurnStore:
         fork_id: str = "",
         first_id: str = "",
     ) -> int:
-        """Store a finished turn atomically, and end its stream with the done entry
+        """Store a finished turn atomically (`asked`: the elements it adds before its
+        reply, oldest first), and end its stream with the done entry
         (after the tokens in `pending`: the first one's seq, the tokens); the outcome
         of `scripts/commit_turn.lua`. A retry after a reply lost on the wire stores
         nothing twice and answers as the first try did."""
@@ -432,7 +448,7 @@ class TurnStore:
                 args={
                     "token": token,
                     "turn_id": turn_id,
-                    "user_json": user_json,
+                    "asked": json.dumps(list(asked)) if asked else "",
                     "reply_json": reply_json,
                     "now": now,
                     "ttl": self._ttl,

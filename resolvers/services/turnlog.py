@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from resolvers.services.errors import BadInput, ChatError, ModelFailed
-from resolvers.services.history import StoredMessage, TurnStatus
+from resolvers.services.history import Reasoning, StoredMessage, TurnStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,8 @@ class TurnEvent:
     turn_id: str = ""
     seq: int = 0
     status: TurnStatus | None = None
+    # `token` is a piece of the model's reasoning, not of its answer.
+    reasoning: bool = False
 
 
 class TurnFailed(ChatError):
@@ -148,26 +150,37 @@ class LiveTurn:
         min_gap = self._min_gap if min_gap is None else min_gap
         position = after
         last_sent = -math.inf
+        tokens = self.tokens
         # The replay of a join: one token an event, at once.
-        replay_until = len(self.tokens) if after == 0 else 0
+        replay_until = len(tokens) if after == 0 else 0
         while position < replay_until:
             position += 1
-            yield TurnEvent(token=self.tokens[position - 1], turn_id=self.turn_id, seq=position)
+            piece = tokens[position - 1]
+            yield TurnEvent(
+                token=piece,
+                turn_id=self.turn_id,
+                seq=position,
+                reasoning=type(piece) is Reasoning,
+            )
         while True:
-            available = len(self.tokens)
+            available = len(tokens)
             if position < available:
                 hold = last_sent + min_gap - loop.time()
                 if hold > 0 and self.end is None:
                     # One timer per event, however many tokens come meanwhile.
                     await self._ended_within(hold)
-                available = len(self.tokens)
+                available = len(tokens)
+                reasoning = type(tokens[position]) is Reasoning
                 if available - position >= BACKLOG_TO_MERGE or min_gap > 0:
-                    text = "".join(self.tokens[position:available])
-                    position = available
+                    # Merged with the pieces after it of the same kind (reasoning apart
+                    # from answer).
+                    until = _same_kind_until(tokens, position, available, reasoning)
+                    text = "".join(tokens[position:until])
+                    position = until
                 else:
-                    text = self.tokens[position]
+                    text = tokens[position]
                     position += 1
-                yield TurnEvent(token=text, turn_id=self.turn_id, seq=position)
+                yield TurnEvent(token=text, turn_id=self.turn_id, seq=position, reasoning=reasoning)
                 last_sent = loop.time()
                 continue
             end = self.end
@@ -183,12 +196,29 @@ class LiveTurn:
             yield end
             return
 
+    def answer(self) -> str:
+        """The reply's answer text so far (its reasoning left out)."""
+        return "".join([t for t in self.tokens if type(t) is not Reasoning])
+
+    def reasoning(self) -> str:
+        """The reply's reasoning so far."""
+        return "".join([t for t in self.tokens if type(t) is Reasoning])
+
     async def reply(self) -> StoredMessage:
         """Wait for the end; the stored reply."""
         async for event in self.events(after=len(self.tokens), min_gap=0.0):
             if event.done and event.message is not None:
                 return event.message
         raise ModelFailed("the turn ended without a reply")
+
+
+def _same_kind_until(tokens: list[str], start: int, end: int, reasoning: bool) -> int:
+    """Where the run of pieces of one kind (reasoning, or answer) from `start` ends, at
+    most `end`; a plain reply's pieces are all of one kind, found in one pass."""
+    for index in range(start + 1, end):
+        if (type(tokens[index]) is Reasoning) is not reasoning:
+            return index
+    return end
 
 
 def _wake(waiters: list[asyncio.Future[None]]) -> None:

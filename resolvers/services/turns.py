@@ -17,11 +17,12 @@ import contextlib
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -38,12 +39,16 @@ from resolvers.services.errors import (
 )
 from resolvers.services.following import TurnFollower
 from resolvers.services.history import (
+    CANCELLED,
     Role,
     StoredMessage,
+    ToolCall,
     TurnStatus,
     decode,
     encode,
     message_id,
+    pending_calls,
+    reply_message,
     stamped,
 )
 from resolvers.services.identity import ANONYMOUS, Identity
@@ -54,6 +59,7 @@ from resolvers.services.sessions import SessionStore
 from resolvers.services.stream_writer import StreamWriter, Written
 from resolvers.services.summaries import Summarizer
 from resolvers.services.titles import Titler
+from resolvers.services.tools import ToolResult, check_results, check_tools, match_results
 from resolvers.services.turn_store import TurnStart, TurnStore
 from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent, TurnFailed
 from resolvers.services.usage import ReplyReport, Usage
@@ -62,6 +68,18 @@ from resolvers.services.window import ContextPlan, is_context_too_long, plan_con
 
 # The prompt of a turn for a budget of history tokens.
 PromptFor = Callable[[int], list[BaseMessage]]
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What a turn asks the model: the user's message, or (with `results`) the tools'
+    results for the calls of the last reply; and the client's tools, bound for the
+    reply (OpenAI's format, checked)."""
+
+    message: str = ""
+    tools: tuple[dict[str, Any], ...] = ()
+    results: tuple[ToolResult, ...] | None = None
+
 
 __all__ = ["BACKLOG_TO_MERGE", "LiveTurn", "TurnEvent", "TurnFailed", "TurnRunner"]
 
@@ -141,6 +159,8 @@ class TurnRunner:
         regenerate: bool = False,
         edit: bool = False,
         at: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        results: Sequence[Mapping[str, Any]] | None = None,
     ) -> LiveTurn:
         """Validate, take the session's lock, and start the model; errors raise here.
         With `regenerate`, the turn runs the user message of the reply `at` (the last
@@ -152,10 +172,19 @@ class TurnRunner:
         `turn_id` that is already a turn of the session (running, or ended and still
         kept), the result is that turn, from its first event: the message is not run
         again.
+
+        `tools` (name, description, parameters) are bound to the model for this reply;
+        with `results` (tool_call_id, content), the turn answers the pending tool calls
+        of the last reply, each exactly once (`message` unused), and the model replies.
         """
         check_session_id(session_id)
-        if not regenerate:
+        checked = check_tools(tools)
+        answers = None
+        if results is not None:
+            answers = check_results(results, self._max_chars)
+        elif not regenerate:
             self.check_message(message)
+        ask = Ask(message=message, tools=checked, results=answers)
         try:
             if turn_id is not None:
                 turn_id = check_turn_id(turn_id)
@@ -185,28 +214,49 @@ class TurnRunner:
                 # The caller went away (a closed socket) mid-start. A client that goes
                 # away does not stop a turn: once the lock is taken, the turn runs, and a
                 # client that comes back with the same turn id joins it.
-                begin.add_done_callback(lambda done: self._run_orphan(session_id, message, done))
+                begin.add_done_callback(lambda done: self._run_orphan(session_id, ask, done))
                 raise
             if start.joined:
                 return await self._follower.live(session_id, start.turn_id)
+            if answers is not None:
+                await self._check_answers(session_id, start, answers)
         except Exception as exc:
             raise _client_error(exc) from exc
-        return self._launch(session_id, message, start)
+        return self._launch(session_id, ask, start)
 
-    def _launch(self, session_id: str, message: str, start: TurnStart) -> LiveTurn:
+    async def _check_answers(
+        self, session_id: str, start: TurnStart, answers: Sequence[ToolResult]
+    ) -> None:
+        """Results must answer the calls pending at the path's end, as read with the lock
+        taken: if not, the turn ends (its id says so) with nothing stored."""
+        try:
+            match_results(pending_calls(start.window), answers)
+        except BadInput as wrong:
+            await self._store.abandon_turn(
+                session_id,
+                start.token,
+                turn_id=start.turn_id,
+                pending=(1, []),
+                code=wrong.code,
+                message=wrong.message,
+            )
+            raise
+
+    def _launch(self, session_id: str, ask: Ask, start: TurnStart) -> LiveTurn:
         live = LiveTurn(session_id, start.turn_id, min_gap=self._min_gap)
         self._running[(session_id, start.turn_id)] = live
-        task = asyncio.create_task(self._run(live, message, start))
+        task = asyncio.create_task(self._run(live, ask, start))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return live
 
-    def _run_orphan(self, session_id: str, message: str, begin: asyncio.Future[TurnStart]) -> None:
+    def _run_orphan(self, session_id: str, ask: Ask, begin: asyncio.Future[TurnStart]) -> None:
         if begin.cancelled() or begin.exception() is not None:
             return
         start = begin.result()
         if not start.joined:
-            self._launch(session_id, message, start)
+            # Results that do not answer the pending calls fail there, nothing stored.
+            self._launch(session_id, ask, start)
 
     async def follow(
         self,
@@ -283,7 +333,7 @@ class TurnRunner:
         if pending:
             await asyncio.wait(pending)
 
-    async def _run(self, live: LiveTurn, message: str, start: TurnStart) -> None:
+    async def _run(self, live: LiveTurn, ask: Ask, start: TurnStart) -> None:
         session_id, turn_id = live.session_id, live.turn_id
         live.began = asyncio.get_running_loop().time()
         span = spans.start(
@@ -299,13 +349,14 @@ class TurnRunner:
         renewer = asyncio.create_task(self._keep_lock(session_id, start.token, turn_id))
         written = self._writer.add(live)
         asked = decode(start.asked) if start.asked is not None else None
-        if asked is not None:
-            message = asked.content
         try:
-            plan = _TurnPlan(start, message, regenerating=asked is not None)
+            plan = _TurnPlan(start, ask, asked.content if asked is not None else None)
             report = ReplyReport()
             status = await self._stream_reply(
-                live, lambda budget: plan.prompt(budget, self._summarizer is not None), report
+                live,
+                lambda budget: plan.prompt(budget, self._summarizer is not None),
+                report,
+                ask.tools,
             )
             self._writer.remove(live)
             if start.replaces is not None and not live.tokens and status is TurnStatus.STOPPED:
@@ -369,44 +420,55 @@ class TurnRunner:
         """Store the turn (the user message and the reply, or a regenerated reply beside
         the old one) and end its stream, in one step: its done event."""
         session_id, turn_id = live.session_id, live.turn_id
-        reply = "".join(live.tokens)
+        reply = live.answer()
+        reasoning = live.reasoning()
+        # A stopped reply's calls may be cut short: only a whole reply asks for any.
+        calls = _calls(report) if status is TurnStatus.COMPLETE else ()
+        if calls:
+            status = TurnStatus.REQUIRES_ACTION
         reply_at = datetime.now(UTC)
-        # A branch's first message takes the depth of the one it goes beside.
+        # A branch's first message takes the depth of the one it goes beside; the turn's
+        # messages follow one another, the reply last.
         place = start.length if start.fork_at is None else start.fork_at
-        user_id = message_id(place, secrets.token_hex(4))
-        reply_id = message_id(place if plan.regenerating else place + 1, secrets.token_hex(4))
-        user_json = (
-            ""
-            if plan.regenerating
-            else encode(
-                stamped(
-                    HumanMessage(content=plan.message),
-                    plan.asked_at,
-                    identifier=user_id,
-                    turn_id=turn_id,
-                    parent_id=start.parent,
+        asked: list[str] = []
+        parent = start.parent
+        first_id = ""
+        for offset, message in enumerate(plan.new_messages()):
+            identifier = message_id(place + offset, secrets.token_hex(4))
+            first_id = first_id or identifier
+            asked.append(
+                encode(
+                    stamped(
+                        message,
+                        plan.asked_at,
+                        identifier=identifier,
+                        turn_id=turn_id,
+                        parent_id=parent,
+                    )
                 )
             )
-        )
+            parent = identifier
+        reply_id = message_id(place + len(asked), secrets.token_hex(4))
         reply_json = encode(
             stamped(
-                _reply_message(reply, report.usage),
+                _reply_message(reply, report.usage, reasoning, calls),
                 reply_at,
                 identifier=reply_id,
                 turn_id=turn_id,
                 status=status,
-                parent_id=start.parent if plan.regenerating else user_id,
+                parent_id=parent,
                 finish_reason=report.finish_reason,
             )
         )
+        first_id = first_id or reply_id  # a regenerate adds its reply alone
 
         async def attempt() -> int:
             return await self._store.commit_turn(
                 session_id,
                 start.token,
-                user_json=user_json,
+                asked=asked,
                 reply_json=reply_json,
-                first_message="" if plan.regenerating else plan.message,
+                first_message=plan.user_message,
                 owner=start.owner,
                 turn_id=turn_id,
                 pending=written.pending(live),
@@ -414,7 +476,7 @@ class TurnRunner:
                 usage=report.usage,
                 fork_at=start.fork_at,
                 fork_id=start.fork_id,
-                first_id=reply_id if plan.regenerating else user_id,
+                first_id=first_id,
             )
 
         commit = asyncio.ensure_future(timed("commit", _confirmed(attempt)))
@@ -432,21 +494,23 @@ class TurnRunner:
         if (
             self._titler is not None
             and status is TurnStatus.COMPLETE
-            and not plan.regenerating
+            and plan.user_message
             and start.length == 0
         ):
             # The session's first turn: named off the turn's path, the reply goes out now.
-            self._titler.want(session_id, message=plan.message, reply=reply)
+            self._titler.want(session_id, message=plan.user_message, reply=reply)
         done = StoredMessage(
             role=Role.ASSISTANT,
             content=reply,
             created_at=reply_at,
             id=reply_id,
-            parent_id=(start.parent or None) if plan.regenerating else user_id,
+            parent_id=parent or None,
             turn_id=turn_id,
             status=status,
             usage=report.usage,
             finish_reason=report.finish_reason,
+            reasoning=reasoning or None,
+            tool_calls=calls,
         )
         return TurnEvent(
             token="", done=True, message=done, turn_id=turn_id, seq=live.end_seq, status=status
@@ -477,7 +541,11 @@ class TurnRunner:
         )
 
     async def _stream_reply(
-        self, live: LiveTurn, prompt_for: PromptFor, report: ReplyReport
+        self,
+        live: LiveTurn,
+        prompt_for: PromptFor,
+        report: ReplyReport,
+        tools: Sequence[dict[str, Any]] = (),
     ) -> TurnStatus:
         """Relay the model's reply into the turn until it ends or a stop is asked for.
 
@@ -487,7 +555,7 @@ class TurnRunner:
         """
         if live.stop_requested:
             return TurnStatus.STOPPED
-        relay = asyncio.create_task(self._relay(live, prompt_for, report))
+        relay = asyncio.create_task(self._relay(live, prompt_for, report, tools))
         live.on_stop(relay.cancel)
         try:
             await relay
@@ -500,7 +568,13 @@ class TurnRunner:
             live.on_stop(None)
         return TurnStatus.COMPLETE
 
-    async def _relay(self, live: LiveTurn, prompt_for: PromptFor, report: ReplyReport) -> None:
+    async def _relay(
+        self,
+        live: LiveTurn,
+        prompt_for: PromptFor,
+        report: ReplyReport,
+        tools: Sequence[dict[str, Any]],
+    ) -> None:
         """Relay the model's pieces into the turn; the prompt is `prompt_for(budget)`,
         the budget the history's tokens. A provider that answers the context is too long
         (before any token) is asked once more with half the budget."""
@@ -510,7 +584,7 @@ class TurnRunner:
         budget = self._history_tokens
         for attempt in range(2):
             try:
-                await self._relay_once(live, prompt_for(budget), report, turn_end)
+                await self._relay_once(live, prompt_for(budget), report, turn_end, tools)
             except ModelFailed as failure:
                 if attempt or live.tokens or not is_context_too_long(failure):
                     raise
@@ -520,7 +594,12 @@ class TurnRunner:
             return
 
     async def _relay_once(
-        self, live: LiveTurn, prompt: list[BaseMessage], report: ReplyReport, turn_end: float
+        self,
+        live: LiveTurn,
+        prompt: list[BaseMessage],
+        report: ReplyReport,
+        turn_end: float,
+        tools: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Relay the model's pieces into the turn.
 
@@ -531,7 +610,7 @@ class TurnRunner:
         """
         loop = asyncio.get_running_loop()
         wait = self._first_timeout
-        stream = self._model.stream(prompt, report)
+        stream = self._model.stream(prompt, report, tools)
         try:
             async with asyncio.timeout_at(min(loop.time() + wait, turn_end)) as deadline:
                 moved = -math.inf
@@ -574,17 +653,45 @@ class TurnRunner:
 
 class _TurnPlan:
     """What a turn sends the model: the history window cut to a budget, after the
-    summary, then the user's message; every plan made is kept (a retry with half the
-    budget makes a second)."""
+    summary, then what the turn asks (see `new_messages`); every plan made is kept (a
+    retry with half the budget makes a second)."""
 
-    def __init__(self, start: TurnStart, message: str, *, regenerating: bool) -> None:
+    def __init__(self, start: TurnStart, ask: Ask, regenerated: str | None) -> None:
         self.start = start
-        self.message = message
-        self.regenerating = regenerating
+        self.regenerating = regenerated is not None
         self.asked_at = datetime.now(UTC)
         # Messages before the turn's (from a branch's start on, all left out).
         self.earlier = start.length - start.skip
         self.planned: list[ContextPlan] = []
+        # The user's message the turn stores ('' for none: a regenerate, tools' results).
+        self.user_message = ""
+        # What the turn adds before its reply: the tools' results, in the order of their
+        # calls; or the user's message, after a "cancelled" result for each call left
+        # pending at the path's end (an edit moves those off the path instead).
+        self._results: list[tuple[str, str, str]] = []
+        self._message = ask.message if regenerated is None else regenerated
+        if ask.results is not None:
+            pending = pending_calls(start.window)
+            names = {call.id: call.name for call in pending}
+            for result in match_results(pending, ask.results):
+                self._results.append(
+                    (result.tool_call_id, names[result.tool_call_id], result.content)
+                )
+            self._message = ""
+        elif not self.regenerating:
+            self.user_message = ask.message
+            if start.fork_at is None:
+                self._results = [(c.id, c.name, CANCELLED) for c in pending_calls(start.window)]
+
+    def new_messages(self) -> list[BaseMessage]:
+        """The messages the turn stores before its reply (new objects at each call)."""
+        made: list[BaseMessage] = [
+            ToolMessage(content=content, tool_call_id=call_id, name=name or None)
+            for call_id, name, content in self._results
+        ]
+        if self.user_message:
+            made.append(HumanMessage(content=self.user_message))
+        return made
 
     def prompt(self, budget: int, summaries: bool) -> list[BaseMessage]:
         start = self.start
@@ -596,23 +703,42 @@ class _TurnPlan:
             summary=start.summary if summaries else None,
         )
         self.planned.append(plan)
-        return plan.prompt(start.system_prompt, HumanMessage(content=self.message))
+        asked = self.new_messages()
+        if self.regenerating:
+            asked = [HumanMessage(content=self._message)]
+        return plan.prompt(start.system_prompt, *asked)
 
 
 # How late past its wait a model's silence may be noticed (see `_relay_once`).
 _DEADLINE_SLACK = 0.1
 
 
-def _reply_message(text: str, usage: Usage | None) -> AIMessage:
-    """The reply as LangChain keeps it: the provider's counts in `usage_metadata`."""
-    if usage is None:
-        return AIMessage(content=text)
-    counts = UsageMetadata(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        total_tokens=usage.input_tokens + usage.output_tokens,
-    )
-    return AIMessage(content=text, usage_metadata=counts)
+def _reply_message(
+    text: str, usage: Usage | None, reasoning: str = "", calls: Sequence[ToolCall] = ()
+) -> BaseMessage:
+    """The reply as LangChain keeps it: the provider's counts in `usage_metadata`, the
+    reasoning and the tool calls where LangChain puts them."""
+    message = reply_message(text, reasoning=reasoning, tool_calls=calls)
+    if usage is not None:
+        message.usage_metadata = UsageMetadata(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            total_tokens=usage.input_tokens + usage.output_tokens,
+        )
+    return message
+
+
+def _calls(report: ReplyReport) -> tuple[ToolCall, ...]:
+    """The tool calls the reply asks for, each with an id of its own (a provider that
+    gives none, or one twice, gets one made here)."""
+    calls: list[ToolCall] = []
+    seen: set[str] = set()
+    for call_id, name, arguments in report.tool_calls():
+        if not call_id or call_id in seen or len(call_id) > 128:
+            call_id = "call_" + secrets.token_hex(12)
+        seen.add(call_id)
+        calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
+    return tuple(calls)
 
 
 # How long a commit whose answer was lost (Redis unreachable, or late) is asked again

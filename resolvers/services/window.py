@@ -14,19 +14,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 
-from resolvers.services.history import Role, StoredMessage, position_of
+from resolvers.services.history import Role, StoredMessage, position_of, to_model
 
 # A message cut to fit is cut at these boundaries (characters), keeping its end.
 _CUT_CHARS = 64
-
-_KINDS: dict[Role, type[BaseMessage]] = {
-    Role.USER: HumanMessage,
-    Role.ASSISTANT: AIMessage,
-    Role.SYSTEM: SystemMessage,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +38,13 @@ class ContextPlan:
     # The position of the oldest message sent (None: none sent).
     oldest_sent: int | None = None
 
-    def prompt(self, system_prompt: str, message: BaseMessage) -> list[BaseMessage]:
-        """What the model is sent: the system prompt, the summary, the history, `message`."""
+    def prompt(self, system_prompt: str, *asked: BaseMessage) -> list[BaseMessage]:
+        """What the model is sent: the system prompt, the summary, the history, then what
+        the turn asks (the user's message, or tools' results)."""
         head: list[BaseMessage] = [SystemMessage(content=system_prompt)]
         if self.summary is not None:
             head.append(SystemMessage(content=self.summary))
-        return [*head, *self.messages, message]
+        return [*head, *self.messages, *asked]
 
 
 def plan_context(
@@ -66,14 +61,15 @@ def plan_context(
     # SYSTEM elements of the list are summaries: the one that holds goes first (above);
     # any other (a stale one, which summarized messages rewound since) is never sent.
     window = [m for m in window if m.role is not Role.SYSTEM]
+    window = _whole_calls(window)
     budget = max(1, max_tokens - (count_tokens_approximately(head) if head else 0))
     system = SystemMessage(content=system_prompt)
     if sum(estimate(m) for m in window) <= budget:
         # All of it fits (the common case): no trimming, one message object each.
-        messages = [_KINDS[m.role](content=m.content) for m in window]
+        messages = [to_model(m) for m in window]
         ids = [m.id for m in window]
         return _plan(messages, ids, total, [system, *head], summary)
-    tagged = [_KINDS[m.role](content=m.content, id=m.id) for m in window]
+    tagged = [to_model(m, id=m.id) for m in window]
     # Whole messages, newest first back; only when the newest alone is over the budget
     # is it sent cut (its end kept).
     kept = trim_messages(
@@ -88,9 +84,13 @@ def plan_context(
             allow_partial=True,
             text_splitter=_cut,
         )
+    # A tool result whose call was cut off goes too: no provider takes it alone.
+    while kept and kept[0].type == "tool":
+        kept = kept[1:]
     # The provider gets plain messages: the ids are ours.
-    messages = [type(m)(content=m.content) for m in kept]
-    return _plan(messages, [str(m.id) for m in kept], total, [system, *head], summary)
+    ids = [str(m.id) for m in kept]
+    messages = [m.model_copy(update={"id": None}) for m in kept]
+    return _plan(messages, ids, total, [system, *head], summary)
 
 
 def _plan(
@@ -111,13 +111,29 @@ def _plan(
     )
 
 
-_ROLE_NAMES = {Role.USER: "user", Role.ASSISTANT: "assistant", Role.SYSTEM: "system"}
+_ROLE_NAMES = {
+    Role.USER: "user",
+    Role.ASSISTANT: "assistant",
+    Role.SYSTEM: "system",
+    Role.TOOL: "tool",
+}
 
 
 def estimate(message: StoredMessage) -> int:
     """`count_tokens_approximately` of one plain-text message, without building it (a
-    test holds the two equal)."""
+    test holds the two equal); a reply's tool calls and a result's call id count too."""
+    if message.tool_calls or message.tool_call_id:
+        return count_tokens_approximately([to_model(message)])
     return math.ceil((len(message.content) + len(_ROLE_NAMES[message.role])) / 4) + 3
+
+
+def _whole_calls(window: list[StoredMessage]) -> list[StoredMessage]:
+    """The window without tool results at its start whose call is older than the window
+    (a provider refuses a result without its call)."""
+    start = 0
+    while start < len(window) and window[start].role is Role.TOOL:
+        start += 1
+    return window[start:] if start else window
 
 
 def _cut(text: str) -> list[str]:

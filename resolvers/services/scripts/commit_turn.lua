@@ -15,7 +15,8 @@
 -- KEYS[13] pinned_index?: the owner's pinned sessions (with owner_index)
 -- ARGV[1] token: the turn's lock token
 -- ARGV[2] turn_id: the turn's id
--- ARGV[3] user_json: the user's message, as the list holds it ('' for a regenerate)
+-- ARGV[3] asked: what the turn adds before its reply (the user's message, or tools'
+-- results), oldest first, as a JSON list of the elements the list holds ('' none)
 -- ARGV[4] reply_json: the reply, as the list holds it
 -- ARGV[5] now: microseconds since the epoch
 -- ARGV[6] ttl: the session's time to live in seconds (0: none)
@@ -40,7 +41,8 @@
 -- outcome: 1 stored (also when an earlier try of this very call stored it), 0 the
 -- session was deleted meanwhile, -1 the lock is lost, -3 the message the branch starts
 -- at is no longer there, or what would move off the path with it was written meanwhile
--- by another program, -9 a key holds a value of another type. Nothing is written unless
+-- by another program, -9 a key holds a value of another type (or `asked` is not a list of
+-- strings). Nothing is written unless
 -- it is 1.
 -- INCLUDE keys
 -- INCLUDE session
@@ -96,17 +98,23 @@ elseif placed and redis.call('EXISTS', kids) == 1 then
   plan = {parent = last}
 end
 local change = fork_at >= 0 and path_change(meta, fork_at, placed)
+local pushed = {}
+if ARGV[3] ~= '' then
+  local ok, asked = pcall(cjson.decode, ARGV[3])
+  if not ok or type(asked) ~= 'table' then return -9 end
+  for _, element in ipairs(asked) do
+    if type(element) ~= 'string' then return -9 end
+    pushed[#pushed + 1] = element
+  end
+end
+pushed[#pushed + 1] = ARGV[4]
 local first, last, done = whole(ARGV[9]), whole(ARGV[10]), whole(ARGV[12])
 local ttl = whole(ARGV[6]) or 0
 
 -- Then write: nothing below can fail.
 if fork_at >= 0 then write_off_path(messages, tree, kids, plan, n, fork_at) end
 if siblings then redis.call('HSET', kids, plan.parent, cjson.encode(siblings)) end
-if ARGV[3] ~= '' then
-  redis.call('LPUSH', messages, ARGV[3], ARGV[4])
-else
-  redis.call('LPUSH', messages, ARGV[4])
-end
+redis.call('LPUSH', messages, unpack(pushed))
 redis.call('HSET', meta, 'updated_at', ARGV[5], 'last_turn', ARGV[2],
   'input_tokens', tokens_in, 'output_tokens', tokens_out, 'epoch', epoch,
   'list_mark', mark_of(messages))
