@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -20,12 +20,19 @@ from resolvers.context import Context
 from resolvers.services import metrics
 from resolvers.services.container import Services
 from resolvers.services.errors import RateLimited, client_error
-from resolvers.services.history import Exchange, StoredMessage, TurnStatus
+from resolvers.services.history import (
+    Exchange,
+    StoredMessage,
+    ToolCall,
+    TurnStatus,
+    pending_calls,
+)
 from resolvers.services.identity import GuestToken, Identity
 from resolvers.services.sessions import SessionInfo, SessionPage
 from resolvers.services.shares import ShareInfo
 from resolvers.services.turn_store import ActiveTurn
 from resolvers.services.turnlog import TurnEvent, TurnFailed
+from resolvers.services.usage import MAX_TOOL_CALLS
 from resolvers.services.window import ContextPlan
 
 logger = logging.getLogger(__name__)
@@ -120,6 +127,15 @@ async def history(info: Info, session_id: str) -> list[Exchange]:
 async def session_messages(info: Info, session_id: str, last: int | None) -> list[StoredMessage]:
     sessions = info.context.services.sessions
     return await sessions.messages(session_id, last=last, who=await _who(info))
+
+
+@graphql_errors
+async def pending_tool_calls(info: Info, session_id: str) -> tuple[ToolCall, ...]:
+    """The calls of the path's last reply no result answers yet (read with the results
+    that may follow it, and summaries between)."""
+    sessions = info.context.services.sessions
+    tail = await sessions.messages(session_id, last=MAX_TOOL_CALLS + 4, who=await _who(info))
+    return pending_calls(tail)
 
 
 @graphql_errors
@@ -271,10 +287,14 @@ async def chat(
     regenerate: bool = False,
     edit: bool = False,
     at: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    results: list[dict[str, Any]] | None = None,
 ) -> AsyncGenerator[TurnEvent, None]:
     """The turn's events; errors before or during the stream carry their code. With
     `regenerate`, the turn runs the user message of the reply `at` (the last when None)
-    again, beside that reply; with `edit`, `message` goes beside the user message `at`."""
+    again, beside that reply; with `edit`, `message` goes beside the user message `at`;
+    with `results`, the turn answers the pending tool calls. `tools` are bound for the
+    reply."""
     metrics.SUBSCRIPTIONS.inc()
     try:
         context = info.context
@@ -287,6 +307,8 @@ async def chat(
             regenerate=regenerate,
             edit=edit,
             at=at,
+            tools=tools,
+            results=results,
         )
         async for event in turn.events():
             yield event

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.exception_handlers import http_exception_handler
@@ -153,19 +154,23 @@ async def chat(
     """Run one turn (or, with a `turn_id` the session already has, join it). The status
     is sent once the first token is in hand; `X-Turn-Id` names the turn."""
     mode = stream_mode(accept)
+    results = body.tool_results
     turn = await services.turns.start(
         session_id=body.session_id,
-        message=body.message,
+        message=body.message or "",
         client=client_address(request),
         who=who,
         turn_id=body.turn_id,
+        tools=None if body.tools is None else [tool.model_dump() for tool in body.tools],
+        results=None if results is None else [result.model_dump() for result in results],
     )
     headers = {"X-Turn-Id": turn.turn_id}
     if mode == "json":
         reply = await turn.reply()
-        return JSONResponse(
-            {"session_id": body.session_id, "response": reply.content}, headers=headers
-        )
+        answer: dict[str, Any] = {"session_id": body.session_id, "response": reply.content}
+        if reply.tool_calls:
+            answer["tool_calls"] = [asdict(call) for call in reply.tool_calls]
+        return JSONResponse(answer, headers=headers)
     events = turn.events()
     first = await anext(events)
     return TurnStreamResponse(first, events, sse=mode == "sse", turn_id=turn.turn_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class NewSessionBody(BaseModel):
@@ -15,13 +17,41 @@ class NewSessionResponse(BaseModel):
     session_id: str
 
 
+class ToolBody(BaseModel):
+    """A tool the client runs, offered to the model for this reply."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    description: str | None = None
+    # The JSON Schema of its arguments (an object); checked by the server (400).
+    parameters: Any = None
+
+
+class ToolResultBody(BaseModel):
+    """The client's result of one tool call."""
+
+    model_config = ConfigDict(extra="ignore")
+    tool_call_id: str
+    content: str
+
+
 class ChatBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     session_id: str
-    message: str
+    # The user's message; with `tool_results` instead, the turn answers the pending tool
+    # calls of the last reply.
+    message: str | None = None
     # Chosen by the client (a UUID): sending it again joins the turn instead of running
     # the message twice.
     turn_id: str | None = None
+    tools: list[ToolBody] | None = None
+    tool_results: list[ToolResultBody] | None = None
+
+    @model_validator(mode="after")
+    def _asks_something(self) -> ChatBody:
+        if (self.message is None) == (self.tool_results is None):
+            raise ValueError("give either message or tool_results")
+        return self
 
 
 class StopBody(BaseModel):
@@ -33,9 +63,18 @@ class StopResponse(BaseModel):
     stopped: bool
 
 
+class ToolCallBody(BaseModel):
+    id: str
+    name: str
+    # The arguments as JSON text.
+    arguments: str
+
+
 class ChatResponse(BaseModel):
     session_id: str
     response: str
+    # When the reply asks for tool calls (answer them with `tool_results`).
+    tool_calls: list[ToolCallBody] | None = None
 
 
 class SessionsResponse(BaseModel):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict
 from typing import Literal
 
 from fastapi import Response
@@ -66,11 +67,19 @@ class TurnStreamResponse(Response):
 
     def _frame(self, event: TurnEvent) -> bytes:
         if not self._sse:
-            return event.token.encode()
+            return b"" if event.reasoning else event.token.encode()  # the answer only
+        if event.reasoning:
+            return sse("reasoning", {"reasoning": event.token}, event.seq)
         if event.done:
             reply = event.message.content if event.message else ""
             status = event.status.value if event.status else "COMPLETE"
-            return sse("done", {"response": reply, "status": status}, event.seq)
+            done = sse("done", {"response": reply, "status": status}, event.seq)
+            calls = event.message.tool_calls if event.message else ()
+            if calls:
+                # Without an id: a client that resumes after the last token gets it again.
+                listed = [asdict(call) for call in calls]
+                return sse("tool_calls", {"tool_calls": listed}) + done
+            return done
         return sse("token", {"token": event.token}, event.seq)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -115,6 +124,6 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-def sse(event: str, data: dict[str, str], seq: int | None = None) -> bytes:
+def sse(event: str, data: Mapping[str, object], seq: int | None = None) -> bytes:
     head = f"id: {seq}\n" if seq is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
@@ -37,6 +38,8 @@ from schema.types import (
     Session,
     SessionConnection,
     Share,
+    ToolInput,
+    ToolResultInput,
     Turn,
     Viewer,
 )
@@ -195,10 +198,33 @@ class Subscription:
         session_id: strawberry.ID,
         message: str,
         turn_id: strawberry.ID | None = None,
+        tools: list[ToolInput] | None = None,
     ) -> AsyncGenerator[ChatEvent, None]:
         chosen = _optional(turn_id)
-        async with aclosing(resolve.chat(info, str(session_id), message, chosen)) as events:
-            async for event in events:
+        events = resolve.chat(info, str(session_id), message, chosen, tools=_tools(tools))
+        async with aclosing(events) as running:
+            async for event in running:
+                yield ChatEvent.of(event, str(session_id))
+
+    @strawberry.subscription(
+        description="Answers the pending tool calls and streams the model's next reply."
+    )
+    async def submit_tool_results(
+        self,
+        info: resolve.Info,
+        session_id: strawberry.ID,
+        turn_id: strawberry.ID | None = None,
+        *,
+        results: list[ToolResultInput],
+        tools: list[ToolInput] | None = None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        chosen = _optional(turn_id)
+        answers = [result.as_dict() for result in results]
+        events = resolve.chat(
+            info, str(session_id), "", chosen, tools=_tools(tools), results=answers
+        )
+        async with aclosing(events) as running:
+            async for event in running:
                 yield ChatEvent.of(event, str(session_id))
 
     @strawberry.subscription(
@@ -265,6 +291,10 @@ class Subscription:
 
 def _optional(value: strawberry.ID | None) -> str | None:
     return None if value is None else str(value)
+
+
+def _tools(tools: list[ToolInput] | None) -> list[dict[str, Any]] | None:
+    return None if tools is None else [tool.as_dict() for tool in tools]
 
 
 class ChatSchema(strawberry.Schema):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import strawberry
+from strawberry.scalars import JSON
 
 from resolvers import graphql as resolve
 from resolvers.context import Context
 from resolvers.services.history import Exchange, StoredMessage, position_of
 from resolvers.services.history import Role as StoredRole
+from resolvers.services.history import ToolCall as StoredToolCall
 from resolvers.services.history import TurnStatus as StoredTurnStatus
 from resolvers.services.identity import GuestToken as IssuedGuest
 from resolvers.services.identity import Identity
@@ -35,6 +39,42 @@ class Usage:
         return cls(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
 
 
+@strawberry.type(description="A call of one of the client's tools, as the model asked for it.")
+class ToolCall:
+    id: strawberry.ID
+    name: str
+    arguments: str = strawberry.field(description="The arguments as JSON text.")
+
+    @classmethod
+    def of(cls, call: StoredToolCall) -> ToolCall:
+        return cls(id=strawberry.ID(call.id), name=call.name, arguments=call.arguments)
+
+    @classmethod
+    def each(cls, calls: Sequence[StoredToolCall]) -> list[ToolCall] | None:
+        return [cls.of(call) for call in calls] if calls else None
+
+
+@strawberry.input(description="A tool the client runs, offered to the model for one reply.")
+class ToolInput:
+    name: str
+    description: str | None = None
+    parameters: JSON | None = strawberry.field(
+        default=None, description="JSON Schema of the arguments."
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+
+@strawberry.input(description="The client's result of one tool call.")
+class ToolResultInput:
+    tool_call_id: strawberry.ID
+    content: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tool_call_id": str(self.tool_call_id), "content": self.content}
+
+
 @strawberry.type
 class Message:
     role: StoredRole
@@ -54,7 +94,16 @@ class Message:
     parent_id: strawberry.ID | None = strawberry.field(
         description="The message this one follows; null for the first."
     )
-    session_id: strawberry.Private[str]
+    reasoning: str | None = strawberry.field(
+        default=None, description="A reply's reasoning, for models that send it apart."
+    )
+    tool_calls: list[ToolCall] | None = strawberry.field(
+        default=None, description="The tool calls a reply asks for."
+    )
+    tool_call_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A tool result's call (role TOOL)."
+    )
+    session_id: strawberry.Private[str] = ""
 
     @strawberry.field(
         description=(
@@ -100,6 +149,9 @@ class Message:
             usage=Usage.of(message.usage) if message.usage else None,
             finish_reason=message.finish_reason,
             parent_id=strawberry.ID(message.parent_id) if message.parent_id else None,
+            reasoning=message.reasoning,
+            tool_calls=ToolCall.each(message.tool_calls),
+            tool_call_id=strawberry.ID(message.tool_call_id) if message.tool_call_id else None,
             session_id=session_id,
         )
 
@@ -227,6 +279,10 @@ class Session:
         running = await resolve.active_turn(info, str(self.id))
         return ActiveTurn.of(running) if running else None
 
+    @strawberry.field(description="Tool calls of the last reply still waiting for results.")
+    async def pending_tool_calls(self, info: strawberry.Info[Context]) -> list[ToolCall]:
+        return [ToolCall.of(call) for call in await resolve.pending_tool_calls(info, str(self.id))]
+
     @strawberry.field(description="Its share links, oldest first (the owner's and admins').")
     async def shares(self, info: strawberry.Info[Context]) -> list[Share]:
         return [Share.of(info, s) for s in await resolve.session_shares(info, str(self.id))]
@@ -331,18 +387,48 @@ class ChatEvent:
         )
     )
     status: StoredTurnStatus | None = strawberry.field(
-        description="On the done event: COMPLETE or STOPPED."
+        description=(
+            "On the done event: COMPLETE, STOPPED, or REQUIRES_ACTION (the reply asks for "
+            "tool calls: toolCalls)."
+        )
+    )
+    reasoning: str | None = strawberry.field(
+        default=None,
+        description=(
+            "A piece of the model's reasoning, for models that stream it apart from the "
+            "answer (token is then empty)."
+        ),
+    )
+    tool_calls: list[ToolCall] | None = strawberry.field(
+        default=None,
+        description=(
+            "On a done event with status REQUIRES_ACTION: the calls the client must answer."
+        ),
     )
 
     @classmethod
     def of(cls, event: TurnEvent, session_id: str) -> ChatEvent:
+        message = event.message
+        if event.reasoning:
+            return cls(
+                token="",
+                done=False,
+                message=None,
+                turn_id=strawberry.ID(event.turn_id),
+                seq=event.seq,
+                status=None,
+                reasoning=event.token,
+            )
         return cls(
             token=event.token,
             done=event.done,
-            message=Message.of(event.message, session_id) if event.message else None,
+            message=Message.of(message, session_id) if message else None,
             turn_id=strawberry.ID(event.turn_id),
             seq=event.seq,
             status=event.status,
+            tool_calls=ToolCall.each(message.tool_calls)
+            if message is not None and event.status is StoredTurnStatus.REQUIRES_ACTION
+            else None,
         )
 
 

@@ -313,7 +313,7 @@ def to_model(message: StoredMessage, *, id: str | None = None) -> BaseMessage:
         return AIMessage(content=message.content, id=id)
     calls, invalid = [], []
     for call in message.tool_calls:
-        args = _arguments(call.arguments)
+        args = arguments_of(call.arguments)
         if args is None:
             invalid.append(
                 {"name": call.name, "args": call.arguments, "id": call.id, "error": None}
@@ -328,7 +328,7 @@ def to_model(message: StoredMessage, *, id: str | None = None) -> BaseMessage:
     )
 
 
-def _arguments(text: str) -> dict[str, object] | None:
+def arguments_of(text: str) -> dict[str, object] | None:
     """Tool call arguments as LangChain keeps them (an object), or None when the model's
     text is not a JSON object (LangChain keeps that as an invalid call, text and all)."""
     if not text.strip():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import secrets
@@ -44,6 +45,7 @@ from resolvers.services.history import (
     StoredMessage,
     ToolCall,
     TurnStatus,
+    arguments_of,
     decode,
     encode,
     message_id,
@@ -737,6 +739,10 @@ def _calls(report: ReplyReport) -> tuple[ToolCall, ...]:
         if not call_id or call_id in seen or len(call_id) > 128:
             call_id = "call_" + secrets.token_hex(12)
         seen.add(call_id)
+        # As it reads back once stored (LangChain keeps the arguments as an object).
+        args = arguments_of(arguments)
+        if args is not None:
+            arguments = json.dumps(args, ensure_ascii=False)
         calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
     return tuple(calls)
 

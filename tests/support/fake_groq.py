@@ -40,6 +40,16 @@ numbers, the last occurrence wins, anything not matching is ordinary text):
   comment lines every 0.1 s), as a provider or a proxy that does not close it.
 - ``!lone_surrogate``: the first content piece carries a lone UTF-16 surrogate (``\\ud800``,
   escaped in the JSON as providers do).
+- ``!reason=K``: K reasoning chunks (``delta.reasoning`` = ``" r0"``, ``" r1"``, ..., as Groq sends
+  with ``reasoning_format: "parsed"``) before the content; with ``!interleave`` they alternate
+  with the content pieces (r0, piece 0, r1, piece 1, ...) until used up.
+- ``!call=NAME{JSON}`` (repeatable; the JSON without spaces, ``{}`` when left out): when the
+  request offers a tool NAME (``tools``), the reply calls it instead of answering: per call a
+  first chunk with ``index``, ``id`` (``call_<request>_<index>``), ``type`` and the name, then the
+  arguments in pieces of 5 characters; the last chunk has ``finish_reason: "tool_calls"``.
+  ``!rounds=R``: it calls again until the request holds R assistant messages with calls after
+  the last user message (default 1). A request that ends with tool results and has had its
+  rounds answers ``[n=N] <tool_call_id>=<content> ...`` from those results.
 
 Dropping the connection: the body iterator raises, uvicorn closes the transport mid-body (that
 log record is filtered out), so httpx raises ``httpx.RemoteProtocolError``.
@@ -80,6 +90,10 @@ _DIRECTIVE_RE = re.compile(
 _FAIL_MODEL_RE = re.compile(r"!fail_model=([\w.:-]+)")
 _HANG_RE = re.compile(r"!hang(?![\w=])")
 _SURROGATE_RE = re.compile(r"!lone_surrogate(?![\w=])")
+_REASON_RE = re.compile(r"!reason=(\d+)")
+_INTERLEAVE_RE = re.compile(r"!interleave(?![\w=])")
+_CALL_RE = re.compile(r"!call=([A-Za-z0-9_-]+)(\{\S*\})?")
+_ROUNDS_RE = re.compile(r"!rounds=(\d+)")
 
 _ERROR_TYPES: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "bad_request"),
@@ -126,12 +140,22 @@ class Directives:
     hold_after_done: float = 0.0
     lone_surrogate: bool = False
     context: int | None = None
+    reason: int = 0
+    interleave: bool = False
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    rounds: int = 1
 
 
 def parse_directives(text: str) -> Directives:
     d = Directives(
         hang=bool(_HANG_RE.search(text)), lone_surrogate=bool(_SURROGATE_RE.search(text))
     )
+    reason = _REASON_RE.findall(text)
+    d.reason = int(reason[-1]) if reason else 0
+    d.interleave = bool(_INTERLEAVE_RE.search(text))
+    d.calls = [(name, arguments or "{}") for name, arguments in _CALL_RE.findall(text)]
+    rounds = _ROUNDS_RE.findall(text)
+    d.rounds = int(rounds[-1]) if rounds else 1
     fail_model = _FAIL_MODEL_RE.findall(text)
     d.fail_model = fail_model[-1] if fail_model else None
     for int_name, int_value, num_name, num_value in _DIRECTIVE_RE.findall(text):
@@ -166,6 +190,35 @@ def _last_user_text(messages: list[Any]) -> str:
         if isinstance(message, dict) and message.get("role") == "user":
             return _content_text(message.get("content"))
     return ""
+
+
+def _tool_names(body: Any) -> set[str]:
+    tools = body.get("tools") if isinstance(body, dict) else None
+    names = set()
+    for tool in tools if isinstance(tools, list) else []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            names.add(function["name"])
+    return names
+
+
+def _since_user(messages: list[Any]) -> list[Any]:
+    """The messages after the last user message."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if isinstance(message, dict) and message.get("role") == "user":
+            return messages[index + 1 :]
+    return list(messages)
+
+
+def _tool_results(messages: list[Any]) -> list[Any]:
+    """The tool messages the request ends with."""
+    found: list[Any] = []
+    for message in reversed(messages):
+        if not (isinstance(message, dict) and message.get("role") == "tool"):
+            break
+        found.insert(0, message)
+    return found
 
 
 def reply_pieces(n_messages: int, text: str, d: Directives) -> list[str]:
@@ -207,6 +260,19 @@ class _Completion:
         text = _last_user_text(messages)
         self.directives = parse_directives(text)
         self.pieces = reply_pieces(len(messages), text, self.directives)
+        # Tool calls to make, or tools' results to answer from.
+        offered = _tool_names(body)
+        self.calls = [(n, a) for n, a in self.directives.calls if n in offered]
+        since = _since_user(messages)
+        rounds = sum(1 for m in since if isinstance(m, dict) and m.get("tool_calls"))
+        if rounds >= self.directives.rounds:
+            self.calls = []
+        results = _tool_results(messages)
+        if results and not self.calls:
+            said = " ".join(
+                f"{m.get('tool_call_id')}={_content_text(m.get('content'))}" for m in results
+            )
+            self.pieces = [f"[n={len(messages)}]"] + [f" {w}" for w in said.split()]
         self.model = str(body.get("model", "fake"))
         self.id = f"chatcmpl-fake{state.count}"
         self.request_id = f"req_fake{state.count}"
@@ -279,14 +345,26 @@ class _Completion:
         # reply of N pieces takes N delays, not N delays plus N sleeps' overshoot.
         loop = asyncio.get_running_loop()
         began = loop.time()
-        for i, piece in enumerate(self.pieces):
+        reasoning = [f" r{i}" for i in range(d.reason)]
+        deltas: list[dict[str, Any]] = []
+        if not d.interleave:
+            deltas += [{"reasoning": r} for r in reasoning]
+            reasoning = []
+        if self.calls:
+            deltas += self._call_deltas()
+        else:
+            for piece in self.pieces:
+                if reasoning:
+                    deltas.append({"reasoning": reasoning.pop(0)})
+                deltas.append({"content": piece})
+        for i, delta in enumerate(deltas):
             if d.cut is not None and i >= d.cut:
                 raise _Cut
             if d.keepalive_after is not None and i >= d.keepalive_after:
                 break
             if d.delay > 0:
                 await self._pause(max(0.0, began + (i + 1) * d.delay - loop.time()))
-            yield self._chunk({"content": piece})
+            yield self._chunk(delta)
         if d.keepalive_after is not None:
             # Bounded: 10 minutes of comments at most, or until the client goes away.
             for _ in range(6000):
@@ -295,12 +373,29 @@ class _Completion:
             raise _Cut
         if d.cut is not None:
             raise _Cut
-        yield self._chunk({}, "stop", x_groq={"id": self.request_id, "usage": self.usage})
+        reason = "tool_calls" if self.calls else "stop"
+        yield self._chunk({}, reason, x_groq={"id": self.request_id, "usage": self.usage})
         yield b"data: [DONE]\n\n"
         # Bounded by the directive: a connection held open after the end.
         for _ in range(int(d.hold_after_done * 10)):
             await self._pause(0.1)
             yield b": still here\n\n"
+
+    def _call_deltas(self) -> list[dict[str, Any]]:
+        """The calls as Groq streams them: a first piece naming each, then its arguments."""
+        deltas: list[dict[str, Any]] = []
+        for index, (name, arguments) in enumerate(self.calls):
+            first = {
+                "index": index,
+                "id": f"call_{self.state.count}_{index}",
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            deltas.append({"role": "assistant", "content": None, "tool_calls": [first]})
+            for at in range(0, len(arguments), 5):
+                piece = {"index": index, "function": {"arguments": arguments[at : at + 5]}}
+                deltas.append({"tool_calls": [piece]})
+        return deltas
 
     def body(self) -> bytes:
         completion = {
