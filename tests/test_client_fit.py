@@ -17,7 +17,7 @@ import pytest
 import websockets
 from websockets.typing import Subprotocol
 
-from tests.support import AppServer, FakeGroq
+from tests.support import AppServer, FakeGroq, new_session
 from tests.support.servers import app_env
 from tests.support.ws_client import LEGACY_WS, TRANSPORT_WS, graphql_socket
 
@@ -263,6 +263,69 @@ async def test_graphql_ws_retrying_after_a_dropped_socket_shows_the_reply_once(
     seqs = result["seqs"]
     restart = next(i for i in range(1, len(seqs)) if seqs[i] <= seqs[i - 1])
     assert seqs[restart : restart + 5] == [1, 2, 3, 4, 5]
+
+
+# Apollo Client over both transports (GraphQLWsLink for subscriptions, HttpLink for the
+# rest), to run a tool round trip as an app built on it would.
+APOLLO_TOOLS = ("@apollo/client@3.14.1", "graphql@16.15.0", "graphql-ws@6.0.6", "ws@8.18.3")
+APOLLO_TOOLS_DIR = Path(__file__).parent / "artifacts" / "apollo-tools"
+
+
+def apollo_tools_dir() -> Path:
+    return npm_folder(APOLLO_TOOLS_DIR, APOLLO_TOOLS, "tools.mjs")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js runs Apollo Client")
+async def test_apollo_client_runs_a_tool_round_trip_from_its_subscriptions(
+    app: AppServer,
+) -> None:
+    """Apollo Client's subscriptions carry a whole tool round trip: `chat` with a tool
+    ends REQUIRES_ACTION with its call (after the reasoning), the script runs the tool
+    and answers it with `submitToolResults`, and a query through the same client finds
+    the history in the LangChain layout and nothing pending."""
+    folder = apollo_tools_dir()
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        session_id = await new_session(http)
+    message = '!reason=2 !call=calculator{"expression":"6*7"} apollo'
+    run = await asyncio.create_subprocess_exec(
+        "node", "tools.mjs", f"{app.url}/graphql", app.ws_url, session_id, message,
+        cwd=folder,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(run.communicate(), 60)
+    assert run.returncode == 0, (out.decode(), err.decode())
+    [line] = out.decode().splitlines()
+    seen = json.loads(line)
+    asked, answered = seen["asked"], seen["answered"]
+    # The first turn: reasoning pieces, no answer text, then the call to make.
+    assert asked["reasoning"] == " r0 r1"
+    assert asked["answer"] == ""
+    assert asked["done"] and asked["status"] == "REQUIRES_ACTION"
+    assert asked["turnId"] == asked["sentTurnId"]
+    [call] = asked["toolCalls"]
+    assert call["name"] == "calculator"
+    assert json.loads(call["arguments"]) == {"expression": "6*7"}
+    assert asked["message"]["toolCalls"] == [call]
+    # The script ran the calculator, and the model answered from its result.
+    assert seen["results"] == [{"toolCallId": call["id"], "content": "42"}]
+    assert answered["status"] == "COMPLETE" and answered["toolCalls"] is None
+    assert answered["turnId"] == answered["sentTurnId"]
+    assert answered["answer"] == f"[n=4] {call['id']}=42"
+    assert answered["message"]["content"] == answered["answer"]
+    # The fake reasons again for the reply (its directives are the last user message's).
+    assert answered["reasoning"] == " r0 r1"
+    for events in (asked, answered):
+        assert events["seqs"] == sorted(set(events["seqs"])), events["seqs"]
+    # The same client's query over HTTP: nothing pending, the round trip stored.
+    session = seen["session"]
+    assert session["pendingToolCalls"] == []
+    messages = session["messages"]
+    assert [m["role"] for m in messages] == ["USER", "ASSISTANT", "TOOL", "ASSISTANT"]
+    assert [c["id"] for c in messages[1]["toolCalls"]] == [call["id"]]
+    assert messages[2]["toolCallId"] == call["id"]
+    assert messages[0]["toolCallId"] is None and messages[3]["toolCalls"] is None
 
 
 async def test_a_query_over_the_legacy_protocol_is_told_where_queries_go(app: AppServer) -> None:
