@@ -51,7 +51,9 @@ async def turn(
     reply_id = message_id(place if regenerating else place + 1, secrets.token_hex(4))
     now = datetime.now(UTC)
     asked = (
-        [] if regenerating else [encode(stamped(HumanMessage(content=text), now, identifier=user_id))]
+        []
+        if regenerating
+        else [encode(stamped(HumanMessage(content=text), now, identifier=user_id))]
     )
     reply_json = encode(
         stamped(

@@ -372,6 +372,8 @@ SESSION_OPERATIONS: dict[str, str] = {
     "edit": 'subscription($s: ID!) { edit(sessionId: $s, messageId: "0", message: "x") { token } }',
     "switchBranch": 'mutation($s: ID!) { switchBranch(sessionId: $s, messageId: "0") { id } }',
     "shareSession": "mutation($s: ID!) { shareSession(id: $s) { id url } }",
+    "submitToolResults": "subscription($s: ID!) { submitToolResults(sessionId: $s, "
+    'results: [{toolCallId: "call_1", content: "x"}]) { token } }',
     # Given a session id, or another user's share id (test_list_api.py): NOT_FOUND.
     "revokeShare": "mutation($s: ID!) { revokeShare(id: $s) }",
 }

@@ -26,7 +26,15 @@ def test_schema_has_the_contracts_operations() -> None:
         "createSession(input: CreateSessionInput = null): Session!",
         "sendMessage(sessionId: ID!, message: String!): Message!",
         "deleteSession(id: ID!): Boolean!",
-        "chat(sessionId: ID!, message: String!, turnId: ID = null): ChatEvent!",
+        "chat(sessionId: ID!, message: String!, turnId: ID = null, tools: [ToolInput!] = null): "
+        "ChatEvent!",
+        "submitToolResults(sessionId: ID!, turnId: ID = null, results: [ToolResultInput!]!, "
+        "tools: [ToolInput!] = null): ChatEvent!",
+        "pendingToolCalls: [ToolCall!]!",
+        "toolCalls: [ToolCall!]",
+        "toolCallId: ID",
+        "reasoning: String",
+        "scalar JSON",
         "messages(last: Int = null): [Message!]!",
         "switchBranch(sessionId: ID!, messageId: ID!): Session!",
         "edit(sessionId: ID!, messageId: ID!, message: String!, turnId: ID = null): ChatEvent!",

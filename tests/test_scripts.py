@@ -40,7 +40,7 @@ from resolvers.services.keys import (
     turn_ids_key,
     turn_stream_key,
 )
-from resolvers.services.scripts import Script
+from resolvers.services.scripts import Script, outcome_of
 from resolvers.services.shares import ShareStore
 from resolvers.services.stores import Stores
 from resolvers.services.turn_store import TurnStart
@@ -88,6 +88,22 @@ HOSTILE_ELEMENTS = [
             },
         }
     ),
+]
+# Replies with tool calls and tool results of any shape.
+HOSTILE_ELEMENTS += [
+    json.dumps({"type": "ai", "data": {"content": "", "tool_calls": "call"}}),
+    json.dumps(
+        {
+            "type": "ai",
+            "data": {
+                "content": "",
+                "tool_calls": [{"id": 5, "name": [], "args": "{"}, "x"],
+                "invalid_tool_calls": {"a": 1},
+                "additional_kwargs": {"reasoning_content": ["r"]},
+            },
+        }
+    ),
+    json.dumps({"type": "tool", "data": {"content": 5, "tool_call_id": {"x": 1}}}),
 ]
 MAX_COUNT = 2**31 - 1
 
@@ -250,6 +266,32 @@ async def test_commit_changes_nothing_when_a_key_holds_another_type(
     before = await snapshot(raw)
     with pytest.raises(DataConflict):
         await commit(store, session.id, start)
+    assert await snapshot(raw) == before
+
+
+@pytest.mark.parametrize("asked", ["not json", '{"a": 1}', "[1]", '["q", null]', "7"])
+async def test_commit_changes_nothing_when_what_it_adds_is_not_a_list_of_elements(
+    db: Redis, raw: Redis, asked: str
+) -> None:
+    store = stores_on(db)
+    session = await store.sessions.create()
+    start = await store.turns.begin_turn(session.id)
+    keys = {
+        "messages": messages_key(session.id),
+        "meta": meta_key(session.id),
+        "lock": lock_key(session.id),
+        "active": active_turn_key(session.id),
+        "stream": turn_stream_key(session.id, start.turn_id),
+        "turn_ids": turn_ids_key(session.id),
+        "tree": tree_key(session.id),
+        "kids": kids_key(session.id),
+    }
+    state = {"token": start.token, "turn_id": start.turn_id, "session_id": session.id}
+    args = {**plausible_args("commit_turn", state), "asked": asked}
+    script = Script(db, "commit_turn")
+    before = await snapshot(raw)
+    with pytest.raises(DataConflict):
+        outcome_of(await script(keys=keys, args=args))
     assert await snapshot(raw) == before
 
 

@@ -102,6 +102,9 @@ local pushed = {}
 if ARGV[3] ~= '' then
   local ok, asked = pcall(cjson.decode, ARGV[3])
   if not ok or type(asked) ~= 'table' then return -9 end
+  local entries = 0
+  for _ in pairs(asked) do entries = entries + 1 end
+  if entries ~= #asked then return -9 end -- an object, not a list
   for _, element in ipairs(asked) do
     if type(element) ~= 'string' then return -9 end
     pushed[#pushed + 1] = element
