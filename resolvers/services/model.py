@@ -9,6 +9,7 @@ import itertools
 import logging
 import math
 import re
+import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -117,6 +118,7 @@ def offline_chunks(messages: Sequence[BaseMessage], tools: Sequence[Any]) -> lis
         chunks.append(AIMessageChunk(content="", additional_kwargs={REASONING: f" thought {n}"}))
     names = {_tool_name(tool) for tool in tools}
     calls = [m for m in _CALL_RE.finditer(text) if m.group(1) in names]
+    reply = secrets.token_hex(4)  # call ids unique in a conversation, as providers' are
     for index, call in enumerate(calls):
         arguments = call.group(2) or "{}"
         pieces = [arguments[i : i + 8] for i in range(0, len(arguments), 8)]
@@ -129,7 +131,7 @@ def offline_chunks(messages: Sequence[BaseMessage], tools: Sequence[Any]) -> lis
                         {
                             "name": call.group(1) if first else None,
                             "args": piece,
-                            "id": f"call_offline_{index}" if first else None,
+                            "id": f"call_{reply}_{index}" if first else None,
                             "index": index,
                         }
                     ],

@@ -33,6 +33,9 @@ from resolvers.services.keys import lock_key, messages_key, meta_key
 from resolvers.services.model import ChatModel
 from resolvers.services.scripts import Script
 
+# Who said a message, as a summary's transcript names them.
+_SPEAKERS = {Role.USER: "User", Role.ASSISTANT: "Assistant", Role.TOOL: "Tool", Role.SYSTEM: ""}
+
 logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
@@ -183,8 +186,9 @@ class Summarizer:
             for m in reversed(new):  # the newest first, within MAX_TRANSCRIPT_CHARS
                 if m.role is Role.SYSTEM:
                     continue
-                line = f"{'User' if m.role is Role.USER else 'Assistant'}: "
-                line += m.content[:MAX_CHARS_EACH]
+                line = f"{_SPEAKERS[m.role]}: " + m.content[:MAX_CHARS_EACH]
+                if m.tool_calls:
+                    line += " [calls " + ", ".join(call.name for call in m.tool_calls) + "]"
                 size += len(line)
                 if size > MAX_TRANSCRIPT_CHARS and lines:
                     break
