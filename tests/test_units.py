@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -261,13 +261,19 @@ def test_a_token_is_hidden_however_its_name_is_encoded(name: str) -> None:
 def test_the_quick_token_estimate_is_langchains_approximate_count() -> None:
     """The context's fast path counts without building messages; LangChain's
     `count_tokens_approximately` must agree, or a release changed it."""
-    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+    from langchain_core.messages import (
+        AIMessage,
+        BaseMessage,
+        HumanMessage,
+        SystemMessage,
+        ToolMessage,
+    )
     from langchain_core.messages.utils import count_tokens_approximately
 
     from resolvers.services.history import Role, StoredMessage, ToolCall
     from resolvers.services.window import estimate
 
-    kinds = {
+    kinds: dict[Role, Callable[[str], BaseMessage]] = {
         Role.USER: HumanMessage,
         Role.ASSISTANT: AIMessage,
         Role.SYSTEM: SystemMessage,
