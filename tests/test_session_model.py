@@ -62,6 +62,7 @@ from tests.support.machines import AsyncMachine
 from tests.support.redis_proxy import RedisProxy
 
 ADMIN = Identity(user_id=None, is_admin=True)
+TOOLS = [{"name": "look"}, {"name": "find", "parameters": {"type": "object"}}]
 COMMIT_SHA = hashlib.sha1(scripts.source("commit_turn").encode()).hexdigest().encode()  # noqa: S324
 
 
@@ -76,6 +77,8 @@ class Said:
     id: str = ""
     parent: str = ""
     made: int = 0
+    # A reply's tool calls (their ids), answered together by the next turn.
+    calls: tuple[str, ...] = ()
 
 
 @dataclass
@@ -116,11 +119,27 @@ class Conversation:
         self.off.clear()
 
     def leave(self, from_index: int) -> None:
-        """An edit or a regenerate: the path from `from_index` on moves off it."""
+        """An edit or a regenerate: the path from `from_index` on moves off it. A message
+        another program wrote has its place for an id until then; the server gives it
+        one of its own as it leaves, which the model names apart (`rename`)."""
         for said in self.messages[from_index:]:
+            if "." not in said.id:
+                self.rename(said.id, f"~{len(self.off)}.{said.made}")
             self.off[said.id] = said
             self.forgotten |= markers(said.text)
         del self.messages[from_index:]
+
+    def rename(self, old: str, new: str) -> None:
+        """A message's id in the model, and in the messages that follow it."""
+        for said in self.every():
+            if said.parent == old:
+                said.parent = new
+        for said in self.messages:
+            if said.id == old:
+                said.id = new
+        if old in self.off:
+            self.off[new] = self.off.pop(old)
+            self.off[new].id = new
 
     def switch(self, target: str) -> None:
         """The path through `target`, then down the newest children."""
@@ -145,6 +164,11 @@ class Conversation:
 
     def every(self) -> list[Said]:
         return [*self.messages, *self.off.values()]
+
+    def pending(self) -> tuple[str, ...]:
+        """The calls of the path's last reply, when it ends with one that asks."""
+        last = self.messages[-1] if self.messages else None
+        return last.calls if last is not None and last.role is Role.ASSISTANT else ()
 
     def kept(self) -> set[str]:
         """The markers on the active path (a reply echoes its message's)."""
@@ -202,6 +226,8 @@ class SessionModel(AsyncMachine):
         regenerate: bool = False,
         edit: bool = False,
         at: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        results: list[dict[str, Any]] | None = None,
     ) -> StoredMessage:
         runner = self.processes[process].turns
 
@@ -212,6 +238,8 @@ class SessionModel(AsyncMachine):
                 regenerate=regenerate,
                 edit=edit,
                 at=at,
+                tools=tools,
+                results=results,
             )
             return await live.reply()
 
@@ -256,9 +284,16 @@ class SessionModel(AsyncMachine):
         self.model = Conversation(exists=True, forgotten=self.model.forgotten, gone_shares=gone)
 
     @precondition(lambda self: self.model.exists)
-    @rule(process=st.integers(0, 1))
-    def turn_complete(self, process: int) -> None:
-        self.send(process, "complete")
+    @rule(process=st.integers(0, 1), tools=st.sampled_from(["none", "calls", "answered"]))
+    def turn_complete(self, process: int, tools: str) -> None:
+        """A turn; or one whose reply asks for tools, answered at once (from either
+        process) or left pending (a later message cancels the calls)."""
+        if tools == "none":
+            self.send(process, "complete")
+            return
+        self.turn_calls_tools(process)
+        if tools == "answered":
+            self.answer_calls(1 - process)
 
     @precondition(lambda self: self.model.exists)
     @rule(process=st.integers(0, 1))
@@ -292,6 +327,7 @@ class SessionModel(AsyncMachine):
             proxy = self.proxy
             proxy.lose_reply_to(COMMIT_SHA)
         failed: ChatError | None = None
+        cancelled = [Said(Role.TOOL, "cancelled") for _ in self.model.pending()]
         try:
             reply = self.turn(process, text)
         except ChatError as error:
@@ -305,7 +341,34 @@ class SessionModel(AsyncMachine):
             return
         assert kind != "fail", "a turn the provider failed was stored"
         usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
-        self.add(Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage))
+        self.add(*cancelled, Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage))
+        self.check_provider_saw_nothing_forgotten(seen)
+
+    def turn_calls_tools(self, process: int) -> None:
+        """A reply that asks for two of the client's tools: stored with its calls."""
+        self.step("turn (calls tools)")
+        text = f'{self.marker()} !call=look{{}} !call=find{{"q":1}}'
+        cancelled = [Said(Role.TOOL, "cancelled") for _ in self.model.pending()]
+        reply = self.turn(process, text, tools=TOOLS)
+        assert reply.status.value == "REQUIRES_ACTION" and reply.content == ""
+        assert [c.name for c in reply.tool_calls] == ["look", "find"]
+        usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
+        calls = tuple(c.id for c in reply.tool_calls)
+        self.add(*cancelled, Said(Role.USER, text), Said(Role.ASSISTANT, "", usage, calls=calls))
+
+    def answer_calls(self, process: int) -> None:
+        """The client's results, from either process: stored, then the model's answer."""
+        self.step("tool results")
+        marker = self.marker()
+        calls = self.model.pending()
+        results = [{"tool_call_id": c, "content": f"{marker} {n}"} for n, c in enumerate(calls)]
+        seen = len(self.sent_to_provider())
+        reply = self.turn(process, "", results=results[::-1], tools=TOOLS)
+        assert reply.status.value == "COMPLETE"
+        assert reply.content.endswith(" ".join(f"{c}={marker} {n}" for n, c in enumerate(calls)))
+        usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
+        answers = [Said(Role.TOOL, f"{marker} {n}") for n in range(len(calls))]
+        self.add(*answers, Said(Role.ASSISTANT, reply.content, usage))
         self.check_provider_saw_nothing_forgotten(seen)
 
     @precondition(lambda self: self.model.exists)
@@ -326,10 +389,11 @@ class SessionModel(AsyncMachine):
             assert await other.stop(self.session_id)
             return await live.reply()
 
+        cancelled = [Said(Role.TOOL, "cancelled") for _ in self.model.pending()]
         reply = self.run(run())
         assert reply.status.value == "STOPPED" and reply.content.startswith("[n=")
         usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
-        self.add(Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage))
+        self.add(*cancelled, Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage))
 
     @precondition(lambda self: self.model.exists and self.model.messages)
     @rule(data=st.data(), process=st.integers(0, 1))
@@ -371,11 +435,15 @@ class SessionModel(AsyncMachine):
         index = data.draw(st.sampled_from(users), label="edit")
         text = f"{self.marker()} edited"
         seen = len(self.sent_to_provider())
-        reply = self.turn(process, text, edit=True, at=self.model.messages[index].id)
+        old = self.model.messages[index].id
+        reply = self.turn(process, text, edit=True, at=old)
         usage = (reply.usage.input_tokens, reply.usage.output_tokens) if reply.usage else (0, 0)
         self.model.leave(index)
         self.add(Said(Role.USER, text), Said(Role.ASSISTANT, reply.content, usage))
         self.check_provider_saw_nothing_forgotten(seen)
+        # Back to the old version (by the id it had: one of the server's, not a place).
+        if "." in old and data.draw(st.booleans(), label="switch back"):
+            self.switch_to(old, 1 - process)
 
     @precondition(
         lambda self: (
@@ -408,12 +476,19 @@ class SessionModel(AsyncMachine):
     @rule(data=st.data(), process=st.integers(0, 1))
     def switch(self, data: st.DataObject, process: int) -> None:
         """The path through any message, on the path or off it."""
+        # (Not by a name only the model knows: an outside message's id it did not read.)
+        every = sorted(s.id for s in self.model.every() if not s.id.startswith("~"))
+        self.switch_to(data.draw(st.sampled_from(every), label="switch to"), process)
+
+    def switch_to(self, target: str, process: int) -> None:
         self.step("switch")
-        every = sorted(s.id for s in self.model.every())
-        target = data.draw(st.sampled_from(every), label="switch to")
         conversations: Conversations = self.processes[process].conversations
         self.run(conversations.switch_branch(self.session_id, target))
         self.model.switch(target)
+        # Messages back on the path show the ids the server gave them.
+        for said, found in zip(self.model.messages, self.stored(), strict=True):
+            if said.id.startswith("~"):
+                self.model.rename(said.id, found.id)
 
     @precondition(lambda self: self.model.exists)
     @rule()
@@ -656,7 +731,7 @@ def test_a_session_follows_its_model(
     stats = reporting(request.config)
     run_model(fresh_db, redis_server, fake_groq, stats, machine_settings(10, 25))
     for what in ("turn (complete)", "turn (fail)", "turn (lost commit)", "rewind", "delete",
-                 "edit", "switch"):  # fmt: skip
+                 "edit", "switch", "turn (calls tools)", "tool results"):  # fmt: skip
         assert stats.cases(SessionModel.name, what) >= 3, what
 
 
