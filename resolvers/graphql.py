@@ -20,19 +20,12 @@ from resolvers.context import Context
 from resolvers.services import metrics
 from resolvers.services.container import Services
 from resolvers.services.errors import RateLimited, client_error
-from resolvers.services.history import (
-    Exchange,
-    StoredMessage,
-    ToolCall,
-    TurnStatus,
-    pending_calls,
-)
+from resolvers.services.history import Exchange, StoredMessage, ToolCall, TurnStatus
 from resolvers.services.identity import GuestToken, Identity
 from resolvers.services.sessions import SessionInfo, SessionPage
 from resolvers.services.shares import ShareInfo
 from resolvers.services.turn_store import ActiveTurn
 from resolvers.services.turnlog import TurnEvent, TurnFailed
-from resolvers.services.usage import MAX_TOOL_CALLS
 from resolvers.services.window import ContextPlan
 
 logger = logging.getLogger(__name__)
@@ -131,11 +124,8 @@ async def session_messages(info: Info, session_id: str, last: int | None) -> lis
 
 @graphql_errors
 async def pending_tool_calls(info: Info, session_id: str) -> tuple[ToolCall, ...]:
-    """The calls of the path's last reply no result answers yet (read with the results
-    that may follow it, and summaries between)."""
     sessions = info.context.services.sessions
-    tail = await sessions.messages(session_id, last=MAX_TOOL_CALLS + 4, who=await _who(info))
-    return pending_calls(tail)
+    return await sessions.pending_tool_calls(session_id, who=await _who(info))
 
 
 @graphql_errors

@@ -11,6 +11,7 @@ _BEARER = "bearer"
 _PROBES = ("/healthz", "/readyz", "/metrics")
 # Routes that need no token.
 _OPEN = ("/guest",)
+_COMPONENT = "#/components/schemas/{model}"
 
 
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +27,10 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
         "provider's JWT. Optional: without one the caller is anonymous.",
     }
     schemas = components.setdefault("schemas", {})
-    schemas["ChatResponse"] = ChatResponse.model_json_schema()
+    # Its own schemas (a tool call) join the components, where its references point.
+    chat_response = ChatResponse.model_json_schema(ref_template=_COMPONENT)
+    schemas.update(chat_response.pop("$defs", {}))
+    schemas["ChatResponse"] = chat_response
     for path, operations in spec.get("paths", {}).items():
         for operation in operations.values():
             if path in _PROBES:

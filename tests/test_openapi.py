@@ -91,6 +91,25 @@ def test_the_document_says_what_generated_clients_need(spec: dict[str, Any]) -> 
     assert "X-Turn-Id" in chat["headers"]
 
 
+def test_every_reference_of_the_document_resolves(spec: dict[str, Any]) -> None:
+    refs: list[str] = []
+    pending: list[Any] = [spec]
+    while pending:  # every node once: the document is a tree
+        node = pending.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    assert "#/components/schemas/ToolCallBody" in refs  # the chat answer's tool calls
+    for ref in refs:
+        found: Any = spec
+        for part in ref.removeprefix("#/").split("/"):
+            found = found.get(part) if isinstance(found, dict) else None
+        assert isinstance(found, dict), ref
+
+
 @pytest.mark.slow  # generates a client with openapi-python-client
 def test_a_generated_client_calls_every_route(
     generated: ModuleType, server: AppServer, spec: dict[str, Any]

@@ -71,6 +71,7 @@ async def groq_stream(
         finished = False
         async for lines in _sse_data(response):
             texts: list[str] = []
+            calling = False
             failure: Exception | None = None
             for data in lines:
                 if data == b"[DONE]":
@@ -97,6 +98,7 @@ async def groq_stream(
                         texts.append(text)
                     calls = delta.get("tool_calls")
                     if calls:
+                        calling = True
                         try:
                             _add_calls(report, calls)
                         except ValueError as exc:
@@ -107,8 +109,10 @@ async def groq_stream(
                 usage = (chunk.get("x_groq") or {}).get("usage") or chunk.get("usage")
                 if isinstance(usage, dict):
                     report.add_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-            if texts:
-                yield texts  # what came before a failure in the same read goes out first
+            if texts or calling:
+                # What came before a failure in the same read goes out first; a read of
+                # tool call pieces alone is an empty batch: the reply is alive.
+                yield texts
             if failure is not None:
                 raise failure
             if finished:

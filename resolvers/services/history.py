@@ -255,9 +255,21 @@ def _tool_calls(fields: dict[str, object]) -> tuple[ToolCall, ...]:
             call_id, name, args = call.get("id"), call.get("name"), call.get("args")
             if not isinstance(call_id, str) or not call_id:
                 continue
-            text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-            found.append(ToolCall(id=call_id, name=str(name or ""), arguments=text))
+            text = valid_text(args) if isinstance(args, str) else arguments_text(args)
+            found.append(
+                ToolCall(id=valid_text(call_id), name=valid_text(str(name or "")), arguments=text)
+            )
     return tuple(found)
+
+
+def valid_text(text: str) -> str:
+    """`text` as text that encodes to UTF-8: a lone surrogate (JSON may carry one)
+    becomes U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def element_id(raw: str | bytes, position: int) -> str:
@@ -374,6 +386,33 @@ def pending_calls(messages: Sequence[StoredMessage]) -> tuple[ToolCall, ...]:
             return tuple(call for call in message.tool_calls if call.id not in answered)
         return ()
     return ()
+
+
+def reaches_a_reply(messages: Sequence[StoredMessage]) -> bool:
+    """Whether `messages` (oldest first, a path's newest) reach back past the tool
+    results at their end to a reply or a user message: then `pending_calls` of them is
+    the path's."""
+    return any(m.role in (Role.USER, Role.ASSISTANT) for m in messages)
+
+
+def calls_answered_at_end(messages: Sequence[StoredMessage]) -> list[StoredMessage]:
+    """The path's last reply with tool calls and the results after it (what a turn that
+    answers them must send with them), or nothing when the path ends otherwise."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if message.role in (Role.SYSTEM, Role.TOOL):
+            continue
+        if message.role is Role.ASSISTANT and message.tool_calls:
+            return [m for m in messages[index:] if m.role is not Role.SYSTEM]
+        return []
+    return []
+
+
+def arguments_text(args: object) -> str:
+    """Arguments as JSON text (non-ASCII kept), a lone surrogate in them (the model's
+    JSON may escape one) made U+FFFD: text that encodes to UTF-8 wherever it goes, the
+    provider's next request included."""
+    return valid_text(json.dumps(args, ensure_ascii=False))
 
 
 def exchanges(messages: Sequence[StoredMessage]) -> list[Exchange]:

@@ -186,8 +186,9 @@ class ChatModel:
         tools: Sequence[dict[str, Any]] = (),
     ) -> AsyncGenerator[list[str], None]:
         """The reply's pieces, in batches (the pieces that came together: one read of the
-        provider's stream), as valid text (a lone surrogate becomes U+FFFD); no batch is
-        empty.
+        provider's stream), as valid text (a lone surrogate becomes U+FFFD); a batch is
+        empty only when the read brought tool call pieces alone (a sign of life: the
+        calls themselves go to `report`).
 
         Each model gets `first_token_wait` seconds for its first piece, its SDK's own
         retries included; past it, or on a failure, the next model is tried. `report`
@@ -230,9 +231,16 @@ class ChatModel:
             return
 
     async def text(self, messages: Sequence[BaseMessage]) -> str:
-        """The whole reply."""
+        """The whole reply's answer (its reasoning left out)."""
         async with contextlib.aclosing(self.stream(messages)) as batches:
-            return "".join([piece async for batch in batches for piece in batch])
+            return "".join(
+                [
+                    piece
+                    async for batch in batches
+                    for piece in batch
+                    if type(piece) is not Reasoning
+                ]
+            )
 
     def _stream_one(
         self,
@@ -251,7 +259,8 @@ class ChatModel:
 async def _valid_text(batches: AsyncIterator[list[str]]) -> AsyncGenerator[list[str], None]:
     """`batches` as text that encodes to UTF-8: a surrogate pair split between two
     pieces is joined, a lone surrogate becomes U+FFFD (as the provider's JSON may carry).
-    Empty pieces, and batches left empty, are dropped."""
+    Empty pieces, and batches left empty, are dropped; an empty batch (tool call pieces
+    only) goes through."""
     held = ""
     try:
         async for batch in batches:
@@ -269,7 +278,7 @@ async def _valid_text(batches: AsyncIterator[list[str]]) -> AsyncGenerator[list[
                     text = Reasoning(text)  # the kind goes with the piece
                 if text:
                     valid.append(text)
-            if valid:
+            if valid or not batch:
                 yield valid
     finally:
         await batches.aclose()  # type: ignore[attr-defined]
@@ -308,7 +317,8 @@ async def _langchain_stream(
             reason = chunk.response_metadata.get("finish_reason")
             if isinstance(reason, str) and reason:
                 report.finish_reason = reason
-            for call in getattr(chunk, "tool_call_chunks", None) or ():
+            calls = getattr(chunk, "tool_call_chunks", None) or ()
+            for call in calls:
                 report.add_call(
                     call.get("index"), call.get("id"), call.get("name"), call.get("args")
                 )
@@ -316,8 +326,8 @@ async def _langchain_stream(
             text = chunk.text
             if text:
                 pieces.append(text)
-            if pieces:
-                yield pieces
+            if pieces or calls:
+                yield pieces  # empty for call pieces alone: the reply is alive
     finally:
         await chunks.aclose()
 

@@ -22,7 +22,14 @@ from redis.typing import EncodableT, FieldT
 from resolvers.services import meta as record
 from resolvers.services.adoption import Adoption
 from resolvers.services.errors import BadInput, NotFound
-from resolvers.services.history import Exchange, StoredMessage, decode_newest_first, exchanges
+from resolvers.services.history import (
+    Exchange,
+    StoredMessage,
+    ToolCall,
+    decode_newest_first,
+    exchanges,
+    pending_calls,
+)
 from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.index import (
     MAX_PAGE,
@@ -53,7 +60,7 @@ from resolvers.services.keys import (
     turn_session_key,
 )
 from resolvers.services.scripts import Script, caller, each, outcome_of
-from resolvers.services.usage import NO_USAGE, Usage
+from resolvers.services.usage import MAX_TOOL_CALLS, NO_USAGE, Usage
 from resolvers.services.validation import check_length, check_session_id, check_text
 
 logger = logging.getLogger(__name__)
@@ -300,6 +307,17 @@ class SessionStore:
         if last is not None and len(raw) > last:
             below = raw.pop()
         return decode_newest_first(raw, length, below=below)
+
+    async def path_end(self, session_id: str, *, who: Identity = ANONYMOUS) -> list[StoredMessage]:
+        """The path's newest messages, oldest first: enough to tell the tool calls of its
+        last reply and the results that answer them (summaries between included)."""
+        return await self.messages(session_id, last=MAX_TOOL_CALLS + 4, who=who)
+
+    async def pending_tool_calls(
+        self, session_id: str, *, who: Identity = ANONYMOUS
+    ) -> tuple[ToolCall, ...]:
+        """The tool calls of the path's last reply that no result answers yet."""
+        return pending_calls(await self.path_end(session_id, who=who))
 
     async def exchanges(self, session_id: str, *, who: Identity = ANONYMOUS) -> list[Exchange]:
         """The session's exchanges (its `Turn`s: a message and its reply), oldest first;

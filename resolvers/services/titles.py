@@ -18,6 +18,7 @@ import re
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from redis.asyncio import Redis, RedisCluster
 
+from resolvers.services.history import Reasoning
 from resolvers.services.keys import messages_key, meta_key
 from resolvers.services.model import ChatModel
 from resolvers.services.scripts import Script
@@ -125,7 +126,7 @@ class Titler:
         stream = self._model.stream(prompt, report)
         try:
             async for batch in stream:
-                pieces.extend(batch)
+                pieces.extend(piece for piece in batch if type(piece) is not Reasoning)
                 if sum(map(len, pieces)) > MAX_ANSWER_CHARS:
                     break  # rambling: the title is in the first line, if anywhere
         finally:

@@ -172,7 +172,7 @@ def _entry(entry_id: Any, fields: Mapping[Any, Any]) -> TokenEntry | TurnEnd:
         reply_json=values.get("m"),
         code=values.get("c"),
         message=values.get("e"),
-        stored=status in ("COMPLETE", "STOPPED") and "u" not in values,
+        stored=status != "FAILED" and "u" not in values,
     )
 
 
@@ -473,17 +473,6 @@ class TurnStore:
             with contextlib.suppress(Exception):
                 await self._redis.set(turn_session_key(turn_id), session_id, px=self._replay_ms)
         return result
-
-    async def turn_stored(self, session_id: str, turn_id: str) -> bool | None:
-        """Whether turn `turn_id` was stored: its stream's end says COMPLETE or STOPPED
-        (written in the same step as the turn). None while it has no end yet."""
-        rows: Any = await self._redis.xrevrange(turn_stream_key(session_id, turn_id), count=1)
-        if not rows:
-            return None
-        entry = _entry(rows[0][0], rows[0][1])
-        if not isinstance(entry, TurnEnd):
-            return None
-        return entry.stored
 
     async def abandon_turn(
         self,

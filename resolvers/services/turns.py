@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import secrets
@@ -46,12 +45,16 @@ from resolvers.services.history import (
     ToolCall,
     TurnStatus,
     arguments_of,
+    arguments_text,
+    calls_answered_at_end,
     decode,
     encode,
     message_id,
     pending_calls,
+    reaches_a_reply,
     reply_message,
     stamped,
+    valid_text,
 )
 from resolvers.services.identity import ANONYMOUS, Identity
 from resolvers.services.limits import RateLimiter
@@ -61,7 +64,13 @@ from resolvers.services.sessions import SessionStore
 from resolvers.services.stream_writer import StreamWriter, Written
 from resolvers.services.summaries import Summarizer
 from resolvers.services.titles import Titler
-from resolvers.services.tools import ToolResult, check_results, check_tools, match_results
+from resolvers.services.tools import (
+    MAX_CALL_ID_CHARS,
+    ToolResult,
+    check_results,
+    check_tools,
+    match_results,
+)
 from resolvers.services.turn_store import TurnStart, TurnStore
 from resolvers.services.turnlog import BACKLOG_TO_MERGE, LiveTurn, TurnEvent, TurnFailed
 from resolvers.services.usage import ReplyReport, Usage
@@ -81,6 +90,8 @@ class Ask:
     message: str = ""
     tools: tuple[dict[str, Any], ...] = ()
     results: tuple[ToolResult, ...] | None = None
+    # Who asks (the path's end is read as them when the window does not reach it).
+    who: Identity = ANONYMOUS
 
 
 __all__ = ["BACKLOG_TO_MERGE", "LiveTurn", "TurnEvent", "TurnFailed", "TurnRunner"]
@@ -186,7 +197,7 @@ class TurnRunner:
             answers = check_results(results, self._max_chars)
         elif not regenerate:
             self.check_message(message)
-        ask = Ask(message=message, tools=checked, results=answers)
+        ask = Ask(message=message, tools=checked, results=answers, who=who)
         try:
             if turn_id is not None:
                 turn_id = check_turn_id(turn_id)
@@ -221,18 +232,17 @@ class TurnRunner:
             if start.joined:
                 return await self._follower.live(session_id, start.turn_id)
             if answers is not None:
-                await self._check_answers(session_id, start, answers)
+                await self._check_answers(session_id, start, ask)
         except Exception as exc:
             raise _client_error(exc) from exc
         return self._launch(session_id, ask, start)
 
-    async def _check_answers(
-        self, session_id: str, start: TurnStart, answers: Sequence[ToolResult]
-    ) -> None:
+    async def _check_answers(self, session_id: str, start: TurnStart, ask: Ask) -> None:
         """Results must answer the calls pending at the path's end, as read with the lock
         taken: if not, the turn ends (its id says so) with nothing stored."""
         try:
-            match_results(pending_calls(start.window), answers)
+            end = await self._path_end(session_id, start, ask.who)
+            match_results(pending_calls(end), ask.results or ())
         except BadInput as wrong:
             await self._store.abandon_turn(
                 session_id,
@@ -243,6 +253,20 @@ class TurnRunner:
                 message=wrong.message,
             )
             raise
+
+    async def _path_end(
+        self, session_id: str, start: TurnStart, who: Identity
+    ) -> list[StoredMessage]:
+        """The path's newest messages, enough to tell the tool calls pending at its end:
+        the window read with the lock, unless it stops short of the last reply (a small
+        HISTORY_WINDOW under many results); then read (the lock is held: it is the
+        same path)."""
+        window = start.window
+        if start.fork_at is not None or reaches_a_reply(window):
+            return window
+        if len(window) >= start.length - start.skip:
+            return window  # the whole path
+        return await self._sessions.path_end(session_id, who=who)
 
     def _launch(self, session_id: str, ask: Ask, start: TurnStart) -> LiveTurn:
         live = LiveTurn(session_id, start.turn_id, min_gap=self._min_gap)
@@ -352,7 +376,8 @@ class TurnRunner:
         written = self._writer.add(live)
         asked = decode(start.asked) if start.asked is not None else None
         try:
-            plan = _TurnPlan(start, ask, asked.content if asked is not None else None)
+            end = await self._path_end(live.session_id, start, ask.who)
+            plan = _TurnPlan(start, ask, asked.content if asked is not None else None, end)
             report = ReplyReport()
             status = await self._stream_reply(
                 live,
@@ -426,8 +451,8 @@ class TurnRunner:
         reasoning = live.reasoning()
         # A stopped reply's calls may be cut short: only a whole reply asks for any.
         calls = _calls(report) if status is TurnStatus.COMPLETE else ()
-        if calls:
-            status = TurnStatus.REQUIRES_ACTION
+        # The message is COMPLETE (Message.status); the turn's end says REQUIRES_ACTION.
+        ended = TurnStatus.REQUIRES_ACTION if calls else status
         reply_at = datetime.now(UTC)
         # A branch's first message takes the depth of the one it goes beside; the turn's
         # messages follow one another, the reply last.
@@ -474,7 +499,7 @@ class TurnRunner:
                 owner=start.owner,
                 turn_id=turn_id,
                 pending=written.pending(live),
-                status=status.value,
+                status=ended.value,
                 usage=report.usage,
                 fork_at=start.fork_at,
                 fork_id=start.fork_id,
@@ -495,7 +520,7 @@ class TurnRunner:
             self._summarizer.want(session_id, (plan.earlier if oldest is None else oldest) - 1)
         if (
             self._titler is not None
-            and status is TurnStatus.COMPLETE
+            and ended in (TurnStatus.COMPLETE, TurnStatus.REQUIRES_ACTION)
             and plan.user_message
             and start.length == 0
         ):
@@ -515,7 +540,7 @@ class TurnRunner:
             tool_calls=calls,
         )
         return TurnEvent(
-            token="", done=True, message=done, turn_id=turn_id, seq=live.end_seq, status=status
+            token="", done=True, message=done, turn_id=turn_id, seq=live.end_seq, status=ended
         )
 
     async def _keep_old_reply(
@@ -617,10 +642,11 @@ class TurnRunner:
             async with asyncio.timeout_at(min(loop.time() + wait, turn_end)) as deadline:
                 moved = -math.inf
                 async for pieces in stream:
-                    if not live.tokens and live.began is not None:
-                        metrics.FIRST_TOKEN.observe(loop.time() - live.began)
-                    live.extend(pieces)
-                    metrics.TOKENS.inc(len(pieces))
+                    if pieces:  # (empty: tool call pieces, which move the deadline too)
+                        if not live.tokens and live.began is not None:
+                            metrics.FIRST_TOKEN.observe(loop.time() - live.began)
+                        live.extend(pieces)
+                        metrics.TOKENS.inc(len(pieces))
                     now = loop.time()
                     if now - moved >= _DEADLINE_SLACK:
                         # Moved at most once per slack (a timer's cancel and re-arm per
@@ -658,7 +684,13 @@ class _TurnPlan:
     summary, then what the turn asks (see `new_messages`); every plan made is kept (a
     retry with half the budget makes a second)."""
 
-    def __init__(self, start: TurnStart, ask: Ask, regenerated: str | None) -> None:
+    def __init__(
+        self,
+        start: TurnStart,
+        ask: Ask,
+        regenerated: str | None,
+        end: Sequence[StoredMessage],
+    ) -> None:
         self.start = start
         self.regenerating = regenerated is not None
         self.asked_at = datetime.now(UTC)
@@ -673,7 +705,7 @@ class _TurnPlan:
         self._results: list[tuple[str, str, str]] = []
         self._message = ask.message if regenerated is None else regenerated
         if ask.results is not None:
-            pending = pending_calls(start.window)
+            pending = pending_calls(end)
             names = {call.id: call.name for call in pending}
             for result in match_results(pending, ask.results):
                 self._results.append(
@@ -683,7 +715,11 @@ class _TurnPlan:
         elif not self.regenerating:
             self.user_message = ask.message
             if start.fork_at is None:
-                self._results = [(c.id, c.name, CANCELLED) for c in pending_calls(start.window)]
+                self._results = [(c.id, c.name, CANCELLED) for c in pending_calls(end)]
+        # The reply whose calls the results answer goes with them, whatever the budget:
+        # the turn's own results, or (a regenerate of the reply after them) the path's.
+        after_results = regenerated is None and start.replaces is not None
+        self._keep = calls_answered_at_end(end) if self._results or after_results else []
 
     def new_messages(self) -> list[BaseMessage]:
         """The messages the turn stores before its reply (new objects at each call)."""
@@ -703,6 +739,7 @@ class _TurnPlan:
             total=self.earlier,
             max_tokens=budget,
             summary=start.summary if summaries else None,
+            keep=self._keep,
         )
         self.planned.append(plan)
         asked = self.new_messages()
@@ -736,14 +773,15 @@ def _calls(report: ReplyReport) -> tuple[ToolCall, ...]:
     calls: list[ToolCall] = []
     seen: set[str] = set()
     for call_id, name, arguments in report.tool_calls():
-        if not call_id or call_id in seen or len(call_id) > 128:
+        call_id = valid_text(call_id)
+        if not call_id or call_id in seen or len(call_id) > MAX_CALL_ID_CHARS:
             call_id = "call_" + secrets.token_hex(12)
         seen.add(call_id)
-        # As it reads back once stored (LangChain keeps the arguments as an object).
+        # As it reads back once stored (LangChain keeps the arguments as an object), as
+        # text that encodes to UTF-8 (the model's JSON may escape a lone surrogate).
         args = arguments_of(arguments)
-        if args is not None:
-            arguments = json.dumps(args, ensure_ascii=False)
-        calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
+        text = arguments_text(args) if args is not None else valid_text(arguments)
+        calls.append(ToolCall(id=call_id, name=valid_text(name), arguments=text))
     return tuple(calls)
 
 

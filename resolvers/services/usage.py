@@ -29,23 +29,27 @@ class ReplyReport:
     # The tool calls the reply asks for, by their index in the reply: id, name and the
     # pieces of the arguments' JSON text as they streamed.
     calls: dict[int, list[str]] | None = None
+    # The characters of each call so far (kept, not summed again at every piece).
+    call_chars: dict[int, int] | None = None
 
     def add_call(self, index: object, call_id: object, name: object, arguments: object) -> None:
         """One streamed piece of a tool call (OpenAI's shape: the first piece of a call
         names it; later ones, found by index, add to its arguments)."""
-        if self.calls is None:
-            self.calls = {}
+        if self.calls is None or self.call_chars is None:
+            self.calls, self.call_chars = {}, {}
         at = index if isinstance(index, int) and not isinstance(index, bool) else len(self.calls)
         if at not in self.calls and len(self.calls) >= MAX_TOOL_CALLS:
             raise ValueError(f"the model asked for more than {MAX_TOOL_CALLS} tool calls")
         call = self.calls.setdefault(at, ["", ""])
         if isinstance(call_id, str) and call_id:
-            call[0] = call_id
+            call[0] = call_id[:MAX_TOOL_CALL_CHARS]
         if isinstance(name, str) and name:
-            call[1] = name
+            call[1] = name[:MAX_TOOL_CALL_CHARS]
         if isinstance(arguments, str) and arguments:
-            if sum(map(len, call)) + len(arguments) > MAX_TOOL_CALL_CHARS:
+            size = self.call_chars.get(at, 0) + len(arguments)
+            if size > MAX_TOOL_CALL_CHARS:
                 raise ValueError("a tool call's arguments are longer than the server keeps")
+            self.call_chars[at] = size
             call.append(arguments)
 
     def tool_calls(self) -> list[tuple[str, str, str]]:

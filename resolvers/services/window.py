@@ -54,20 +54,26 @@ def plan_context(
     total: int,
     max_tokens: int,
     summary: StoredMessage | None = None,
+    keep: Sequence[StoredMessage] = (),
 ) -> ContextPlan:
     """The history to send from `window` (the last messages, oldest first, of `total`),
-    after `summary` when one is given (its tokens count against the budget)."""
+    after `summary` when one is given (its tokens count against the budget). `keep`
+    goes last and whole, whatever the budget: the reply whose tool calls the turn
+    answers, and the results after it (a result is refused without its call)."""
     head = [SystemMessage(content=summary.content)] if summary is not None else []
     # SYSTEM elements of the list are summaries: the one that holds goes first (above);
     # any other (a stale one, which summarized messages rewound since) is never sent.
-    window = [m for m in window if m.role is not Role.SYSTEM]
+    kept_ids = {m.id for m in keep}
+    window = [m for m in window if m.role is not Role.SYSTEM and m.id not in kept_ids]
     window = _whole_calls(window)
-    budget = max(1, max_tokens - (count_tokens_approximately(head) if head else 0))
+    pinned = [to_model(m) for m in keep]
+    budget = max_tokens - (count_tokens_approximately(head) if head else 0)
+    budget = max(1, budget - sum(estimate(m) for m in keep))
     system = SystemMessage(content=system_prompt)
     if sum(estimate(m) for m in window) <= budget:
         # All of it fits (the common case): no trimming, one message object each.
-        messages = [to_model(m) for m in window]
-        ids = [m.id for m in window]
+        messages = [to_model(m) for m in window] + pinned
+        ids = [m.id for m in window] + [m.id for m in keep]
         return _plan(messages, ids, total, [system, *head], summary)
     tagged = [to_model(m, id=m.id) for m in window]
     # Whole messages, newest first back; only when the newest alone is over the budget
@@ -88,8 +94,8 @@ def plan_context(
     while kept and kept[0].type == "tool":
         kept = kept[1:]
     # The provider gets plain messages: the ids are ours.
-    ids = [str(m.id) for m in kept]
-    messages = [m.model_copy(update={"id": None}) for m in kept]
+    ids = [str(m.id) for m in kept] + [m.id for m in keep]
+    messages = [m.model_copy(update={"id": None}) for m in kept] + pinned
     return _plan(messages, ids, total, [system, *head], summary)
 
 

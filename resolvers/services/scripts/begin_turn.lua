@@ -27,11 +27,11 @@
 -- RETURNS {outcome, prompt, window, owner, length, reply, asked, summary, summary_at, skip, fork_at, parent}
 -- outcome: 1 taken (a retry of this very call too), 0 no session the caller may use,
 -- -1 busy, -2 the turn id is another session's, -3 that message cannot be regenerated
--- (not a reply after a user message) or edited (not a user message), -4 no message with
+-- (not a reply after a user message or tools' results) or edited (not a user message), -4 no message with
 -- that id on the path, -5 messages another program wrote are on the part that would
 -- leave the path and need ids of their own first (fork_at: where they start), 2 the turn
 -- is there already (join it), -9 a key holds a value of another type (or an id twice). The window ends below the turn's place (`skip` counts the newest it
--- leaves out: with regenerate the reply, its message and all after; with edit the
+-- leaves out: with regenerate the reply, its message (not tools' results) and all after; with edit the
 -- message and all after); reply and asked are the regenerated reply and its message;
 -- fork_at is where the new branch starts (-1 none: the turn adds to the path), parent
 -- the id of the message the turn's first new message follows ('' for none).
@@ -86,15 +86,22 @@ if mode ~= '' then
     reply = found
     asked = fork_at > 0 and redis.call('LINDEX', messages, length - fork_at)
     local reply_kind, asked_data = kind_of(reply), decoded(asked)
-    if (reply_kind ~= 'ai' and reply_kind ~= 'AIMessageChunk') or not asked_data
-        or asked_data['type'] ~= 'human' then
+    local asked_kind = type(asked_data) == 'table' and asked_data['type']
+    if (reply_kind ~= 'ai' and reply_kind ~= 'AIMessageChunk')
+        or (asked_kind ~= 'human' and asked_kind ~= 'tool') then
       return {-3}
     end
     message = ''
-    if type(asked_data['data']) == 'table' and type(asked_data['data']['content']) == 'string' then
-      message = asked_data['data']['content']
+    if asked_kind == 'tool' then
+      -- A reply to tools' results: they stay in the window, and are answered again.
+      asked = false
+      skip = length - fork_at
+    else
+      if type(asked_data['data']) == 'table' and type(asked_data['data']['content']) == 'string' then
+        message = asked_data['data']['content']
+      end
+      skip = length - fork_at + 1
     end
-    skip = length - fork_at + 1
   end
 else
   fork_at = -1

@@ -67,7 +67,7 @@ if redis.call('EXISTS', meta) == 0 then
   return 0
 end
 if not held then
-  if (ended == 'COMPLETE' or ended == 'STOPPED') and not unstored then return 1 end
+  if ended and ended ~= 'FAILED' and not unstored then return 1 end
   return -1
 end
 
