@@ -179,6 +179,7 @@ async def test_a_rewind_forgets_the_subtree_and_its_usage(
     # (By content: a random id may hold "a3b" as hex digits.)
     gone = [f'"content": "{text}"' for text in ("q3b", "a3b", "q2b", "a3b'")]
     assert not any(text in v for v in tree.values() for text in gone)
+    assert any('"content": "a2"' in v for v in tree.values())  # the kept branch, found so
     await talk.switch_branch(session.id, q2.id)
     assert texts(await path(store, session.id)) == ["q1", "a1", "q2", "a2"]
     # Rewinding the first message forgets the whole tree.
