@@ -95,16 +95,7 @@ async def test_a_commit_whose_answer_is_lost_is_confirmed_before_the_client_hear
             body = {"session_id": session_id, "message": "!delay=0.3 a b c", "turn_id": turn_id}
             reply = asyncio.ensure_future(http.post("/chat", json=body, headers=JSON_REPLY))
             await asyncio.sleep(0.3)  # the turn runs
-            proxy.lose_reply_to(commit_sha.encode())
-            for _ in range(200):  # until the commit ran and its reply was withheld
-                if proxy.replies_lost:
-                    break
-                await asyncio.sleep(0.01)
-            lost_at = time.monotonic()
-            proxy.refuse_new()
-            proxy.drop_connections()
-            await asyncio.sleep(2.5)
-            proxy.accept_new()
+            lost_at = await proxy.lose_reply_then_go_down(commit_sha.encode(), 2.5)
             response = await reply
             answered_after = time.monotonic() - lost_at
             again = await http.post("/chat", json=body, headers=JSON_REPLY)

@@ -24,34 +24,10 @@ from resolvers.services.keys import messages_key
 from tests.support import AppServer, FakeGroq, RedisServer, gql, new_session
 from tests.support.redis_proxy import RedisProxy
 from tests.support.stores import stores_on
-from tests.support.ws_client import Received, graphql_socket
+from tests.support.tools import ADD, CHAT, EVENT, SESSION, SUBMIT, run, sent_answering
 
-ADD = {"name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "number"}}}}
 JSON_REPLY = {"accept": "application/json"}
-CALL = "toolCalls { id name arguments }"
-EVENT = f"token reasoning done seq turnId status {CALL} message {{ id role content status {CALL} }}"
-CHAT = f"""
-subscription($s: ID!, $m: String!, $t: ID, $tools: [ToolInput!]) {{
-  chat(sessionId: $s, message: $m, turnId: $t, tools: $tools) {{ {EVENT} }}
-}}
-"""
-SUBMIT = f"""
-subscription($s: ID!, $r: [ToolResultInput!]!, $t: ID, $tools: [ToolInput!]) {{
-  submitToolResults(sessionId: $s, results: $r, turnId: $t, tools: $tools) {{ {EVENT} }}
-}}
-"""
 REGENERATE = f"subscription($s: ID!) {{ regenerate(sessionId: $s) {{ {EVENT} }} }}"
-SESSION = f"""
-query($s: ID!) {{
-  session(id: $s) {{ messageCount pendingToolCalls {{ id name arguments }}
-    messages {{ id role content status toolCallId {CALL} }} }}
-}}
-"""
-
-
-async def run(url: str, query: str, **variables: Any) -> Received:
-    async with graphql_socket(url) as ws:
-        return await ws.collect(await ws.start(query, **variables))
 
 
 async def asked(app: AppServer, http: httpx.AsyncClient, message: str) -> tuple[str, Any]:
@@ -60,15 +36,6 @@ async def asked(app: AppServer, http: httpx.AsyncClient, message: str) -> tuple[
     got = await run(app.ws_url, CHAT, s=session_id, m=message, tools=[ADD])
     assert not got.errors, got.errors
     return session_id, got.events[-1]
-
-
-def sent_with(fake: FakeGroq, call_id: str) -> list[dict[str, Any]]:
-    """The messages of the last request to the provider that answered `call_id`."""
-    recent = fake.requests()["recent"]
-    assert isinstance(recent, list)
-    bodies = [b for b in recent if any(m.get("tool_call_id") == call_id for m in b["messages"])]
-    messages: list[dict[str, Any]] = bodies[-1]["messages"]
-    return messages
 
 
 def calls_have_their_results(messages: list[dict[str, Any]]) -> bool:
@@ -122,15 +89,7 @@ async def test_a_tool_turn_whose_commit_answer_is_lost_is_reported_stored(
             }
             reply = asyncio.ensure_future(http.post("/chat", json=body, headers=JSON_REPLY))
             await asyncio.sleep(0.3)
-            proxy.lose_reply_to(commit_sha.encode())
-            for _ in range(200):
-                if proxy.replies_lost:
-                    break
-                await asyncio.sleep(0.01)
-            proxy.refuse_new()
-            proxy.drop_connections()
-            await asyncio.sleep(1.0)
-            proxy.accept_new()
+            await proxy.lose_reply_then_go_down(commit_sha.encode(), 1.0)
             response = await reply
             state = await gql(http, SESSION, s=session_id)
     assert proxy.replies_lost == 1
@@ -152,7 +111,7 @@ async def test_a_call_too_big_for_the_budget_still_goes_with_its_results(
         results = [{"toolCallId": call["id"], "content": "1"}]
         answered = await run(app.ws_url, SUBMIT, s=session_id, r=results)
         assert not answered.errors, answered.errors
-        sent = sent_with(fake_groq, call["id"])
+        sent = sent_answering(fake_groq, call["id"])
         assert [m["role"] for m in sent] == ["system", "assistant", "tool"]
         assert calls_have_their_results(sent)
         # A new message cancels calls left pending: the calls go with those results too.
@@ -160,7 +119,7 @@ async def test_a_call_too_big_for_the_budget_still_goes_with_its_results(
         moved_on = await run(app.ws_url, CHAT, s=again_id, m="never mind")
         assert not moved_on.errors, moved_on.errors
         [pending] = again["toolCalls"]
-        assert calls_have_their_results(sent_with(fake_groq, pending["id"]))
+        assert calls_have_their_results(sent_answering(fake_groq, pending["id"]))
 
 
 @pytest.mark.slow
@@ -205,7 +164,7 @@ async def test_arguments_escaping_a_lone_surrogate_are_valid_text_everywhere(
         # The next request carries the arguments as the client saw them.
         results = [{"toolCallId": call["id"], "content": "1"}]
         assert not (await run(plain_app.ws_url, SUBMIT, s=session_id, r=results)).errors
-        [sent_call] = sent_with(fake_groq, call["id"])[-2]["tool_calls"]
+        [sent_call] = sent_answering(fake_groq, call["id"])[-2]["tool_calls"]
         assert json.loads(sent_call["function"]["arguments"]) == {"a": "\ufffdb"}
 
 
@@ -221,7 +180,7 @@ async def test_the_answer_to_tools_results_can_be_regenerated(
         again = await run(plain_app.ws_url, REGENERATE, s=session_id)
         assert not again.errors, again.errors
         assert again.events[-1]["message"]["content"] == f"[n=4] {call['id']}=1"
-        sent = sent_with(fake_groq, call["id"])
+        sent = sent_answering(fake_groq, call["id"])
         assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
         state = await gql(http, SESSION, s=session_id)
     roles = [m["role"] for m in state["data"]["session"]["messages"]]  # type: ignore[index]
@@ -242,7 +201,7 @@ async def test_calls_are_answered_with_no_history_window(
         answered = await run(app.ws_url, SUBMIT, s=session_id, r=results)
         assert not answered.errors, answered.errors
         # No history, but the call goes with its result.
-        assert [m["role"] for m in sent_with(fake_groq, call["id"])] == [
+        assert [m["role"] for m in sent_answering(fake_groq, call["id"])] == [
             "system",
             "assistant",
             "tool",

@@ -15,48 +15,17 @@ import httpx
 import pytest
 
 from tests.support import AppServer, FakeGroq, app_env, gql, new_session
+from tests.support.tools import ADD, CHAT, EVENT, SESSION, SUBMIT, run, sse_events
 from tests.support.turns import history_of
-from tests.support.ws_client import Received, graphql_socket
+from tests.support.ws_client import graphql_socket
 
 pytestmark = pytest.mark.slow
 
-CALL = "toolCalls { id name arguments }"
-EVENT = (
-    f"token reasoning done seq turnId status {CALL} message {{ id role content reasoning {CALL} }}"
-)
-CHAT = f"""
-subscription($s: ID!, $m: String!, $t: ID, $tools: [ToolInput!]) {{
-  chat(sessionId: $s, message: $m, turnId: $t, tools: $tools) {{ {EVENT} }}
-}}
-"""
-SUBMIT = f"""
-subscription($s: ID!, $r: [ToolResultInput!]!, $t: ID, $tools: [ToolInput!]) {{
-  submitToolResults(sessionId: $s, results: $r, turnId: $t, tools: $tools) {{ {EVENT} }}
-}}
-"""
 FOLLOW = f"""
 subscription($s: ID!, $t: ID!, $after: Int!) {{
   turn(sessionId: $s, turnId: $t, after: $after) {{ {EVENT} }}
 }}
 """
-SESSION = f"""
-query($s: ID!) {{
-  session(id: $s) {{
-    messageCount pendingToolCalls {{ id name arguments }}
-    messages {{ id role content reasoning toolCallId {CALL} parentId }}
-    turns {{ input output }}
-  }}
-}}
-"""
-ADD = {
-    "name": "add",
-    "description": "Adds two numbers.",
-    "parameters": {
-        "type": "object",
-        "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-        "required": ["a", "b"],
-    },
-}
 CLOCK = {"name": "current_time", "parameters": {"type": "object", "properties": {}}}
 
 
@@ -95,11 +64,6 @@ def sent_with(fake: FakeGroq, marker: str) -> list[dict[str, Any]]:
     ]
 
 
-async def run(url: str, query: str, **variables: Any) -> Received:
-    async with graphql_socket(url) as ws:
-        return await ws.collect(await ws.start(query, **variables))
-
-
 async def state(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
     body = await gql(http, SESSION, s=session_id)
     assert "errors" not in body, body
@@ -120,7 +84,7 @@ async def test_reasoning_streams_apart_from_the_answer_and_is_never_sent_back(
     # The first piece is reasoning, and reasoning comes between answer tokens too.
     assert events[0]["reasoning"] and events[0]["token"] == ""
     kinds = ["r" if e["reasoning"] is not None else "t" for e in events]
-    assert "t" in kinds[: kinds.index("t") + 1] and "r" in kinds[kinds.index("t") :]
+    assert "r" in kinds[kinds.index("t") :]  # reasoning between answer tokens too
     assert all((e["reasoning"] is None) or e["token"] == "" for e in events)
     reasoning = "".join(e["reasoning"] or "" for e in events)
     answer = "".join(e["token"] for e in events)
@@ -155,15 +119,12 @@ async def test_the_rest_stream_sends_reasoning_as_its_own_event_and_text_the_ans
     ) as response:
         assert response.status_code == 200
         body = (await response.aread()).decode()
-    frames = [f for f in body.split("\n\n") if "event:" in f]
-    kinds = [f.split("event: ")[1].split("\n")[0] for f in frames]
-    assert kinds[0] == "reasoning" and kinds[-1] == "done"
-    reasoning = "".join(
-        json.loads(f.split("data: ")[1])["reasoning"]
-        for f, k in zip(frames, kinds, strict=True)
-        if k == "reasoning"
+    events = sse_events(body)
+    assert events[0][0] == "reasoning" and events[-1][0] == "done"
+    assert "".join(data["reasoning"] for kind, data in events if kind == "reasoning") == (
+        " r0 r1 r2"
     )
-    assert reasoning == " r0 r1 r2"
+    assert "".join(data.get("token", "") for _, data in events) == "[n=2] !reason=3 sse"
     plain = await http.post("/chat", json={"session_id": session_id, "message": "!reason=3 text"})
     assert plain.status_code == 200
     assert plain.text == "[n=4] !reason=3 text"
@@ -403,12 +364,14 @@ async def test_a_rest_tool_round_trip(http: httpx.AsyncClient, fake_groq: FakeGr
     ) as response:
         assert response.status_code == 200
         body = (await response.aread()).decode()
-    frames = [f for f in body.split("\n\n") if "event:" in f]
-    kinds = [f.split("event: ")[1].split("\n")[0] for f in frames]
-    assert kinds == ["reasoning", "reasoning", "tool_calls", "done"]
-    [call] = json.loads(frames[2].split("data: ")[1])["tool_calls"]
+    events = sse_events(body)
+    assert {kind for kind, _ in events[:-2]} == {"reasoning"}
+    assert "".join(data["reasoning"] for _, data in events[:-2]) == " r0 r1"
+    (calls, listed), (done, answer) = events[-2], events[-1]
+    assert (calls, done) == ("tool_calls", "done")
+    [call] = listed["tool_calls"]
     assert call["name"] == "add" and json.loads(call["arguments"]) == {"a": 3, "b": 4}
-    assert json.loads(frames[3].split("data: ")[1]) == {"response": "", "status": "REQUIRES_ACTION"}
+    assert answer == {"response": "", "status": "REQUIRES_ACTION"}
     answered = await http.post(
         "/chat",
         json={

@@ -276,17 +276,8 @@ async def test_commit_changes_nothing_when_what_it_adds_is_not_a_list_of_element
     store = stores_on(db)
     session = await store.sessions.create()
     start = await store.turns.begin_turn(session.id)
-    keys = {
-        "messages": messages_key(session.id),
-        "meta": meta_key(session.id),
-        "lock": lock_key(session.id),
-        "active": active_turn_key(session.id),
-        "stream": turn_stream_key(session.id, start.turn_id),
-        "turn_ids": turn_ids_key(session.id),
-        "tree": tree_key(session.id),
-        "kids": kids_key(session.id),
-    }
     state = {"token": start.token, "turn_id": start.turn_id, "session_id": session.id}
+    keys = plausible_keys("commit_turn", state)
     args = {**plausible_args("commit_turn", state), "asked": asked}
     script = Script(db, "commit_turn")
     before = await snapshot(raw)

@@ -156,6 +156,22 @@ class RedisProxy:
         (None: lose nothing)."""
         self._lose_pattern = pattern
 
+    async def lose_reply_then_go_down(self, pattern: bytes, seconds: float) -> float:
+        """The next command holding `pattern` runs and its reply is lost; then Redis is
+        unreachable for `seconds` (new connections refused, open ones dropped). Returns
+        when the reply was lost (monotonic time)."""
+        self.lose_reply_to(pattern)
+        for _ in range(200):  # until the command ran and its reply was withheld
+            if self.replies_lost:
+                break
+            await asyncio.sleep(0.01)
+        lost_at = time.monotonic()
+        self.refuse_new()
+        self.drop_connections()
+        await asyncio.sleep(seconds)
+        self.accept_new()
+        return lost_at
+
     @property
     def open_connections(self) -> int:
         return len(self._links)
