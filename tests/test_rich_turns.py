@@ -71,13 +71,14 @@ async def state(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
     return found
 
 
+@pytest.mark.parametrize("path", ["fast", "astream"])
 async def test_reasoning_streams_apart_from_the_answer_and_is_never_sent_back(
-    servers: dict[str, AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq
+    path: str, servers: dict[str, AppServer], http: httpx.AsyncClient, fake_groq: FakeGroq
 ) -> None:
     session_id = await new_session(http)
     marker = uuid.uuid4().hex[:8]
     got = await run(
-        servers["fast"].ws_url, CHAT, s=session_id, m=f"!reason=4 !interleave {marker} two"
+        servers[path].ws_url, CHAT, s=session_id, m=f"!reason=4 !interleave {marker} two"
     )
     assert not got.errors, got.errors
     events, done = got.events[:-1], got.events[-1]
@@ -100,7 +101,7 @@ async def test_reasoning_streams_apart_from_the_answer_and_is_never_sent_back(
     assert stored["messages"][-1]["content"] == answer
     assert stored["turns"] == [{"input": f"!reason=4 !interleave {marker} two", "output": answer}]
     # The next turn sends the reply's answer, never its reasoning.
-    await run(servers["fast"].ws_url, CHAT, s=session_id, m=f"{marker} again")
+    await run(servers[path].ws_url, CHAT, s=session_id, m=f"{marker} again")
     last = sent_with(fake_groq, marker)[-1]
     assistant = [m for m in last["messages"] if m["role"] == "assistant"]
     assert assistant == [{"role": "assistant", "content": answer}]
@@ -437,3 +438,25 @@ async def test_submitting_while_a_turn_runs_is_busy(
         "TOOL",
         "ASSISTANT",
     ]
+
+
+@pytest.mark.parametrize(
+    ("model", "sent"),
+    [
+        ("groq:qwen/qwen3-32b", "parsed"),
+        ("groq:openai/gpt-oss-20b", None),
+        ("groq:llama-3.1-8b-instant", None),
+    ],
+)
+async def test_the_reasoning_format_goes_to_the_models_that_take_it(
+    make_app: Callable[..., AppServer], fake_groq: FakeGroq, model: str, sent: str | None
+) -> None:
+    app = make_app(LLM_MODEL=model)
+    marker = uuid.uuid4().hex[:8]
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        session_id = await new_session(http)
+        reply = await http.post("/chat", json={"session_id": session_id, "message": marker})
+        assert reply.status_code == 200, reply.text
+    [body] = sent_with(fake_groq, marker)
+    assert body["model"] == model.partition(":")[2]
+    assert body.get("reasoning_format") == sent
