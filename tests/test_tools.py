@@ -109,6 +109,7 @@ def test_results_must_answer_every_pending_call_once() -> None:
         [{"tool_call_id": "c1", "content": 5}],
         [{"tool_call_id": "c1", "content": "x" * 101}],
         [{"tool_call_id": "c1", "content": "\ud800"}],
+        [{"tool_call_id": f"c{n}", "content": "x" * 100} for n in range(5)],  # 500 in all
     ):
         with pytest.raises(BadInput):
             check_results(wrong, 100)

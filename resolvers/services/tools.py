@@ -24,6 +24,9 @@ MAX_SCHEMA_BYTES = 16_384
 MAX_TOOLS_BYTES = 65_536
 MAX_SCHEMA_DEPTH = 32
 MAX_CALL_ID_CHARS = 128
+# The results of one turn together: at most this many messages' worth (MAX_MESSAGE_CHARS
+# each), so a turn of results stores no more than a few messages would.
+RESULTS_PER_MESSAGE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +113,16 @@ def _check_schema(schema: Any, name: str) -> int:
 def check_results(
     results: Sequence[Mapping[str, Any]] | None, max_chars: int
 ) -> tuple[ToolResult, ...]:
-    """The results as sent (each call id once, each content text of at most
-    `max_chars`); whether they answer the pending calls is `match_results`' to say."""
+    """The results as sent (each call id once, each content text of at most `max_chars`,
+    all of them at most RESULTS_PER_MESSAGE times that); whether they answer the pending
+    calls is `match_results`' to say."""
     if not results:
         raise BadInput("results must answer the pending tool calls (none was given)")
     if len(results) > MAX_TOOL_CALLS:
         raise BadInput(f"at most {MAX_TOOL_CALLS} results")
     checked: list[ToolResult] = []
     seen: set[str] = set()
+    total = 0
     for result in results:
         call_id, content = result.get("tool_call_id"), result.get("content")
         if not isinstance(call_id, str) or not call_id or len(call_id) > MAX_CALL_ID_CHARS:
@@ -129,6 +134,11 @@ def check_results(
             raise BadInput("a result's content must be text")
         if len(content) > max_chars:
             raise BadInput(f"a result's content is longer than {max_chars} characters")
+        total += len(content)
+        if total > RESULTS_PER_MESSAGE * max_chars:
+            raise BadInput(
+                f"the results are longer than {RESULTS_PER_MESSAGE * max_chars} characters in all"
+            )
         checked.append(ToolResult(call_id, check_text(content, "a result's content")))
     return tuple(checked)
 

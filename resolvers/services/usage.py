@@ -16,7 +16,7 @@ NO_USAGE = Usage()
 # Most tool calls one reply may ask for, and most characters of one call's arguments:
 # a model that goes past them fails the turn (LLM_ERROR) rather than fill the process.
 MAX_TOOL_CALLS = 64
-MAX_TOOL_CALL_CHARS = 262_144
+MAX_TOOL_CALL_CHARS = 65_536
 
 
 @dataclass(slots=True)
