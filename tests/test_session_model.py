@@ -62,7 +62,7 @@ from tests.support.machines import AsyncMachine
 from tests.support.redis_proxy import RedisProxy
 
 ADMIN = Identity(user_id=None, is_admin=True)
-TOOLS = [{"name": "look"}, {"name": "find", "parameters": {"type": "object"}}]
+TOOLS: list[dict[str, Any]] = [{"name": "look"}, {"name": "find", "parameters": {"type": "object"}}]
 COMMIT_SHA = hashlib.sha1(scripts.source("commit_turn").encode()).hexdigest().encode()  # noqa: S324
 
 
