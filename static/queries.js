@@ -45,6 +45,8 @@ import { GraphQLClient } from "./graphql.js";
  *   messages with the same parent: an edit or a regeneration adds one)
  * @property {number} branches how many versions there are
  * @property {string[]} siblingIds the versions' ids, oldest first (this one included)
+ * @property {string | null} reasoning a reply's reasoning, for models that send it apart
+ *   (never part of its answer)
  */
 
 /**
@@ -115,11 +117,13 @@ import { GraphQLClient } from "./graphql.js";
  */
 
 /**
- * One event of the `chat` and `turn` subscriptions: tokens of the reply, then one `done`
- * event with the stored reply. Events are numbered (`seq`) from 1; one that carries
- * several tokens has the last one's number, and the done event the next number.
+ * One event of the `chat` and `turn` subscriptions: tokens of the reply (or pieces of
+ * its reasoning), then one `done` event with the stored reply. Events are numbered
+ * (`seq`) from 1; one that carries several tokens has the last one's number, and the
+ * done event the next number.
  * @typedef {object} ChatEvent
  * @property {string} token
+ * @property {string | null} reasoning a piece of the reply's reasoning (token is then "")
  * @property {boolean} done
  * @property {string} turnId
  * @property {number} seq
@@ -138,10 +142,10 @@ const USAGE = "usage { inputTokens outputTokens }";
 // The versions of a message (branch, branches, siblingIds) cost one read per request,
 // whatever the number of messages.
 const MESSAGE = `id turnId status role content createdAt ${USAGE} finishReason
-  branch branches siblingIds`;
+  branch branches siblingIds reasoning`;
 const SUMMARY = "id title updatedAt messageCount pinned archived";
 const CHANGED = `${SUMMARY} ${USAGE}`;
-const EVENT = `token done turnId seq status message { ${MESSAGE} }`;
+const EVENT = `token reasoning done turnId seq status message { ${MESSAGE} }`;
 const SESSION_PAGE = `edges { node { ${SUMMARY} } }
       pageInfo { hasNextPage endCursor }`;
 

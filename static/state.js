@@ -29,6 +29,7 @@
  *   message edited, and what followed it or the regenerated reply)
  * @property {number} lastSeq the number of the last event shown; 0 for none
  * @property {string} content the reply so far
+ * @property {string} reasoning the reply's reasoning so far
  * @property {boolean} resumed whether its subscription was lost and taken up again
  * @property {boolean} stopping whether a stop was asked for
  * @property {boolean} stopAgain whether to ask again once the turn has begun (a stop

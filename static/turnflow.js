@@ -3,8 +3,9 @@
 // reply: `regenerate`) and streaming its reply through the `chat` subscription, following
 // a reply that streams on the server (found running when a chat is opened or the socket
 // reconnects), taking a reply up again after a lost connection where it was cut off,
-// and stopping one. The chats themselves (the list, opening, creating, renaming,
-// deleting, paging back) are `flows.js`'s.
+// and stopping one; a reply's reasoning streams into its "Thinking" block. The chats
+// themselves (the list, opening, creating, renaming, deleting, paging back) are
+// `flows.js`'s.
 //
 // A regenerated reply is a turn like the others (the same streaming, following, resuming
 // and stopping): it streams into the node of the reply it is a new version of, and the
@@ -29,7 +30,8 @@ import {
 import { state } from "./state.js";
 import {
   clearInput, endReply, findMessage, giveBack, hideNotice, markCurrentInList, markStored, putBack,
-  restartReply, showEditing, showError, showNotice, showReply, showTurn, takeFrom, tell, ui,
+  restartReply, showEditing, showError, showNotice, showReply, showThinking, showTurn, takeFrom,
+  tell, ui,
 } from "./view.js";
 
 /** @import { ConnectionStatus, GraphQLError, Sink } from "./graphql.js" */
@@ -200,7 +202,7 @@ function liveTurn(sessionId, turnId, text, own, mine, reply, kind = "chat") {
   }
   return {
     sessionId, turnId, kind, text, own, mine, reply, previous: null, replaces: null,
-    edits: null, hidden: [], lastSeq: 0, content: "", frame: 0,
+    edits: null, hidden: [], lastSeq: 0, content: "", reasoning: "", frame: 0,
     resumed: false, stopping: false, stopAgain: false, renewed: false, resent: false, ended: false,
   };
 }
@@ -279,9 +281,9 @@ function stream(turn, how) {
 }
 
 /**
- * One event of the turn: tokens are added to the reply (painted once per frame); the
- * done event shows the stored reply. An event shown already (a join replays the turn
- * from its start) is left out by its number.
+ * One event of the turn: tokens are added to the reply, reasoning to its "Thinking"
+ * block (painted once per frame); the done event shows the stored reply. An event shown
+ * already (a join replays the turn from its start) is left out by its number.
  * @param {LiveTurn} turn
  * @param {ChatEvent} event
  */
@@ -297,9 +299,12 @@ function onEvent(turn, event) {
     return;
   }
   turn.content += event.token;
+  if (event.reasoning) turn.reasoning += event.reasoning;
   turn.frame ||= requestAnimationFrame(() => {
     turn.frame = 0;
-    if (!turn.ended) showReply(turn.reply, turn.content, null);
+    if (turn.ended) return;
+    showThinking(turn.reply, turn.reasoning, true);
+    showReply(turn.reply, turn.content, null);
   });
 }
 
@@ -407,7 +412,8 @@ export async function lost(turn) {
 }
 
 /**
- * The reply came whole (or stopped): the stored reply, marked if it was stopped.
+ * The reply came whole (or stopped): the stored reply, marked if it was stopped, with
+ * its reasoning.
  * @param {LiveTurn} turn
  * @param {ChatEvent} event the done event
  */
@@ -423,6 +429,7 @@ function finish(turn, event) {
   }
   turn.content = message?.content ?? turn.content;
   const stopped = (event.status ?? message?.status) === "STOPPED";
+  showThinking(turn.reply, message?.reasoning ?? turn.reasoning, false);
   endReply(turn.reply, turn.content, message?.createdAt ?? new Date().toISOString(), stopped);
   if (message) markStored(turn.reply, message);
   turn.mine.classList.remove("pending");

@@ -4,8 +4,9 @@
 // used), the composer (with its Stop button, and the bar of an edit) and each chat's
 // draft in it, the messages of a chat (a stopped reply marked so, a reply's tokens on
 // hover, earlier pages put before them, Regenerate on replies and Edit on the person's
-// messages, the "‹ 2 / 3 ›" picker on a message with other versions) and the list of
-// chats. It builds DOM nodes only; nothing here talks to the server.
+// messages, the "‹ 2 / 3 ›" picker on a message with other versions, a reply's reasoning
+// in a collapsed "Thinking" block) and the list of chats. It builds DOM nodes only;
+// nothing here talks to the server.
 
 import { renderMarkdown } from "./markdown.js";
 import { state } from "./state.js";
@@ -321,6 +322,7 @@ export function messageNode(role, content, createdAt, status = "COMPLETE") {
 function storedNode(message) {
   const item = messageNode(message.role, message.content, message.createdAt, message.status);
   markStored(item, message);
+  if (message.reasoning) showThinking(item, message.reasoning, false);
   return item;
 }
 
@@ -353,6 +355,7 @@ export function restartReply(item) {
   item.querySelector(".note")?.remove();
   item.querySelector(".actions")?.remove();
   item.querySelector(".versions")?.remove();
+  item.querySelector(":scope > .thinking")?.remove();
   delete item.dataset.id;
   delete item.dataset.turnId;
   item.removeAttribute("title");
@@ -709,6 +712,34 @@ export function endReply(reply, content, createdAt, stopped) {
 export function showReply(reply, content, createdAt) {
   fillMessage(reply, content, createdAt);
   if (reply.isConnected) scrollToEnd();
+}
+
+// ---------- reasoning ----------
+
+/**
+ * The reply's reasoning, in a collapsed "Thinking" block above its answer (opened, it
+ * stays open while the reasoning streams); none when `reasoning` is empty.
+ * @param {HTMLElement} item a node from messageNode
+ * @param {string} reasoning
+ * @param {boolean} streaming whether the reasoning is still coming
+ */
+export function showThinking(item, reasoning, streaming) {
+  let block = item.querySelector(":scope > .thinking");
+  if (!reasoning) {
+    block?.remove();
+    return;
+  }
+  if (!block) {
+    block = document.createElement("details");
+    block.className = "thinking";
+    const summary = document.createElement("summary");
+    const text = document.createElement("div");
+    text.className = "thinking-text";
+    block.append(summary, text);
+    item.prepend(block);
+  }
+  /** @type {HTMLElement} */ (block.querySelector("summary")).textContent = streaming ? "Thinking…" : "Thinking";
+  /** @type {HTMLElement} */ (block.querySelector(".thinking-text")).textContent = reasoning;
 }
 
 // ---------- the list of chats ----------
