@@ -3,8 +3,10 @@
 // `chat` subscription (followed with `turn` after a reload or a lost connection, stopped
 // with `stopTurn`), replies regenerated and messages edited as new versions (the old
 // ones kept, shown again with the "‹ 2 / 3 ›" picker: `switchBranch`), the title
-// renamed in place, earlier messages loaded on scrolling up, the tokens used shown. It
-// uses the public GraphQL API only.
+// renamed in place, earlier messages loaded on scrolling up, the tokens used shown, a
+// reply's reasoning in a collapsed "Thinking" block, and two demo tools the model may
+// call (each call shown as a card, run or declined by the person, the answers sent with
+// `submitToolResults`). It uses the public GraphQL API only.
 //
 // The entry point: it wires the page's events to the flows and starts the page. The
 // modules, each loaded by the browser as it is (no build):
@@ -14,7 +16,8 @@
 //   flows.js    the chats: the list, opening/creating/renaming/deleting a chat, paging
 //               back through it, showing another version of a message, starting an edit
 //   turnflow.js a turn's life: sent, regenerated, edited, followed, taken up again after
-//               a lost connection, stopped
+//               a lost connection, stopped; tool calls answered and their answers sent
+//   tools.js    the demo tools (current_time, calculator) and their setting
 //   graphql.js  the GraphQL client (HTTP and graphql-transport-ws)
 //   markdown.js the safe Markdown renderer
 
@@ -27,7 +30,8 @@ import {
   adminToken, client, identityReady, onConnectionStatus, onIdentityChange, queryServerInfo,
 } from "./queries.js";
 import { state } from "./state.js";
-import { connectionChanged, regenerate, send, stopReply } from "./turnflow.js";
+import { demoToolsOn, setDemoTools } from "./tools.js";
+import { answerCall, connectionChanged, regenerate, send, stopReply } from "./turnflow.js";
 import {
   autosize, nearTop, openDrawer, showConnection, showElsewhere, showError, showListMode,
   showModel, ui,
@@ -68,6 +72,10 @@ ui.composer.addEventListener("submit", (event) => {
 
 ui.stop.addEventListener("click", () => stopReply());
 
+// "Demo tools": whether messages offer the model the page's tools (kept in this browser).
+ui.demoTools.checked = demoToolsOn();
+ui.demoTools.addEventListener("change", () => setDemoTools(ui.demoTools.checked));
+
 ui.newForm.addEventListener("submit", (event) => {
   event.preventDefault();
   newChat();
@@ -89,8 +97,8 @@ ui.titleInput.addEventListener("keydown", (event) => {
 });
 ui.titleInput.addEventListener("blur", () => titleLeft());
 
-// The turns' buttons, the versions' arrows, and earlier messages once the person scrolls
-// to the top.
+// The turns' buttons, the versions' arrows, the tool calls' Run and Decline, and earlier
+// messages once the person scrolls to the top.
 ui.messages.addEventListener("click", (event) => {
   const button = event.target instanceof Element ? event.target.closest("button[data-action]") : null;
   const item = button?.closest(".msg");
@@ -99,6 +107,7 @@ ui.messages.addEventListener("click", (event) => {
   if (action === "regenerate") regenerate(item);
   else if (action === "edit") startEdit(item);
   else if (action === "previous" || action === "next") showVersion(button);
+  else if (action === "run-tool" || action === "decline-tool") answerCall(button);
 });
 ui.messages.addEventListener("scroll", () => { if (nearTop()) loadOlder(); }, { passive: true });
 

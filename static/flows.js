@@ -1,8 +1,9 @@
 // @ts-check
 // The chats on the page: loads the list, opens, creates, renames and deletes a chat,
 // pages back through its earlier messages, shows another version of a message, and
-// starts editing a message. A turn's life (sending, streaming, following, resuming,
-// stopping) is `turnflow.js`'s.
+// starts editing a message; it keeps track of the tool calls a chat's last reply waits
+// for. A turn's life (sending, streaming, following, resuming, stopping, answering tool
+// calls) is `turnflow.js`'s.
 
 import {
   client, MESSAGES_PAGE, mutateCreateSession, mutateDeleteSession, mutateFlags,
@@ -12,15 +13,15 @@ import {
 import { follow } from "./turnflow.js";
 import { state } from "./state.js";
 import {
-  autosize, enableVersions, findMessage, giveBack, hideNotice, keepInPlace, markCurrentInList,
-  markStored, nearTop, offsetOf, openDrawer, prependMessages, showAdminRejected,
+  autosize, enableCalls, enableVersions, findMessage, giveBack, hideNotice, keepInPlace,
+  markCurrentInList, markStored, nearTop, offsetOf, openDrawer, prependMessages, showAdminRejected,
   showArchiveView, showBusy, showDeletable, showEditing, showError, showListMode, showMessages,
   showNotice, showRenaming, showSessions, showShareError, showShares, showStop, showTitle,
-  showTurnActions, showUsage, switchDraft, ui, updateListed,
+  showTurnActions, showUsage, showWaitingCalls, switchDraft, ui, updateListed,
 } from "./view.js";
 
 /** @import { GraphQLError } from "./graphql.js" */
-/** @import { Message } from "./queries.js" */
+/** @import { Message, ToolCall } from "./queries.js" */
 
 
 /** The composer as it is shown now: whether it waits (shown only when that changes). */
@@ -45,12 +46,14 @@ export function updateBusy() {
 }
 
 /** Regenerate and Edit on the open chat's turns, unless a reply streams, an edit is on
- * or another version is being shown; the versions' arrows, unless a reply streams. */
+ * or another version is being shown; the versions' arrows and the tool calls' buttons,
+ * unless a reply streams. */
 function updateActions() {
   showTurnActions(
     state.current !== null && !state.streaming && state.editing === null && !state.switching,
   );
   enableVersions(!state.streaming && !state.switching);
+  enableCalls(!state.streaming && !state.switching);
 }
 
 /**
@@ -78,12 +81,16 @@ export function holdsTurn(messages, turnId, role = "ASSISTANT") {
 // then its turn still streaming, unless stored meanwhile (each message once: the
 // person's message is left out if the history has it; a regenerated reply streams in
 // the place of the reply it is a new version of, an edited message in the place of the
-// message edited, and what followed either is left out meanwhile).
+// message edited, and what followed either is left out meanwhile; the reply to tools'
+// results after the reply that asked). The calls the chat's last reply waits for show
+// the answers given to them, or Run and Decline.
 /**
  * @param {Message[]} messages the chat's last MESSAGES_PAGE messages (fewer: all of them)
  * @param {string | null} [sessionId]
+ * @param {ToolCall[]} [pending] the calls of its last reply waiting for results
  */
-export function showChat(messages, sessionId = null) {
+export function showChat(messages, sessionId = null, pending = []) {
+  if (sessionId !== null) trackCalls(sessionId, messages, pending);
   const live = sessionId === null ? undefined : state.turns.get(sessionId);
   let shown = messages;
   /** @type {HTMLElement[]} */
@@ -92,21 +99,49 @@ export function showChat(messages, sessionId = null) {
     const replaced = live.kind === "regenerate" ? live.replaces : live.edits;
     const at = replaced === null ? -1 : messages.findIndex((m) => m.id === replaced);
     if (at >= 0) shown = messages.slice(0, at);
-    if (live.kind === "regenerate") {
+    if (live.kind === "regenerate" || live.kind === "tools") {
       streaming = [live.reply];
     } else if (live.kind === "edit") {
       streaming = [live.mine, live.reply];
     } else {
-      streaming = holdsTurn(messages, live.turnId, "USER") ? [live.reply] : [live.mine, live.reply];
+      // The person's message is in the history already, or the turn has none.
+      const replyOnly = holdsTurn(messages, live.turnId, "USER") || !live.text;
+      streaming = replyOnly ? [live.reply] : [live.mine, live.reply];
     }
   }
   showMessages(shown, streaming);
+  showWaitingCalls();
   state.older = sessionId === null ? null : {
     sessionId, before: messages[0]?.id ?? null, more: messages.length >= MESSAGES_PAGE, loading: false,
   };
   if (state.editing) showEditing(state.editing.messageId);
   updateActions();
   if (nearTop()) loadOlder(); // the page does not fill the view: no scrolling would ask
+}
+
+/**
+ * The calls the chat's last reply waits for, as the server says (`pending`): the
+ * answers given to them here stay while they are the same calls of the same reply.
+ * @param {string} sessionId
+ * @param {Message[]} messages
+ * @param {ToolCall[]} pending
+ */
+function trackCalls(sessionId, messages, pending) {
+  /** @type {Message | undefined} */
+  let asking;
+  for (let k = messages.length - 1; k >= 0 && !asking; k--) {
+    if (messages[k].role === "ASSISTANT") asking = messages[k];
+  }
+  if (!asking || !pending.length) {
+    state.calls.delete(sessionId);
+    return;
+  }
+  const held = state.calls.get(sessionId);
+  const same = held?.replyId === asking.id && held.calls.length === pending.length
+    && pending.every((call, k) => held.calls[k].id === call.id);
+  if (!same) {
+    state.calls.set(sessionId, { replyId: asking.id, calls: pending, answers: new Map(), sending: false });
+  }
 }
 
 /**
@@ -338,7 +373,7 @@ export async function openSession(id) {
   showTitle(session.title);
   showUsage(session.usage);
   showDeletable(true);
-  showChat(session.messages, id);
+  showChat(session.messages, id, session.pendingToolCalls);
   if (session.activeTurn) follow(id, session.activeTurn, session.messages);
   const note = state.notes.get(id);
   state.notes.delete(id);
@@ -521,7 +556,7 @@ export async function showVersion(button) {
     return; // another chat was opened meanwhile (or this one is gone: its next load says)
   }
   showUsage(session.usage);
-  showChat(session.messages, sessionId);
+  showChat(session.messages, sessionId, session.pendingToolCalls);
   updateBusy();
   const shown = findMessage(target);
   if (shown) keepInPlace(shown, offset, focus);

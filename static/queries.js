@@ -1,7 +1,7 @@
 // @ts-check
 // What the page asks the server: the GraphQL documents, the one client that sends them
-// (HTTP for queries and mutations, the socket for the `chat`, `regenerate`, `edit` and
-// `turn` subscriptions),
+// (HTTP for queries and mutations, the socket for the `chat`, `regenerate`, `edit`,
+// `submitToolResults` and `turn` subscriptions),
 // who the page is to the server (a guest token, or the admin token in admin mode) and one
 // typed helper per document. It uses the public API only.
 //
@@ -18,9 +18,36 @@ import { GraphQLClient } from "./graphql.js";
 
 /** @import { ConnectionStatus, GraphQLError, Sink, Variables } from "./graphql.js" */
 
-/** @typedef {"USER" | "ASSISTANT" | "SYSTEM"} Role */
+/** @typedef {"USER" | "ASSISTANT" | "SYSTEM" | "TOOL"} Role */
 
-/** @typedef {"RUNNING" | "COMPLETE" | "STOPPED" | "FAILED"} TurnStatus */
+/**
+ * REQUIRES_ACTION: the reply asks for tool calls, which the page answers
+ * (`submitToolResults`).
+ * @typedef {"RUNNING" | "COMPLETE" | "STOPPED" | "FAILED" | "REQUIRES_ACTION" | "QUEUED"} TurnStatus
+ */
+
+/**
+ * A call of one of the page's tools, as the model asked for it.
+ * @typedef {object} ToolCall
+ * @property {string} id
+ * @property {string} name
+ * @property {string} arguments JSON text
+ */
+
+/**
+ * A tool the page offers the model: its name, what it does, and its arguments' JSON Schema.
+ * @typedef {object} ToolInput
+ * @property {string} name
+ * @property {string} [description]
+ * @property {Record<string, unknown>} [parameters]
+ */
+
+/**
+ * What a tool call answered.
+ * @typedef {object} ToolResult
+ * @property {string} toolCallId
+ * @property {string} content
+ */
 
 /**
  * Tokens, as the model provider counted them.
@@ -45,6 +72,10 @@ import { GraphQLClient } from "./graphql.js";
  *   messages with the same parent: an edit or a regeneration adds one)
  * @property {number} branches how many versions there are
  * @property {string[]} siblingIds the versions' ids, oldest first (this one included)
+ * @property {string | null} reasoning a reply's reasoning, for models that send it apart
+ *   (never part of its answer)
+ * @property {ToolCall[] | null} toolCalls the tool calls a reply asks for
+ * @property {string | null} toolCallId a tool's result (role TOOL): the call it answers
  */
 
 /**
@@ -83,6 +114,8 @@ import { GraphQLClient } from "./graphql.js";
  * @property {Usage} usage the sum of its replies' tokens
  * @property {ActiveTurn | null} activeTurn
  * @property {Message[]} messages
+ * @property {ToolCall[]} pendingToolCalls the calls of its last reply still waiting for
+ *   results
  */
 
 /**
@@ -115,15 +148,20 @@ import { GraphQLClient } from "./graphql.js";
  */
 
 /**
- * One event of the `chat` and `turn` subscriptions: tokens of the reply, then one `done`
- * event with the stored reply. Events are numbered (`seq`) from 1; one that carries
- * several tokens has the last one's number, and the done event the next number.
+ * One event of the `chat` and `turn` subscriptions: tokens of the reply (or pieces of
+ * its reasoning), then one `done` event with the stored reply. Events are numbered
+ * (`seq`) from 1; one that carries several tokens has the last one's number, and the
+ * done event the next number.
  * @typedef {object} ChatEvent
  * @property {string} token
+ * @property {string | null} reasoning a piece of the reply's reasoning (token is then "")
  * @property {boolean} done
  * @property {string} turnId
  * @property {number} seq
- * @property {TurnStatus | null} status on the done event: COMPLETE or STOPPED
+ * @property {TurnStatus | null} status on the done event: COMPLETE, STOPPED, or
+ *   REQUIRES_ACTION (the reply asks for `toolCalls`)
+ * @property {ToolCall[] | null} toolCalls on a done event with REQUIRES_ACTION: the calls
+ *   to answer
  * @property {Message | null} message
  */
 
@@ -135,13 +173,14 @@ export const PAGE = 50;
 export const MESSAGES_PAGE = 50;
 
 const USAGE = "usage { inputTokens outputTokens }";
+const CALLS = "toolCalls { id name arguments }";
 // The versions of a message (branch, branches, siblingIds) cost one read per request,
 // whatever the number of messages.
 const MESSAGE = `id turnId status role content createdAt ${USAGE} finishReason
-  branch branches siblingIds`;
+  branch branches siblingIds reasoning ${CALLS} toolCallId`;
 const SUMMARY = "id title updatedAt messageCount pinned archived";
 const CHANGED = `${SUMMARY} ${USAGE}`;
-const EVENT = `token done turnId seq status message { ${MESSAGE} }`;
+const EVENT = `token reasoning done turnId seq status ${CALLS} message { ${MESSAGE} }`;
 const SESSION_PAGE = `edges { node { ${SUMMARY} } }
       pageInfo { hasNextPage endCursor }`;
 
@@ -169,6 +208,7 @@ const Q = {
     session(id: $id) {
       id title ${USAGE} activeTurn { turnId startedAt message }
       messages: messagesPage(last: $last) { ${MESSAGE} }
+      pendingToolCalls { id name arguments }
     }
   }`,
   older: `query Older($id: ID!, $last: Int!, $before: ID) {
@@ -190,8 +230,14 @@ const Q = {
   share: "mutation Share($id: ID!) { shareSession(id: $id) { id url createdAt } }",
   revokeShare: "mutation Revoke($id: ID!) { revokeShare(id: $id) }",
   remove: "mutation Delete($id: ID!) { deleteSession(id: $id) }",
-  chat: `subscription Chat($sessionId: ID!, $message: String!, $turnId: ID) {
-    chat(sessionId: $sessionId, message: $message, turnId: $turnId) { ${EVENT} }
+  chat: `subscription Chat($sessionId: ID!, $message: String!, $turnId: ID, $tools: [ToolInput!]) {
+    chat(sessionId: $sessionId, message: $message, turnId: $turnId, tools: $tools) { ${EVENT} }
+  }`,
+  submitToolResults: `subscription SubmitToolResults($sessionId: ID!, $turnId: ID,
+    $results: [ToolResultInput!]!, $tools: [ToolInput!]) {
+    submitToolResults(sessionId: $sessionId, turnId: $turnId, results: $results, tools: $tools) {
+      ${EVENT}
+    }
   }`,
   regenerate: `subscription Regenerate($sessionId: ID!, $turnId: ID, $messageId: ID) {
     regenerate(sessionId: $sessionId, turnId: $turnId, messageId: $messageId) { ${EVENT} }
@@ -535,16 +581,35 @@ export function newTurnId() {
 
 /**
  * Sends `message` in the chat as the turn `turnId` (chosen by the page) and streams the
- * reply into `sink`. Sent again with the same `turnId`, it joins that turn (from its
- * first event) instead of running the message twice.
+ * reply into `sink`, the model offered `tools` (none when null). Sent again with the
+ * same `turnId`, it joins that turn (from its first event) instead of running the
+ * message twice. A message sent while calls wait for results answers them "cancelled".
  * @param {string} sessionId
  * @param {string} message
  * @param {string} turnId
+ * @param {ToolInput[] | null} tools
  * @param {Sink<{ chat: ChatEvent }>} sink
  * @returns {() => void} cancels the subscription
  */
-export function subscribeChat(sessionId, message, turnId, sink) {
-  return client.subscribe(Q.chat, { sessionId, message, turnId }, sink);
+export function subscribeChat(sessionId, message, turnId, tools, sink) {
+  return client.subscribe(Q.chat, { sessionId, message, turnId, ...(tools ? { tools } : {}) }, sink);
+}
+
+/**
+ * Answers the tool calls waiting in the chat (`results`: each of them once) as the turn
+ * `turnId` (chosen by the page) and streams the model's next reply into `sink`, the
+ * model offered `tools` (none when null). Sent again with the same `turnId`, it joins
+ * that turn. BAD_USER_INPUT when the results do not answer exactly the calls waiting.
+ * @param {string} sessionId
+ * @param {string} turnId
+ * @param {ToolResult[]} results
+ * @param {ToolInput[] | null} tools
+ * @param {Sink<{ submitToolResults: ChatEvent }>} sink
+ * @returns {() => void} cancels the subscription
+ */
+export function subscribeSubmitToolResults(sessionId, turnId, results, tools, sink) {
+  const variables = { sessionId, turnId, results, ...(tools ? { tools } : {}) };
+  return client.subscribe(Q.submitToolResults, variables, sink);
 }
 
 /**

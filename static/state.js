@@ -2,8 +2,11 @@
 // The page's state, one object shared by the view and the flows: the open chat, whether
 // the composer waits for a reply, the list's paging, the paging back through the open
 // chat's earlier messages, the message being edited, the turns whose replies the page
-// shows as they stream, whether a version of a message is being switched to, and what
-// waits per chat (the text typed in it, a notice for it).
+// shows as they stream, the tool calls waiting for the person's answers, whether a
+// version of a message is being switched to, and what waits per chat (the text typed in
+// it, a notice for it).
+
+/** @import { ToolCall, ToolResult } from "./queries.js" */
 
 /**
  * A turn whose reply the page streams: one it sent, or one it follows (found running
@@ -13,13 +16,15 @@
  * (`previous`) comes back if the new one is not stored. An edited message and its reply
  * stream in the place of the message edited. Either way, what followed in the chat is
  * taken out meanwhile (`hidden`: it stays on the server as another version) and comes
- * back if nothing is stored.
+ * back if nothing is stored. The answers to a reply's tool calls start a turn too: its
+ * reply streams after the reply that asked (`mine` then).
  * @typedef {object} LiveTurn
  * @property {string} sessionId
  * @property {string} turnId
- * @property {"chat" | "regenerate" | "edit"} kind a new message, a message run again,
- *   or a new version of a message
- * @property {string} text the person's message it answers
+ * @property {"chat" | "regenerate" | "edit" | "tools"} kind a new message, a message run
+ *   again, a new version of a message, or the answers to tool calls
+ * @property {string} text the person's message it answers ("" for tools' answers)
+ * @property {ToolResult[]} results for tools' answers: what the turn sends
  * @property {boolean} own whether this page sent it (its text goes back if it fails)
  * @property {HTMLElement | null} previous for a regenerated reply: the node of the reply
  *   it replaces, as it was
@@ -29,6 +34,7 @@
  *   message edited, and what followed it or the regenerated reply)
  * @property {number} lastSeq the number of the last event shown; 0 for none
  * @property {string} content the reply so far
+ * @property {string} reasoning the reply's reasoning so far
  * @property {boolean} resumed whether its subscription was lost and taken up again
  * @property {boolean} stopping whether a stop was asked for
  * @property {boolean} stopAgain whether to ask again once the turn has begun (a stop
@@ -37,7 +43,8 @@
  * @property {boolean} resent whether its message was sent again (same turn id)
  * @property {boolean} ended whether it ended (its reply shown whole, or failed)
  * @property {number} frame the animation frame that paints the reply, 0 when none
- * @property {HTMLElement} mine the node of the person's message
+ * @property {HTMLElement} mine the node of the person's message (for tools' answers: of
+ *   the reply that asked for the calls)
  * @property {HTMLElement} reply the node of the reply
  */
 
@@ -63,6 +70,17 @@
  */
 
 /**
+ * The tool calls of a chat's last reply that wait for results (the session's
+ * `pendingToolCalls`), and the answers the person gave (Run, Decline): once every call
+ * has one, they are sent together (`submitToolResults`), a turn like the others.
+ * @typedef {object} PendingCalls
+ * @property {string} replyId the id of the reply that asks for them
+ * @property {ToolCall[]} calls
+ * @property {Map<string, string>} answers call id -> what it answers, not sent yet
+ * @property {boolean} sending whether the answers are on their way
+ */
+
+/**
  * A notice to show when its chat is opened: [error code, the server's own message].
  * @typedef {[code: string, message?: string]} Note
  */
@@ -83,6 +101,7 @@
  * @property {Map<string, string>} drafts chat id ("" for no chat) -> text waiting in its input
  * @property {Map<string, Note>} notes chat id -> notice to show when that chat is opened
  * @property {Map<string, LiveTurn>} turns chat id -> the turn whose reply the page streams
+ * @property {Map<string, PendingCalls>} calls chat id -> its tool calls waiting for results
  * @property {Older | null} older paging back through the open chat; null for no chat
  * @property {Editing | null} editing the message being edited, if one is
  * @property {boolean} renaming whether the open chat's title is being edited
@@ -104,6 +123,7 @@ export const state = {
   drafts: new Map(),
   notes: new Map(),
   turns: new Map(),
+  calls: new Map(),
   older: null,
   editing: null,
   renaming: false,

@@ -3,8 +3,16 @@
 // reply: `regenerate`) and streaming its reply through the `chat` subscription, following
 // a reply that streams on the server (found running when a chat is opened or the socket
 // reconnects), taking a reply up again after a lost connection where it was cut off,
-// and stopping one. The chats themselves (the list, opening, creating, renaming,
-// deleting, paging back) are `flows.js`'s.
+// and stopping one; a reply's reasoning streams into its "Thinking" block. The chats
+// themselves (the list, opening, creating, renaming, deleting, paging back) are
+// `flows.js`'s.
+//
+// Tools: every message offers the model the page's demo tools (tools.js) while "Demo
+// tools" is on. A reply that calls tools ends with status REQUIRES_ACTION and its calls,
+// each shown as a card; the person runs or declines each, and once every call has an
+// answer the page sends them together (`submitToolResults`, a new turn id, as for a
+// message): the model's next reply is a turn like the others (streamed, followed,
+// resumed, stopped), after the reply that asked.
 //
 // A regenerated reply is a turn like the others (the same streaming, following, resuming
 // and stopping): it streams into the node of the reply it is a new version of, and the
@@ -20,21 +28,23 @@
 
 import {
   checkIdentity, client, identityReady, mutateStopTurn, newTurnId, querySession,
-  subscribeChat, subscribeEdit, subscribeRegenerate, subscribeTurn,
+  subscribeChat, subscribeEdit, subscribeRegenerate, subscribeSubmitToolResults, subscribeTurn,
 } from "./queries.js";
 import {
   cancelEdit, createSession, holdsTurn, loadSessions, positionOf, refreshHeader, reopenEdit,
   showChat, updateBusy,
 } from "./flows.js";
 import { state } from "./state.js";
+import { CANCELLED, DECLINED, offeredTools, runTool } from "./tools.js";
 import {
-  clearInput, endReply, findMessage, giveBack, hideNotice, markCurrentInList, markStored, putBack,
-  restartReply, showEditing, showError, showNotice, showReply, showTurn, takeFrom, tell, ui,
+  clearInput, endReply, findMessage, focusAfterAnswer, giveBack, hideNotice, markCurrentInList,
+  markStored, putBack, restartReply, setCallResult, showAnswerReply, showCalls, showEditing,
+  showError, showNotice, showReply, showThinking, showTurn, showWaitingCalls, takeFrom, tell, ui,
 } from "./view.js";
 
 /** @import { ConnectionStatus, GraphQLError, Sink } from "./graphql.js" */
-/** @import { ActiveTurn, ChatEvent, Message } from "./queries.js" */
-/** @import { LiveTurn } from "./state.js" */
+/** @import { ActiveTurn, ChatEvent, Message, ToolCall } from "./queries.js" */
+/** @import { LiveTurn, PendingCalls } from "./state.js" */
 
 // How long the page waits for the server again after a lost connection before it gives
 // up on a reply: as long as the server waits for the model by default
@@ -157,12 +167,16 @@ function replaceReply(turn) {
 
 /**
  * A regenerated reply or an edit that was not stored: what it was to replace shows
- * again (the reply, or the message edited), with what followed.
+ * again (the reply, or the message edited), with what followed. Tools' answers that were
+ * not stored: the calls wait for answers again.
  * @param {LiveTurn} turn
  */
 function restore(turn) {
   turn.mine.classList.remove("pending");
-  if (turn.kind === "regenerate" && turn.previous && turn.reply.isConnected) {
+  if (turn.kind === "tools") {
+    turn.reply.remove();
+    reopenCalls(turn.sessionId);
+  } else if (turn.kind === "regenerate" && turn.previous && turn.reply.isConnected) {
     turn.reply.replaceWith(turn.previous);
     putBack(turn.hidden);
   } else if (turn.kind === "edit" && turn.reply.isConnected) {
@@ -195,12 +209,14 @@ function giveBackText(turn) {
  */
 function liveTurn(sessionId, turnId, text, own, mine, reply, kind = "chat") {
   if (kind !== "regenerate") {
-    mine.dataset.turnId = turnId; // given its id once the turn is stored (refreshHeader)
+    // Given its id once the turn is stored (refreshHeader). For tools' answers, `mine` is
+    // the reply that asked for the calls: it keeps its own turn's.
+    if (kind !== "tools") mine.dataset.turnId = turnId;
     reply.dataset.turnId = turnId;
   }
   return {
-    sessionId, turnId, kind, text, own, mine, reply, previous: null, replaces: null,
-    edits: null, hidden: [], lastSeq: 0, content: "", frame: 0,
+    sessionId, turnId, kind, text, results: [], own, mine, reply, previous: null,
+    replaces: null, edits: null, hidden: [], lastSeq: 0, content: "", reasoning: "", frame: 0,
     resumed: false, stopping: false, stopAgain: false, renewed: false, resent: false, ended: false,
   };
 }
@@ -216,8 +232,10 @@ export function follow(sessionId, active, messages) {
   if (state.turns.has(sessionId) || holdsTurn(messages, active.turnId)) return;
   if (state.editing?.sessionId === sessionId) cancelEdit(); // the chat changes under it
   if (followRegenerated(sessionId, active, messages)) return;
+  if (followAnswers(sessionId, active, messages)) return;
   const { mine, reply } = showTurn(active.message, active.startedAt, sessionId === state.current);
-  if (holdsTurn(messages, active.turnId, "USER")) mine.remove(); // the history shows it
+  // The history shows the person's message; a turn without one answers tools' calls.
+  if (holdsTurn(messages, active.turnId, "USER") || !active.message) mine.remove();
   const turn = liveTurn(sessionId, active.turnId, active.message, false, mine, reply);
   state.turns.set(sessionId, turn);
   updateBusy();
@@ -251,10 +269,33 @@ function followRegenerated(sessionId, active, messages) {
 }
 
 /**
+ * Follows a running turn that answers the tool calls of the chat's last reply (its
+ * message is empty: it sends tools' results), its reply after that one. The cards
+ * show the results once it is stored (the chat is shown anew: another page answered).
+ * @param {string} sessionId
+ * @param {ActiveTurn} active
+ * @param {Message[]} messages
+ * @returns {boolean} whether it was followed so
+ */
+function followAnswers(sessionId, active, messages) {
+  const last = messages.at(-1);
+  if (sessionId !== state.current || active.message || last?.role !== "ASSISTANT") return false;
+  if (!last.toolCalls?.length) return false;
+  const asking = findMessage(last.id);
+  if (!asking) return false;
+  const turn = liveTurn(sessionId, active.turnId, "", false, asking, showAnswerReply(asking), "tools");
+  state.turns.set(sessionId, turn);
+  updateBusy();
+  stream(turn, "turn");
+  return true;
+}
+
+/**
  * Subscribes to the turn's events: `chat` sends its message, `edit` sends it as a new
- * version of the message edited, and `regenerate` runs the replaced reply's message
- * again (with the turn's id: sent again, each joins the turn); `turn` follows it after
- * the last event shown.
+ * version of the message edited, `regenerate` runs the replaced reply's message again,
+ * and `tools` sends the answers to the tool calls (with the turn's id: sent again, each
+ * joins the turn); `turn` follows it after the last event shown. A message and tools'
+ * answers offer the model the page's tools, while they are on.
  * @param {LiveTurn} turn
  * @param {LiveTurn["kind"] | "turn"} how
  */
@@ -266,7 +307,13 @@ function stream(turn, how) {
     complete: () => { if (!turn.ended) lost(turn); },
   };
   if (how === "chat") {
-    subscribeChat(turn.sessionId, turn.text, turn.turnId, { ...sink, next: (data) => sink.next(data.chat) });
+    subscribeChat(turn.sessionId, turn.text, turn.turnId, offeredTools(), {
+      ...sink, next: (data) => sink.next(data.chat),
+    });
+  } else if (how === "tools") {
+    subscribeSubmitToolResults(turn.sessionId, turn.turnId, turn.results, offeredTools(), {
+      ...sink, next: (data) => sink.next(data.submitToolResults),
+    });
   } else if (how === "regenerate") {
     const replaced = /** @type {string} */ (turn.replaces);
     subscribeRegenerate(turn.sessionId, turn.turnId, replaced, { ...sink, next: (data) => sink.next(data.regenerate) });
@@ -279,9 +326,9 @@ function stream(turn, how) {
 }
 
 /**
- * One event of the turn: tokens are added to the reply (painted once per frame); the
- * done event shows the stored reply. An event shown already (a join replays the turn
- * from its start) is left out by its number.
+ * One event of the turn: tokens are added to the reply, reasoning to its "Thinking"
+ * block (painted once per frame); the done event shows the stored reply. An event shown
+ * already (a join replays the turn from its start) is left out by its number.
  * @param {LiveTurn} turn
  * @param {ChatEvent} event
  */
@@ -297,9 +344,12 @@ function onEvent(turn, event) {
     return;
   }
   turn.content += event.token;
+  if (event.reasoning) turn.reasoning += event.reasoning;
   turn.frame ||= requestAnimationFrame(() => {
     turn.frame = 0;
-    if (!turn.ended) showReply(turn.reply, turn.content, null);
+    if (turn.ended) return;
+    showThinking(turn.reply, turn.reasoning, true);
+    showReply(turn.reply, turn.content, null);
   });
 }
 
@@ -316,9 +366,10 @@ function onError(turn, how, error) {
   if (error.code === "CONNECTION_LOST") {
     if (how !== "turn" && error.sent === false && !turn.resumed) {
       // The message never left: nothing was stored, the text goes back (a regenerated
-      // reply: the old one shows again; an edit: the message edited, the edit on again).
+      // reply: the old one shows again; an edit: the message edited, the edit on again;
+      // tools' answers: the calls wait for answers again).
       drop(turn);
-      if (turn.kind === "regenerate") {
+      if (turn.kind === "regenerate" || turn.kind === "tools") {
         restore(turn);
       } else if (turn.kind === "edit") {
         restore(turn);
@@ -374,14 +425,16 @@ async function resume(turn) {
  * @param {LiveTurn} turn
  */
 export async function lost(turn) {
-  let messages = null;
+  let session = null;
   try {
-    messages = (await querySession(turn.sessionId)).session?.messages ?? null;
+    session = (await querySession(turn.sessionId)).session;
   } catch { /* the server cannot tell: as if not stored */ }
+  const messages = session?.messages ?? null;
+  const pending = session?.pendingToolCalls ?? [];
   if (turn.ended) return;
   if (messages && holdsTurn(messages, turn.turnId)) {
     drop(turn);
-    if (turn.sessionId === state.current) showChat(messages, turn.sessionId);
+    if (turn.sessionId === state.current) showChat(messages, turn.sessionId, pending);
     settle(turn);
     return;
   }
@@ -399,7 +452,7 @@ export async function lost(turn) {
       turn.mine.remove();
       turn.reply.remove();
     }
-    if (messages && turn.sessionId === state.current) showChat(messages, turn.sessionId);
+    if (messages && turn.sessionId === state.current) showChat(messages, turn.sessionId, pending);
     settle(turn);
     return;
   }
@@ -407,7 +460,8 @@ export async function lost(turn) {
 }
 
 /**
- * The reply came whole (or stopped): the stored reply, marked if it was stopped.
+ * The reply came whole (or stopped): the stored reply, marked if it was stopped, with
+ * its reasoning and the cards of the tool calls it asks for.
  * @param {LiveTurn} turn
  * @param {ChatEvent} event the done event
  */
@@ -423,9 +477,12 @@ function finish(turn, event) {
   }
   turn.content = message?.content ?? turn.content;
   const stopped = (event.status ?? message?.status) === "STOPPED";
+  showThinking(turn.reply, message?.reasoning ?? turn.reasoning, false);
+  showCalls(turn.reply, message?.toolCalls ?? event.toolCalls ?? []);
   endReply(turn.reply, turn.content, message?.createdAt ?? new Date().toISOString(), stopped);
   if (message) markStored(turn.reply, message);
   turn.mine.classList.remove("pending");
+  callsAnswered(turn, event);
   settle(turn);
   if (message && turn.sessionId === state.current && !inPlace(turn, message)) {
     // Followed as a regenerated reply, it was a new turn with the same words after all;
@@ -444,6 +501,8 @@ function finish(turn, event) {
  * @returns {boolean}
  */
 function inPlace(turn, message) {
+  // Tools' answers that another page sent: the chat shows anew, with their results.
+  if (turn.kind === "tools") return turn.own;
   const at = positionOf(message.id);
   if (turn.kind === "regenerate") return turn.replaces === null || at === positionOf(turn.replaces);
   if (turn.kind === "edit") return turn.hidden.length > 0 && at === positionOf(/** @type {string} */ (turn.edits)) + 1;
@@ -480,6 +539,13 @@ function fail(turn, code, message) {
     restore(turn);
     giveBackText(turn);
     tell(turn.sessionId, code, message);
+  } else if (turn.kind === "tools") {
+    // The calls wait for answers again; the chat shows as the server has it (another
+    // page may have answered them meanwhile).
+    restore(turn);
+    const own = ["SESSION_BUSY", "UNAVAILABLE", "NETWORK", "BAD_USER_INPUT"];
+    tell(turn.sessionId, own.includes(code) ? code : "TOOLS_FAILED", message);
+    if (turn.sessionId === state.current) followOpenChat();
   } else {
     turn.reply.remove();
     turn.mine.classList.add("failed");
@@ -509,6 +575,107 @@ function settle(turn) {
   updateBusy();
   if (turn.sessionId === state.current) loadSessions().then(markCurrentInList);
   refreshHeader(turn.sessionId);
+}
+
+// ---------- tool calls ----------
+
+/**
+ * Run or Decline on a tool call's card: the call's answer (what the tool returned, or
+ * DECLINED) shows on the card, and the focus moves to the next call waiting; once every
+ * call waiting has an answer, they are sent together.
+ * @param {HTMLButtonElement} button
+ */
+export function answerCall(button) {
+  const sessionId = state.current;
+  const card = button.closest(".call");
+  const item = button.closest(".msg");
+  const waiting = sessionId === null ? undefined : state.calls.get(sessionId);
+  if (sessionId === null || !waiting || waiting.sending || state.streaming || state.switching) return;
+  if (!(card instanceof HTMLElement) || item?.getAttribute("data-id") !== waiting.replyId) return;
+  const call = waiting.calls.find((c) => c.id === card.dataset.callId);
+  if (!call || waiting.answers.has(call.id)) return;
+  const answer = button.dataset.action === "run-tool" ? runTool(call.name, call.arguments) : DECLINED;
+  waiting.answers.set(call.id, answer);
+  showWaitingCalls();
+  focusAfterAnswer(card);
+  if (waiting.answers.size === waiting.calls.length) sendAnswers(sessionId, waiting);
+}
+
+/**
+ * Sends the answers to the calls waiting (`submitToolResults`, as a turn of the page's
+ * own with a new id) and streams the model's next reply after the reply that asked.
+ * @param {string} sessionId
+ * @param {PendingCalls} waiting
+ */
+async function sendAnswers(sessionId, waiting) {
+  hideNotice();
+  waiting.sending = true;
+  state.sending = true;
+  updateBusy();
+  const ready = await connected();
+  const asking = findMessage(waiting.replyId);
+  if (!ready || sessionId !== state.current || state.calls.get(sessionId) !== waiting || !asking) {
+    // Not sent (the error shown, or another chat opened): the calls wait for answers again.
+    waiting.sending = false;
+    waiting.answers.clear();
+    if (ready) {
+      state.sending = false;
+      updateBusy();
+    }
+    showWaitingCalls();
+    return;
+  }
+  state.sending = false;
+  /** @type {(call: ToolCall) => string} */
+  const answerOf = (call) => waiting.answers.get(call.id) ?? DECLINED;
+  const turn = liveTurn(sessionId, newTurnId(), "", true, asking, showAnswerReply(asking), "tools");
+  turn.results = waiting.calls.map((call) => ({ toolCallId: call.id, content: answerOf(call) }));
+  state.turns.set(sessionId, turn);
+  updateBusy();
+  stream(turn, "tools");
+}
+
+/**
+ * Tools' answers that were not stored: the calls wait for answers again.
+ * @param {string} sessionId
+ */
+function reopenCalls(sessionId) {
+  const waiting = state.calls.get(sessionId);
+  if (!waiting) return;
+  waiting.sending = false;
+  waiting.answers.clear();
+  if (sessionId === state.current) showWaitingCalls();
+}
+
+/**
+ * A turn was stored: what the chat's calls wait for changed. Tools' answers are their
+ * results now; a new message answered the calls left waiting "cancelled" (the server
+ * did); an edit or a regeneration took them off the chat's path. The reply's own calls,
+ * if it asks for any, wait for answers now.
+ * @param {LiveTurn} turn
+ * @param {ChatEvent} event the done event
+ */
+function callsAnswered(turn, event) {
+  const { sessionId } = turn;
+  const waiting = state.calls.get(sessionId);
+  state.calls.delete(sessionId);
+  if (sessionId === state.current) {
+    if (turn.kind === "tools") {
+      const asking = findMessage(turn.mine.dataset.id ?? "");
+      for (const result of turn.results) {
+        if (asking) setCallResult(asking, result.toolCallId, result.content);
+      }
+    } else if (turn.kind === "chat" && waiting) {
+      const asking = findMessage(waiting.replyId);
+      for (const call of waiting.calls) if (asking) setCallResult(asking, call.id, CANCELLED);
+    }
+  }
+  const { message } = event;
+  const calls = event.toolCalls ?? message?.toolCalls ?? [];
+  if (event.status === "REQUIRES_ACTION" && message && calls.length) {
+    state.calls.set(sessionId, { replyId: message.id, calls, answers: new Map(), sending: false });
+    if (sessionId === state.current) showWaitingCalls();
+  }
 }
 
 // ---------- stopping a reply ----------
@@ -573,6 +740,6 @@ async function followOpenChat() {
     return; // the next load of the chat will tell
   }
   if (!session || id !== state.current || state.turns.has(id)) return;
-  showChat(session.messages, id);
+  showChat(session.messages, id, session.pendingToolCalls);
   if (session.activeTurn) follow(id, session.activeTurn, session.messages);
 }

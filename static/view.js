@@ -4,14 +4,17 @@
 // used), the composer (with its Stop button, and the bar of an edit) and each chat's
 // draft in it, the messages of a chat (a stopped reply marked so, a reply's tokens on
 // hover, earlier pages put before them, Regenerate on replies and Edit on the person's
-// messages, the "‹ 2 / 3 ›" picker on a message with other versions) and the list of
-// chats. It builds DOM nodes only; nothing here talks to the server.
+// messages, the "‹ 2 / 3 ›" picker on a message with other versions, a reply's reasoning
+// in a collapsed "Thinking" block, its tool calls as cards with their results or the
+// Run and Decline buttons) and the list of chats. It builds DOM nodes only; nothing here
+// talks to the server.
 
 import { renderMarkdown } from "./markdown.js";
 import { state } from "./state.js";
+import { CANCELLED, DECLINED, knowsTool, UNKNOWN_TOOL } from "./tools.js";
 
 /** @import { ConnectionStatus } from "./graphql.js" */
-/** @import { Message, SessionPage, SessionSummary, Share, Usage } from "./queries.js" */
+/** @import { Message, SessionPage, SessionSummary, Share, ToolCall, Usage } from "./queries.js" */
 
 /**
  * The element with this id, checked to be of this kind.
@@ -66,6 +69,7 @@ export const ui = {
   input: byId("input", HTMLTextAreaElement),
   send: byId("send", HTMLButtonElement),
   stop: byId("stop", HTMLButtonElement),
+  demoTools: byId("demo-tools", HTMLInputElement),
 };
 
 // ---------- notices ----------
@@ -83,6 +87,8 @@ const MESSAGES_OF_CODE = {
   NETWORK: "The server cannot be reached.",
   REPLY_FAILED: "The reply stopped before its end and was not stored.",
   REGENERATE_FAILED: "The reply could not be regenerated; the previous reply is kept.",
+  TOOLS_FAILED: "The reply to the tools' results failed and nothing was stored; the calls " +
+    "wait for your answers again.",
   UNAUTHENTICATED: "The server did not accept this browser's identity. Reload the page to try again.",
 };
 
@@ -321,8 +327,41 @@ export function messageNode(role, content, createdAt, status = "COMPLETE") {
 function storedNode(message) {
   const item = messageNode(message.role, message.content, message.createdAt, message.status);
   markStored(item, message);
+  if (message.reasoning) showThinking(item, message.reasoning, false);
+  if (message.toolCalls?.length) showCalls(item, message.toolCalls);
   return item;
 }
+
+/**
+ * The nodes of stored messages, oldest first. A tool's result (role TOOL) has no node of
+ * its own: it shows in the card of its call, in the reply before it that asked.
+ * @param {Message[]} messages
+ * @returns {{ nodes: HTMLElement[], leading: Message[], asking: HTMLElement | null }}
+ *   with the results before any reply of `messages` (theirs is in an earlier page), and
+ *   the last reply that asks for calls when only results follow it
+ */
+function storedNodes(messages) {
+  /** @type {HTMLElement[]} */
+  const nodes = [];
+  /** @type {Message[]} */
+  const leading = [];
+  /** @type {HTMLElement | null} */
+  let asking = null;
+  for (const message of messages) {
+    if (message.role === "TOOL") {
+      if (!asking) leading.push(message);
+      else if (message.toolCallId) setCallResult(asking, message.toolCallId, message.content);
+      continue;
+    }
+    const node = storedNode(message);
+    nodes.push(node);
+    asking = message.toolCalls?.length ? node : null;
+  }
+  return { nodes, leading, asking };
+}
+
+/** The tools' results at the top of the open chat, whose calls are in an earlier page. */
+let leadingResults = /** @type {Message[]} */ ([]);
 
 /**
  * Marks a node as the stored `message`: its id, its turn, its tokens (on hover), its
@@ -353,6 +392,9 @@ export function restartReply(item) {
   item.querySelector(".note")?.remove();
   item.querySelector(".actions")?.remove();
   item.querySelector(".versions")?.remove();
+  item.querySelector(":scope > .thinking")?.remove();
+  item.querySelector(":scope > .calls")?.remove();
+  item.classList.remove("asks");
   delete item.dataset.id;
   delete item.dataset.turnId;
   item.removeAttribute("title");
@@ -502,12 +544,13 @@ export function fillMessage(item, content, createdAt) {
  */
 export function showMessages(messages, streaming = []) {
   ui.messages.replaceChildren();
-  if (!messages.length && !streaming.length) {
+  const { nodes, leading } = storedNodes(messages);
+  leadingResults = leading;
+  if (!nodes.length && !streaming.length) {
     ui.messages.append(ui.welcome);
     return;
   }
-  for (const m of messages) ui.messages.append(storedNode(m));
-  ui.messages.append(...streaming);
+  ui.messages.append(...nodes, ...streaming);
   scrollToEnd();
 }
 
@@ -527,7 +570,14 @@ export function prependMessages(messages, then) {
   if (!messages.length) return;
   const box = ui.messages;
   const fromEnd = box.scrollHeight - box.scrollTop;
-  box.prepend(...messages.map(storedNode));
+  const { nodes, leading, asking } = storedNodes(messages);
+  if (asking) {
+    for (const result of leadingResults) {
+      if (result.toolCallId) setCallResult(asking, result.toolCallId, result.content);
+    }
+  }
+  leadingResults = leading;
+  box.prepend(...nodes);
   then?.();
   box.scrollTop = box.scrollHeight - fromEnd;
 }
@@ -675,15 +725,33 @@ export function putBack(nodes) {
  */
 export function showTurn(text, sentAt = new Date().toISOString(), shown = true) {
   const mine = messageNode("USER", text, sentAt);
-  const reply = messageNode("ASSISTANT", "", null);
-  reply.classList.add("streaming");
-  reply.setAttribute("aria-busy", "true");
+  const reply = streamingReply();
   if (shown) {
     if (ui.welcome.isConnected) ui.welcome.remove();
     ui.messages.append(mine, reply);
     scrollToEnd();
   }
   return { mine, reply };
+}
+
+/**
+ * The reply to tools' results as it starts: after the reply that asked for the calls.
+ * @param {HTMLElement} asking the node of that reply
+ * @returns {HTMLElement}
+ */
+export function showAnswerReply(asking) {
+  const reply = streamingReply();
+  asking.after(reply);
+  scrollToEnd();
+  return reply;
+}
+
+/** @returns {HTMLElement} a reply's node, empty, marked as streaming */
+function streamingReply() {
+  const reply = messageNode("ASSISTANT", "", null);
+  reply.classList.add("streaming");
+  reply.setAttribute("aria-busy", "true");
+  return reply;
 }
 
 /**
@@ -709,6 +777,252 @@ export function endReply(reply, content, createdAt, stopped) {
 export function showReply(reply, content, createdAt) {
   fillMessage(reply, content, createdAt);
   if (reply.isConnected) scrollToEnd();
+}
+
+// ---------- reasoning ----------
+
+/**
+ * The reply's reasoning, in a collapsed "Thinking" block above its answer (opened, it
+ * stays open while the reasoning streams); none when `reasoning` is empty.
+ * @param {HTMLElement} item a node from messageNode
+ * @param {string} reasoning
+ * @param {boolean} streaming whether the reasoning is still coming
+ */
+export function showThinking(item, reasoning, streaming) {
+  let block = item.querySelector(":scope > .thinking");
+  if (!reasoning) {
+    block?.remove();
+    return;
+  }
+  if (!block) {
+    block = document.createElement("details");
+    block.className = "thinking";
+    const summary = document.createElement("summary");
+    const text = document.createElement("div");
+    text.className = "thinking-text";
+    block.append(summary, text);
+    item.prepend(block);
+  }
+  /** @type {HTMLElement} */ (block.querySelector("summary")).textContent = streaming ? "Thinking…" : "Thinking";
+  /** @type {HTMLElement} */ (block.querySelector(".thinking-text")).textContent = reasoning;
+}
+
+// ---------- tool calls ----------
+// A reply that asks for tool calls shows a card for each: the tool's name, its
+// arguments, and its result once there is one (from the chat's history: the TOOL
+// message after the reply), else, while the call waits for an answer, Run and Decline
+// (the person approves each call). The buttons wait while a reply streams.
+
+/** Whether the cards' buttons can be used now. */
+let callsOn = true;
+
+/**
+ * The cards of the reply's tool calls, none answered yet (`setCallResult`,
+ * `showWaitingCalls` fill them).
+ * @param {HTMLElement} item a node from messageNode
+ * @param {ToolCall[]} calls
+ */
+export function showCalls(item, calls) {
+  item.querySelector(":scope > .calls")?.remove();
+  item.classList.toggle("asks", calls.length > 0);
+  if (!calls.length) return;
+  const box = document.createElement("div");
+  box.className = "calls";
+  box.append(...calls.map((call, k) => callCard(call, k, calls.length)));
+  item.querySelector(":scope > .foot")?.before(box);
+}
+
+/**
+ * @param {ToolCall} call
+ * @param {number} index
+ * @param {number} count how many calls the reply asks for
+ * @returns {HTMLElement}
+ */
+function callCard(call, index, count) {
+  const card = document.createElement("div");
+  card.className = "call";
+  card.dataset.callId = call.id;
+  card.dataset.tool = call.name;
+  card.tabIndex = -1; // the focus can rest on it once its buttons are gone
+  card.setAttribute("role", "group");
+  const which = count > 1 ? ` (${index + 1} of ${count})` : "";
+  card.setAttribute("aria-label", `Tool call${which}: ${call.name}`);
+  const head = document.createElement("div");
+  head.className = "call-head";
+  const kind = document.createElement("span");
+  kind.className = "call-kind";
+  kind.textContent = "Tool";
+  const name = document.createElement("code");
+  name.className = "call-name";
+  name.textContent = call.name;
+  const status = document.createElement("span");
+  status.className = "call-status";
+  head.append(kind, name, status);
+  const args = document.createElement("pre");
+  args.className = "call-args";
+  args.textContent = prettyArguments(call.arguments);
+  args.setAttribute("aria-label", "Arguments");
+  const body = document.createElement("div");
+  body.className = "call-body";
+  card.append(head, args, body);
+  fillCard(card, "open");
+  return card;
+}
+
+/**
+ * A call's arguments as the card shows them: JSON indented, "no arguments" for none.
+ * @param {string} text
+ * @returns {string}
+ */
+function prettyArguments(text) {
+  try {
+    const value = JSON.parse(text);
+    if (value && typeof value === "object" && !Array.isArray(value) && !Object.keys(value).length) {
+      return "(no arguments)";
+    }
+    return JSON.stringify(value, null, 2);
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * @param {string} content a call's result
+ * @returns {string} what the card's status says of it
+ */
+function resultStatus(content) {
+  if (content === DECLINED) return "Declined";
+  if (content === CANCELLED) return "Cancelled";
+  if (content === UNKNOWN_TOOL) return "Unknown tool";
+  if (content.startsWith("error:")) return "Error";
+  return "Done";
+}
+
+/**
+ * Shows a card as: "done" (its result stored), "answered" (answered here, not sent yet),
+ * "waiting" (for the person: Run and Decline) or "open" (no result known).
+ * @param {HTMLElement} card
+ * @param {"done" | "answered" | "waiting" | "open"} how
+ * @param {string} [content] the result, when there is one
+ */
+function fillCard(card, how, content = "") {
+  const name = card.dataset.tool ?? "";
+  card.dataset.state = how;
+  const status = /** @type {HTMLElement} */ (card.querySelector(".call-status"));
+  const body = /** @type {HTMLElement} */ (card.querySelector(".call-body"));
+  body.replaceChildren();
+  if (how === "waiting") {
+    status.textContent = "Waiting for your approval";
+    if (!knowsTool(name)) {
+      const note = document.createElement("p");
+      note.className = "call-note";
+      note.textContent = `This page has no tool named “${name}”: Run answers “${UNKNOWN_TOOL}”.`;
+      body.append(note);
+    }
+    const buttons = document.createElement("div");
+    buttons.className = "call-buttons";
+    buttons.append(
+      callButton("run-tool", "Run", `Run ${name}`, true),
+      callButton("decline-tool", "Decline", `Decline ${name}`, false),
+    );
+    body.append(buttons);
+    return;
+  }
+  if (how === "open") {
+    status.textContent = "No result";
+    return;
+  }
+  status.textContent = how === "answered" ? "Answered" : resultStatus(content);
+  const result = document.createElement("pre");
+  result.className = "call-result";
+  result.textContent = content;
+  result.setAttribute("aria-label", "Result");
+  body.append(result);
+}
+
+/**
+ * @param {"run-tool" | "decline-tool"} action
+ * @param {string} text
+ * @param {string} label
+ * @param {boolean} primary
+ * @returns {HTMLButtonElement}
+ */
+function callButton(action, text, label, primary) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = primary ? "call-action primary" : "call-action";
+  button.dataset.action = action;
+  button.textContent = text;
+  button.setAttribute("aria-label", label);
+  button.disabled = !callsOn;
+  return button;
+}
+
+/**
+ * The card of the call `callId` in the reply `item`, if it shows one (call ids are only
+ * unique within a reply).
+ * @param {HTMLElement} item
+ * @param {string} callId
+ * @returns {HTMLElement | null}
+ */
+function cardOf(item, callId) {
+  for (const card of item.querySelectorAll(":scope > .calls > .call")) {
+    if (card instanceof HTMLElement && card.dataset.callId === callId) return card;
+  }
+  return null;
+}
+
+/**
+ * The call `callId` of the reply `item` has a stored result.
+ * @param {HTMLElement} item
+ * @param {string} callId
+ * @param {string} content
+ */
+export function setCallResult(item, callId, content) {
+  const card = cardOf(item, callId);
+  if (card) fillCard(card, "done", content);
+}
+
+/**
+ * The open chat's calls that wait for results: each with the answer given (not sent
+ * yet), or Run and Decline.
+ */
+export function showWaitingCalls() {
+  const pending = state.current === null ? undefined : state.calls.get(state.current);
+  const item = pending ? findMessage(pending.replyId) : null;
+  if (!pending || !item) return;
+  for (const call of pending.calls) {
+    const card = cardOf(item, call.id);
+    if (!card || card.dataset.state === "done") continue;
+    const answer = pending.answers.get(call.id);
+    if (answer === undefined) fillCard(card, "waiting");
+    else fillCard(card, "answered", answer);
+  }
+}
+
+/**
+ * After a call was answered: the focus goes to the next card waiting in the reply (its
+ * Run button), else stays on the card answered.
+ * @param {HTMLElement} card
+ */
+export function focusAfterAnswer(card) {
+  const item = card.closest(".msg");
+  const next = item?.querySelector(".call[data-state='waiting'] button[data-action='run-tool']");
+  if (next instanceof HTMLButtonElement && !next.disabled) next.focus();
+  else card.focus();
+}
+
+/**
+ * Whether the cards' Run and Decline can be used (not while a reply streams, nor while
+ * another version is being shown).
+ * @param {boolean} on
+ */
+export function enableCalls(on) {
+  if (on === callsOn) return;
+  callsOn = on;
+  for (const button of ui.messages.querySelectorAll(".call-buttons button")) {
+    if (button instanceof HTMLButtonElement) button.disabled = !on;
+  }
 }
 
 // ---------- the list of chats ----------
