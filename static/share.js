@@ -29,7 +29,11 @@ function messageNode(message) {
   const bubble = document.createElement("div");
   bubble.className = "bubble";
   if (message.role === "USER") bubble.textContent = message.content;
-  else renderMarkdown(message.content, bubble);
+  else if (message.role === "TOOL") {
+    // A tool's result, as text: what the client's tool answered, not the model's words.
+    item.classList.add("tool");
+    bubble.textContent = `Tool result: ${message.content}`;
+  } else renderMarkdown(message.content, bubble);
   item.append(bubble);
   if (message.createdAt) {
     const meta = document.createElement("time");
@@ -66,7 +70,9 @@ async function show() {
   title.textContent = snapshot.title || "Shared chat";
   document.title = `${snapshot.title || "Shared chat"} (shared)`;
   note.textContent = `Shared ${new Date(snapshot.createdAt).toLocaleString()}; read-only.`;
-  list.replaceChildren(...snapshot.messages.map(messageNode));
+  // A reply that only asked for tools has no words of its own: its results follow it.
+  const shown = snapshot.messages.filter((m) => m.role !== "ASSISTANT" || m.content);
+  list.replaceChildren(...shown.map(messageNode));
   document.body.dataset.state = "shown";
 }
 
