@@ -132,7 +132,10 @@ export async function regenerate(reply) {
   const sessionId = state.current;
   if (!sessionId || state.streaming || state.editing || state.switching) return;
   const mine = reply.previousElementSibling;
-  if (!reply.dataset.id || !(mine instanceof HTMLElement) || mine.dataset.role !== "USER") return;
+  // The reply answers the person's message, or the tools' results of the reply before.
+  const answers = mine instanceof HTMLElement
+    && (mine.dataset.role === "USER" || mine.classList.contains("asks"));
+  if (!reply.dataset.id || !answers) return;
   hideNotice();
   state.sending = true;
   updateBusy();
@@ -142,7 +145,7 @@ export async function regenerate(reply) {
     updateBusy();
     return;
   }
-  const text = mine.querySelector(".bubble")?.textContent ?? "";
+  const text = mine.dataset.role === "USER" ? mine.querySelector(".bubble")?.textContent ?? "" : "";
   const turn = liveTurn(sessionId, newTurnId(), text, true, mine, reply, "regenerate");
   replaceReply(turn);
   turn.hidden = takeFrom(reply, true);

@@ -355,7 +355,8 @@ function storedNodes(messages) {
     }
     const node = storedNode(message);
     nodes.push(node);
-    asking = message.toolCalls?.length ? node : null;
+    // A summary written while calls waited may sit between them and their results.
+    if (message.role !== "SYSTEM") asking = message.toolCalls?.length ? node : null;
   }
   return { nodes, leading, asking };
 }
@@ -625,9 +626,13 @@ export function findMessage(id) {
  */
 export function lastTurn() {
   /** @type {HTMLElement[]} */
-  const stored = Array.from(ui.messages.querySelectorAll(":scope > .msg[data-id]"));
+  const stored = Array.from(
+    ui.messages.querySelectorAll(":scope > .msg[data-id]:not([data-role=SYSTEM])"),
+  );
   const [mine, reply] = stored.slice(-2);
-  if (mine?.dataset.role !== "USER" || reply?.dataset.role !== "ASSISTANT") return null;
+  // The reply answers the person's message, or the tools' results of the reply before.
+  const asked = mine?.dataset.role === "USER" || mine?.classList.contains("asks");
+  if (!asked || reply?.dataset.role !== "ASSISTANT") return null;
   return { mine, reply };
 }
 
@@ -650,12 +655,20 @@ export function showTurnActions(on) {
   if (on) {
     const turn = lastTurn();
     /** @type {HTMLElement[]} */
-    const stored = Array.from(ui.messages.querySelectorAll(":scope > .msg[data-id]"));
+    const stored = Array.from(
+      ui.messages.querySelectorAll(":scope > .msg[data-id]:not([data-role=SYSTEM])"),
+    );
     const lastMine = stored.filter((item) => item.dataset.role === "USER").at(-1);
     stored.forEach((item, k) => {
+      const before = stored[k - 1];
       if (item.dataset.role === "USER") {
         wanted.push([item, "edit", ACTIONS.edit[item === lastMine ? 1 : 2]]);
-      } else if (item.dataset.role === "ASSISTANT" && stored[k - 1]?.dataset.role === "USER") {
+      } else if (
+        item.dataset.role === "ASSISTANT"
+        // After the user's message, or after the tools' results a reply asked for (they
+        // show in that reply's cards): the server answers either again.
+        && (before?.dataset.role === "USER" || before?.classList.contains("asks"))
+      ) {
         wanted.push([item, "regenerate", ACTIONS.regenerate[item === turn?.reply ? 1 : 2]]);
       }
     });

@@ -379,3 +379,28 @@ async def test_the_cards_at_375_px(browser: Browser, app: AppServer) -> None:
         assert await tab.evaluate("document.documentElement.scrollWidth") <= 375
     finally:
         await context.close()
+
+
+async def test_the_answer_to_the_results_can_be_regenerated(page: Page, app: AppServer) -> None:
+    """The answer after the tools' results has Regenerate, as any reply does: the server
+    answers the same results again, and the picker shows the two versions."""
+    subscriptions = record_subscriptions(page)
+    session_id = await start_chat(page, "Again")
+    await send(page, '!call=calculator{"expression":"3*3"} again')
+    await cards(page).get_by_role("button", name="Run calculator").click()
+    await card_shows(cards(page), "Done", "9")
+    answer = page.locator("#messages > .msg.assistant").last
+    await expect(answer.locator(".bubble")).to_contain_text("=9")
+    await page.reload()  # from the history too
+    await expect(cards(page)).to_have_count(1)
+    old_id = (await stored(app, page, session_id))["messages"][-1]["id"]
+    regenerate = page.get_by_role("button", name="Regenerate the last reply")
+    await expect(regenerate).to_have_count(1)
+    await regenerate.click()
+    await expect(answer.locator(".versions .count")).to_have_text("2 / 2")
+    [again] = named(subscriptions, "regenerate")
+    assert again["messageId"] == old_id  # the reply it makes a new version of
+    session = await stored(app, page, session_id)
+    assert session["messages"][-1]["id"] != old_id
+    assert [m["role"] for m in session["messages"]] == ["USER", "ASSISTANT", "TOOL", "ASSISTANT"]
+    assert session["messages"][-1]["content"].endswith("=9")

@@ -9,6 +9,7 @@ and it never stops halfway with a Redis error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -17,14 +18,14 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, message_to_dict
 from redis.asyncio import Redis
 from redis.typing import EncodableT
 
 from resolvers.services import scripts
 from resolvers.services.conversation import Conversations
 from resolvers.services.errors import DataConflict
-from resolvers.services.history import encode, stamped
+from resolvers.services.history import ToolCall, encode, reply_message, stamped
 from resolvers.services.identity import Identity
 from resolvers.services.keys import (
     INDEX_KEY,
@@ -395,6 +396,46 @@ async def test_a_summary_is_never_kept_over_hostile_state(db: Redis, value: str)
 
 
 # -- the stream scripts ----------------------------------------------------------------
+
+
+async def test_a_summary_never_comes_between_calls_and_their_results(db: Redis) -> None:
+    """A new summary is pushed as the newest element: not while the path ends with a
+    reply whose tool calls wait (their results must follow it); once answered, it is."""
+    store = stores_on(db)
+    session = await store.sessions.create()
+    calls = [ToolCall(id="c1", name="look", arguments="{}")]
+    for asking in (True, False):
+        await db.lpush(messages_key(session.id), encode(reply_message("", tool_calls=calls)))
+        if not asking:
+            await db.lpush(
+                messages_key(session.id), encode(ToolMessage(content="r", tool_call_id="c1"))
+            )
+        info = await db.hgetall(meta_key(session.id))
+        length = await db.llen(messages_key(session.id))
+        await db.hset(meta_key(session.id), "list_mark", await list_mark(db, session.id))
+        kept = await Script(db, "summarize")(
+            keys={
+                "messages": messages_key(session.id),
+                "meta": meta_key(session.id),
+                "lock": lock_key(session.id),
+            },
+            args={
+                "summary": json.dumps({"type": "system", "data": {"content": "s"}}),
+                "covers": 0,
+                "at": -1,
+                "epoch": info.get("epoch", "0"),
+                "position": length,
+            },
+        )
+        assert kept == (0 if asking else 1)
+
+
+async def list_mark(db: Redis, session_id: str) -> str:
+    """The mark a list written here gets, as the server computes it."""
+    length = await db.llen(messages_key(session_id))
+    newest = await db.lindex(messages_key(session_id), 0) or ""
+    raw = newest if isinstance(newest, bytes) else newest.encode()
+    return f"{length}:{hashlib.sha1(raw).hexdigest()}"  # noqa: S324
 
 
 async def test_a_flush_for_a_deleted_session_writes_nothing(db: Redis) -> None:

@@ -13,6 +13,19 @@ local function kind_of(raw)
   if data and type(data['type']) == 'string' then return data['type'] end
   return nil
 end
+-- Whether the element is a reply asking for tool calls (LangChain's tool_calls or
+-- invalid_tool_calls, not empty): their results must follow it directly.
+local function asks_for_tools(raw)
+  local data = decoded(raw)
+  local kind = data and data['type']
+  local fields = data and type(data['data']) == 'table' and data['data']
+  if not fields or (kind ~= 'ai' and kind ~= 'AIMessageChunk') then return false end
+  for _, name in ipairs({'tool_calls', 'invalid_tool_calls'}) do
+    local calls = fields[name]
+    if type(calls) == 'table' and next(calls) ~= nil then return true end
+  end
+  return false
+end
 -- The element's id: its own message_id, or its position (counted from the oldest).
 local function id_at(raw, position)
   local data = decoded(raw)

@@ -13,7 +13,9 @@
 -- RETURNS kept
 -- kept: 1 kept, 0 not (the session is gone; its messages were rewound, replaced or
 -- rewritten since they were read; another summary covers as much; it would land
--- elsewhere than its id says; or a turn runs and there is no summary to replace).
+-- elsewhere than its id says; or a turn runs, or the path ends with a reply whose tool
+-- calls wait for their results, and there is no summary to replace: a new one would
+-- come between the calls and their results).
 -- INCLUDE keys
 -- INCLUDE session
 -- INCLUDE numbers
@@ -43,7 +45,7 @@ if at >= 0 then
     return 0
   end
   place = length - 1 - at
-elseif redis.call('EXISTS', KEYS[3]) == 1 then
+elseif redis.call('EXISTS', KEYS[3]) == 1 or asks_for_tools(redis.call('LINDEX', messages, 0)) then
   return 0
 end
 
