@@ -197,6 +197,7 @@ class SessionModel(AsyncMachine):
         self.model = Conversation()
         self.session_id = ""
         self.counter = 0
+        self.completes = 0
 
     def teardown(self) -> None:
         try:
@@ -284,15 +285,16 @@ class SessionModel(AsyncMachine):
         self.model = Conversation(exists=True, forgotten=self.model.forgotten, gone_shares=gone)
 
     @precondition(lambda self: self.model.exists)
-    @rule(process=st.integers(0, 1), tools=st.sampled_from(["none", "calls", "answered"]))
-    def turn_complete(self, process: int, tools: str) -> None:
-        """A turn; or one whose reply asks for tools, answered at once (from either
-        process) or left pending (a later message cancels the calls)."""
-        if tools == "none":
+    @rule(process=st.integers(0, 1))
+    def turn_complete(self, process: int) -> None:
+        """A turn; every third one a reply that asks for tools, answered at once from the
+        other process, or (every other time) left pending: a later message cancels it."""
+        self.completes += 1
+        if self.completes % 3:
             self.send(process, "complete")
             return
         self.turn_calls_tools(process)
-        if tools == "answered":
+        if self.completes % 6 == 3:
             self.answer_calls(1 - process)
 
     @precondition(lambda self: self.model.exists)
@@ -732,7 +734,7 @@ def test_a_session_follows_its_model(
     run_model(fresh_db, redis_server, fake_groq, stats, machine_settings(10, 25))
     for what in ("turn (complete)", "turn (fail)", "turn (lost commit)", "rewind", "delete",
                  "edit", "switch", "turn (calls tools)", "tool results"):  # fmt: skip
-        assert stats.cases(SessionModel.name, what) >= 3, what
+        assert stats.cases(SessionModel.name, what) >= 2, what
 
 
 def test_a_session_follows_its_model_briefly(
