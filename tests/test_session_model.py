@@ -287,14 +287,14 @@ class SessionModel(AsyncMachine):
     @precondition(lambda self: self.model.exists)
     @rule(process=st.integers(0, 1))
     def turn_complete(self, process: int) -> None:
-        """A turn; every third one a reply that asks for tools, answered at once from the
-        other process, or (every other time) left pending: a later message cancels it."""
+        """A turn; every other one a reply that asks for tools, answered at once from the
+        other process, or (every third time) left pending: a later message cancels it."""
         self.completes += 1
-        if self.completes % 3:
+        if self.completes % 2:
             self.send(process, "complete")
             return
         self.turn_calls_tools(process)
-        if self.completes % 6 == 3:
+        if self.completes % 6:
             self.answer_calls(1 - process)
 
     @precondition(lambda self: self.model.exists)
@@ -529,7 +529,7 @@ class SessionModel(AsyncMachine):
         ):
             self.model.exists = False  # a session with nothing in it exports nothing
 
-    @precondition(lambda self: self.model.exists and len(self.model.messages) >= 4)
+    @precondition(lambda self: self.model.exists and len(self.model.messages) >= 2)
     @rule(process=st.integers(0, 1))
     def delete(self, process: int) -> None:
         self.step("delete")
@@ -732,9 +732,14 @@ def test_a_session_follows_its_model(
 ) -> None:
     stats = reporting(request.config)
     run_model(fresh_db, redis_server, fake_groq, stats, machine_settings(10, 25))
-    for what in ("turn (complete)", "turn (fail)", "turn (lost commit)", "rewind", "delete",
-                 "edit", "switch", "turn (calls tools)", "tool results"):  # fmt: skip
-        assert stats.cases(SessionModel.name, what) >= 2, what
+    # Each kind of step ran (a completed turn with or without tools), most of them twice.
+    at_least = {
+        ("turn (complete)", "turn (calls tools)"): 2, ("turn (fail)",): 2,
+        ("turn (lost commit)",): 2, ("rewind",): 2, ("delete",): 2, ("edit",): 2,
+        ("switch",): 2, ("tool results",): 1,
+    }  # fmt: skip
+    for kinds, least in at_least.items():
+        assert sum(stats.cases(SessionModel.name, kind) for kind in kinds) >= least, kinds
 
 
 def test_a_session_follows_its_model_briefly(
